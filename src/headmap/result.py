@@ -1,0 +1,256 @@
+"""The central result type: attention maps of some layers and heads, with the tokens they are over.
+
+Everything in headmap flows through :class:`AttentionResult`: capture produces it, word aggregation,
+masking and normalization return new ones (the input is never modified), rendering and saving
+consume it. Arrays are numpy ``float32`` shaped ``[head, query, key]`` per layer.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from headmap.errors import HeadmapError, check_index
+from headmap.tokens import Tokens
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+CAUSATION_WARNING = (
+    "Attention weights show where a head looks, not why the model decides: "
+    "attention is correlation, not causation."
+)
+
+
+class Stack(enum.Enum):
+    """Which attention of the model a layer belongs to.
+
+    ``SELF`` for encoder-only and decoder-only models; ``ENCODER``, ``DECODER`` (decoder
+    self-attention) and ``CROSS`` (decoder queries over encoder keys) for encoder-decoder models.
+    """
+
+    SELF = "layer"
+    ENCODER = "encoder"
+    DECODER = "decoder"
+    CROSS = "cross"
+
+
+@dataclass(frozen=True)
+class LayerKey:
+    """One attention layer: ``LayerKey(Stack.SELF, 3).name == "layer.3"``."""
+
+    stack: Stack
+    index: int
+
+    @property
+    def sort_key(self) -> tuple[int, int]:
+        """Encoder before decoder before cross-attention, then by depth."""
+        return (list(Stack).index(self.stack), self.index)
+
+    @property
+    def name(self) -> str:
+        return f"{self.stack.value}.{self.index}"
+
+    @classmethod
+    def parse(cls, name: str) -> LayerKey:
+        """Inverse of :attr:`name` (``"layer.3"``, ``"cross.0"``)."""
+        prefix, _, index = name.partition(".")
+        try:
+            return cls(Stack(prefix), int(index))
+        except ValueError as exc:
+            valid = ", ".join(f"{s.value}.N" for s in Stack)
+            raise HeadmapError(f"{name!r} is not a layer name: expected one of {valid}") from exc
+
+    def title(self) -> str:
+        """Human name for picture titles: ``"layer 3"``, ``"cross-attention layer 0"``."""
+        words = {
+            Stack.SELF: "layer",
+            Stack.ENCODER: "encoder layer",
+            Stack.DECODER: "decoder layer",
+            Stack.CROSS: "cross-attention layer",
+        }
+        return f"{words[self.stack]} {self.index}"
+
+
+@dataclass(frozen=True)
+class LayerMap:
+    """The captured maps of one layer.
+
+    ``weights[h, r, k]`` is how much query token ``rows[r]`` of head ``heads[h]`` attends to key
+    token ``k``. ``rows`` lists the query-token indices captured (all of them unless the capture
+    asked for selected rows).
+    """
+
+    key: LayerKey
+    heads: tuple[int, ...]
+    rows: tuple[int, ...]
+    weights: np.ndarray  # [head, query_row, key]
+
+    def __post_init__(self) -> None:
+        if self.weights.ndim != 3 or self.weights.shape[:2] != (len(self.heads), len(self.rows)):
+            raise ValueError(
+                f"{self.key.name}: weights of shape {self.weights.shape} do not match "
+                f"{len(self.heads)} heads x {len(self.rows)} rows"
+            )
+
+    def head(self, head: int) -> np.ndarray:
+        """The ``[query_row, key]`` map of one model head (by the model's head number)."""
+        if head not in self.heads:
+            raise HeadmapError(
+                f"head {head} of {self.key.name} was not captured: captured heads are {list(self.heads)}"
+            )
+        return self.weights[self.heads.index(head)]
+
+
+@dataclass(frozen=True)
+class AttentionResult:
+    """Attention maps of one text, as captured from one model.
+
+    ``source`` holds the input tokens (the encoder's, for encoder-decoder models) and ``target`` the
+    decoder tokens of encoder-decoder models. ``num_layers`` gives the model's layer count per
+    stack and ``num_heads`` its query heads per layer, so pictures can say where a map sits.
+    ``normalization`` describes the display transform applied (``"raw"`` for none).
+    """
+
+    model: str
+    source: Tokens
+    layers: tuple[LayerMap, ...]
+    num_layers: dict[Stack, int]
+    num_heads: int
+    target: Tokens | None = None
+    normalization: str = "raw"
+    notes: tuple[str, ...] = ()
+
+    # -- lookup -----------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[LayerMap]:
+        return iter(self.layers)
+
+    @property
+    def keys(self) -> tuple[LayerKey, ...]:
+        return tuple(layer.key for layer in self.layers)
+
+    def layer(self, layer: int | str | LayerKey, stack: Stack | None = None) -> LayerMap:
+        """A captured layer by index (``3``, ``-1``), name (``"cross.0"``) or :class:`LayerKey`."""
+        key = self.resolve(layer, stack)
+        for captured in self.layers:
+            if captured.key == key:
+                return captured
+        have = ", ".join(k.name for k in self.keys) or "none"
+        raise HeadmapError(f"{key.name} was not captured (captured: {have}); capture it with layers=[...]")
+
+    def resolve(self, layer: int | str | LayerKey, stack: Stack | None = None) -> LayerKey:
+        """Turn an index or name into a :class:`LayerKey`, checking it against the model's range."""
+        if isinstance(layer, LayerKey):
+            key = layer
+        elif isinstance(layer, str):
+            key = LayerKey.parse(layer) if "." in layer else LayerKey(stack or self.default_stack, int(layer))
+        else:
+            key = LayerKey(stack or self.default_stack, int(layer))
+        if key.stack not in self.num_layers:
+            raise HeadmapError(f"this model has no {key.stack.value} layers: it has {self._stacks_text()}")
+        index = check_index(key.index, self.num_layers[key.stack], f"{key.stack.value} layer")
+        return LayerKey(key.stack, index)
+
+    @property
+    def default_stack(self) -> Stack:
+        return Stack.SELF if Stack.SELF in self.num_layers else Stack.ENCODER
+
+    def _stacks_text(self) -> str:
+        return ", ".join(f"{n} {s.value} layers" for s, n in self.num_layers.items())
+
+    def head(self, layer: int | str | LayerKey, head: int, stack: Stack | None = None) -> np.ndarray:
+        """The ``[query_row, key]`` map of one head; ``head`` may be negative."""
+        return self.layer(layer, stack).head(check_index(head, self.num_heads, "head"))
+
+    def query_tokens(self, key: LayerKey) -> Tokens:
+        """Tokens along the query axis of ``key`` (all of them; the layer's ``rows`` index into it)."""
+        if key.stack in (Stack.DECODER, Stack.CROSS):
+            assert self.target is not None
+            return self.target
+        return self.source
+
+    def key_tokens(self, key: LayerKey) -> Tokens:
+        """Tokens along the key axis of ``key``."""
+        if key.stack is Stack.DECODER:
+            assert self.target is not None
+            return self.target
+        return self.source
+
+    def row_tokens(self, layer: LayerMap) -> Tokens:
+        """Tokens of the captured query rows of ``layer``, in row order."""
+        return self.query_tokens(layer.key).select(layer.rows)
+
+    # -- transforms (each returns a new result) -------------------------------------------------
+    def with_layers(self, layers: Sequence[LayerMap], **changes: object) -> AttentionResult:
+        return replace(self, layers=tuple(layers), **changes)  # type: ignore[arg-type]
+
+    def to_words(self, split_punctuation: bool = False) -> AttentionResult:
+        """Aggregate sub-tokens into words: sum over a word's keys, mean over its queries."""
+        from headmap.words import aggregate_words
+
+        return aggregate_words(self, split_punctuation=split_punctuation)
+
+    def mask(
+        self,
+        special: bool = True,
+        first: bool = False,
+        indices: Sequence[int] = (),
+        renormalize: bool = False,
+    ) -> AttentionResult:
+        """Drop special tokens, the first token (a common sink) or given token indices from both axes."""
+        from headmap.masking import mask_tokens
+
+        return mask_tokens(self, special=special, first=first, indices=indices, renormalize=renormalize)
+
+    def normalize(self, spec: str) -> AttentionResult:
+        """Apply a display normalization such as ``"topk:3"``, ``"window:2,renorm"`` or ``"log"``."""
+        from headmap.normalize import normalize_result
+
+        return normalize_result(self, spec)
+
+    # -- output -------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write the maps to a ``.safetensors`` file that :func:`headmap.load_result` reads back."""
+        from headmap.storage import save_result
+
+        return save_result(self, path)
+
+    def plot(self, layer: int | str | LayerKey = 0, head: int | None = 0, **kwargs: object) -> Figure:
+        """A matplotlib figure of one head (``head=None``: all captured heads of the layer as a grid)."""
+        from headmap.render_static import plot_grid, plot_head
+
+        key = self.resolve(layer)
+        if head is None:
+            return plot_grid(self, key, **kwargs)  # type: ignore[arg-type]
+        return plot_head(self, key, head, **kwargs)  # type: ignore[arg-type]
+
+    def show(self, layer: int | str | LayerKey = 0, head: int | None = 0, **kwargs: object) -> None:
+        """Display one head (or the grid of a layer) inline in a notebook, or in a window."""
+        import matplotlib.pyplot as plt
+
+        self.plot(layer, head, **kwargs)
+        plt.show()
+
+    def render(self, path: str | Path, layer: int | str | LayerKey = 0, head: int | None = 0, **kwargs: object) -> Path:
+        """Write a picture; the format follows the extension (``.png``, ``.svg``, ``.pdf``, ``.html``)."""
+        from headmap.render import render_to_file
+
+        return render_to_file(self, path, self.resolve(layer), head, **kwargs)  # type: ignore[arg-type]
+
+    def _repr_html_(self) -> str:
+        from headmap.render_html import notebook_html
+
+        return notebook_html(self)
+
+    def __repr__(self) -> str:
+        layers = ", ".join(k.name for k in self.keys)
+        n = len(self.source) if self.target is None else f"{len(self.source)}->{len(self.target)}"
+        return (
+            f"AttentionResult(model={self.model!r}, {self.source.unit}s={n}, layers=[{layers}], "
+            f"heads={self.num_heads}, normalization={self.normalization!r})"
+        )
