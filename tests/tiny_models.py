@@ -1,0 +1,75 @@
+"""Tiny random-weight models of each supported architecture, built from configs (no download).
+
+Each comes twice with identical weights: under its default fast attention (what headmap taps) and
+under eager attention with ``output_attentions`` (the reference it must match).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import transformers
+
+from headmap.models import LoadedModel
+
+VOCAB = 30522  # the MiniLM tokenizer's vocabulary, reused as the tokenizer of every tiny model
+
+_COMMON = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+_ROPE = dict(_COMMON, num_key_value_heads=2, max_position_embeddings=256)
+
+CONFIGS: dict[str, transformers.PretrainedConfig] = {
+    "bert": transformers.BertConfig(**_COMMON, max_position_embeddings=64),
+    "gpt2": transformers.GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=64),
+    "llama": transformers.LlamaConfig(**_ROPE),
+    "qwen2": transformers.Qwen2Config(**_ROPE),
+    # A window shorter than the test texts, so the sliding mask really cuts.
+    "mistral": transformers.MistralConfig(**_ROPE, sliding_window=4),
+    "gemma2": transformers.Gemma2Config(
+        **_ROPE, head_dim=8, sliding_window=4, attn_logit_softcapping=5.0, query_pre_attn_scalar=8
+    ),
+    "gpt_neox": transformers.GPTNeoXConfig(**_COMMON, max_position_embeddings=256, rotary_pct=0.5),
+    "t5": transformers.T5Config(
+        vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4,
+        decoder_start_token_id=0, pad_token_id=0,
+    ),
+    "bart": transformers.BartConfig(
+        vocab_size=VOCAB, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64,
+    ),
+}
+
+
+# T5 has no 1/sqrt(d) scaling, so its logits grow fastest with the weights.
+INIT_STD = {"t5": 0.15}
+
+
+def _model_class(config: transformers.PretrainedConfig) -> type:
+    if config.is_encoder_decoder:
+        return transformers.AutoModelForSeq2SeqLM
+    if config.model_type == "bert":
+        return transformers.AutoModel
+    return transformers.AutoModelForCausalLM
+
+
+def build(name: str, tokenizer: object) -> tuple[LoadedModel, torch.nn.Module]:
+    """``(fast, eager)``: the same random weights under the default and the eager implementation."""
+    config = CONFIGS[name]
+    # from_config writes the implementation into the config it is given: one copy per model.
+    fast_config, eager_config = copy.deepcopy(config), copy.deepcopy(config)
+    cls = _model_class(config)
+    torch.manual_seed(0)
+    # Gemma 2 has no SDPA path (softcapping); every other architecture is tapped under SDPA.
+    fast_impl = "eager" if name == "gemma2" else "sdpa"
+    fast = cls.from_config(fast_config, dtype=torch.float32, attn_implementation=fast_impl)
+    eager = cls.from_config(eager_config, dtype=torch.float32, attn_implementation="eager")
+    # Default init (std 0.02) gives near-uniform attention in such small models; larger weights
+    # give sharp, varied maps, so that matching the reference actually means something.
+    with torch.no_grad():
+        for param in fast.parameters():
+            if param.ndim == 2:
+                param.normal_(0.0, INIT_STD.get(name, 0.3))
+    eager.load_state_dict(fast.state_dict())
+    fast.eval()
+    eager.eval()
+    return LoadedModel(model=fast, tokenizer=tokenizer, name=f"tiny-{name}"), eager
