@@ -9,7 +9,7 @@ for are computed, and the forward pass stops after the last asked layer.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol, Union
 
 import numpy as np
@@ -19,7 +19,7 @@ from headmap.architecture import Architecture, discover, forward_module
 from headmap.encoding import encode, pad_batch, pad_token_id
 from headmap.errors import HeadmapError, check_index
 from headmap.models import LoadedModel, load
-from headmap.recompute import attention_block, rows_per_block
+from headmap.recompute import Block, attention_block, rows_per_block
 from headmap.result import AttentionResult, LayerKey, LayerMap, Stack
 from headmap.tap import AttentionCall, tap
 from headmap.tokens import Tokens
@@ -59,8 +59,11 @@ class Consumer(Protocol):
     def begin(self, plan: CapturePlan) -> None:
         """Called once before the first block."""
 
-    def consume(self, item: int, key: LayerKey, start: int, block: torch.Tensor) -> None:
-        """``block`` is ``[head, row, key]`` float32 for rows ``plan.rows[item][key][start:start+block.shape[1]]``."""
+    keeps_scores: bool
+    """True if the consumer reads :attr:`Block.scores` (costs memory; off for plain map storage)."""
+
+    def consume(self, item: int, key: LayerKey, start: int, block: Block) -> None:
+        """``block`` covers rows ``plan.rows[item][key][start : start + len(block.rows)]``."""
 
 
 @dataclass
@@ -69,17 +72,18 @@ class MapStore:
 
     plan: CapturePlan | None = None
     maps: dict[tuple[int, LayerKey], np.ndarray] = field(default_factory=dict)
+    keeps_scores: bool = False
 
     def begin(self, plan: CapturePlan) -> None:
         self.plan, self.maps = plan, {}
 
-    def consume(self, item: int, key: LayerKey, start: int, block: torch.Tensor) -> None:
+    def consume(self, item: int, key: LayerKey, start: int, block: Block) -> None:
         assert self.plan is not None
         out = self.maps.get((item, key))
         if out is None:
             shape = (len(self.plan.heads), len(self.plan.rows[item][key]), len(self.plan.key_tokens(item, key)))
-            out = self.maps[(item, key)] = np.empty(shape, dtype=np.float32)
-        out[:, start : start + block.shape[1]] = block.numpy()
+            out = self.maps[(item, key)] = np.zeros(shape, dtype=np.float32)
+        out[:, start : start + len(block.rows), : block.width] = block.weights.numpy()
 
     def results(self) -> list[AttentionResult]:
         assert self.plan is not None
@@ -204,11 +208,13 @@ def _run_batch(loaded, arch, plan, consumer, batch, encoded, targets, pad, side,
         k_side = "target" if key.stack is Stack.DECODER else "source"
         for b, item in enumerate(batch):
             key_pos = valid[k_side][b]
-            row_pos = valid[q_side][b][torch.tensor(plan.rows[item][key], dtype=torch.long)]
+            text_rows = torch.tensor(plan.rows[item][key], dtype=torch.long)
+            row_pos = valid[q_side][b][text_rows]
             step = rows_per_block(len(plan.heads), len(key_pos), block_bytes)
             for start in range(0, len(row_pos), step):
-                block = attention_block(call, b, head_index, row_pos[start : start + step], key_pos)
-                consumer.consume(item, key, start, block)
+                block = attention_block(call, b, head_index, row_pos[start : start + step], key_pos,
+                                        keep_scores=consumer.keeps_scores)
+                consumer.consume(item, key, start, replace(block, rows=text_rows[start : start + step]))
             if bar is not None:
                 bar.update(1)
         remaining.discard(id(call.module))

@@ -6,6 +6,8 @@ at a time, in float32, so that memory is bounded by the block and not by the seq
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from headmap.tap import AttentionCall
@@ -17,19 +19,47 @@ def _broadcast_pick(tensor: torch.Tensor, batch: int, heads: torch.Tensor) -> to
     return picked[heads] if picked.shape[0] > 1 else picked[:1]
 
 
+@dataclass(frozen=True)
+class Block:
+    """Attention weights of some query rows of one layer of one text, as handed to consumers.
+
+    ``weights`` is ``[head, row, key]`` float32 over the first ``weights.shape[-1]`` keys of the
+    text; keys beyond that width are invisible to every row of the block (causal attention), so
+    their weight is exactly zero. ``rows`` are the query-token indices (in the text) of the rows,
+    ``visible`` how many keys each row may attend to, ``row_max`` each row's largest pre-softmax
+    score ``[head, row]`` (lets consumers get entropies without a log over the whole block).
+    """
+
+    weights: torch.Tensor
+    rows: torch.Tensor
+    visible: torch.Tensor
+    scores_max: torch.Tensor
+    scores: torch.Tensor | None = None
+
+    @property
+    def width(self) -> int:
+        return self.weights.shape[-1]
+
+
 def attention_block(
     call: AttentionCall,
     batch: int,
     heads: torch.Tensor,
     rows: torch.Tensor,
     keys: torch.Tensor,
-) -> torch.Tensor:
-    """Attention weights ``[head, row, key]`` in float32.
+    keep_scores: bool = False,
+) -> Block:
+    """Attention weights of ``heads`` for query ``rows`` over ``keys`` of batch element ``batch``.
 
     ``heads`` are query-head indices; ``rows`` and ``keys`` are positions in the (padded) sequence
-    as the kernel saw it. Keys left out (padding) are excluded *before* the softmax, which equals
-    the model's own result because the model masks them to zero weight anyway.
+    as the kernel saw it, ``keys`` ascending. Keys left out (padding) are excluded *before* the
+    softmax, which equals the model's own result because the model masks them to zero anyway.
+    ``keep_scores`` keeps the masked scores in the block (for entropy without a log pass).
     """
+    implicit = call.mask is None
+    if implicit and call.is_causal:
+        # Under a causal flag no row sees past the block's last row: skip those keys entirely.
+        keys = keys[: int(torch.searchsorted(keys, rows.max(), right=True))]
     n_rep = call.query.shape[1] // call.key.shape[1]  # GQA: query head h reads kv head h // n_rep
     q = call.query[batch, heads][:, rows].float()  # [head, row, dim]
     k = call.key[batch, heads // n_rep][:, keys].float()  # [head, key, dim]
@@ -38,17 +68,24 @@ def attention_block(
         scores = torch.tanh(scores.div_(call.softcap)).mul_(call.softcap)
     if call.position_bias is not None:
         scores += _broadcast_pick(call.position_bias, batch, heads)[:, rows][:, :, keys].float()
-    if call.mask is not None:
-        mask = _broadcast_pick(call.mask, batch, heads)[:, rows][:, :, keys]
-        if mask.dtype == torch.bool:
-            scores.masked_fill_(~mask, torch.finfo(torch.float32).min)
-        else:
-            scores += mask.float().clamp(min=torch.finfo(torch.float32).min)
+    lowest = torch.finfo(torch.float32).min
+    if implicit:
+        visible_mask = _implicit_visibility(call, rows, keys)
     else:
-        visible = _implicit_visibility(call, rows, keys)
-        if visible is not None:
-            scores.masked_fill_(~visible, torch.finfo(torch.float32).min)
-    return torch.softmax(scores, dim=-1)
+        mask = _broadcast_pick(call.mask, batch, heads)[:, rows][:, :, keys]  # type: ignore[arg-type]
+        if mask.dtype != torch.bool:
+            scores += mask.float().clamp(min=lowest)
+            mask = mask > lowest / 2
+        visible_mask = mask
+    if visible_mask is not None:
+        scores.masked_fill_(~visible_mask, lowest)
+        visible = visible_mask.sum(-1).amax(0) if visible_mask.ndim == 3 else visible_mask.sum(-1)
+    else:
+        visible = torch.full((len(rows),), len(keys), dtype=torch.long)
+    scores_max = scores.amax(-1)
+    weights = torch.softmax(scores, dim=-1)
+    return Block(weights=weights, rows=rows, visible=visible, scores_max=scores_max,
+                 scores=scores if keep_scores else None)
 
 
 def _implicit_visibility(call: AttentionCall, rows: torch.Tensor, keys: torch.Tensor) -> torch.Tensor | None:
