@@ -63,3 +63,28 @@ def test_truncated_file(minilm, tmp_path):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(HeadmapError):
         load_result(path)
+
+
+def test_float16_and_topk_storage_state_their_loss(smollm2, tmp_path):
+    text = " ".join([TROPHY] * 6)
+    result = capture(smollm2, text, layers=[2, 20])
+    full = result.save(tmp_path / "full.safetensors").stat().st_size
+    half_path = result.save(tmp_path / "half.safetensors", precision="float16")
+    assert half_path.stat().st_size < 0.55 * full
+    half = load_result(half_path)
+    err = max(np.abs(a.weights - b.weights).max() for a, b in zip(half.layers, result.layers))
+    assert 0 < err <= 2**-11
+    assert any("float16" in n and "max abs error" in n for n in half.notes)
+
+    sparse_path = result.save(tmp_path / "top8.safetensors", topk=8)
+    assert sparse_path.stat().st_size < 0.25 * full
+    sparse = load_result(sparse_path)
+    for a, b in zip(sparse.layers, result.layers):
+        assert ((a.weights > 0).sum(-1) <= 8).all()
+        top = np.sort(b.weights, axis=-1)[..., -8:]
+        np.testing.assert_allclose(np.sort(a.weights, axis=-1)[..., -8:], top, atol=1e-7)
+    with safe_open(str(sparse_path), framework="numpy") as handle:
+        storage = json.loads(handle.metadata()["storage"])
+    dropped = storage["loss"]["layer.2"]["max_dropped_mass"]
+    assert dropped == pytest.approx(float((1 - np.sort(result.layer(2).weights, -1)[..., -8:].sum(-1)).max()), abs=1e-5)
+    assert any("top-8" in n for n in sparse.notes)

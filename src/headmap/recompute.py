@@ -35,6 +35,8 @@ class Block:
     visible: torch.Tensor
     scores_max: torch.Tensor
     scores: torch.Tensor | None = None
+    causal: bool = False
+    """True when no row attends to a key after itself (lets distances use a matrix-vector product)."""
 
     @property
     def width(self) -> int:
@@ -85,7 +87,7 @@ def attention_block(
     scores_max = scores.amax(-1)
     weights = torch.softmax(scores, dim=-1)
     return Block(weights=weights, rows=rows, visible=visible, scores_max=scores_max,
-                 scores=scores if keep_scores else None)
+                 scores=scores if keep_scores else None, causal=implicit and call.is_causal)
 
 
 def _implicit_visibility(call: AttentionCall, rows: torch.Tensor, keys: torch.Tensor) -> torch.Tensor | None:

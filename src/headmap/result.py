@@ -214,11 +214,14 @@ class AttentionResult:
         return normalize_result(self, spec)
 
     # -- output -------------------------------------------------------------------------------
-    def save(self, path: str | Path) -> Path:
-        """Write the maps to a ``.safetensors`` file that :func:`headmap.load_result` reads back."""
+    def save(self, path: str | Path, precision: str = "float32", topk: int | None = None) -> Path:
+        """Write the maps to a ``.safetensors`` file that :func:`headmap.load_result` reads back.
+
+        ``precision="float16"`` or ``topk=K`` store them compactly; the loss is measured and kept.
+        """
         from headmap.storage import save_result
 
-        return save_result(self, path)
+        return save_result(self, path, precision=precision, topk=topk)
 
     def plot(self, layer: int | str | LayerKey = 0, head: int | None = 0, **kwargs: object) -> Figure:
         """A matplotlib figure of one head (``head=None``: all captured heads of the layer as a grid)."""

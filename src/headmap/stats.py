@@ -198,8 +198,13 @@ def _block_sums(block: Block, key: LayerKey, keys: Tokens, queries: Tokens) -> d
             out[name] = (np.zeros(heads), 0.0)
         return out
     positions = torch.arange(width, dtype=torch.float32)
-    distance = (rows[:, None].float() - positions[None, :]).abs_()  # [row, key]
-    out["distance"] = (torch.einsum("hrk,rk->h", w, distance).double().numpy(), n_rows)
+    if block.causal:
+        # Every key is at or before its row: sum a_k |q - k| = q - sum a_k k, a matrix-vector product.
+        expected_key = torch.matmul(w, positions)  # [head, row]
+        out["distance"] = ((rows.double()[None, :] - expected_key.double()).sum(1).numpy(), n_rows)
+    else:
+        distance = (rows[:, None].float() - positions[None, :]).abs_()  # [row, key]
+        out["distance"] = (torch.einsum("hrk,rk->h", w, distance).double().numpy(), n_rows)
     r_idx = torch.arange(n_rows)
     diag_ok = rows < width
     out["diag_share"] = (w[:, r_idx[diag_ok], rows[diag_ok]].double().sum(1).numpy(), n_rows)

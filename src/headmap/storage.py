@@ -35,8 +35,14 @@ def _metadata(result: AttentionResult) -> dict[str, str]:
     }
 
 
-def save_result(result: AttentionResult, path: str | Path) -> Path:
-    """Write ``result`` to ``path`` (``.safetensors``) and return the path."""
+def save_result(result: AttentionResult, path: str | Path, precision: str = "float32", topk: int | None = None) -> Path:
+    """Write ``result`` to ``path`` (``.safetensors``) and return the path.
+
+    ``precision="float16"`` halves the file (relative error <= 2^-11 per weight); ``topk=K`` keeps
+    only each row's K largest weights as ``{name}.values`` / ``{name}.indices`` (a fraction of the
+    size for long inputs). The loss each one causes is measured and stored in the metadata, and
+    reported in the loaded result's notes.
+    """
     from safetensors.numpy import save_file
 
     path = Path(path)
@@ -44,12 +50,47 @@ def save_result(result: AttentionResult, path: str | Path) -> Path:
         raise HeadmapError(f"captured maps are saved as .safetensors, not {path.suffix or 'no extension'!r}: rename {path}")
     if not path.parent.is_dir():
         raise HeadmapError(f"cannot write {path}: the folder {path.parent} does not exist")
-    tensors = {layer.key.name: np.ascontiguousarray(layer.weights, dtype=np.float32) for layer in result.layers}
+    if precision not in ("float32", "float16"):
+        raise HeadmapError(f"precision must be float32 or float16, not {precision!r}")
+    if topk is not None and topk < 1:
+        raise HeadmapError(f"topk must be at least 1, not {topk}")
+    tensors: dict[str, np.ndarray] = {}
+    loss: dict[str, dict[str, float]] = {}
+    for layer in result.layers:
+        tensors.update(_encode_layer(layer, precision, topk, loss))
+    meta = _metadata(result)
+    meta["storage"] = json.dumps({"precision": precision, "topk": topk, "loss": loss})
     try:
-        save_file(tensors, str(path), metadata=_metadata(result))
+        save_file(tensors, str(path), metadata=meta)
     except OSError as exc:
         raise HeadmapError(f"cannot write {path}: {exc.strerror or exc}") from exc
     return path
+
+
+def _encode_layer(layer: LayerMap, precision: str, topk: int | None, loss: dict[str, dict[str, float]]) -> dict[str, np.ndarray]:
+    name, weights = layer.key.name, np.ascontiguousarray(layer.weights, dtype=np.float32)
+    dtype = np.float16 if precision == "float16" else np.float32
+    if topk is None or topk >= weights.shape[-1]:
+        stored = weights.astype(dtype)
+        if dtype is np.float16:
+            loss[name] = {"max_abs_error": float(np.abs(stored.astype(np.float32) - weights).max())}
+        return {name: stored}
+    indices = np.argpartition(-weights, topk - 1, axis=-1)[..., :topk]
+    values = np.take_along_axis(weights, indices, axis=-1)
+    kept = values.astype(dtype)
+    dense = _scatter(kept.astype(np.float32), indices, weights.shape[-1])
+    loss[name] = {
+        "max_dropped_mass": float((weights.sum(-1) - values.sum(-1)).max()),
+        "max_abs_error": float(np.abs(dense - weights).max()),
+    }
+    index_type = np.int16 if weights.shape[-1] < 2**15 else np.int32
+    return {f"{name}.values": kept, f"{name}.indices": indices.astype(index_type)}
+
+
+def _scatter(values: np.ndarray, indices: np.ndarray, width: int) -> np.ndarray:
+    dense = np.zeros((*values.shape[:-1], width), dtype=np.float32)
+    np.put_along_axis(dense, indices.astype(np.int64), values, axis=-1)
+    return dense
 
 
 def load_result(path: str | Path) -> AttentionResult:
@@ -77,22 +118,41 @@ def load_result(path: str | Path) -> AttentionResult:
 
 def _from_parts(meta: dict[str, str], arrays: dict[str, np.ndarray]) -> AttentionResult:
     heads, rows = json.loads(meta["heads"]), json.loads(meta["rows"])
+    storage = json.loads(meta.get("storage", "{}")) or {}
+    dense: dict[str, np.ndarray] = {}
+    for name, array in arrays.items():
+        if name.endswith(".indices"):
+            continue
+        if name.endswith(".values"):
+            base = name[: -len(".values")]
+            dense[base] = (array, arrays[f"{base}.indices"])  # type: ignore[assignment]
+        else:
+            dense[name] = array.astype(np.float32, copy=False)
+    source = Tokens.from_dict(json.loads(meta["source"]))
+    target_dict = json.loads(meta["target"])
+    target = Tokens.from_dict(target_dict) if target_dict else None
     layers = []
-    for name in sorted(arrays, key=lambda n: LayerKey.parse(n).sort_key):
-        weights = arrays[name]
-        if weights.dtype != np.float32:
-            weights = weights.astype(np.float32)
-        layers.append(LayerMap(LayerKey.parse(name), tuple(heads[name]), tuple(rows[name]), weights))
-    target = json.loads(meta["target"])
+    for name in sorted(dense, key=lambda n: LayerKey.parse(n).sort_key):
+        key = LayerKey.parse(name)
+        weights = dense[name]
+        if isinstance(weights, tuple):
+            n_keys = len(target if key.stack is Stack.DECODER and target else source)
+            weights = _scatter(weights[0].astype(np.float32), weights[1], n_keys)
+        layers.append(LayerMap(key, tuple(heads[name]), tuple(rows[name]), weights))
+    notes = list(json.loads(meta.get("notes", "[]")))
+    if storage.get("precision") == "float16" or storage.get("topk"):
+        worst = max((v.get("max_abs_error", 0.0) for v in storage.get("loss", {}).values()), default=0.0)
+        kind = f"top-{storage['topk']} per row" if storage.get("topk") else "float16"
+        notes.append(f"stored as {kind} ({storage.get('precision')}): max abs error {worst:.2g}")
     result = AttentionResult(
         model=meta["model"],
-        source=Tokens.from_dict(json.loads(meta["source"])),
-        target=Tokens.from_dict(target) if target else None,
+        source=source,
+        target=target,
         layers=tuple(layers),
         num_layers={Stack(s): int(n) for s, n in json.loads(meta["num_layers"]).items()},
         num_heads=int(meta["num_heads"]),
         normalization=meta.get("normalization", "raw"),
-        notes=tuple(json.loads(meta.get("notes", "[]"))),
+        notes=tuple(notes),
     )
     for layer in result.layers:
         if layer.weights.shape[2] != len(result.key_tokens(layer.key)):
