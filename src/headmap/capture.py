@@ -274,14 +274,18 @@ def resolve_layers(arch: Architecture, layers: LayerSpec | Sequence[LayerSpec] |
                 raise HeadmapError(f"{spec!r} is not a layer: give a number or a name like 'layer.3'") from None
         if isinstance(spec, (int, np.integer)):
             stacks = list(counts)
-            keys += [LayerKey(s, check_index(int(spec), counts[s], f"{s.value} layer")) for s in stacks]
+            keys += [LayerKey(s, check_index(int(spec), counts[s], _layer_word(s))) for s in stacks]
             continue
         key = spec if isinstance(spec, LayerKey) else LayerKey.parse(spec)
         if key.stack not in counts:
             have = ", ".join(f"{n} {s.value} layers" for s, n in counts.items())
             raise HeadmapError(f"this model has no {key.stack.value} layers (it has {have})")
-        keys.append(LayerKey(key.stack, check_index(key.index, counts[key.stack], f"{key.stack.value} layer")))
+        keys.append(LayerKey(key.stack, check_index(key.index, counts[key.stack], _layer_word(key.stack))))
     return tuple(sorted(set(keys), key=lambda k: k.sort_key))
+
+
+def _layer_word(stack: Stack) -> str:
+    return "layer" if stack is Stack.SELF else f"{stack.value} layer"
 
 
 def resolve_heads(arch: Architecture, heads: int | Sequence[int] | None) -> tuple[int, ...]:

@@ -101,6 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--output", "-o", required=True, type=Path)
     plot.set_defaults(run=cmd_plot)
 
+    stats = sub.add_parser("stats", help="per-head statistics (entropy, distance, sinks, ...) streamed over long inputs")
+    _add_model_args(stats)
+    stats.add_argument("--layers", default="all", help="comma-separated layers (indices or names), or 'all'")
+    stats.add_argument("--heads", default="all", help="comma-separated heads, or 'all'")
+    stats.add_argument("--output", "-o", type=Path, help="also write the table: .csv, .json or .parquet")
+    stats.add_argument("--quiet", "-q", action="store_true", help="do not print the table")
+    stats.set_defaults(run=cmd_stats)
+
     demo = sub.add_parser("demo", help="render example maps of a bundled model into a folder")
     demo.add_argument("--model", "-m", default=DEFAULT_MODEL, help="model to demo (default: %(default)s)")
     demo.add_argument("--out", type=Path, default=Path("headmap-demo"), help="folder for the pictures (default: %(default)s)")
@@ -157,12 +165,34 @@ def cmd_capture(args: argparse.Namespace) -> None:
     check_output(args.output, (".safetensors",))
     text = read_text(args.text)
     model = load(args.model, trust_remote_code=args.trust_remote_code)
-    layers = None if args.layers == "all" else [v if "." in v else _int_arg(v, "--layers") for v in args.layers.split(",")]
-    result = capture(model, text, layers=layers, heads=_parse_heads(args.heads), target=args.target, progress=True)
+    result = capture(model, text, layers=_parse_layers(args.layers), heads=_parse_heads(args.heads), target=args.target, progress=True)
     path = result.save(args.output)
     size = path.stat().st_size / 2**20
     print(f"wrote {path}: {len(result.layers)} layers x {len(result.layers[0].heads)} heads, "
           f"{len(result.source)} tokens, {size:.1f} MiB")
+
+
+def _parse_layers(value: str) -> list[int | str] | None:
+    if value == "all":
+        return None
+    return [v if "." in v else _int_arg(v, "--layers") for v in value.split(",")]
+
+
+def cmd_stats(args: argparse.Namespace) -> None:
+    from headmap.models import load
+    from headmap.stats import collect_stats
+    from headmap.stats_io import STATS_EXTENSIONS
+
+    if args.output is not None:
+        check_output(args.output, STATS_EXTENSIONS)
+    text = read_text(args.text)
+    model = load(args.model, trust_remote_code=args.trust_remote_code)
+    stats = collect_stats(model, text, layers=_parse_layers(args.layers), heads=_parse_heads(args.heads),
+                          target=args.target, progress=sys.stderr.isatty() or len(text) > 2000)
+    if not args.quiet:
+        print(stats.format_table())
+    if args.output is not None:
+        print(f"wrote {stats.save(args.output)}", file=sys.stderr)
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -179,8 +209,20 @@ def _int_arg(value: str, flag: str) -> int:
         raise HeadmapError(f"{flag} takes a number or a name such as layer.3, not {value!r}") from None
 
 
+def _quiet_transformers() -> None:
+    """transformers' own progress bars and warnings would bury headmap's one-line messages."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _quiet_transformers()
     try:
         args.run(args)
     except HeadmapError as exc:

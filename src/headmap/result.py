@@ -153,7 +153,7 @@ class AttentionResult:
             key = LayerKey(stack or self.default_stack, int(layer))
         if key.stack not in self.num_layers:
             raise HeadmapError(f"this model has no {key.stack.value} layers: it has {self._stacks_text()}")
-        index = check_index(key.index, self.num_layers[key.stack], f"{key.stack.value} layer")
+        index = check_index(key.index, self.num_layers[key.stack], "layer" if key.stack is Stack.SELF else f"{key.stack.value} layer")
         return LayerKey(key.stack, index)
 
     @property
