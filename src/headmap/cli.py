@@ -33,13 +33,11 @@ def read_text(value: str) -> str:
 
 def check_output(path: Path, extensions: Sequence[str]) -> Path:
     """Fail before any model work when the output cannot be written."""
+    from headmap.render import check_writable
+
     if path.suffix.lower() not in extensions:
         raise HeadmapError(f"unknown output extension {path.suffix or '(none)'!r} for {path}: use one of {', '.join(extensions)}")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise HeadmapError(f"cannot write {path}: the folder {parent} does not exist")
-    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise HeadmapError(f"cannot write {path}: permission denied")
+    check_writable(path)
     return path
 
 
