@@ -15,6 +15,7 @@ SHOWCASE = {"minilm": (3, 5), "smollm2": (12, 4)}
 
 def run_demo(model_name: str, out: Path, text: str) -> list[Path]:
     """Capture every layer of ``model_name`` on ``text`` and write the demo pictures into ``out``."""
+    from headmap.render import save_figure
     from headmap.render_static import plot_layer_profile
 
     try:
@@ -32,9 +33,8 @@ def run_demo(model_name: str, out: Path, text: str) -> list[Path]:
         words.mask(special=True).render(out / f"{stem}-layer{layer}-all-heads.svg", layer, None),
         words.normalize("topk:3").render(out / f"{stem}-layer{layer}-head{head}-top3.html", layer, head),
     ]
-    figure = plot_layer_profile(result)
     profile = out / f"{stem}-layer-profile.png"
-    figure.savefig(profile, dpi=120, bbox_inches="tight")
+    save_figure(plot_layer_profile(result, kind="heatmap"), profile)
     written.append(profile)
     result.save(out / f"{stem}-capture.safetensors")
     written.append(out / f"{stem}-capture.safetensors")

@@ -44,16 +44,18 @@ class LoadedModel:
 
     @property
     def max_positions(self) -> int | None:
-        """The longest input the model's positions allow, or None when unbounded (e.g. RoPE, T5)."""
+        """The longest input the model's learned positions allow, or None when unbounded.
+
+        Rotary (RoPE) and relative-bias (T5) models list a trained context length but have no
+        position table to run out of, so only absolute position embeddings set a hard limit.
+        """
         config = self.model.config
-        if getattr(config, "position_embedding_type", "absolute") != "absolute":
+        rotary = hasattr(config, "rope_parameters") or getattr(config, "rope_theta", None) is not None
+        if rotary or getattr(config, "position_embedding_type", "absolute") != "absolute":
             return None
-        for attr in ("max_position_embeddings", "n_positions", "max_positions"):
+        for attr in ("max_position_embeddings", "n_positions"):
             value = getattr(config, attr, None)
             if isinstance(value, int) and value > 0:
-                # RoPE models list a trained context length, not a hard limit of the weights.
-                if getattr(config, "rope_theta", None) is not None or hasattr(config, "rope_parameters"):
-                    return None
                 return value
         return None
 

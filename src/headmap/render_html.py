@@ -1,9 +1,11 @@
-"""Interactive, self-contained HTML heatmaps (plotly with its JavaScript embedded) and notebook display.
+"""Interactive, self-contained HTML heatmaps (plotly, its JavaScript embedded) and notebook display.
 
-Tokens are untrusted text. They are HTML-escaped before they become plotly labels (plotly renders
-tags such as ``<b>``, ``<br>`` and links in labels), and everything placed inside a ``<script>``
-goes through plotly's JSON encoder, which escapes ``<``, ``>`` and ``/``. Nothing is fetched at
-view time: no CDN, no fonts, no analytics.
+Tokens are untrusted text. They are HTML-escaped before they become plotly labels, because
+plotly turns ``<b>``, ``<br>``, ``<a href>`` and similar tags in labels into markup; plotly.js
+splits labels on tags first and turns the remaining entities back into plain text nodes, so an
+escaped token shows exactly as typed. Everything inside a ``<script>`` is written by plotly's
+JSON encoder, which escapes ``<``, ``>`` and ``/``, so no token can close the script; this module
+embeds no JSON of its own. Nothing is fetched at view time: no CDN, no fonts, no MathJax.
 """
 
 from __future__ import annotations
@@ -12,114 +14,184 @@ import base64
 import html
 import io
 import math
+from collections import Counter
+from collections.abc import Sequence
 
 import numpy as np
 
-from headmap.downsample import downsample, downsample_note, pooled_labels
+from headmap.downsample import color_limits, pooled_labels, prepare, value_label, visible
 from headmap.result import CAUSATION_WARNING, AttentionResult, LayerKey
 
-PLOTLY_SCALES = {"viridis": "Viridis", "magma": "Magma", "inferno": "Inferno", "plasma": "Plasma",
-                 "cividis": "Cividis", "Blues": "Blues", "Greys": "Greys", "YlOrRd": "YlOrRd",
-                 "RdBu_r": "RdBu_r", "RdBu": "RdBu", "coolwarm": "RdBu_r", "bwr": "RdBu_r"}
+HEAD_MAX_TOKENS = 512
+GRID_MAX_TOKENS = 256
+_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{title}</title>
+<style>
+body {{ font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 16px; color: #222; }}
+p.caption {{ color: #555; font-size: 13px; max-width: 1100px; line-height: 1.4; }}
+</style>
+</head>
+<body>
+{plot}
+<p class="caption">{caption}</p>
+</body>
+</html>
+"""
 
 
-def _scale(cmap: str) -> str:
-    from headmap.render_static import colormap
+def escape(text: str) -> str:
+    """Untrusted text made inert for HTML and plotly labels (control characters made visible too).
 
-    colormap(cmap)  # same validation and message as the static path
-    return PLOTLY_SCALES.get(cmap, "Viridis")
-
-
-def _labels(labels: list[str]) -> list[str]:
-    return [html.escape(label, quote=True) for label in labels]
+    ``$`` becomes ``&#36;`` as well: plotly hands ``$...$`` labels to MathJax where a page has it.
+    """
+    return html.escape(visible(text), quote=True).replace("$", "&#36;")
 
 
-def _axes_and_z(result: AttentionResult, key: LayerKey, weights: np.ndarray, max_tokens: int) -> tuple[np.ndarray, list[str], list[str], str]:
-    layer = result.layer(key)
-    pooled, fq, fk = downsample(weights, max_tokens)
-    rows = _labels(pooled_labels(result.row_tokens(layer).labels(), fq))
-    cols = _labels(pooled_labels(result.key_tokens(key).labels(), fk))
-    return pooled.astype(np.float32), rows, cols, downsample_note(weights.shape[-2:], fq, fk)
+def unique(labels: Sequence[str]) -> list[str]:
+    """``labels`` with any repeats suffixed ``·i``: plotly merges equal categories into one row."""
+    counts = Counter(labels)
+    return [f"{label}·{i}" if counts[label] > 1 else label for i, label in enumerate(labels)]
 
 
-def _caption(result: AttentionResult, note: str) -> str:
-    return html.escape(" · ".join(p for p in (note, *result.notes, CAUSATION_WARNING) if p))
+def axis_categories(labels: Sequence[str], factor: int) -> list[str]:
+    """Escaped, unique category names of one axis: token labels or pooled ranges ``a…b [i-j]``."""
+    return unique([escape(label) for label in pooled_labels(labels, factor, width=16 if factor > 1 else None)])
 
 
-def _page(fig, caption: str) -> str:  # type: ignore[no-untyped-def]
-    fig.add_annotation(text=caption, xref="paper", yref="paper", x=0, y=-0.02, yanchor="top", showarrow=False,
-                       align="left", font={"size": 11, "color": "#555"})
-    return fig.to_html(include_plotlyjs=True, full_html=True, config={"displaylogo": False})
+def plotly_colorscale(cmap: str, steps: int = 17) -> list[list[object]]:
+    """A matplotlib colormap sampled into a plotly colorscale, so both renderers share names."""
+    import matplotlib
+
+    from headmap.render_static import check_cmap
+
+    colors = matplotlib.colormaps[check_cmap(cmap)](np.linspace(0.0, 1.0, steps))
+    return [[i / (steps - 1), f"rgb({r * 255:.0f},{g * 255:.0f},{b * 255:.0f})"] for i, (r, g, b, _) in enumerate(colors)]
 
 
-def _hover(result: AttentionResult) -> str:
-    label = "log10 weight" if "log10" in result.normalization else "weight"
-    return "query: %{y}<br>key: %{x}<br>" + label + ": %{z:.4f}<extra></extra>"
+def hover_template(normalization: str, pooled: bool, head: int | None = None) -> str:
+    """Hover text: query token, key token and weight (a block max when pooled)."""
+    what = value_label(normalization).replace("attention ", "")
+    what = f"max {what} in block" if pooled else what
+    prefix = f"head {head}<br>" if head is not None else ""
+    return prefix + "query: %{y}<br>key: %{x}<br>" + what + ": %{z:.4f}<extra></extra>"
 
 
-def head_html(result: AttentionResult, key: LayerKey, head: int, cmap: str = "viridis", max_tokens: int = 512) -> str:
-    """A full HTML document with one interactive heatmap; hover shows query, key and weight."""
+def _title(result: AttentionResult, what: str) -> str:
+    # Our own <br>/<sub> markup around escaped untrusted parts (model names can be user paths).
+    return f"{escape(result.model)}<br><sub>{what} · normalization: {escape(result.normalization)}</sub>"
+
+
+def _page(fig: object, title: str, notes: Sequence[str]) -> str:
+    """A full HTML document: the figure with plotly.js inlined, and the escaped caption below it."""
+    plot = fig.to_html(full_html=False, include_plotlyjs=True, include_mathjax=False,  # type: ignore[attr-defined]
+                       config={"displaylogo": False, "responsive": True})
+    caption = "<br>".join(escape(line) for line in [*notes, CAUSATION_WARNING] if line)
+    return _PAGE.format(title=escape(title), plot=plot, caption=caption)
+
+
+def _side(n: int, lo: int, hi: int) -> int:
+    return int(np.clip(14 * n + 200, lo, hi))
+
+
+def head_html(result: AttentionResult, key: LayerKey | int | str, head: int, cmap: str = "viridis",
+              max_tokens: int = HEAD_MAX_TOKENS, vmin: float | None = None, vmax: float | None = None) -> str:
+    """A full HTML document with one interactive heatmap ``[query, key]`` of one head.
+
+    Hover shows the query token, the key token and the weight. Beyond ``max_tokens`` tokens a
+    side the map is max-pooled (peaks preserved) and the caption says so.
+    """
     import plotly.graph_objects as go
 
     key = result.resolve(key)
-    z, rows, cols, note = _axes_and_z(result, key, result.head(key, head), max_tokens)
-    fig = go.Figure(go.Heatmap(z=z, x=cols, y=rows, colorscale=_scale(cmap), hovertemplate=_hover(result),
-                               zmin=None if "log10" in result.normalization else 0.0))
-    title = f"{result.model} · {key.title()} · head {head}<br>{result.normalization}"
-    side = int(np.clip(14 * len(rows) + 250, 500, 1100))
-    fig.update_layout(title=html.escape(title).replace("&lt;br&gt;", "<br>"), width=side + 120, height=side + 60,
-                      xaxis={"type": "category", "title": "key (attended to)", "tickangle": -90},
-                      yaxis={"type": "category", "autorange": "reversed", "title": "query (attending)"},
-                      margin={"b": 140})
-    return _page(fig, _caption(result, note))
+    prep = prepare(result, key, [head], max_tokens)
+    (fq, fk), z = prep.factors, prep.values[0]
+    rows, cols = axis_categories(prep.row_labels, fq), axis_categories(prep.key_labels, fk)
+    zmin, zmax = color_limits(z, result.normalization, vmin, vmax)
+    trace = go.Heatmap(z=z, x=cols, y=rows, zmin=zmin, zmax=zmax, colorscale=plotly_colorscale(cmap),
+                       hovertemplate=hover_template(result.normalization, fq * fk > 1),
+                       colorbar={"title": {"text": value_label(result.normalization)}})
+    fig = go.Figure(trace)
+    what = f"{key.title()} · head {prep.heads[0]}"
+    fig.update_layout(
+        title={"text": _title(result, what), "x": 0.01}, width=_side(len(cols), 520, 1200) + 140,
+        height=_side(len(rows), 420, 1100) + 120, margin={"t": 90},
+        xaxis={"type": "category", "title": {"text": "key (attended to)"}, "tickangle": -90},
+        yaxis={"type": "category", "autorange": "reversed", "title": {"text": "query (attending)"}},
+    )
+    return _page(fig, f"{result.model} · {what}", prep.notes)
 
 
-def grid_html(result: AttentionResult, key: LayerKey, cmap: str = "viridis", max_tokens: int = 256) -> str:
-    """All captured heads of a layer, one panel each, on a shared colour scale."""
+def grid_html(result: AttentionResult, key: LayerKey | int | str, cmap: str = "viridis",
+              max_tokens: int = GRID_MAX_TOKENS, vmin: float | None = None, vmax: float | None = None) -> str:
+    """All captured heads of a layer, one interactive panel each, on one shared colour scale."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     key = result.resolve(key)
-    layer = result.layer(key)
-    z, rows, cols, note = _axes_and_z(result, key, layer.weights, max_tokens)
-    n = len(layer.heads)
+    prep = prepare(result, key, None, max_tokens)
+    (fq, fk), n = prep.factors, len(prep.heads)
+    rows, cols = axis_categories(prep.row_labels, fq), axis_categories(prep.key_labels, fk)
     ncols = math.ceil(math.sqrt(n))
     nrows = math.ceil(n / ncols)
-    fig = make_subplots(rows=nrows, cols=ncols, subplot_titles=[f"head {h}" for h in layer.heads])
-    zmax = float(z.max()) if z.size else 1.0
-    zmin = None if "log10" in result.normalization else 0.0
-    for i in range(n):
-        fig.add_trace(go.Heatmap(z=z[i], x=cols, y=rows, coloraxis="coloraxis", hovertemplate=_hover(result)),
+    fig = make_subplots(rows=nrows, cols=ncols, subplot_titles=[f"head {h}" for h in prep.heads],
+                        horizontal_spacing=0.04, vertical_spacing=0.08 / max(1, nrows / 3))
+    for i, head in enumerate(prep.heads):
+        fig.add_trace(go.Heatmap(z=prep.values[i], x=cols, y=rows, coloraxis="coloraxis",
+                                 hovertemplate=hover_template(result.normalization, fq * fk > 1, head)),
                       row=i // ncols + 1, col=i % ncols + 1)
-    fig.update_xaxes(type="category", showticklabels=False)
-    fig.update_yaxes(type="category", autorange="reversed", showticklabels=False)
-    title = html.escape(f"{result.model} · {key.title()} · all heads · {result.normalization}")
-    fig.update_layout(title=title, coloraxis={"colorscale": _scale(cmap), "cmin": zmin, "cmax": zmax},
-                      width=260 * ncols + 150, height=260 * nrows + 160, margin={"b": 120})
-    return _page(fig, _caption(result, note))
+    labelled = max(len(rows), len(cols)) <= 24
+    fig.update_xaxes(type="category", showticklabels=labelled, tickangle=-90)
+    fig.update_yaxes(type="category", autorange="reversed", showticklabels=labelled)
+    zmin, zmax = color_limits(prep.values, result.normalization, vmin, vmax)
+    what = f"{key.title()} · all {n} captured heads"
+    panel = 300 if labelled else 240
+    fig.update_layout(
+        title={"text": _title(result, what), "x": 0.01}, margin={"t": 110},
+        coloraxis={"colorscale": plotly_colorscale(cmap), "cmin": zmin, "cmax": zmax,
+                   "colorbar": {"title": {"text": value_label(result.normalization)}}},
+        width=min(1800, panel * ncols + 160), height=panel * nrows + 140,
+    )
+    return _page(fig, f"{result.model} · {what}", prep.notes)
 
 
-def notebook_html(result: AttentionResult) -> str:
-    """Light rich display for notebooks: an inline PNG of the first captured head and a summary.
-
-    Embedding plotly.js (~4 MB) in every cell output would bloat notebooks; the interactive view
-    is one ``result.render("x.html", ...)`` away.
-    """
-    from headmap.render_static import plot_head
-
+def summary_rows(result: AttentionResult) -> list[tuple[str, str]]:
+    """``(field, value)`` pairs describing a result, unescaped."""
     rows = [("model", result.model), (f"{result.source.unit}s", str(len(result.source)))]
     if result.target is not None:
         rows.append((f"target {result.target.unit}s", str(len(result.target))))
-    rows += [("layers", ", ".join(k.name for k in result.keys)), ("heads", str(result.num_heads)),
-             ("normalization", result.normalization)]
-    table = "".join(f"<tr><th style='text-align:left'>{html.escape(a)}</th><td>{html.escape(b)}</td></tr>" for a, b in rows)
+    rows += [
+        ("layers captured", ", ".join(k.name for k in result.keys) or "none"),
+        ("heads", ", ".join(str(h) for h in result.layers[0].heads) if result.layers else "none"),
+        ("heads per layer (model)", str(result.num_heads)),
+        ("normalization", result.normalization),
+        *(("note", note) for note in result.notes),
+    ]
+    return rows
+
+
+def notebook_html(result: AttentionResult, dpi: int = 80) -> str:
+    """Light rich display for notebooks: a summary table and an inline PNG of the first captured head.
+
+    The PNG is head 0 of the first captured layer (or its first captured head). plotly.js (~4 MB)
+    is deliberately not embedded: notebooks would bloat with every displayed result; the
+    interactive view is one ``result.render("map.html", ...)`` away.
+    """
+    from headmap.render import save_figure
+    from headmap.render_static import plot_head
+
+    cells = "".join(f"<tr><th style='text-align:left'>{escape(a)}</th><td style='text-align:left'>{escape(b)}</td></tr>"
+                    for a, b in summary_rows(result))
     image = ""
     if result.layers:
         first = result.layers[0]
-        fig = plot_head(result, first.key, first.heads[0], max_tokens=128)
+        head = 0 if 0 in first.heads else first.heads[0]
         buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+        save_figure(plot_head(result, first.key, head, max_tokens=128), buffer, "png", dpi=dpi)
         data = base64.b64encode(buffer.getvalue()).decode("ascii")
-        image = f"<img alt='{html.escape(first.key.title())}, head {first.heads[0]}' src='data:image/png;base64,{data}'/>"
-    return (f"<div><table>{table}</table>{image}"
-            f"<p><em>{html.escape(CAUSATION_WARNING)}</em></p></div>")
+        alt = escape(f"{first.key.title()}, head {head}")
+        image = f"<img alt='{alt}' src='data:image/png;base64,{data}' style='max-width:100%'/>"
+    return (f"<div><table>{cells}</table>{image}"
+            f"<p><em>{escape(CAUSATION_WARNING)}</em></p></div>")

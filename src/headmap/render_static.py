@@ -1,203 +1,354 @@
-"""Static heatmaps with matplotlib: one head, all heads of a layer, differences, layer profiles.
+"""Static heatmaps with matplotlib: one head, a grid of heads, a difference, a layer-depth profile.
 
-Every figure names the model, the layer and the head, states its normalization, and carries the
-reminder that attention is correlation, not causation.
+Every picture names the model, the layer, the head(s) and the normalization in its title and
+carries a caption with the causation warning and any downsampling, so that a PNG found later in
+a slide deck still says what it shows. Long inputs are max-pooled (peaks survive) before drawing:
+``imshow`` over at most ``max_tokens`` cells a side keeps an 8192-token map well under a second.
+Figures are made through pyplot so that ``result.show()`` and notebooks display them; whoever
+saves one to a file closes it (:func:`headmap.render.render_to_file` does).
 """
 
 from __future__ import annotations
 
-import math
+import difflib
+import os
+import sys
 import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+import matplotlib
 import numpy as np
 
-from headmap.downsample import downsample, downsample_note, pooled_labels
-from headmap.errors import HeadmapError
-from headmap.result import CAUSATION_WARNING, AttentionResult, LayerKey
+from headmap.downsample import Prepared, axis_labels, color_limits, is_log, prepare, value_label
+from headmap.errors import HeadmapError, check_index
+from headmap.result import CAUSATION_WARNING, AttentionResult, LayerKey, LayerMap, Stack
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
-    from matplotlib.colors import Colormap
     from matplotlib.figure import Figure
+    from matplotlib.image import AxesImage
 
-SEQUENTIAL = ("viridis", "magma", "inferno", "plasma", "cividis", "Blues", "Greys", "YlOrRd")
-DIVERGING = ("RdBu_r", "RdBu", "coolwarm", "bwr", "seismic", "PuOr", "PiYG", "BrBG", "RdYlBu")
-MAX_LABELLED = 80  # beyond this many cells an axis is labelled sparsely
-
-
-def colormap(name: str) -> Colormap:
-    """A matplotlib colormap by name, or a clear error listing some valid names."""
-    import matplotlib
-
-    try:
-        return matplotlib.colormaps[name]
-    except KeyError:
-        raise HeadmapError(
-            f"unknown colormap {name!r}: sequential {', '.join(SEQUENTIAL[:4])}; diverging {', '.join(DIVERGING[:4])}"
-        ) from None
+SEQUENTIAL = ("viridis", "magma", "cividis", "inferno", "Blues", "Greys")
+DIVERGING = ("RdBu_r", "coolwarm", "PuOr", "seismic")
+CAPTION_FONT = 7.0
+MIN_LABEL_FONT = 6.0
 
 
-def _new_figure(width: float, height: float) -> Figure:
-    # The object-oriented API never touches pyplot's global state or a display.
-    from matplotlib.figure import Figure
+def _use_agg_when_headless() -> None:
+    """Choose Agg before pyplot loads on a machine without a display, unless a backend was chosen.
 
-    return Figure(figsize=(width, height), layout="constrained")
-
-
-def _fontsize(n: int) -> float:
-    return float(np.clip(260 / max(n, 1), 4.5, 10))
-
-
-def _is_log(result: AttentionResult) -> bool:
-    return "log10" in result.normalization
+    Jupyter sets ``MPLBACKEND`` itself, so notebooks keep their inline backend.
+    """
+    headless = sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    chosen = getattr(matplotlib.rcParams, "_get_backend_or_none", lambda: None)()
+    if headless and chosen is None and "MPLBACKEND" not in os.environ and "matplotlib.pyplot" not in sys.modules:
+        matplotlib.use("Agg")
 
 
-def _caption(fig: Figure, *parts: str) -> None:
-    text = " · ".join(p for p in parts if p)
-    width = max(60, int(fig.get_figwidth() * 14))
-    fig.text(0.5, 0.0, "\n".join(textwrap.wrap(text, width)), ha="center", va="top", fontsize=7, color="0.3",
-             transform=fig.transFigure)
+_use_agg_when_headless()
+import matplotlib.pyplot as plt  # noqa: E402  (after the backend choice on purpose)
 
 
-def _axis_labels(ax: Axes, rows: list[str], cols: list[str]) -> None:
-    for labels, set_ticks, set_labels, n in (
-        (cols, ax.set_xticks, ax.set_xticklabels, len(cols)),
-        (rows, ax.set_yticks, ax.set_yticklabels, len(rows)),
-    ):
-        step = max(1, math.ceil(n / MAX_LABELLED))
-        ticks = list(range(0, n, step))
-        set_ticks(ticks)
-        set_labels([labels[i] for i in ticks], fontsize=_fontsize(min(n, MAX_LABELLED)))
-    for label in ax.get_xticklabels():
-        label.set_rotation(90)
+# -- small pure helpers ------------------------------------------------------------------------
+def check_cmap(name: str) -> str:
+    """``name`` if matplotlib knows the colormap, else :class:`HeadmapError` listing valid ones."""
+    if isinstance(name, str) and name in matplotlib.colormaps:
+        return name
+    close = difflib.get_close_matches(str(name), list(matplotlib.colormaps), n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    raise HeadmapError(
+        f"unknown colormap {name!r}{hint}: sequential ones include {', '.join(SEQUENTIAL)}; "
+        f"diverging ones include {', '.join(DIVERGING)}"
+    )
 
 
-def _prepared(result: AttentionResult, key: LayerKey, weights: np.ndarray, max_tokens: int) -> tuple[np.ndarray, list[str], list[str], str]:
-    layer = result.layer(key)
-    rows = result.row_tokens(layer).labels()
-    cols = result.key_tokens(key).labels()
-    pooled, fq, fk = downsample(weights, max_tokens)
-    return pooled, pooled_labels(rows, fq), pooled_labels(cols, fk), downsample_note(weights.shape[-2:], fq, fk)
+def axis_inches(n_cells: int) -> float:
+    """Axis length for ``n_cells`` cells: 0.16 in per token keeps 60 tokens at 9 pt; capped at 10 in."""
+    return float(min(10.0, max(0.16 * n_cells, min(3.0, 0.5 + 0.5 * n_cells))))
 
 
-def plot_head(
-    result: AttentionResult,
-    key: LayerKey,
-    head: int,
-    cmap: str = "viridis",
-    max_tokens: int = 256,
-    vmin: float | None = None,
-    vmax: float | None = None,
-    ax: Axes | None = None,
-) -> Figure:
-    """Heatmap of one head: query tokens down the side, key tokens along the bottom."""
-    key = result.resolve(key)
-    weights = result.head(key, head)  # [query_row, key]
-    pooled, rows, cols, note = _prepared(result, key, weights, max_tokens)
+def label_font(inches: float, n_cells: int, step: int) -> float:
+    """Tick-label size that shrinks as labels get closer together (``step`` cells apart)."""
+    spacing_pt = inches * 72 * step / max(1, n_cells)
+    return float(np.clip(spacing_pt * 0.8, MIN_LABEL_FONT - 1.0, 10.0))
+
+
+def wrap_lines(lines: Sequence[str], inches: float, font: float = CAPTION_FONT) -> list[str]:
+    """Wrap each caption line to ``inches`` (an average DejaVu Sans glyph is ~0.6 em wide)."""
+    width = max(20, int(inches * 72 / (font * 0.6)))
+    return [part for line in lines if line for part in textwrap.wrap(line, width)]
+
+
+@dataclass(frozen=True)
+class Ticks:
+    """Tick labels planned for one axis."""
+
+    positions: list[int]
+    texts: list[str]
+    style: dict[str, object]  # matplotlib Text properties
+    extent: float  # inches the labels need away from the axis
+
+
+def plan_ticks(labels: list[str], factor: int, n_cells: int, inches: float, vertical: bool, cap: int | None = None) -> Ticks:
+    """Which labels fit along an axis of ``inches`` and how big; thinned below :data:`MIN_LABEL_FONT`."""
+    room = max(1, int(inches * 72 * 0.8 / MIN_LABEL_FONT))
+    positions, texts = axis_labels(labels, factor, min(room, cap or room), width=14 if factor == 1 else 8)
+    step = positions[1] - positions[0] if len(positions) > 1 else 1
+    font = label_font(inches, n_cells, step)
+    # parse_math off: a token such as "$x$" is text, not a formula (and a bad one would not draw).
+    style: dict[str, object] = {"fontsize": font, "parse_math": False}
+    if not vertical:
+        steep = len(texts) > 24
+        style.update(rotation=90 if steep else 55, **({} if steep else {"ha": "right", "rotation_mode": "anchor"}))
+    extent = max((len(t) for t in texts), default=0) * font * 0.6 / 72
+    return Ticks(positions, texts, style, extent)
+
+
+def _apply_ticks(ax: Axes, x: Ticks, y: Ticks, unit: str) -> None:
+    ax.set_xticks(x.positions, x.texts, **x.style)
+    ax.set_yticks(y.positions, y.texts, **y.style)
+    ax.set_xlabel(f"key {unit}s (attended to)", fontsize=9)
+    ax.set_ylabel(f"query {unit}s (attending)", fontsize=9)
+
+
+def _title(model: str, what: str, normalization: str) -> str:
+    return f"{model}\n{what} · normalization: {normalization}"
+
+
+def new_figure(width: float, body_height: float, notes: Sequence[str]) -> Figure:
+    """A constrained-layout figure with a strip at the bottom holding the caption (notes + warning)."""
+    caption = wrap_lines([*notes, CAUSATION_WARNING], width)
+    cap = len(caption) * CAPTION_FONT * 1.4 / 72 + 0.15
+    height = body_height + cap
+    fig = plt.figure(figsize=(width, height), layout="constrained")
+    fig.get_layout_engine().set(rect=(0, cap / height, 1, 1 - cap / height))  # type: ignore[union-attr]
+    fig.text(0.01, (cap - 0.06) / height, "\n".join(caption), ha="left", va="top", fontsize=CAPTION_FONT,
+             color="0.3", parse_math=False)
+    return fig
+
+
+def _caption_below(ax: Axes, notes: Sequence[str], inches: float) -> None:
+    """On a caller's axes, hang the caption under the x-axis label (save with bbox_inches='tight')."""
+    ax.annotate("\n".join(wrap_lines([*notes, CAUSATION_WARNING], inches)), xy=(0, 0),
+                xycoords=("axes fraction", ax.xaxis.label), xytext=(0, -4), textcoords="offset points",
+                ha="left", va="top", fontsize=CAPTION_FONT, color="0.3", parse_math=False, annotation_clip=False)
+
+
+def _image(ax: Axes, values: np.ndarray, cmap: str, limits: tuple[float, float]) -> AxesImage:
+    # nearest: a pooled cell is a block max; smoothing would spread and dim the peak.
+    return ax.imshow(values, cmap=cmap, vmin=limits[0], vmax=limits[1], aspect="auto", interpolation="nearest")
+
+
+def _heatmap(prep: Prepared, values: np.ndarray, title: str, cbar: str, cmap: str, limits: tuple[float, float],
+             unit: str, ax: Axes | None) -> Figure:
+    """One ``[query, key]`` map with labelled axes, colorbar, title and caption, on ``ax`` or a new figure."""
+    n_q, n_k = values.shape
     if ax is None:
-        side = float(np.clip(0.2 * max(pooled.shape) + 3, 5, 13))
-        fig = _new_figure(side + 1.2, side)
+        size = (axis_inches(n_k), axis_inches(n_q))
+    else:
+        box, parent = ax.get_position(), ax.get_figure()
+        size = (box.width * parent.get_figwidth(), box.height * parent.get_figheight())  # type: ignore[union-attr]
+    x = plan_ticks(prep.key_labels, prep.factors[1], n_k, size[0], vertical=False)
+    y = plan_ticks(prep.row_labels, prep.factors[0], n_q, size[1], vertical=True)
+    if ax is None:
+        fig = new_figure(size[0] + y.extent + 2.0, size[1] + x.extent + 1.4, prep.notes)
         ax = fig.add_subplot()
     else:
-        fig = ax.figure  # type: ignore[assignment]
-    if vmin is None and not _is_log(result):
-        vmin = 0.0
-    image = ax.imshow(pooled, cmap=colormap(cmap), vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest")
-    _axis_labels(ax, rows, cols)
-    ax.set_xlabel(f"key {result.key_tokens(key).unit}s (attended to)")
-    ax.set_ylabel(f"query {result.query_tokens(key).unit}s (attending)")
-    ax.set_title(f"{result.model} · {key.title()} · head {head}\n{result.normalization}", fontsize=10)
-    bar = fig.colorbar(image, ax=ax, shrink=0.8)
-    bar.set_label("log10 weight" if _is_log(result) else "attention weight")
-    _caption(fig, note, *result.notes, CAUSATION_WARNING)
+        fig = ax.get_figure()  # type: ignore[assignment]
+        # No wider than the axes: a layout engine would squeeze the axes to make room for it.
+        _caption_below(ax, prep.notes, 0.9 * size[0])
+    image = _image(ax, values, cmap, limits)
+    _apply_ticks(ax, x, y, unit)
+    ax.set_title(title, fontsize=10, loc="left", parse_math=False)
+    fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02).set_label(cbar, fontsize=9)
     return fig
 
 
-def plot_grid(result: AttentionResult, key: LayerKey, cmap: str = "viridis", max_tokens: int = 128) -> Figure:
-    """All captured heads of one layer on one shared colour scale."""
-    key = result.resolve(key)
-    layer = result.layer(key)
-    pooled, rows, cols, note = _prepared(result, key, layer.weights, max_tokens)
-    n = len(layer.heads)
-    ncols = math.ceil(math.sqrt(n))
-    nrows = math.ceil(n / ncols)
-    fig = _new_figure(3.2 * ncols + 1, 3.2 * nrows + 0.8)
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    vmin = None if _is_log(result) else 0.0
-    vmax = float(np.max(pooled)) if pooled.size else None
-    labelled = max(pooled.shape[-2:]) <= 24
-    image = None
-    for i, ax in enumerate(axes.flat):
-        if i >= n:
-            ax.axis("off")
-            continue
-        image = ax.imshow(pooled[i], cmap=colormap(cmap), vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest")
-        ax.set_title(f"head {layer.heads[i]}", fontsize=9)
-        if labelled:
-            _axis_labels(ax, rows, cols)
-        else:
-            ax.set_xticks([])
-            ax.set_yticks([])
-    fig.suptitle(f"{result.model} · {key.title()} · all heads\n{result.normalization}", fontsize=11)
-    if image is not None:
-        fig.colorbar(image, ax=axes, shrink=0.6).set_label("log10 weight" if _is_log(result) else "attention weight")
-    _caption(fig, note, *result.notes, CAUSATION_WARNING)
-    return fig
+# -- public plots ------------------------------------------------------------------------------
+def plot_head(result: AttentionResult, key: LayerKey | int | str, head: int, cmap: str = "viridis",
+              max_tokens: int = 256, vmin: float | None = None, vmax: float | None = None,
+              ax: Axes | None = None) -> Figure:
+    """One head's map ``[query, key]``: query tokens down the side, key tokens along the bottom.
 
-
-def plot_diff(a: AttentionResult, b: AttentionResult, key: LayerKey, head: int, cmap: str = "RdBu_r",
-              max_tokens: int = 256) -> Figure:
-    """``a - b`` for one head on a diverging scale centred on zero (e.g. a counterfactual swap)."""
-    key = a.resolve(key)
-    wa, wb = a.head(key, head), b.head(key, head)
-    if wa.shape != wb.shape:
-        raise HeadmapError(f"maps differ in shape ({wa.shape} vs {wb.shape}): compare texts with equal token counts")
-    pooled_pos, rows, cols, note = _prepared(a, key, np.maximum(wa - wb, 0), max_tokens)
-    pooled_neg, _, _, _ = _prepared(a, key, np.maximum(wb - wa, 0), max_tokens)
-    # Pool positive and negative parts separately so a cell shows its strongest change either way.
-    diff = np.where(pooled_pos >= pooled_neg, pooled_pos, -pooled_neg)
-    limit = float(np.abs(diff).max()) or 1.0
-    side = float(np.clip(0.2 * max(diff.shape) + 3, 5, 13))
-    fig = _new_figure(side + 1.2, side)
-    ax = fig.add_subplot()
-    image = ax.imshow(diff, cmap=colormap(cmap), vmin=-limit, vmax=limit, aspect="auto", interpolation="nearest")
-    _axis_labels(ax, rows, cols)
-    ax.set_title(f"{a.model} · {key.title()} · head {head}\ndifference (first - second), {a.normalization}", fontsize=10)
-    fig.colorbar(image, ax=ax, shrink=0.8).set_label("weight difference")
-    _caption(fig, note, CAUSATION_WARNING)
-    return fig
-
-
-def layer_profile(result: AttentionResult) -> tuple[list[LayerKey], np.ndarray, np.ndarray]:
-    """Per captured layer and head: mean row entropy (nats) and mean attention distance (tokens)."""
-    keys, entropy, distance = [], [], []
-    for layer in result.layers:
-        w = layer.weights.astype(np.float64)  # [head, row, key]
-        ent = -np.where(w > 0, w * np.log(np.where(w > 0, w, 1.0)), 0.0).sum(-1).mean(-1)
-        gap = np.abs(np.asarray(layer.rows)[:, None] - np.arange(w.shape[-1])[None, :])
-        keys.append(layer.key)
-        entropy.append(ent)
-        distance.append((w * gap).sum(-1).mean(-1))
-    return keys, np.array(entropy), np.array(distance)
-
-
-def plot_layer_profile(result: AttentionResult, cmap: str = "magma") -> Figure:
-    """Layer-depth profile: entropy and distance of every head, layer by layer.
-
-    Early layers tend to look locally and broadly, deeper layers at fewer, farther tokens; the
-    same pattern means different things at different depths, so read a head against its layer.
+    Beyond ``max_tokens`` tokens on an axis the map is max-pooled (each cell is the max of a block
+    of tokens, so peaks survive), labels become token ranges, and the caption says so.
+    ``vmin``/``vmax`` fix the colour range (default: 0 to the largest weight; the data range for
+    log10 weights). With ``ax`` the map is drawn there and the caption hangs below it.
     """
-    if "raw" != result.normalization:
-        raise HeadmapError("the layer profile needs raw weights: draw it from the result before normalizing")
-    keys, entropy, distance = layer_profile(result)
-    fig = _new_figure(11, max(3.5, 0.28 * len(keys) + 2))
-    for ax, values, label in zip(fig.subplots(1, 2), (entropy, distance), ("mean entropy (nats)", "mean distance (tokens)")):
-        image = ax.imshow(values, cmap=colormap(cmap), aspect="auto", interpolation="nearest")
-        ax.set_yticks(range(len(keys)), [k.name for k in keys], fontsize=_fontsize(len(keys)))
-        ax.set_xlabel("head")
-        ax.set_title(label, fontsize=10)
-        fig.colorbar(image, ax=ax, shrink=0.8)
-    fig.suptitle(f"{result.model} · layer-depth profile ({len(result.source)} {result.source.unit}s)", fontsize=11)
-    _caption(fig, CAUSATION_WARNING)
+    check_cmap(cmap)
+    key = result.resolve(key)
+    prep = prepare(result, key, [head], max_tokens)
+    values = prep.values[0]
+    title = _title(result.model, f"{key.title()} · head {prep.heads[0]}", result.normalization)
+    limits = color_limits(values, result.normalization, vmin, vmax)
+    return _heatmap(prep, values, title, value_label(result.normalization), cmap, limits, result.source.unit, ax)
+
+
+def plot_grid(result: AttentionResult, key: LayerKey | int | str, cmap: str = "viridis", max_tokens: int = 128,
+              vmin: float | None = None, vmax: float | None = None) -> Figure:
+    """All captured heads of ``key`` in a near-square grid on one shared colour scale.
+
+    Panels are small, so ``max_tokens`` defaults lower than in :func:`plot_head` (a cell must stay
+    at least a pixel) and token labels are drawn only for short inputs, on the outer panels.
+    """
+    check_cmap(cmap)
+    key = result.resolve(key)
+    prep = prepare(result, key, None, max_tokens)
+    n, (n_q, n_k) = len(prep.heads), prep.values.shape[-2:]
+    cols = int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    panel = min(2.6, 14.0 / cols)
+    labelled = max(n_q, n_k) <= 24
+    x = plan_ticks(prep.key_labels, prep.factors[1], n_k, panel, vertical=False, cap=24)
+    y = plan_ticks(prep.row_labels, prep.factors[0], n_q, panel, vertical=True, cap=24)
+    margin = (x.extent, y.extent) if labelled else (0.0, 0.0)
+    fig = new_figure(cols * panel + margin[1] + 1.5, rows * panel + margin[0] + 1.3, prep.notes)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    limits = color_limits(prep.values, result.normalization, vmin, vmax)
+    for ax in axes.flat[n:]:
+        ax.set_axis_off()
+    for i, ax in enumerate(axes.flat[:n]):
+        image = _image(ax, prep.values[i], cmap, limits)
+        ax.set_title(f"head {prep.heads[i]}", fontsize=9)
+        ax.set_xticks(x.positions if labelled else [], x.texts if labelled and i + cols >= n else [], **x.style)
+        ax.set_yticks(y.positions if labelled else [], y.texts if labelled and i % cols == 0 else [], **y.style)
+    fig.colorbar(image, ax=list(axes.flat[:n]), shrink=0.8).set_label(value_label(result.normalization), fontsize=9)
+    title = _title(result.model, f"{key.title()} · all {n} captured heads", result.normalization)
+    fig.suptitle(title, fontsize=10, x=0.02, ha="left", parse_math=False)
     return fig
+
+
+def plot_diff(a: AttentionResult, b: AttentionResult, key: LayerKey | int | str, head: int, cmap: str = "RdBu_r",
+              max_tokens: int = 256, ax: Axes | None = None) -> Figure:
+    """``a - b`` for one head ``[query, key]``, on a diverging scale centred on zero (symmetric limits).
+
+    Both maps must have the same shape and query rows (e.g. a text and its counterfactual with the
+    same token count). Pooling keeps, per block, the difference of largest magnitude with its sign.
+    """
+    check_cmap(cmap)
+    key = a.resolve(key)
+    map_a, map_b = a.head(key, head), b.head(key, head)
+    if map_a.shape != map_b.shape or a.layer(key).rows != b.layer(key).rows:
+        raise HeadmapError(
+            f"cannot compare {key.title()} head {head}: the maps have shape {map_a.shape} and {map_b.shape} "
+            "with different tokens or rows; compare texts of equal token count, captured and masked alike"
+        )
+    h = check_index(head, a.num_heads, "head")
+    diff = a.with_layers([LayerMap(key, (h,), a.layer(key).rows, (map_a - map_b)[None])])
+    prep = prepare(diff, key, [h], max_tokens, signed=True)
+    if a.key_tokens(key).tokens != b.key_tokens(key).tokens:
+        prep = replace(prep, notes=["the two inputs have different tokens; the labels are those of the first (a)", *prep.notes])
+    values = prep.values[0]
+    bound = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 0.0
+    bound = bound if bound > 0 else 1e-6  # an all-zero difference still needs a valid range
+    models = a.model if a.model == b.model else f"{a.model} − {b.model}"
+    norm = a.normalization if a.normalization == b.normalization else f"{a.normalization} vs {b.normalization}"
+    title = _title(f"difference a − b · {models}", f"{key.title()} · head {h}", norm)
+    return _heatmap(prep, values, title, f"{value_label(a.normalization)} difference (a − b)", cmap,
+                    (-bound, bound), a.source.unit, ax)
+
+
+# -- layer-depth profile -----------------------------------------------------------------------
+PROFILE_STATS = {"entropy": "mean row entropy (nats)", "distance": "mean attention distance |q−k| (tokens)"}
+DEPTH_NOTE = (
+    "Read each value against its depth: heads are numbered independently per layer (head 3 of two "
+    "layers are unrelated heads), and the same entropy or distance can mean a positional pattern in "
+    "early layers but a sink or a content match in late ones."
+)
+
+
+def head_profile(layer: LayerMap, log10: bool = False) -> dict[str, np.ndarray]:
+    """Per head of ``layer`` (``weights`` ``[head, row, key]``): mean row entropy and attention distance.
+
+    Rows are renormalized to sum to 1 first, so masked or filtered maps stay comparable; log10
+    weights are turned back into weights. Distance is ``sum_k a_k |q - k|`` in token positions, NaN
+    for cross-attention (queries and keys are different texts). Returns ``{stat: [head]}``.
+    """
+    # float32 temporaries with float64 sums: an 8192-token head costs ~1 GB at most, not ~2.
+    gap = np.abs(np.asarray(layer.rows, np.float32)[:, None] - np.arange(layer.weights.shape[-1], dtype=np.float32))
+    out: dict[str, list[float]] = {name: [] for name in PROFILE_STATS}
+    for w in layer.weights:  # one head at a time bounds the temporaries to one [row, key] map
+        w = np.power(np.float32(10.0), w, dtype=np.float32) if log10 else np.maximum(w, 0.0, dtype=np.float32)
+        total = w.sum(-1, keepdims=True, dtype=np.float64).astype(np.float32)
+        p = np.divide(w, total, out=np.zeros_like(w), where=total > 0)
+        kept = total[:, 0] > 0
+        entropy = -(p * np.log(np.where(p > 0, p, 1.0))).sum(-1, dtype=np.float64)
+        out["entropy"].append(float(entropy[kept].mean()) if kept.any() else np.nan)
+        far = (p * gap).sum(-1, dtype=np.float64)
+        out["distance"].append(np.nan if layer.key.stack is Stack.CROSS or not kept.any() else float(far[kept].mean()))
+    return {name: np.asarray(values) for name, values in out.items()}
+
+
+def layer_profile(result: AttentionResult, stats: Sequence[str] = tuple(PROFILE_STATS)) -> tuple[list[LayerKey], list[int], dict[str, np.ndarray]]:
+    """``(layers, heads, {stat: [layer, head]})`` over every captured layer, in depth order.
+
+    Heads missing from a layer are NaN.
+    """
+    layers = sorted(result.layers, key=lambda layer: layer.key.sort_key)
+    if not layers:
+        raise HeadmapError("the result has no captured layers to profile")
+    heads = sorted({h for layer in layers for h in layer.heads})
+    table = {name: np.full((len(layers), len(heads)), np.nan) for name in stats}
+    for li, layer in enumerate(layers):
+        values = head_profile(layer, log10=is_log(result.normalization))
+        for name in stats:
+            table[name][li, [heads.index(h) for h in layer.heads]] = values[name]
+    return [layer.key for layer in layers], heads, table
+
+
+def plot_layer_profile(result: AttentionResult, head: int | None = None, stat: str | Sequence[str] = ("entropy", "distance"),
+                       kind: str = "lines", cmap: str = "magma") -> Figure:
+    """Layer-depth profile: a per-head statistic against layer, for every captured layer.
+
+    ``stat`` is ``"entropy"`` (mean row entropy, nats), ``"distance"`` (mean attention distance
+    ``|q - k|`` weighted by attention, tokens) or both. ``kind="lines"`` draws one line per head
+    (``head`` picks one) plus the mean over heads; ``kind="heatmap"`` a ``[layer x head]`` map.
+    The meaning of a value differs by depth (see :data:`DEPTH_NOTE`, printed in the caption).
+    """
+    names = [stat] if isinstance(stat, str) else list(stat)
+    unknown = [s for s in names if s not in PROFILE_STATS] + ([kind] if kind not in ("lines", "heatmap") else [])
+    if unknown or not names:
+        raise HeadmapError(f"unknown profile option {unknown}: stat is one of {', '.join(PROFILE_STATS)}; kind lines or heatmap")
+    check_cmap(cmap)
+    keys, heads, table = layer_profile(result, names)
+    if head is not None:
+        h = check_index(head, result.num_heads, "head")
+        if h not in heads:
+            raise HeadmapError(f"head {h} was not captured: captured heads are {heads}")
+        table, heads = {n: v[:, [heads.index(h)]] for n, v in table.items()}, [h]
+    notes = [f"statistics of the displayed ({result.normalization}) weights, rows renormalized"] if result.normalization != "raw" else []
+    fig = new_figure(5.2 * len(names) + 0.6, 4.4 + 0.04 * len(keys), [*notes, *result.notes, DEPTH_NOTE])
+    for ax, name in zip(fig.subplots(1, len(names), squeeze=False)[0], names):
+        values = table[name]  # [layer, head]
+        if kind == "heatmap":
+            image = ax.imshow(values.T, cmap=cmap, aspect="auto", interpolation="nearest")
+            ax.set_yticks(range(len(heads)), [str(h) for h in heads], fontsize=label_font(3.5, len(heads), 1))
+            ax.set_ylabel("head")
+            fig.colorbar(image, ax=ax, shrink=0.85)
+        else:
+            _profile_lines(ax, values, heads)
+        ax.set_xticks(range(len(keys)), [k.name for k in keys], rotation=90 if len(keys) > 8 else 0,
+                      fontsize=label_font(5.0, len(keys), 1))
+        ax.set_xlabel("layer (depth →)")
+        ax.set_title(PROFILE_STATS[name], fontsize=10)
+    if kind == "lines":
+        # One legend outside the panels: inside, it would hide the very lines it names.
+        handles, labels = fig.axes[0].get_legend_handles_labels()
+        picked = range(len(handles)) if len(heads) <= 16 else [len(handles) - 1]  # many heads: name the mean only
+        fig.legend([handles[i] for i in picked], [labels[i] for i in picked], loc="outside right upper", fontsize=7)
+    what = f"layer-depth profile of {len(heads)} head{'s' if len(heads) > 1 else ''}, {len(result.source)} {result.source.unit}s"
+    fig.suptitle(_title(result.model, what, result.normalization), fontsize=10, x=0.02, ha="left", parse_math=False)
+    return fig
+
+
+def _profile_lines(ax: Axes, values: np.ndarray, heads: list[int]) -> None:
+    colors = plt.get_cmap("tab20" if len(heads) > 10 else "tab10")
+    for i, h in enumerate(heads):
+        ax.plot(values[:, i], marker=".", lw=1, alpha=0.8, color=colors(i % colors.N), label=f"head {h}")
+    if len(heads) > 1:
+        counts = np.isfinite(values).sum(1)  # not nanmean: all-NaN layers (cross distances) would warn
+        mean = np.where(counts > 0, np.nansum(values, 1) / np.maximum(counts, 1), np.nan)
+        ax.plot(mean, color="black", lw=2.5, ls="--", label="mean over heads")
+    ax.grid(alpha=0.3)
