@@ -19,7 +19,7 @@ from headmap.architecture import Architecture, discover, forward_module
 from headmap.encoding import encode, pad_batch, pad_token_id
 from headmap.errors import HeadmapError, check_index
 from headmap.models import LoadedModel, load
-from headmap.recompute import Block, attention_block, rows_per_block
+from headmap.recompute import Block, attention_block, head_states, rows_per_block
 from headmap.result import AttentionResult, LayerKey, LayerMap, Stack
 from headmap.tap import AttentionCall, tap
 from headmap.tokens import Tokens
@@ -210,9 +210,10 @@ def _run_batch(loaded, arch, plan, consumer, batch, encoded, targets, pad, side,
             key_pos = valid[k_side][b]
             text_rows = torch.tensor(plan.rows[item][key], dtype=torch.long)
             row_pos = valid[q_side][b][text_rows]
+            states = head_states(call, b, head_index, key_pos)
             step = rows_per_block(len(plan.heads), len(key_pos), block_bytes)
             for start in range(0, len(row_pos), step):
-                block = attention_block(call, b, head_index, row_pos[start : start + step], key_pos,
+                block = attention_block(call, states, b, head_index, row_pos[start : start + step], key_pos,
                                         keep_scores=consumer.keeps_scores)
                 consumer.consume(item, key, start, replace(block, rows=text_rows[start : start + step]))
             if bar is not None:

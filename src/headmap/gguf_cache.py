@@ -18,6 +18,10 @@ import torch
 from headmap.errors import HeadmapError
 
 
+#: Bumped whenever the layout of a converted folder changes, so stale copies are rebuilt.
+CACHE_VERSION = 2
+
+
 def cache_root(cache_dir: str | Path | None = None) -> Path:
     """``cache_dir``, else ``$HEADMAP_CACHE``, else ``$XDG_CACHE_HOME/headmap``, else ``~/.cache/headmap``."""
     if cache_dir is not None:
@@ -31,7 +35,7 @@ def cache_root(cache_dir: str | Path | None = None) -> Path:
 def _fingerprint(gguf: Path) -> str:
     # Name, size and mtime identify the file well enough without hashing hundreds of MB.
     stat = gguf.stat()
-    key = f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    key = f"{CACHE_VERSION}|{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -86,6 +90,8 @@ def _save_float_copy(model: torch.nn.Module, folder: Path) -> None:
     config = copy.deepcopy(model.config)
     if hasattr(config, "quantization_config"):
         del config.quantization_config
+    # GGUF configs name no architecture; without one the copy would reload as a bare base model.
+    config.architectures = [type(model).__name__]
     config.save_pretrained(folder)
     state = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
     # A tied output embedding is the input embedding again: keep the input one, which loading

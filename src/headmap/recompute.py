@@ -43,8 +43,32 @@ class Block:
         return self.weights.shape[-1]
 
 
+@dataclass(frozen=True)
+class HeadStates:
+    """Queries and keys of the selected heads of one batch element, gathered once per layer.
+
+    ``query`` is ``[head, seq, dim]`` pre-multiplied by the scale; ``key`` is ``[head, key, dim]``
+    over the element's real (non-padding) keys, with GQA key heads already matched to query heads.
+    Gathering these per block instead would copy the whole key matrix once per block.
+    """
+
+    query: torch.Tensor
+    key: torch.Tensor
+
+
+def head_states(call: AttentionCall, batch: int, heads: torch.Tensor, keys: torch.Tensor) -> HeadStates:
+    """Gather :class:`HeadStates` for ``heads`` (query-head indices) over key positions ``keys``."""
+    n_rep = call.query.shape[1] // call.key.shape[1]  # GQA: query head h reads kv head h // n_rep
+    # Scaling the queries instead of the scores saves a full pass over every block.
+    query = call.query[batch, heads].float().mul_(call.scaling)
+    key = call.key[batch, heads // n_rep]
+    contiguous = len(keys) == key.shape[1] and (len(keys) == 0 or int(keys[-1]) == len(keys) - 1)
+    return HeadStates(query=query, key=(key if contiguous else key[:, keys]).float())
+
+
 def attention_block(
     call: AttentionCall,
+    states: HeadStates,
     batch: int,
     heads: torch.Tensor,
     rows: torch.Tensor,
@@ -54,54 +78,62 @@ def attention_block(
     """Attention weights of ``heads`` for query ``rows`` over ``keys`` of batch element ``batch``.
 
     ``heads`` are query-head indices; ``rows`` and ``keys`` are positions in the (padded) sequence
-    as the kernel saw it, ``keys`` ascending. Keys left out (padding) are excluded *before* the
-    softmax, which equals the model's own result because the model masks them to zero anyway.
-    ``keep_scores`` keeps the masked scores in the block (for entropy without a log pass).
+    as the kernel saw it, ``keys`` ascending and matching ``states.key``. Keys left out (padding)
+    are excluded *before* the softmax, which equals the model's own result because the model masks
+    them to zero anyway. ``keep_scores`` keeps the masked scores in the block (for entropy without
+    a log pass).
     """
     implicit = call.mask is None
+    key_states = states.key
     if implicit and call.is_causal:
         # Under a causal flag no row sees past the block's last row: skip those keys entirely.
-        keys = keys[: int(torch.searchsorted(keys, rows.max(), right=True))]
-    n_rep = call.query.shape[1] // call.key.shape[1]  # GQA: query head h reads kv head h // n_rep
-    q = call.query[batch, heads][:, rows].float()  # [head, row, dim]
-    k = call.key[batch, heads // n_rep][:, keys].float()  # [head, key, dim]
-    scores = torch.matmul(q, k.transpose(1, 2)).mul_(call.scaling)  # [head, row, key]
+        width = int(torch.searchsorted(keys, rows.max(), right=True))
+        keys, key_states = keys[:width], key_states[:, :width]
+    q = states.query[:, rows]  # [head, row, dim]
+    scores = torch.matmul(q, key_states.transpose(1, 2))  # [head, row, key]
     if call.softcap is not None:
         scores = torch.tanh(scores.div_(call.softcap)).mul_(call.softcap)
     if call.position_bias is not None:
         scores += _broadcast_pick(call.position_bias, batch, heads)[:, rows][:, :, keys].float()
     lowest = torch.finfo(torch.float32).min
     if implicit:
-        visible_mask = _implicit_visibility(call, rows, keys)
+        hidden = _implicit_hidden(call, rows, keys)
+        if hidden is not None:
+            scores.masked_fill_(hidden, lowest)
+        visible = _implicit_visible_counts(call, rows, keys)
     else:
         mask = _broadcast_pick(call.mask, batch, heads)[:, rows][:, :, keys]  # type: ignore[arg-type]
         if mask.dtype != torch.bool:
             scores += mask.float().clamp(min=lowest)
             mask = mask > lowest / 2
-        visible_mask = mask
-    if visible_mask is not None:
-        scores.masked_fill_(~visible_mask, lowest)
-        visible = visible_mask.sum(-1).amax(0) if visible_mask.ndim == 3 else visible_mask.sum(-1)
-    else:
-        visible = torch.full((len(rows),), len(keys), dtype=torch.long)
+        scores.masked_fill_(~mask, lowest)
+        visible = mask.sum(-1).amax(0)
     scores_max = scores.amax(-1)
     weights = torch.softmax(scores, dim=-1)
     return Block(weights=weights, rows=rows, visible=visible, scores_max=scores_max,
                  scores=scores if keep_scores else None, causal=implicit and call.is_causal)
 
 
-def _implicit_visibility(call: AttentionCall, rows: torch.Tensor, keys: torch.Tensor) -> torch.Tensor | None:
-    """The causal / sliding-window pattern a kernel applies by flag when no mask tensor is given."""
-    if not call.is_causal and call.sliding_window is None:
-        return None
-    # Kernels align the causal pattern to the top-left when given only a flag.
-    distance = rows[:, None] - keys[None, :]  # [row, key]
-    visible = torch.ones_like(distance, dtype=torch.bool)
+def _implicit_hidden(call: AttentionCall, rows: torch.Tensor, keys: torch.Tensor) -> torch.Tensor | None:
+    """``[row, key]`` True where a causal / sliding-window flag hides the key, or None if nothing is hidden.
+
+    Kernels align the causal pattern to the top-left when given only a flag.
+    """
+    hidden = None
     if call.is_causal:
-        visible &= distance >= 0
+        hidden = keys[None, :] > rows[:, None]
     if call.sliding_window is not None:
-        visible &= distance < call.sliding_window
-    return visible
+        old = keys[None, :] <= rows[:, None] - call.sliding_window
+        hidden = old if hidden is None else hidden | old
+    return hidden
+
+
+def _implicit_visible_counts(call: AttentionCall, rows: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """Keys each row may see under the flags, counted without building a mask (``keys`` ascending)."""
+    upto = torch.searchsorted(keys, rows, right=True) if call.is_causal else torch.full_like(rows, len(keys))
+    if call.sliding_window is None:
+        return upto
+    return upto - torch.searchsorted(keys, rows - call.sliding_window, right=True)
 
 
 def rows_per_block(num_heads: int, num_keys: int, budget_bytes: int) -> int:

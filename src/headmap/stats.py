@@ -102,6 +102,8 @@ class _Accumulator:
     sums: dict[str, np.ndarray]
     counts: dict[str, float]
     overview: torch.Tensor
+    special_keys: torch.Tensor  # indices of special key tokens
+    special_queries: torch.Tensor  # [query token] bool
 
 
 @dataclass
@@ -127,8 +129,7 @@ class StatsCollector:
         if acc is None:
             acc = self._acc[(item, key)] = self._new(item, key)
         w = block.weights  # [head, row, key]
-        for name, (value, count) in _block_sums(block, key, self.plan.key_tokens(item, key),
-                                               self.plan.query_tokens(item, key)).items():
+        for name, (value, count) in _block_sums(block, key, acc.special_keys, acc.special_queries).items():
             acc.sums[name] += value
             acc.counts[name] += count
         self._pool(acc, item, key, start, w)
@@ -138,14 +139,22 @@ class StatsCollector:
         cr, ck = self._cells(item, key)
         shape = (math.ceil(len(self.plan.rows[item][key]) / cr), math.ceil(len(self.plan.key_tokens(item, key)) / ck))
         heads = len(self.plan.heads)
-        return _Accumulator({n: np.zeros(heads) for n in STATS}, {n: 0.0 for n in STATS}, torch.zeros(shape))
+        keys, queries = self.plan.key_tokens(item, key), self.plan.query_tokens(item, key)
+        return _Accumulator(
+            {n: np.zeros(heads) for n in STATS}, {n: 0.0 for n in STATS}, torch.zeros(shape),
+            special_keys=torch.tensor([i for i, s in enumerate(keys.special) if s], dtype=torch.long),
+            special_queries=torch.tensor(queries.special, dtype=torch.bool),
+        )
 
     def _pool(self, acc: _Accumulator, item: int, key: LayerKey, start: int, w: torch.Tensor) -> None:
         cr, ck = self._cells(item, key)
         mean = w.mean(0)  # [row, key]
-        n_cells = acc.overview.shape[1]
-        padded = torch.nn.functional.pad(mean, (0, n_cells * ck - mean.shape[1]))  # weights >= 0: zero pads are safe
-        pooled = padded.view(mean.shape[0], n_cells, ck).amax(-1)
+        pooled = torch.zeros(mean.shape[0], acc.overview.shape[1])  # weights >= 0, so 0 is a safe floor
+        full = mean.shape[1] // ck
+        if full:
+            pooled[:, :full] = mean[:, : full * ck].view(mean.shape[0], full, ck).amax(-1)
+        if mean.shape[1] > full * ck:
+            pooled[:, full] = mean[:, full * ck :].amax(-1)
         cells = torch.arange(start, start + mean.shape[0]) // cr
         acc.overview.scatter_reduce_(0, cells[:, None].expand_as(pooled), pooled, "amax")
 
@@ -172,7 +181,8 @@ def _same_shape(accs: list[_Accumulator]) -> bool:
     return len({tuple(a.overview.shape) for a in accs}) == 1
 
 
-def _block_sums(block: Block, key: LayerKey, keys: Tokens, queries: Tokens) -> dict[str, tuple[np.ndarray, float]]:
+def _block_sums(block: Block, key: LayerKey, special_keys: torch.Tensor,
+                special_queries: torch.Tensor) -> dict[str, tuple[np.ndarray, float]]:
     """Per-head sums over the block's rows, with the number of rows each statistic averages over."""
     w, rows, width = block.weights, block.rows, block.width
     assert block.scores is not None
@@ -186,9 +196,9 @@ def _block_sums(block: Block, key: LayerKey, keys: Tokens, queries: Tokens) -> d
     log_visible = block.visible.clamp(min=2).double().log()
     out["entropy_norm"] = ((entropy / log_visible)[:, broad].sum(1).numpy(), float(broad.sum()))
     out["first_share"] = (w[:, :, 0].double().sum(1).numpy(), n_rows)
-    special = torch.tensor([i for i, s in enumerate(keys.special[:width]) if s], dtype=torch.long)
+    special = special_keys[special_keys < width]
     out["special_share"] = (w[:, :, special].double().sum((1, 2)).numpy(), n_rows)
-    plain_rows = torch.tensor([not queries.special[int(r)] for r in rows])
+    plain_rows = ~special_queries[rows]
     if not plain_rows.any():
         plain_rows = torch.ones(n_rows, dtype=torch.bool)
     out["confidence"] = (p_max[:, plain_rows].double().sum(1).numpy(), float(plain_rows.sum()))

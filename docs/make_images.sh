@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Re-render the gallery images in docs/images with the headmap CLI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+HM=.venv/bin/headmap
+T="The trophy didn't fit in the suitcase because it was too big."
+O=docs/images
+$HM render "$T" -m minilm --layer 3 --head 5 --words -o $O/minilm-layer3-head5-words.png
+$HM render "$T" -m minilm --layer 3 --head all --words --mask-special -o $O/minilm-layer3-all-heads.png
+$HM render "$T" -m smollm2 --layer 12 --head all -o $O/smollm2-layer12-all-heads.png
+$HM render "$T" -m smollm2 --layer 12 --head 4 --norm topk:3 -o $O/smollm2-layer12-head4-top3.png
+.venv/bin/python - <<'PY'
+import headmap
+from headmap.render import save_figure
+from headmap.render_static import plot_layer_profile
+T = "The trophy didn't fit in the suitcase because it was too big."
+result = headmap.capture(headmap.load("smollm2"), T)
+save_figure(plot_layer_profile(result, kind="heatmap"), "docs/images/smollm2-layer-profile.png")
+PY
