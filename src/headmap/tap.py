@@ -45,7 +45,6 @@ Handler = Callable[[AttentionCall], None]
 _lock = threading.Lock()
 # Each entry: (ids of the modules it wants, or None for every module; its handler).
 _taps: list[tuple[frozenset[int] | None, Handler]] = []
-_original_get_interface: Callable | None = None
 
 
 def _make_call(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, mask: object, kwargs: dict) -> AttentionCall:
@@ -87,7 +86,6 @@ def _wrap(kernel: Callable) -> Callable:
 
 
 def _install() -> None:
-    global _original_get_interface
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
     original = type(ALL_ATTENTION_FUNCTIONS).get_interface
@@ -98,16 +96,13 @@ def _install() -> None:
 
     # An instance attribute shadows the class method for this one registry only.
     ALL_ATTENTION_FUNCTIONS.get_interface = get_interface  # type: ignore[method-assign]
-    _original_get_interface = original
 
 
 def _uninstall() -> None:
-    global _original_get_interface
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
     if "get_interface" in vars(ALL_ATTENTION_FUNCTIONS):
         del ALL_ATTENTION_FUNCTIONS.get_interface
-    _original_get_interface = None
 
 
 @contextmanager
