@@ -61,10 +61,10 @@ def worker(model_name: str, n: int, method: str) -> dict[str, float]:
     import torch
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
-    from headmap.architecture import forward_module
+    from headmap.capture.discovery import forward_module
     from headmap.capture import capture
     from headmap.models import load
-    from headmap.stats import collect_stats
+    from headmap.analysis.stats import collect_stats
 
     loaded = load(model_name)
     text = text_of(loaded.tokenizer, n)
@@ -83,7 +83,7 @@ def worker(model_name: str, n: int, method: str) -> dict[str, float]:
     with torch.inference_mode():  # warm-up: thread pools and allocator, not measured
         model(input_ids=inputs["input_ids"][:, :16], use_cache=False)
     if method not in ("plain", "eager"):
-        from headmap.architecture import discover
+        from headmap.capture.discovery import discover
 
         discover(loaded.model)  # once per model and process: a setup cost, not a per-text one
     layer, head = FOCUS[model_name]

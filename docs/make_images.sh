@@ -11,8 +11,8 @@ $HM render "$T" -m smollm2 --layer 12 --head all -o $O/smollm2-layer12-all-heads
 $HM render "$T" -m smollm2 --layer 12 --head 4 --norm topk:3 -o $O/smollm2-layer12-head4-top3.png
 .venv/bin/python - <<'PY'
 import headmap
-from headmap.render import save_figure
-from headmap.render_static import plot_layer_profile
+from headmap.render.files import save_figure
+from headmap.render.static import plot_layer_profile
 T = "The trophy didn't fit in the suitcase because it was too big."
 result = headmap.capture(headmap.load("smollm2"), T)
 save_figure(plot_layer_profile(result, kind="heatmap"), "docs/images/smollm2-layer-profile.png")

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from headmap.downsample import (
+from headmap.view.downsample import (
     axis_labels,
     downsample,
     downsample_note,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from headmap import HeadmapError
-from headmap.gguf_cache import cache_root, converted_folder
+from headmap.models.gguf_cache import cache_root, converted_folder
 from headmap.models import bundled_path, load
 
 

@@ -9,7 +9,7 @@ import pytest
 from helpers import make_result, softmax_rows, tokens_from
 
 from headmap import HeadmapError
-from headmap.normalize import (
+from headmap.view.normalize import (
     Log,
     Normalization,
     Renorm,

@@ -11,9 +11,9 @@ import pytest
 from helpers import make_result, softmax_rows, tokens_from
 
 from headmap import CAUSATION_WARNING, HeadmapError
-from headmap.render import render_to_file
-from headmap.render_html import grid_html, head_html, notebook_html
-from headmap.render_static import plot_diff, plot_grid, plot_head, plot_layer_profile
+from headmap.render.files import render_to_file
+from headmap.render.html import grid_html, head_html, notebook_html
+from headmap.render.static import plot_diff, plot_grid, plot_head, plot_layer_profile
 from headmap.result import AttentionResult, LayerKey, LayerMap, Stack
 from headmap.tokens import Tokens
 
@@ -220,7 +220,7 @@ def test_render_errors_are_one_clear_line(small, tmp_path, monkeypatch):
         small.render(tmp_path / "missing" / "x.png", layer=1)
     assert str(tmp_path / "missing" / "x.png") in str(missing.value) and "\n" not in str(missing.value)
     # Root may write anywhere, so simulate a read-only folder.
-    monkeypatch.setattr("headmap.render.os.access", lambda *args: False)
+    monkeypatch.setattr("headmap.render.files.os.access", lambda *args: False)
     with pytest.raises(HeadmapError, match=r"cannot write .*ro\.html: permission denied"):
         small.render(tmp_path / "ro.html", layer=1)
 

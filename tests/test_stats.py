@@ -9,7 +9,7 @@ from test_parity import eager_maps
 from tiny_models import build
 
 from headmap.result import Stack
-from headmap.stats import STATS, collect_stats
+from headmap.analysis.stats import STATS, collect_stats
 
 TOL = 1e-5
 LONG = " ".join([TROPHY] * 4)

@@ -13,7 +13,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from headmap import HeadmapError
 from headmap.result import AttentionResult, LayerKey, LayerMap, Stack
 from headmap.tokens import Tokens
-from headmap.words import aggregate_words, word_groups
+from headmap.view.words import aggregate_words, word_groups
 
 TROPHY = "The trophy didn't fit in the suitcase because it was too big."
 # The bundled all-MiniLM-L6-v2 package ships the BERT WordPiece tokenizer.json.
@@ -22,7 +22,7 @@ MINILM_TOKENIZER = MINILM_PACKAGE / "model" / "tokenizer.json"
 
 
 def tokens_of(encoding: object, text: str) -> Tokens:
-    """:class:`Tokens` from a ``tokenizers`` encoding, as headmap.encoding builds them."""
+    """:class:`Tokens` from a ``tokenizers`` encoding, as headmap.capture.encoding builds them."""
     spans = [tuple(o) for o in encoding.offsets]  # type: ignore[attr-defined]
     special = [bool(s) for s in encoding.special_tokens_mask]  # type: ignore[attr-defined]
     pieces = encoding.tokens  # type: ignore[attr-defined]

@@ -5,17 +5,36 @@
 >>> result = headmap.capture(model, "The trophy didn't fit in the suitcase.", layers=[3])
 >>> result.to_words().render("trophy.png", layer=3, head=5)
 
+The package is laid out by stage, each importing only the stages below it: the core types
+(``result``, ``tokens``, ``errors``, ``storage``), then ``models``, ``capture``, ``view``,
+``render``, ``analysis``, ``attribution``, ``apps``, ``serve`` and ``cli``. This module is the
+public API on top of them all.
+
 Attention is correlation, not causation: a map shows where a head looks, not why the model decides.
 """
 
-from headmap.capture import CapturePlan, MapStore, capture, stream
+from headmap import result as _result
+from headmap.analysis import HeadStats, StatsCollector, collect_stats
+from headmap.capture import Block, CapturePlan, MapStore, capture, stream
 from headmap.errors import HeadmapError
 from headmap.models import LoadedModel, load
-from headmap.recompute import Block
+from headmap.render.files import render_to_file
+from headmap.render.html import notebook_html
+from headmap.render.static import plot_grid, plot_head
 from headmap.result import CAUSATION_WARNING, AttentionResult, LayerKey, LayerMap, Stack
-from headmap.stats import HeadStats, StatsCollector, collect_stats
 from headmap.storage import load_result
 from headmap.tokens import Tokens
+from headmap.view import aggregate_words, mask_tokens, normalize_result
+
+_result.bind_stages(_result.Stages(
+    to_words=aggregate_words,
+    mask=mask_tokens,
+    normalize=normalize_result,
+    plot_head=plot_head,
+    plot_grid=plot_grid,
+    render=render_to_file,
+    notebook_html=notebook_html,
+))
 
 __version__ = "0.1.0"
 

@@ -8,7 +8,7 @@ consume it. Arrays are numpy ``float32`` shaped ``[head, query, key]`` per layer
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +20,38 @@ from headmap.tokens import Tokens
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
+@dataclass(frozen=True)
+class Stages:
+    """The functions of higher stages behind :class:`AttentionResult`'s convenience methods.
+
+    The result type is the lowest stage, so it may not import view or render; ``headmap/__init__``
+    (the public API, which imports every stage) binds them once with :func:`bind_stages`. Importing
+    any ``headmap`` module runs that package initializer first, so they are always bound.
+    """
+
+    to_words: Callable[..., AttentionResult]
+    mask: Callable[..., AttentionResult]
+    normalize: Callable[[AttentionResult, str], AttentionResult]
+    plot_head: Callable[..., Figure]
+    plot_grid: Callable[..., Figure]
+    render: Callable[..., Path]
+    notebook_html: Callable[[AttentionResult], str]
+
+
+_bound: list[Stages] = []
+
+
+def bind_stages(stages: Stages) -> None:
+    """Called by ``headmap/__init__`` with the view and render functions."""
+    _bound[:] = [stages]
+
+
+def _stages() -> Stages:
+    if not _bound:
+        raise RuntimeError("headmap's stages are not bound: import headmap, not only headmap.result")
+    return _bound[0]
+
 
 CAUSATION_WARNING = (
     "Attention weights show where a head looks, not why the model decides: "
@@ -191,9 +223,7 @@ class AttentionResult:
 
     def to_words(self, split_punctuation: bool = False) -> AttentionResult:
         """Aggregate sub-tokens into words: sum over a word's keys, mean over its queries."""
-        from headmap.words import aggregate_words
-
-        return aggregate_words(self, split_punctuation=split_punctuation)
+        return _stages().to_words(self, split_punctuation=split_punctuation)
 
     def mask(
         self,
@@ -203,15 +233,11 @@ class AttentionResult:
         renormalize: bool = False,
     ) -> AttentionResult:
         """Drop special tokens, the first token (a common sink) or given token indices from both axes."""
-        from headmap.masking import mask_tokens
-
-        return mask_tokens(self, special=special, first=first, indices=indices, renormalize=renormalize)
+        return _stages().mask(self, special=special, first=first, indices=indices, renormalize=renormalize)
 
     def normalize(self, spec: str) -> AttentionResult:
         """Apply a display normalization such as ``"topk:3"``, ``"window:2,renorm"`` or ``"log"``."""
-        from headmap.normalize import normalize_result
-
-        return normalize_result(self, spec)
+        return _stages().normalize(self, spec)
 
     # -- output -------------------------------------------------------------------------------
     def save(self, path: str | Path, precision: str = "float32", topk: int | None = None) -> Path:
@@ -219,18 +245,16 @@ class AttentionResult:
 
         ``precision="float16"`` or ``topk=K`` store them compactly; the loss is measured and kept.
         """
-        from headmap.storage import save_result
+        from headmap.storage import save_result  # same stage; imported late only to avoid a cycle
 
         return save_result(self, path, precision=precision, topk=topk)
 
     def plot(self, layer: int | str | LayerKey = 0, head: int | None = 0, **kwargs: object) -> Figure:
         """A matplotlib figure of one head (``head=None``: all captured heads of the layer as a grid)."""
-        from headmap.render_static import plot_grid, plot_head
-
         key = self.resolve(layer)
         if head is None:
-            return plot_grid(self, key, **kwargs)  # type: ignore[arg-type]
-        return plot_head(self, key, head, **kwargs)  # type: ignore[arg-type]
+            return _stages().plot_grid(self, key, **kwargs)
+        return _stages().plot_head(self, key, head, **kwargs)
 
     def show(self, layer: int | str | LayerKey = 0, head: int | None = 0, **kwargs: object) -> None:
         """Display one head (or the grid of a layer) inline in a notebook, or in a window."""
@@ -241,14 +265,10 @@ class AttentionResult:
 
     def render(self, path: str | Path, layer: int | str | LayerKey = 0, head: int | None = 0, **kwargs: object) -> Path:
         """Write a picture; the format follows the extension (``.png``, ``.svg``, ``.pdf``, ``.html``)."""
-        from headmap.render import render_to_file
-
-        return render_to_file(self, path, self.resolve(layer), head, **kwargs)  # type: ignore[arg-type]
+        return _stages().render(self, path, self.resolve(layer), head, **kwargs)
 
     def _repr_html_(self) -> str:
-        from headmap.render_html import notebook_html
-
-        return notebook_html(self)
+        return _stages().notebook_html(self)
 
     def __repr__(self) -> str:
         layers = ", ".join(k.name for k in self.keys)

@@ -90,7 +90,7 @@ def load(
     GGUF files are converted once to a float32 safetensors copy under the user cache folder
     (``$XDG_CACHE_HOME/headmap``, or ``cache_dir``) because parsing GGUF takes ~20 s each time.
     """
-    from headmap import gguf_cache
+    from headmap.models import gguf_cache
 
     if name_or_path in BUNDLED:
         path, display = bundled_path(name_or_path), name_or_path

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from headmap.tap import AttentionCall
+from headmap.capture.tap import AttentionCall
 
 
 def _broadcast_pick(tensor: torch.Tensor, batch: int, heads: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ from headmap.errors import HeadmapError
 from headmap.result import CAUSATION_WARNING
 
 if TYPE_CHECKING:
-    from headmap.stats import HeadStats
+    from headmap.analysis.stats import HeadStats
 
 STATS_EXTENSIONS = (".csv", ".json", ".parquet")
 

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from headmap.downsample import color_limits, pooled_labels, prepare, value_label, visible
+from headmap.view.downsample import color_limits, pooled_labels, prepare, value_label, visible
 from headmap.result import CAUSATION_WARNING, AttentionResult, LayerKey
 
 HEAD_MAX_TOKENS = 512
@@ -65,7 +65,7 @@ def plotly_colorscale(cmap: str, steps: int = 17) -> list[list[object]]:
     """A matplotlib colormap sampled into a plotly colorscale, so both renderers share names."""
     import matplotlib
 
-    from headmap.render_static import check_cmap
+    from headmap.render.static import check_cmap
 
     colors = matplotlib.colormaps[check_cmap(cmap)](np.linspace(0.0, 1.0, steps))
     return [[i / (steps - 1), f"rgb({r * 255:.0f},{g * 255:.0f},{b * 255:.0f})"] for i, (r, g, b, _) in enumerate(colors)]
@@ -179,8 +179,8 @@ def notebook_html(result: AttentionResult, dpi: int = 80) -> str:
     is deliberately not embedded: notebooks would bloat with every displayed result; the
     interactive view is one ``result.render("map.html", ...)`` away.
     """
-    from headmap.render import save_figure
-    from headmap.render_static import plot_head
+    from headmap.render.files import save_figure
+    from headmap.render.static import plot_head
 
     cells = "".join(f"<tr><th style='text-align:left'>{escape(a)}</th><td style='text-align:left'>{escape(b)}</td></tr>"
                     for a, b in summary_rows(result))

@@ -14,7 +14,7 @@ from dataclasses import replace
 import numpy as np
 
 from headmap.errors import HeadmapError
-from headmap.normalize import is_log_description
+from headmap.view.normalize import is_log_description
 from headmap.result import AttentionResult, LayerMap
 from headmap.tokens import Tokens
 

@@ -17,7 +17,7 @@ import torch
 
 from headmap.errors import HeadmapError
 from headmap.result import LayerKey, Stack
-from headmap.tap import AttentionCall, tap
+from headmap.capture.tap import AttentionCall, tap
 
 _ENCODER_PROBE, _DECODER_PROBE = 5, 3
 

@@ -26,7 +26,7 @@ import torch
 
 from headmap.capture import CapturePlan
 from headmap.errors import HeadmapError
-from headmap.recompute import Block
+from headmap.capture.recompute import Block
 from headmap.result import CAUSATION_WARNING, LayerKey, Stack
 from headmap.tokens import Tokens
 
@@ -78,7 +78,7 @@ class HeadStats:
 
     def save(self, path: str | Path) -> Path:
         """Write the table as ``.csv``, ``.json`` or ``.parquet`` (the last needs pyarrow)."""
-        from headmap.stats_io import save_stats
+        from headmap.analysis.stats_io import save_stats
 
         return save_stats(self, path)
 

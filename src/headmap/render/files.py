@@ -65,8 +65,8 @@ def render_to_file(result: AttentionResult, path: str | Path, key: LayerKey, hea
     """Draw one head (``head=None``: all captured heads of the layer as a grid) into ``path``.
 
     The extension picks the format: ``.png``/``.svg``/``.pdf`` via
-    :func:`headmap.render_static.plot_head` / :func:`~headmap.render_static.plot_grid`, ``.html``
-    via :func:`headmap.render_html.head_html` / :func:`~headmap.render_html.grid_html`. ``options``
+    :func:`headmap.render.static.plot_head` / :func:`~headmap.render.static.plot_grid`, ``.html``
+    via :func:`headmap.render.html.head_html` / :func:`~headmap.render.html.grid_html`. ``options``
     (``cmap``, ``max_tokens``, ``vmin``, ``vmax``) go to those functions; ``dpi`` is the raster
     resolution of static output (150 by default; HTML ignores it). Returns ``path``.
     """
@@ -75,7 +75,7 @@ def render_to_file(result: AttentionResult, path: str | Path, key: LayerKey, hea
     check_writable(path)
     dpi = int(options.pop("dpi", PNG_DPI))  # type: ignore[call-overload]
     if suffix == ".html":
-        from headmap.render_html import grid_html, head_html
+        from headmap.render.html import grid_html, head_html
 
         page = grid_html(result, key, **options) if head is None else head_html(result, key, head, **options)  # type: ignore[arg-type]
         try:
@@ -83,7 +83,7 @@ def render_to_file(result: AttentionResult, path: str | Path, key: LayerKey, hea
         except OSError as exc:
             raise HeadmapError(f"cannot write {path}: {exc.strerror or exc}") from None
         return path
-    from headmap.render_static import plot_grid, plot_head
+    from headmap.render.static import plot_grid, plot_head
 
     fig = plot_grid(result, key, **options) if head is None else plot_head(result, key, head, **options)  # type: ignore[arg-type]
     try:

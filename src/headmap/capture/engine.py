@@ -15,13 +15,13 @@ from typing import Protocol, Union
 import numpy as np
 import torch
 
-from headmap.architecture import Architecture, discover, forward_module
-from headmap.encoding import encode, pad_batch, pad_token_id
+from headmap.capture.discovery import Architecture, discover, forward_module
+from headmap.capture.encoding import encode, pad_batch, pad_token_id
 from headmap.errors import HeadmapError, check_index
 from headmap.models import LoadedModel, load
-from headmap.recompute import Block, attention_block, head_states, rows_per_block
+from headmap.capture.recompute import Block, attention_block, head_states, rows_per_block
 from headmap.result import AttentionResult, LayerKey, LayerMap, Stack
-from headmap.tap import AttentionCall, tap
+from headmap.capture.tap import AttentionCall, tap
 from headmap.tokens import Tokens
 
 LayerSpec = Union[int, str, LayerKey]

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import matplotlib
 import numpy as np
 
-from headmap.downsample import Prepared, axis_labels, color_limits, is_log, prepare, value_label
+from headmap.view.downsample import Prepared, axis_labels, color_limits, is_log, prepare, value_label
 from headmap.errors import HeadmapError, check_index
 from headmap.result import CAUSATION_WARNING, AttentionResult, LayerKey, LayerMap, Stack
 

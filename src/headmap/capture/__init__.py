@@ -1,0 +1,7 @@
+"""Stage 2, capture: tap a model's attention while it runs its own kernels, recompute the asked
+heads block by block, and hand the blocks to a consumer (maps or statistics)."""
+
+from headmap.capture.engine import CapturePlan, Consumer, MapStore, capture, stream
+from headmap.capture.recompute import Block
+
+__all__ = ["Block", "CapturePlan", "Consumer", "MapStore", "capture", "stream"]

@@ -1,0 +1,53 @@
+"""Stage 9, the ``headmap`` command line: a thin layer over the Python API, one module per command.
+
+Exit codes: 0 success, 1 a problem with the input (one line on stderr naming the fix), 2 a usage
+error (argparse), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from headmap.cli import capture, demo, render, stats
+from headmap.errors import HeadmapError
+
+COMMANDS = (render, capture, stats, demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="headmap",
+        description="Capture and draw the attention maps of Transformer models. "
+        "Attention is correlation, not causation: a map shows where a head looks, not why the model decides.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        command.add_parsers(sub)
+    return parser
+
+
+def _quiet_transformers() -> None:
+    """transformers' own progress bars and warnings would bury headmap's one-line messages."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_transformers()
+    try:
+        args.run(args)
+    except HeadmapError as exc:
+        print(f"headmap: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("headmap: interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,5 @@
+import sys
+
+from headmap.cli import main
+
+sys.exit(main())

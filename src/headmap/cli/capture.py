@@ -1,0 +1,32 @@
+"""``headmap capture``: save raw attention weights to a .safetensors file."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from headmap.cli.common import add_model_args, check_output, load_model, note_paths, parse_heads, parse_layers, read_text
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    cap = sub.add_parser("capture", help="save raw attention weights to a .safetensors file")
+    add_model_args(cap)
+    cap.add_argument("--layers", default="all", help="comma-separated layers (indices or names), or 'all'")
+    cap.add_argument("--heads", default="all", help="comma-separated heads, or 'all'")
+    cap.add_argument("--output", "-o", required=True, type=Path, help="output .safetensors file")
+    cap.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    from headmap.capture import capture
+
+    check_output(args.output, (".safetensors",))
+    text = read_text(args.text)
+    model = load_model(args)
+    result = capture(model, text, layers=parse_layers(args.layers), heads=parse_heads(args.heads),
+                     target=args.target, progress=True)
+    note_paths(result)
+    path = result.save(args.output)
+    size = path.stat().st_size / 2**20
+    print(f"wrote {path}: {len(result.layers)} layers x {len(result.layers[0].heads)} heads, "
+          f"{len(result.source)} tokens, {size:.1f} MiB")

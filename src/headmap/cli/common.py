@@ -1,0 +1,91 @@
+"""Arguments and checks shared by the commands: text input, output paths, layer/head lists."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from headmap.errors import HeadmapError
+from headmap.models import BUNDLED, DEFAULT_MODEL
+
+RENDER_EXTENSIONS = (".png", ".svg", ".pdf", ".html")
+
+
+def read_text(value: str) -> str:
+    """The argument itself, or the contents of a file when it names one ('-' reads stdin)."""
+    if value == "-":
+        return sys.stdin.read()
+    if len(value) < 4096 and os.path.isfile(value):
+        try:
+            return Path(value).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise HeadmapError(f"cannot read text file {value}: {exc}") from exc
+    return value
+
+
+def check_output(path: Path, extensions: Sequence[str]) -> Path:
+    """Fail before any model work when the output cannot be written."""
+    from headmap.render.files import check_writable
+
+    if path.suffix.lower() not in extensions:
+        raise HeadmapError(f"unknown output extension {path.suffix or '(none)'!r} for {path}: use one of {', '.join(extensions)}")
+    check_writable(path)
+    return path
+
+
+def parse_heads(value: str) -> list[int] | None:
+    """``"all"`` -> None, ``"3,5"`` -> ``[3, 5]``."""
+    if value == "all":
+        return None
+    try:
+        return [int(v) for v in value.split(",")]
+    except ValueError:
+        raise HeadmapError(f"--head takes a number, a comma-separated list, or 'all', not {value!r}") from None
+
+
+def int_arg(value: str, flag: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise HeadmapError(f"{flag} takes a number or a name such as layer.3, not {value!r}") from None
+
+
+def parse_layers(value: str) -> list[int | str] | None:
+    """``"all"`` -> None, ``"0,-1,cross.2"`` -> ``[0, -1, "cross.2"]``."""
+    if value == "all":
+        return None
+    return [v if "." in v else int_arg(v, "--layers") for v in value.split(",")]
+
+
+def add_model_args(parser: argparse.ArgumentParser, text: bool = True) -> None:
+    if text:
+        parser.add_argument("text", help="the input text, a path to a UTF-8 text file, or - for stdin")
+    parser.add_argument("--model", "-m", default=DEFAULT_MODEL,
+                        help=f"bundled name ({', '.join(BUNDLED)}), local model folder, .gguf file or hub id (default: %(default)s)")
+    parser.add_argument("--target", help="decoder text for encoder-decoder models (default: the input text)")
+    parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the model folder (off by default)")
+
+
+def add_display_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--words", action="store_true", help="aggregate sub-tokens into words (sum over keys, mean over queries)")
+    parser.add_argument("--norm", default="raw", help="display normalization: raw (default), topk:K, window:W, threshold:T, log, renorm; join with commas")
+    parser.add_argument("--mask-special", action="store_true", help="hide special tokens ([CLS], [SEP], BOS, ...)")
+    parser.add_argument("--mask-first", action="store_true", help="hide the first token (a common attention sink)")
+    parser.add_argument("--renorm-masked", action="store_true", help="renormalize rows after masking")
+    parser.add_argument("--cmap", default="viridis", help="colormap: sequential (viridis, magma, Blues) or diverging (RdBu_r)")
+    parser.add_argument("--max-tokens", type=int, default=None, help="downsample (max-pool) beyond this many tokens per axis")
+
+
+def load_model(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from headmap.models import load
+
+    return load(args.model, trust_remote_code=args.trust_remote_code)
+
+
+def note_paths(result: object) -> None:
+    """Print the result's notes (e.g. which capture path was used) to stderr."""
+    for note in getattr(result, "notes", ()):
+        print(f"headmap: {note}", file=sys.stderr)

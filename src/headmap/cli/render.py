@@ -1,0 +1,70 @@
+"""``headmap render`` (capture and draw) and ``headmap plot`` (draw a saved capture)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from headmap.cli.common import (
+    RENDER_EXTENSIONS, add_display_args, add_model_args, check_output, int_arg, load_model, note_paths,
+    parse_heads, read_text,
+)
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    render = sub.add_parser("render", help="draw one head, or all heads of a layer, to PNG/SVG/PDF/HTML")
+    add_model_args(render)
+    render.add_argument("--layer", "-l", default="0", help="layer index (negative counts from the end) or name such as cross.2")
+    render.add_argument("--head", default="0", help="head number, or 'all' for a grid of every head of the layer")
+    add_display_args(render)
+    render.add_argument("--output", "-o", required=True, type=Path, help="output file: .png, .svg, .pdf or .html")
+    render.set_defaults(run=run_render)
+
+    plot = sub.add_parser("plot", help="draw a map from a saved .safetensors capture")
+    plot.add_argument("file", type=Path, help="a file written by 'headmap capture'")
+    plot.add_argument("--layer", "-l", default="0")
+    plot.add_argument("--head", default="0")
+    add_display_args(plot)
+    plot.add_argument("--output", "-o", required=True, type=Path)
+    plot.set_defaults(run=run_plot)
+
+
+def prepare(result, args):  # type: ignore[no-untyped-def]
+    """Word view, masking and normalization, in that order, as the flags ask."""
+    if args.words:
+        result = result.to_words()
+    if args.mask_special or args.mask_first:
+        result = result.mask(special=args.mask_special, first=args.mask_first, renormalize=args.renorm_masked)
+    if args.norm != "raw":
+        result = result.normalize(args.norm)
+    return result
+
+
+def draw(result, args) -> None:  # type: ignore[no-untyped-def]
+    key = result.resolve(args.layer)
+    heads = parse_heads(args.head)
+    head = None if heads is None else heads[0]
+    options = {"cmap": args.cmap}
+    if args.max_tokens:
+        options["max_tokens"] = args.max_tokens
+    path = result.render(args.output, key, head, **options)
+    print(f"wrote {path} ({key.title()}, {'all heads' if head is None else f'head {head}'}, {result.normalization})")
+
+
+def run_render(args: argparse.Namespace) -> None:
+    from headmap.capture import capture
+
+    check_output(args.output, RENDER_EXTENSIONS)
+    text = read_text(args.text)
+    model = load_model(args)
+    layer = args.layer if "." in args.layer else int_arg(args.layer, "--layer")
+    result = capture(model, text, layers=[layer], heads=parse_heads(args.head), target=args.target)
+    note_paths(result)
+    draw(prepare(result, args), args)
+
+
+def run_plot(args: argparse.Namespace) -> None:
+    from headmap.storage import load_result
+
+    check_output(args.output, RENDER_EXTENSIONS)
+    draw(prepare(load_result(args.file), args), args)

@@ -1,0 +1,7 @@
+"""Stage 4, render: draw maps as static figures (matplotlib: PNG, SVG, PDF) and self-contained
+interactive HTML (plotly, embedded), and write them to files."""
+
+from headmap.render.files import render_to_file, save_figure
+from headmap.render.static import plot_diff, plot_grid, plot_head, plot_layer_profile
+
+__all__ = ["plot_diff", "plot_grid", "plot_head", "plot_layer_profile", "render_to_file", "save_figure"]
