@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 from conftest import TROPHY
-from tiny_models import CONFIGS, build
+from tiny_models import CONFIGS, EAGER_ONLY, PATHS, build
 
 from headmap.capture import capture
+from headmap.capture.discovery import discover
 from headmap.result import Stack
 
 TOL = 1e-5
@@ -37,7 +38,9 @@ def tiny(request, bert_tokenizer):
 
 def test_matches_eager(tiny, bert_tokenizer):
     name, fast, eager = tiny
-    assert fast.model.config._attn_implementation != "eager" or name == "gemma2"
+    # Every model runs its own default implementation: SDPA where it has one.
+    assert (fast.model.config._attn_implementation == "eager") == (name in EAGER_ONLY)
+    assert {s.path.value for s in discover(fast.model).sites.values()} == {PATHS.get(name, "dispatch")}
     result = capture(fast, TROPHY)
     reference = eager_maps(eager, bert_tokenizer, TROPHY)
     assert {k.stack.value for k in result.keys} == set(reference)
@@ -53,12 +56,13 @@ def test_subset_of_layers_heads_rows(tiny, bert_tokenizer):
     name, fast, eager = tiny
     reference = eager_maps(eager, bert_tokenizer, TROPHY)
     stack = next(iter(reference))
+    last = len(reference[stack]) - 1
     result = capture(fast, TROPHY, layers=[-1], heads=[3, 1], rows=[-1, 2])
-    layer = result.layer(f"{stack}.1")
+    layer = result.layer(f"{stack}.{last}")
     assert layer.heads == (3, 1)
     n = len(result.query_tokens(layer.key))
     assert layer.rows == (n - 1, 2)
-    expected = reference[stack][1][0][[3, 1]][:, [n - 1, 2]].numpy()
+    expected = reference[stack][last][0][[3, 1]][:, [n - 1, 2]].numpy()
     assert np.abs(layer.weights - expected).max() <= TOL
 
 
@@ -129,3 +133,76 @@ def test_model_keeps_its_implementation_and_hooks_are_removed(minilm):
     capture(minilm, TROPHY, layers=0)
     assert minilm.model.config._attn_implementation == "sdpa"
     assert "get_interface" not in vars(ALL_ATTENTION_FUNCTIONS)
+
+
+def _kernel_outputs(fast, text: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``(value, output)`` of every attention kernel call, as the model really ran it."""
+    from headmap.capture.discovery import Path as CapturePath
+    from headmap.capture.tap import module_scope, tap_around
+
+    seen = []
+
+    def record(call, proceed):
+        out = proceed()
+        seen.append((call.value, out))
+        return out
+
+    arch = discover(fast.model)
+    modules = [s.module for s in arch.sites.values()]
+    enc = fast.tokenizer(text, return_tensors="pt")
+    with torch.no_grad(), tap_around(record, modules):
+        if CapturePath.TORCH_SDPA in arch.paths:
+            with module_scope(modules):
+                fast.model(**enc)
+        else:
+            fast.model(**enc)
+    return seen
+
+
+@pytest.mark.parametrize("name", ["falcon_alibi", "falcon", "llama", "bert"])
+def test_weights_reproduce_the_kernel_output(name, bert_tokenizer):
+    """Independent of any eager path: captured weights times the values give what the kernel gave."""
+    fast, _ = build(name, bert_tokenizer)
+    result = capture(fast, TROPHY)
+    outputs = _kernel_outputs(fast, TROPHY)
+    assert len(outputs) == len(result.layers)
+    for layer, (value, out) in zip(result.layers, outputs):
+        value = value[0].float()  # [kv_head, key, dim]
+        value = value.repeat_interleave(result.num_heads // value.shape[0], dim=0)
+        rebuilt = torch.matmul(torch.from_numpy(layer.weights), value)  # [head, query, dim]
+        assert (rebuilt - out[0].transpose(0, 1)).abs().max().item() <= TOL, (name, layer.key.name)
+
+
+def test_longest_text_the_position_table_allows(bert_tokenizer):
+    """RoBERTa's positions start at padding_idx + 1, so a 66-slot table takes 64 tokens, not 66."""
+    fast, eager = build("roberta", bert_tokenizer)
+    words = " ".join(["word"] * 62)  # 62 pieces + [CLS] + [SEP] = 64 tokens
+    result = capture(fast, words)
+    assert len(result.source) == 64
+    reference = eager_maps(eager, bert_tokenizer, words)["layer"]
+    assert max(np.abs(l.weights - reference[i][0].numpy()).max() for i, l in enumerate(result.layers)) <= TOL
+    from headmap.errors import HeadmapError
+
+    with pytest.raises(HeadmapError, match="at most 64"):
+        capture(fast, words + " word")
+
+
+@pytest.mark.parametrize("name, path", [("bloom", "eager-weights"), ("falcon", "torch-sdpa"), ("llama", None)])
+def test_result_says_which_path_it_used(name, path, bert_tokenizer):
+    fast, _ = build(name, bert_tokenizer)
+    notes = capture(fast, TROPHY, layers=0).notes
+    if path is None:
+        assert not any("capture path" in n for n in notes)
+    else:
+        assert any(f"capture path: {path}" in n for n in notes)
+
+
+def test_shared_module_gives_one_map_per_layer(bert_tokenizer):
+    fast, eager = build("albert", bert_tokenizer)
+    arch = discover(fast.model)
+    assert len({id(s.module) for s in arch.sites.values()}) == 1 and len(arch.sites) == 3
+    result = capture(fast, TROPHY, layers=[1, 2])
+    reference = eager_maps(eager, bert_tokenizer, TROPHY)["layer"]
+    for layer in result.layers:
+        assert np.abs(layer.weights - reference[layer.key.index][0].numpy()).max() <= TOL
+    assert np.abs(result.layers[0].weights - result.layers[1].weights).max() > 1e-3  # really different layers

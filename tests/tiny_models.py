@@ -33,12 +33,49 @@ CONFIGS: dict[str, transformers.PretrainedConfig] = {
         vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4,
         decoder_start_token_id=0, pad_token_id=0,
     ),
+    # Positions count from padding_idx + 1 when the model is given none.
+    "roberta": transformers.RobertaConfig(**_COMMON, max_position_embeddings=66, pad_token_id=1),
+    "xlm_roberta": transformers.XLMRobertaConfig(**_COMMON, max_position_embeddings=66, pad_token_id=1),
+    # One attention module shared by all three layers.
+    "albert": transformers.AlbertConfig(
+        vocab_size=VOCAB, embedding_size=16, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+        intermediate_size=64, num_hidden_groups=1, max_position_embeddings=64,
+    ),
+    # Disentangled attention (content-to-position and position-to-content terms), eager only.
+    "deberta_v2": transformers.DebertaV2Config(
+        **_COMMON, max_position_embeddings=64, relative_attention=True, pos_att_type=["p2c", "c2p"],
+        position_buckets=8, max_relative_positions=16, position_biased_input=False,
+    ),
+    # ALiBi, eager only.
+    "bloom": transformers.BloomConfig(vocab_size=VOCAB, hidden_size=32, n_layer=2, n_head=4),
+    # Falcon calls torch's SDPA itself: rotary, multi-query.
+    "falcon": transformers.FalconConfig(
+        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, alibi=False,
+        new_decoder_architecture=False, multi_query=True,
+    ),
     "bart": transformers.BartConfig(
         vocab_size=VOCAB, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
         decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64,
     ),
 }
 
+
+#: Models with no SDPA path at all (Gemma 2's softcapping, DeBERTa's disentangled terms, Bloom's ALiBi).
+EAGER_ONLY = ("gemma2", "deberta_v2", "bloom")
+#: How each model is captured where it is not the dispatch tap.
+PATHS = {"deberta_v2": "eager-weights", "bloom": "eager-weights", "falcon": "torch-sdpa"}
+
+ENCODERS = ("bert", "roberta", "xlm-roberta", "albert", "deberta-v2")
+
+#: Models whose eager path is not a valid reference: transformers 5.24's eager Falcon adds ALiBi to
+#: a mask that already holds it (its SDPA and eager logits differ by ~0.4 here), so headmap is
+#: checked against the kernel the model really runs instead.
+KERNEL_REFERENCE: dict[str, transformers.PretrainedConfig] = {
+    "falcon_alibi": transformers.FalconConfig(
+        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, alibi=True,
+        new_decoder_architecture=False, multi_query=False,
+    ),
+}
 
 # T5 has no 1/sqrt(d) scaling, so its logits grow fastest with the weights.
 INIT_STD = {"t5": 0.15}
@@ -47,21 +84,21 @@ INIT_STD = {"t5": 0.15}
 def _model_class(config: transformers.PretrainedConfig) -> type:
     if config.is_encoder_decoder:
         return transformers.AutoModelForSeq2SeqLM
-    if config.model_type == "bert":
+    if config.model_type in ENCODERS:
         return transformers.AutoModel
     return transformers.AutoModelForCausalLM
 
 
 def build(name: str, tokenizer: object) -> tuple[LoadedModel, torch.nn.Module]:
     """``(fast, eager)``: the same random weights under the default and the eager implementation."""
-    config = CONFIGS[name]
+    config = CONFIGS[name] if name in CONFIGS else KERNEL_REFERENCE[name]
     # from_config writes the implementation into the config it is given: one copy per model.
     fast_config, eager_config = copy.deepcopy(config), copy.deepcopy(config)
     cls = _model_class(config)
     torch.manual_seed(0)
-    # Gemma 2 has no SDPA path (softcapping); every other architecture is tapped under SDPA.
-    fast_impl = "eager" if name == "gemma2" else "sdpa"
-    fast = cls.from_config(fast_config, dtype=torch.float32, attn_implementation=fast_impl)
+    # The implementation from_pretrained would choose: SDPA where the model has it (Gemma 2's
+    # softcapping and the eager-only models fall back to eager by themselves).
+    fast = cls.from_config(fast_config, dtype=torch.float32)
     eager = cls.from_config(eager_config, dtype=torch.float32, attn_implementation="eager")
     # Default init (std 0.02) gives near-uniform attention in such small models; larger weights
     # give sharp, varied maps, so that matching the reference actually means something.

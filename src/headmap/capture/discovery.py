@@ -1,45 +1,101 @@
-"""Find a model's attention modules by watching one tiny forward pass.
+"""Find a model's attention layers, and how to tap them, by watching tiny probe forward passes.
 
 Rather than keeping a table of module names per architecture (the fault of tools that need a hand
-config for each new model), headmap runs the model once on a few tokens with a tap on every
-attention kernel call. The calls arrive in depth order; for encoder-decoder models the encoder
-and decoder get different lengths, so the shape of each call tells encoder self-attention,
-decoder self-attention and cross-attention apart.
+config for each new model), headmap runs the model once on a few tokens with every interception
+point open. The calls arrive in depth order; for encoder-decoder models the encoder and decoder get
+different lengths, so the shape of each call tells encoder self-attention, decoder self-attention
+and cross-attention apart. A module that is called several times in one forward (ALBERT shares one
+layer across depth) is one layer per call.
+
+Each layer gets one of three paths, tried in this order:
+
+- ``DISPATCH``: the module calls its kernel through transformers' attention interface (most models);
+- ``TORCH_SDPA``: the module calls torch's SDPA itself (Falcon, ...);
+- ``EAGER_WEIGHTS``: the module computes its weights itself and returns them (Bloom's ALiBi,
+  DeBERTa's disentangled attention, MPT): headmap takes the model's own weights from the module's
+  output, one layer at a time.
+
+A further probe finds where the model counts positions from when it is given none (0 for most,
+``padding_idx + 1`` for RoBERTa-style models), so padded batches can give every text the positions
+it gets alone.
 """
 
 from __future__ import annotations
 
+import enum
 import inspect
+import threading
 import weakref
 from dataclasses import dataclass
 
 import torch
 
+from headmap.capture.tap import AttentionCall, module_scope, tap
 from headmap.errors import HeadmapError
 from headmap.result import LayerKey, Stack
-from headmap.capture.tap import AttentionCall, tap
 
 _ENCODER_PROBE, _DECODER_PROBE = 5, 3
 
 
+class Path(enum.Enum):
+    """How a layer's attention is intercepted (see the module docstring)."""
+
+    DISPATCH = "dispatch"
+    TORCH_SDPA = "torch-sdpa"
+    EAGER_WEIGHTS = "eager-weights"
+
+    def describe(self) -> str:
+        return {
+            Path.DISPATCH: "tapped at transformers' attention dispatch; the model kept its own kernel",
+            Path.TORCH_SDPA: "tapped at torch's scaled_dot_product_attention; the model kept its own kernel",
+            Path.EAGER_WEIGHTS: "taken from the weights the model computes itself (eager-only attention), "
+                                "one layer at a time",
+        }[self]
+
+
+@dataclass(frozen=True)
+class Site:
+    """Where one attention layer is computed: a module, and which of its calls in a forward."""
+
+    module: torch.nn.Module
+    occurrence: int = 0
+    path: Path = Path.DISPATCH
+    weights_index: int | None = None  # EAGER_WEIGHTS: position of the weights in the module's output
+
+
 @dataclass(frozen=True)
 class Architecture:
-    """The attention modules of a model, by layer, and what a forward pass needs."""
+    """The attention layers of a model and what a forward pass needs."""
 
-    modules: dict[LayerKey, torch.nn.Module]
+    sites: dict[LayerKey, Site]
     num_heads: int
     is_encoder_decoder: bool
     accepts_position_ids: bool
+    position_offset: int | None  # default positions are offset + 0, 1, ...; None when unknown
+
+    @property
+    def modules(self) -> dict[LayerKey, torch.nn.Module]:
+        return {key: site.module for key, site in self.sites.items()}
 
     @property
     def num_layers(self) -> dict[Stack, int]:
         counts: dict[Stack, int] = {}
-        for key in self.modules:
+        for key in self.sites:
             counts[key.stack] = counts.get(key.stack, 0) + 1
         return counts
 
+    @property
+    def paths(self) -> set[Path]:
+        return {site.path for site in self.sites.values()}
+
+    @property
+    def needs_output_attentions(self) -> bool:
+        """Eager-weights modules (DeBERTa) return their weights only when the model is asked for them."""
+        return Path.EAGER_WEIGHTS in self.paths
+
 
 _cache: weakref.WeakKeyDictionary[torch.nn.Module, Architecture] = weakref.WeakKeyDictionary()
+_discovery_lock = threading.Lock()
 
 
 def forward_module(model: torch.nn.Module) -> torch.nn.Module:
@@ -50,61 +106,164 @@ def forward_module(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def discover(model: torch.nn.Module) -> Architecture:
-    """The :class:`Architecture` of ``model`` (cached per model object)."""
-    if model in _cache:
+    """The :class:`Architecture` of ``model`` (cached per model object; safe from several threads)."""
+    with _discovery_lock:
+        if model not in _cache:
+            _cache[model] = _discover(model)
         return _cache[model]
-    config = getattr(model, "config", None)
-    if config is None:
-        raise HeadmapError(f"{type(model).__name__} is not a Hugging Face transformers model (it has no config)")
-    is_enc_dec = bool(getattr(config, "is_encoder_decoder", False))
-    runner = forward_module(model)
-    calls: list[AttentionCall] = []
+
+
+def _probe_inputs(config: object, is_enc_dec: bool, position_ids: torch.Tensor | None = None) -> dict:
     vocab = int(getattr(config, "vocab_size", 8) or 8)
-    ids = torch.arange(1, 1 + _ENCODER_PROBE).clamp(max=vocab - 1)[None]
+    # Ordinary tokens from the middle of the vocabulary: a special id (RoBERTa's pad is 1) would
+    # change what the model does with the probe.
+    specials = {getattr(config, a, None) for a in ("pad_token_id", "bos_token_id", "eos_token_id")}
+    candidates = [i for i in range(vocab // 2, vocab // 2 + 16) if i not in specials] or list(range(vocab))
+    ids = torch.tensor(candidates[:_ENCODER_PROBE])[None]
     inputs: dict[str, torch.Tensor] = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     if is_enc_dec:
         inputs["decoder_input_ids"] = ids[:, :_DECODER_PROBE]
-    try:
-        with torch.inference_mode(), tap(calls.append):
-            runner(**inputs, use_cache=False)
-    except HeadmapError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any failure here means the model cannot be probed
-        raise HeadmapError(
-            f"{type(model).__name__} could not run a probe forward pass ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}); headmap supports transformers models that take input_ids"
-        ) from exc
-    if not calls:
-        raise HeadmapError(
-            f"{type(model).__name__} ({getattr(config, 'model_type', '?')}) computes attention without "
-            "transformers' attention interface, so headmap cannot tap it. Supported: architectures whose "
-            "attention modules dispatch through ALL_ATTENTION_FUNCTIONS (BERT, RoBERTa, GPT-2, GPT-NeoX, "
-            "Llama, Qwen2/3, Mistral, Gemma 1-3, Phi, OPT, T5, BART, Whisper, ...)"
-        )
-    modules: dict[LayerKey, torch.nn.Module] = {}
-    counts: dict[Stack, int] = {}
-    for call in calls:
-        stack = _classify(call, is_enc_dec)
-        key = LayerKey(stack, counts.get(stack, 0))
-        counts[stack] = key.index + 1
-        modules[key] = call.module
-    signature = inspect.signature(runner.forward).parameters
-    arch = Architecture(
-        modules=modules,
-        num_heads=calls[0].query.shape[1],
-        is_encoder_decoder=is_enc_dec,
-        accepts_position_ids="position_ids" in signature and not is_enc_dec,
+    if position_ids is not None:
+        inputs["position_ids"] = position_ids
+    return inputs
+
+
+def _probe_failed(model: torch.nn.Module, exc: Exception) -> HeadmapError:
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return HeadmapError(
+        f"{type(model).__name__} could not run a probe forward pass ({type(exc).__name__}: {first}); "
+        "headmap supports transformers models that take input_ids"
     )
-    _cache[model] = arch
-    return arch
 
 
-def _classify(call: AttentionCall, is_enc_dec: bool) -> Stack:
+def _kernel_calls(runner: torch.nn.Module, inputs: dict) -> list[AttentionCall]:
+    """Attention kernel calls of one probe forward, at the dispatch point or at torch SDPA."""
+    calls: list[AttentionCall] = []
+    modules = [m for m in runner.modules() if m is not runner]
+    with torch.inference_mode(), module_scope(modules), tap(calls.append):
+        runner(**inputs, use_cache=False)
+    return calls
+
+
+def _returned_weights(runner: torch.nn.Module, inputs: dict) -> list[tuple[torch.nn.Module, int, torch.Tensor]]:
+    """For models that compute weights themselves: ``(module, index in its output, weights)`` per
+    layer in depth order, found as the innermost module that returns each of the tensors the model
+    hands back under ``output_attentions=True``."""
+    seen: list[tuple[torch.nn.Module, int, torch.Tensor]] = []
+    owner = threading.get_ident()
+
+    def record(module: torch.nn.Module, args: object, output: object) -> None:
+        if threading.get_ident() == owner and isinstance(output, tuple):
+            seen.extend((module, i, t) for i, t in enumerate(output) if isinstance(t, torch.Tensor) and t.ndim == 4)
+
+    handles = [m.register_forward_hook(record) for m in runner.modules() if m is not runner]
+    try:
+        with torch.inference_mode():
+            outputs = runner(**inputs, use_cache=False, output_attentions=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+    wanted = _attention_tensors(outputs)
+    layers: list[tuple[torch.nn.Module, int, torch.Tensor]] = []
+    for module, index, tensor in seen:  # forward hooks fire innermost first
+        if any(tensor is w for w in wanted) and not any(tensor is t for _, _, t in layers):
+            layers.append((module, index, tensor))
+    return layers
+
+
+def _attention_tensors(outputs: object) -> list[torch.Tensor]:
+    found: list[torch.Tensor] = []
+    for name in ("attentions", "encoder_attentions", "decoder_attentions", "cross_attentions"):
+        for item in getattr(outputs, name, None) or ():
+            if isinstance(item, torch.Tensor):
+                found.append(item)
+    return found
+
+
+def _classify(q_len: int, k_len: int, is_enc_dec: bool) -> Stack:
     if not is_enc_dec:
         return Stack.SELF
-    q_len, k_len = call.query.shape[2], call.key.shape[2]
     if q_len == _ENCODER_PROBE and k_len == _ENCODER_PROBE:
         return Stack.ENCODER
     if q_len == _DECODER_PROBE and k_len == _DECODER_PROBE:
         return Stack.DECODER
     return Stack.CROSS
+
+
+def _layer_sites(entries: list[tuple[torch.nn.Module, int, int, Path, int | None]], is_enc_dec: bool) -> dict[LayerKey, Site]:
+    """``(module, q_len, k_len, path, weights_index)`` per call in depth order -> sites by layer."""
+    sites: dict[LayerKey, Site] = {}
+    counts: dict[Stack, int] = {}
+    occurrences: dict[int, int] = {}
+    for module, q_len, k_len, path, index in entries:
+        stack = _classify(q_len, k_len, is_enc_dec)
+        key = LayerKey(stack, counts.get(stack, 0))
+        counts[stack] = key.index + 1
+        occurrence = occurrences.get(id(module), 0)
+        occurrences[id(module)] = occurrence + 1
+        sites[key] = Site(module, occurrence, path, index)
+    return sites
+
+
+def _discover(model: torch.nn.Module) -> Architecture:
+    config = getattr(model, "config", None)
+    if config is None:
+        raise HeadmapError(f"{type(model).__name__} is not a Hugging Face transformers model (it has no config)")
+    is_enc_dec = bool(getattr(config, "is_encoder_decoder", False))
+    runner = forward_module(model)
+    inputs = _probe_inputs(config, is_enc_dec)
+    try:
+        calls = _kernel_calls(runner, inputs)
+        if calls:
+            entries = [(c.module, c.query.shape[2], c.key.shape[2], Path(c.via), None) for c in calls]  # type: ignore[union-attr]
+            num_heads = calls[0].query.shape[1]  # type: ignore[union-attr]
+        else:
+            returned = _returned_weights(runner, inputs)
+            entries = [(m, w.shape[2], w.shape[3], Path.EAGER_WEIGHTS, i) for m, i, w in returned]
+            num_heads = returned[0][2].shape[1] if returned else 0
+    except HeadmapError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure here means the model cannot be probed
+        raise _probe_failed(model, exc) from exc
+    if not entries:
+        raise HeadmapError(
+            f"{type(model).__name__} ({getattr(config, 'model_type', '?')}) neither calls an attention kernel "
+            "that headmap can tap nor returns attention weights, so its attention cannot be captured "
+            "(state-space and other attention-free models have none to show)"
+        )
+    accepts_positions = "position_ids" in inspect.signature(runner.forward).parameters and not is_enc_dec
+    sites = _layer_sites(entries, is_enc_dec)
+    offset = _position_offset(runner, config, inputs, sites) if accepts_positions else None
+    return Architecture(
+        sites=sites,
+        num_heads=int(num_heads),
+        is_encoder_decoder=is_enc_dec,
+        accepts_position_ids=accepts_positions,
+        position_offset=offset,
+    )
+
+
+def _first_layer_state(runner: torch.nn.Module, inputs: dict, site: Site) -> list[torch.Tensor]:
+    """What the first layer's attention sees: its queries and keys, or its weights."""
+    if site.path is Path.EAGER_WEIGHTS:
+        layers = _returned_weights(runner, inputs)
+        return [layers[0][2].clone()] if layers else []
+    calls = _kernel_calls(runner, inputs)
+    return [calls[0].query.clone(), calls[0].key.clone()] if calls else []  # type: ignore[union-attr]
+
+
+def _position_offset(runner: torch.nn.Module, config: object, inputs: dict, sites: dict[LayerKey, Site]) -> int | None:
+    """Where the model starts counting positions when given none, or None if neither guess fits."""
+    first = sites[min(sites, key=lambda k: k.sort_key)]
+    reference = _first_layer_state(runner, inputs, first)
+    length = inputs["input_ids"].shape[1]
+    pad = getattr(config, "pad_token_id", None)
+    for offset in dict.fromkeys([0, *([pad + 1] if isinstance(pad, int) else [])]):
+        given = dict(inputs, position_ids=(offset + torch.arange(length))[None])
+        try:
+            state = _first_layer_state(runner, given, first)
+        except Exception:  # noqa: BLE001 - a model that rejects the ids has no usable offset
+            return None
+        if len(state) == len(reference) and all(torch.equal(a, b) for a, b in zip(state, reference)):
+            return offset
+    return None

@@ -3,104 +3,34 @@ blocks to a consumer.
 
 The default consumer (:class:`MapStore`) keeps the maps that were asked for; others reduce blocks
 to statistics without ever holding an ``N x N`` map. Only the layers, heads and query rows asked
-for are computed, and the forward pass stops after the last asked layer.
+for are computed, and the forward pass stops after the last asked layer. The model runs exactly as
+``model(**tokenizer(text))`` would: same token ids, no position ids unless padding needs them (and
+then the ones the text gets alone). All per-capture state lives in the call, and the taps are per
+thread, so concurrent captures on one model each get their serial result.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from typing import Protocol, Union
+from contextlib import ExitStack
+from dataclasses import replace
 
-import numpy as np
 import torch
 
-from headmap.capture.discovery import Architecture, discover, forward_module
+from headmap.capture.consumers import Consumer, MapStore
+from headmap.capture.discovery import Architecture, Path, Site, discover, forward_module
 from headmap.capture.encoding import encode, pad_batch, pad_token_id
-from headmap.errors import HeadmapError, check_index
+from headmap.capture.plan import CapturePlan, LayerSpec, RowSpec, resolve_heads, resolve_layers, resolve_rows
+from headmap.capture.recompute import attention_block, head_states, rows_per_block, weights_block
+from headmap.capture.tap import AttentionCall, module_scope, tap, weights_scope
+from headmap.errors import HeadmapError
 from headmap.models import LoadedModel, load
-from headmap.capture.recompute import Block, attention_block, head_states, rows_per_block
-from headmap.result import AttentionResult, LayerKey, LayerMap, Stack
-from headmap.capture.tap import AttentionCall, tap
+from headmap.result import AttentionResult, LayerKey, Stack
 from headmap.tokens import Tokens
 
-LayerSpec = Union[int, str, LayerKey]
-RowSpec = Union[None, int, slice, Sequence[int]]
 DEFAULT_BLOCK_BYTES = 64 * 2**20
 
-
-@dataclass(frozen=True)
-class CapturePlan:
-    """What a capture computes: layers, heads, and per text its tokens and the query rows asked for.
-
-    ``rows[item][key]`` are query-token indices of text ``item`` for layer ``key``; blocks handed
-    to consumers cover them in order.
-    """
-
-    model: str
-    layers: tuple[LayerKey, ...]
-    heads: tuple[int, ...]
-    sources: tuple[Tokens, ...]
-    targets: tuple[Tokens | None, ...]
-    rows: tuple[dict[LayerKey, tuple[int, ...]], ...]
-    num_layers: dict[Stack, int]
-    num_heads: int
-
-    def query_tokens(self, item: int, key: LayerKey) -> Tokens:
-        return self.targets[item] if key.stack in (Stack.DECODER, Stack.CROSS) else self.sources[item]  # type: ignore[return-value]
-
-    def key_tokens(self, item: int, key: LayerKey) -> Tokens:
-        return self.targets[item] if key.stack is Stack.DECODER else self.sources[item]  # type: ignore[return-value]
-
-
-class Consumer(Protocol):
-    """Receives attention blocks as they are computed."""
-
-    def begin(self, plan: CapturePlan) -> None:
-        """Called once before the first block."""
-
-    keeps_scores: bool
-    """True if the consumer reads :attr:`Block.scores` (costs memory; off for plain map storage)."""
-
-    def consume(self, item: int, key: LayerKey, start: int, block: Block) -> None:
-        """``block`` covers rows ``plan.rows[item][key][start : start + len(block.rows)]``."""
-
-
-@dataclass
-class MapStore:
-    """The default consumer: keeps every block, giving ``[head, row, key]`` arrays per text and layer."""
-
-    plan: CapturePlan | None = None
-    maps: dict[tuple[int, LayerKey], np.ndarray] = field(default_factory=dict)
-    keeps_scores: bool = False
-
-    def begin(self, plan: CapturePlan) -> None:
-        self.plan, self.maps = plan, {}
-
-    def consume(self, item: int, key: LayerKey, start: int, block: Block) -> None:
-        assert self.plan is not None
-        out = self.maps.get((item, key))
-        if out is None:
-            shape = (len(self.plan.heads), len(self.plan.rows[item][key]), len(self.plan.key_tokens(item, key)))
-            out = self.maps[(item, key)] = np.zeros(shape, dtype=np.float32)
-        out[:, start : start + len(block.rows), : block.width] = block.weights.numpy()
-
-    def results(self) -> list[AttentionResult]:
-        assert self.plan is not None
-        plan = self.plan
-        return [
-            AttentionResult(
-                model=plan.model,
-                source=plan.sources[item],
-                target=plan.targets[item],
-                layers=tuple(
-                    LayerMap(key, plan.heads, plan.rows[item][key], self.maps[(item, key)]) for key in plan.layers
-                ),
-                num_layers=plan.num_layers,
-                num_heads=plan.num_heads,
-            )
-            for item in range(len(plan.sources))
-        ]
+__all__ = ["DEFAULT_BLOCK_BYTES", "CapturePlan", "Consumer", "MapStore", "capture", "stream"]
 
 
 class _StopForward(Exception):
@@ -155,14 +85,16 @@ def stream(
     texts = [text] if isinstance(text, str) else list(text)
     if not texts:
         raise HeadmapError("no text given: pass at least one text")
-    encoded = [encode(loaded.tokenizer, t, loaded.max_positions) for t in texts]
-    targets = _encode_targets(loaded, arch, texts, target)
+    if padding_side not in ("left", "right"):
+        raise HeadmapError(f"padding side must be 'left' or 'right', not {padding_side!r}")
+    limit = _max_tokens(loaded, arch)
+    encoded = [encode(loaded.tokenizer, t, limit) for t in texts]
+    targets = _encode_targets(loaded, arch, texts, target, limit)
     keys = resolve_layers(arch, layers)
-    head_list = resolve_heads(arch, heads)
     plan = CapturePlan(
         model=loaded.name,
         layers=keys,
-        heads=head_list,
+        heads=resolve_heads(arch, heads),
         sources=tuple(tokens for _, tokens in encoded),
         targets=tuple(tokens for _, tokens in targets) if targets else (None,) * len(texts),
         rows=tuple(
@@ -172,69 +104,131 @@ def stream(
         ),
         num_layers=arch.num_layers,
         num_heads=arch.num_heads,
+        notes=_path_notes(arch, keys),
     )
     consumer.begin(plan)
     pad = pad_token_id(loaded.tokenizer)
     bar = _progress(progress, len(keys) * len(texts))
+    step = max(1, batch_size)
     try:
-        for first in range(0, len(texts), max(1, batch_size)):
-            batch = range(first, min(len(texts), first + max(1, batch_size)))
-            _run_batch(loaded, arch, plan, consumer, batch, encoded, targets, pad, padding_side, block_bytes, bar)
+        for first in range(0, len(texts), step):
+            batch = range(first, min(len(texts), first + step))
+            inputs, valid = _batch_inputs(arch, [encoded[i][0] for i in batch],
+                                          [targets[i][0] for i in batch] if targets else None, pad, padding_side)
+            _run_batch(loaded, arch, plan, consumer, batch, inputs, valid, block_bytes, bar)
     finally:
         if bar is not None:
             bar.close()
     return plan
 
 
-def _run_batch(loaded, arch, plan, consumer, batch, encoded, targets, pad, side, block_bytes, bar) -> None:  # type: ignore[no-untyped-def]
-    if arch.is_encoder_decoder:
-        side = "right"  # encoder-decoder models take no position ids, so padding must trail
-    ids, mask, positions = pad_batch([encoded[i][0] for i in batch], pad, side)
+def _max_tokens(loaded: LoadedModel, arch: Architecture) -> int | None:
+    """The longest text the model's position table takes (RoBERTa's starts at padding_idx + 1)."""
+    if loaded.max_positions is None:
+        return None
+    return loaded.max_positions - (arch.position_offset or 0)
+
+
+def _path_notes(arch: Architecture, keys: Sequence[LayerKey]) -> tuple[str, ...]:
+    paths = {arch.sites[k].path for k in keys} - {Path.DISPATCH}
+    return tuple(f"capture path: {path.value} ({path.describe()})" for path in sorted(paths, key=lambda p: p.value))
+
+
+def _batch_inputs(arch: Architecture, sources: list[list[int]], targets: list[list[int]] | None, pad: int,
+                  side: str) -> tuple[dict[str, torch.Tensor], dict[str, list[torch.Tensor]]]:
+    """Model inputs for one batch, and each text's real (non-padding) positions per side.
+
+    A text alone, or a batch of equal lengths, gets exactly ``tokenizer(text)``'s inputs. Padding
+    goes on the right, where real tokens keep the positions they have alone whatever the model
+    counts from; left padding is honoured where the model's position ids are known, with the ids
+    each text gets alone.
+    """
+    ragged = len({len(s) for s in sources}) > 1
+    left = side == "left" and ragged and arch.accepts_position_ids and arch.position_offset is not None
+    ids, mask, positions = pad_batch(sources, pad, "left" if left else "right")
     inputs: dict[str, torch.Tensor] = {"input_ids": ids, "attention_mask": mask}
-    if arch.accepts_position_ids:
-        inputs["position_ids"] = positions
+    if left:
+        inputs["position_ids"] = positions + arch.position_offset
     valid = {"source": [torch.nonzero(m).flatten() for m in mask]}
-    if arch.is_encoder_decoder:
-        dec_ids, dec_mask, _ = pad_batch([targets[i][0] for i in batch], pad, "right")
+    if targets is not None:
+        dec_ids, dec_mask, _ = pad_batch(targets, pad, "right")
         inputs["decoder_input_ids"], inputs["decoder_attention_mask"] = dec_ids, dec_mask
         valid["target"] = [torch.nonzero(m).flatten() for m in dec_mask]
-    module_keys = {id(arch.modules[k]): k for k in plan.layers}
+    if arch.needs_output_attentions:
+        inputs["output_attentions"] = True  # type: ignore[assignment]
+    return inputs, valid
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def _run_batch(loaded, arch, plan, consumer, batch, inputs, valid, block_bytes, bar) -> None:  # type: ignore[no-untyped-def]
+    device = _model_device(loaded.model)
+    inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+    sites: dict[LayerKey, Site] = {k: arch.sites[k] for k in plan.layers}
+    layer_of = {(id(s.module), s.occurrence): k for k, s in sites.items()}
+    calls_seen: dict[int, int] = {}  # per module: calls so far in this forward (shared modules repeat)
     head_index = torch.tensor(plan.heads, dtype=torch.long)
-    remaining = set(module_keys)
+    remaining = set(layer_of.values())
 
     def handle(call: AttentionCall) -> None:
-        key = module_keys[id(call.module)]
-        q_side = "target" if key.stack in (Stack.DECODER, Stack.CROSS) else "source"
-        k_side = "target" if key.stack is Stack.DECODER else "source"
-        for b, item in enumerate(batch):
-            key_pos = valid[k_side][b]
-            text_rows = torch.tensor(plan.rows[item][key], dtype=torch.long)
-            row_pos = valid[q_side][b][text_rows]
-            states = head_states(call, b, head_index, key_pos)
-            step = rows_per_block(len(plan.heads), len(key_pos), block_bytes)
-            for start in range(0, len(row_pos), step):
-                block = attention_block(call, states, b, head_index, row_pos[start : start + step], key_pos,
-                                        keep_scores=consumer.keeps_scores)
-                consumer.consume(item, key, start, replace(block, rows=text_rows[start : start + step]))
-            if bar is not None:
-                bar.update(1)
-        remaining.discard(id(call.module))
+        occurrence = calls_seen.get(id(call.module), 0)
+        calls_seen[id(call.module)] = occurrence + 1
+        key = layer_of.get((id(call.module), occurrence))
+        if key is None or key not in remaining:
+            return
+        _emit(call, key, plan, consumer, batch, valid, head_index, block_bytes)
+        if bar is not None:
+            bar.update(len(batch))
+        remaining.discard(key)
         if not remaining:
             raise _StopForward
 
-    runner = forward_module(loaded.model)
-    try:
-        with torch.inference_mode(), tap(handle, [arch.modules[k] for k in plan.layers]):
-            runner(**inputs, use_cache=False)
-    except _StopForward:
-        pass
+    modules = list({id(s.module): s.module for s in sites.values()}.values())
+    paths = {s.path for s in sites.values()}
+    with ExitStack() as scope:
+        scope.enter_context(torch.inference_mode())
+        if Path.TORCH_SDPA in paths:
+            scope.enter_context(module_scope(modules))
+        if Path.EAGER_WEIGHTS in paths:
+            scope.enter_context(weights_scope([(s.module, s.weights_index) for s in sites.values()]))
+        scope.enter_context(tap(handle, modules))
+        try:
+            forward_module(loaded.model)(**inputs, use_cache=False)
+        except _StopForward:
+            pass
     if remaining:
-        missing = ", ".join(module_keys[m].name for m in remaining)
+        missing = ", ".join(k.name for k in sorted(remaining, key=lambda k: k.sort_key))
         raise HeadmapError(f"the forward pass never reached {missing}: the model skipped these attention modules")
 
 
-def _encode_targets(loaded: LoadedModel, arch: Architecture, texts: list[str],
-                    target: str | Sequence[str] | None) -> list[tuple[list[int], Tokens]]:
+def _emit(call: AttentionCall, key: LayerKey, plan: CapturePlan, consumer: Consumer, batch: range,
+          valid: dict[str, list[torch.Tensor]], head_index: torch.Tensor, block_bytes: int) -> None:
+    """Recompute (or cut) the asked rows of one layer, block by block, for every text of the batch."""
+    q_side = "target" if key.stack in (Stack.DECODER, Stack.CROSS) else "source"
+    k_side = "target" if key.stack is Stack.DECODER else "source"
+    device = (call.query if call.query is not None else call.weights).device  # type: ignore[union-attr]
+    heads = head_index.to(device)
+    for b, item in enumerate(batch):
+        key_pos = valid[k_side][b].to(device)
+        text_rows = torch.tensor(plan.rows[item][key], dtype=torch.long)
+        row_pos = valid[q_side][b].to(device)[text_rows.to(device)]
+        states = head_states(call, b, heads, key_pos) if call.weights is None else None
+        step = rows_per_block(len(plan.heads), len(key_pos), block_bytes)
+        for start in range(0, len(row_pos), step):
+            picked = row_pos[start : start + step]
+            if states is None:
+                block = weights_block(call, b, heads, picked, key_pos, keep_scores=consumer.keeps_scores)
+            else:
+                block = attention_block(call, states, b, heads, picked, key_pos, keep_scores=consumer.keeps_scores)
+            # The one place blocks leave the device: every consumer works on host tensors.
+            consumer.consume(item, key, start, replace(block.to_host(), rows=text_rows[start : start + step]))
+
+
+def _encode_targets(loaded: LoadedModel, arch: Architecture, texts: list[str], target: str | Sequence[str] | None,
+                    limit: int | None) -> list[tuple[list[int], Tokens]]:
     """Decoder inputs of encoder-decoder models: the decoder start token, then the target's tokens."""
     if not arch.is_encoder_decoder:
         if target is not None:
@@ -249,7 +243,7 @@ def _encode_targets(loaded: LoadedModel, arch: Architecture, texts: list[str],
     start_token = str(loaded.tokenizer.convert_ids_to_tokens([start])[0])  # type: ignore[attr-defined]
     out = []
     for t in wanted:
-        ids, tokens = encode(loaded.tokenizer, t, loaded.max_positions)
+        ids, tokens = encode(loaded.tokenizer, t, limit)
         tokens = Tokens(
             text=tokens.text,
             tokens=(start_token, *tokens.tokens),
@@ -258,59 +252,6 @@ def _encode_targets(loaded: LoadedModel, arch: Architecture, texts: list[str],
         )
         out.append(([start, *ids], tokens))
     return out
-
-
-def resolve_layers(arch: Architecture, layers: LayerSpec | Sequence[LayerSpec] | None) -> tuple[LayerKey, ...]:
-    """Validated, de-duplicated layer keys in depth order."""
-    if layers is None:
-        return tuple(sorted(arch.modules, key=lambda k: k.sort_key))
-    specs = [layers] if isinstance(layers, (int, str, LayerKey)) else list(layers)
-    counts = arch.num_layers
-    keys: list[LayerKey] = []
-    for spec in specs:
-        if isinstance(spec, str) and "." not in spec:
-            try:
-                spec = int(spec)
-            except ValueError:
-                raise HeadmapError(f"{spec!r} is not a layer: give a number or a name like 'layer.3'") from None
-        if isinstance(spec, (int, np.integer)):
-            stacks = list(counts)
-            keys += [LayerKey(s, check_index(int(spec), counts[s], _layer_word(s))) for s in stacks]
-            continue
-        key = spec if isinstance(spec, LayerKey) else LayerKey.parse(spec)
-        if key.stack not in counts:
-            have = ", ".join(f"{n} {s.value} layers" for s, n in counts.items())
-            raise HeadmapError(f"this model has no {key.stack.value} layers (it has {have})")
-        keys.append(LayerKey(key.stack, check_index(key.index, counts[key.stack], _layer_word(key.stack))))
-    return tuple(sorted(set(keys), key=lambda k: k.sort_key))
-
-
-def _layer_word(stack: Stack) -> str:
-    return "layer" if stack is Stack.SELF else f"{stack.value} layer"
-
-
-def resolve_heads(arch: Architecture, heads: int | Sequence[int] | None) -> tuple[int, ...]:
-    if heads is None:
-        return tuple(range(arch.num_heads))
-    wanted = [heads] if isinstance(heads, (int, np.integer)) else list(heads)
-    if not wanted:
-        raise HeadmapError("no heads asked for: pass head numbers or None for all")
-    return tuple(dict.fromkeys(check_index(int(h), arch.num_heads, "head") for h in wanted))
-
-
-def resolve_rows(rows: RowSpec, length: int) -> tuple[int, ...]:
-    """Query-row indices for a text of ``length`` tokens."""
-    if rows is None:
-        return tuple(range(length))
-    if isinstance(rows, slice):
-        picked = tuple(range(length)[rows])
-        if not picked:
-            raise HeadmapError(f"row selection {rows} is empty for a text of {length} tokens")
-        return picked
-    wanted = [rows] if isinstance(rows, (int, np.integer)) else list(rows)
-    if not wanted:
-        raise HeadmapError("no query rows asked for: pass row indices, a slice, or None for all")
-    return tuple(dict.fromkeys(check_index(int(r), length, "query row") for r in wanted))
 
 
 def _progress(enabled: bool, total: int):  # type: ignore[no-untyped-def]

@@ -6,7 +6,7 @@ at a time, in float32, so that memory is bounded by the block and not by the seq
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -41,6 +41,14 @@ class Block:
     @property
     def width(self) -> int:
         return self.weights.shape[-1]
+
+    def to_host(self) -> Block:
+        """The block with every tensor in host memory (a no-op on CPU): consumers use numpy."""
+        if self.weights.device.type == "cpu":
+            return self
+        move = (lambda t: None if t is None else t.cpu())
+        return replace(self, weights=self.weights.cpu(), rows=self.rows.cpu(), visible=self.visible.cpu(),
+                       scores_max=self.scores_max.cpu(), scores=move(self.scores))
 
 
 @dataclass(frozen=True)
@@ -112,6 +120,21 @@ def attention_block(
     weights = torch.softmax(scores, dim=-1)
     return Block(weights=weights, rows=rows, visible=visible, scores_max=scores_max,
                  scores=scores if keep_scores else None, causal=implicit and call.is_causal)
+
+
+def weights_block(call: AttentionCall, batch: int, heads: torch.Tensor, rows: torch.Tensor, keys: torch.Tensor,
+                  keep_scores: bool = False) -> Block:
+    """A :class:`Block` cut from weights the model computed itself (``call.weights``, eager-weights path).
+
+    Padding keys are dropped; the model gave them exactly zero weight. Which keys a row could see
+    is read off the weights (a key the mask hid has weight exactly 0), and the scores needed for
+    entropies are ``log(weight)``, which differ from the model's logits by a per-row constant only.
+    """
+    weights = call.weights[batch, heads][:, rows][:, :, keys].float()  # type: ignore[index]
+    lowest = torch.finfo(torch.float32).min
+    scores = weights.log().clamp_(min=lowest) if keep_scores else None
+    return Block(weights=weights, rows=rows, visible=(weights > 0).sum(-1).amax(0),
+                 scores_max=weights.amax(-1).log().clamp_(min=lowest), scores=scores)
 
 
 def _implicit_hidden(call: AttentionCall, rows: torch.Tensor, keys: torch.Tensor) -> torch.Tensor | None:

@@ -1,0 +1,100 @@
+"""What a capture computes: the layers, heads and query rows asked for, checked against the model."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Union
+
+import numpy as np
+
+from headmap.capture.discovery import Architecture
+from headmap.errors import HeadmapError, check_index
+from headmap.result import LayerKey, Stack
+from headmap.tokens import Tokens
+
+LayerSpec = Union[int, str, LayerKey]
+RowSpec = Union[None, int, slice, Sequence[int]]
+
+
+@dataclass(frozen=True)
+class CapturePlan:
+    """What a capture computes: layers, heads, and per text its tokens and the query rows asked for.
+
+    ``rows[item][key]`` are query-token indices of text ``item`` for layer ``key``; blocks handed
+    to consumers cover them in order.
+    """
+
+    model: str
+    layers: tuple[LayerKey, ...]
+    heads: tuple[int, ...]
+    sources: tuple[Tokens, ...]
+    targets: tuple[Tokens | None, ...]
+    rows: tuple[dict[LayerKey, tuple[int, ...]], ...]
+    num_layers: dict[Stack, int]
+    num_heads: int
+    notes: tuple[str, ...] = field(default=())
+    """How the capture was made where that is not the usual dispatch tap (e.g. the eager-weights path)."""
+
+    def query_tokens(self, item: int, key: LayerKey) -> Tokens:
+        return self.targets[item] if key.stack in (Stack.DECODER, Stack.CROSS) else self.sources[item]  # type: ignore[return-value]
+
+    def key_tokens(self, item: int, key: LayerKey) -> Tokens:
+        return self.targets[item] if key.stack is Stack.DECODER else self.sources[item]  # type: ignore[return-value]
+
+
+
+
+def resolve_layers(arch: Architecture, layers: LayerSpec | Sequence[LayerSpec] | None) -> tuple[LayerKey, ...]:
+    """Validated, de-duplicated layer keys in depth order."""
+    if layers is None:
+        return tuple(sorted(arch.modules, key=lambda k: k.sort_key))
+    specs = [layers] if isinstance(layers, (int, str, LayerKey)) else list(layers)
+    counts = arch.num_layers
+    keys: list[LayerKey] = []
+    for spec in specs:
+        if isinstance(spec, str) and "." not in spec:
+            try:
+                spec = int(spec)
+            except ValueError:
+                raise HeadmapError(f"{spec!r} is not a layer: give a number or a name like 'layer.3'") from None
+        if isinstance(spec, (int, np.integer)):
+            stacks = list(counts)
+            keys += [LayerKey(s, check_index(int(spec), counts[s], _layer_word(s))) for s in stacks]
+            continue
+        key = spec if isinstance(spec, LayerKey) else LayerKey.parse(spec)
+        if key.stack not in counts:
+            have = ", ".join(f"{n} {s.value} layers" for s, n in counts.items())
+            raise HeadmapError(f"this model has no {key.stack.value} layers (it has {have})")
+        keys.append(LayerKey(key.stack, check_index(key.index, counts[key.stack], _layer_word(key.stack))))
+    return tuple(sorted(set(keys), key=lambda k: k.sort_key))
+
+
+def _layer_word(stack: Stack) -> str:
+    return "layer" if stack is Stack.SELF else f"{stack.value} layer"
+
+
+def resolve_heads(arch: Architecture, heads: int | Sequence[int] | None) -> tuple[int, ...]:
+    if heads is None:
+        return tuple(range(arch.num_heads))
+    wanted = [heads] if isinstance(heads, (int, np.integer)) else list(heads)
+    if not wanted:
+        raise HeadmapError("no heads asked for: pass head numbers or None for all")
+    return tuple(dict.fromkeys(check_index(int(h), arch.num_heads, "head") for h in wanted))
+
+
+def resolve_rows(rows: RowSpec, length: int) -> tuple[int, ...]:
+    """Query-row indices for a text of ``length`` tokens."""
+    if rows is None:
+        return tuple(range(length))
+    if isinstance(rows, slice):
+        picked = tuple(range(length)[rows])
+        if not picked:
+            raise HeadmapError(f"row selection {rows} is empty for a text of {length} tokens")
+        return picked
+    wanted = [rows] if isinstance(rows, (int, np.integer)) else list(rows)
+    if not wanted:
+        raise HeadmapError("no query rows asked for: pass row indices, a slice, or None for all")
+    return tuple(dict.fromkeys(check_index(int(r), length, "query row") for r in wanted))
+
+
