@@ -48,6 +48,8 @@ CONFIGS: dict[str, transformers.PretrainedConfig] = {
     ),
     # ALiBi, eager only.
     "bloom": transformers.BloomConfig(vocab_size=VOCAB, hidden_size=32, n_layer=2, n_head=4),
+    # ALiBi, eager only, another code base.
+    "mpt": transformers.MptConfig(vocab_size=VOCAB, d_model=32, n_layers=2, n_heads=4, max_seq_len=64),
     # Falcon calls torch's SDPA itself: rotary, multi-query.
     "falcon": transformers.FalconConfig(
         vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, alibi=False,
@@ -61,9 +63,9 @@ CONFIGS: dict[str, transformers.PretrainedConfig] = {
 
 
 #: Models with no SDPA path at all (Gemma 2's softcapping, DeBERTa's disentangled terms, Bloom's ALiBi).
-EAGER_ONLY = ("gemma2", "deberta_v2", "bloom")
+EAGER_ONLY = ("gemma2", "deberta_v2", "bloom", "mpt")
 #: How each model is captured where it is not the dispatch tap.
-PATHS = {"deberta_v2": "eager-weights", "bloom": "eager-weights", "falcon": "torch-sdpa"}
+PATHS = {"deberta_v2": "eager-weights", "bloom": "eager-weights", "mpt": "eager-weights", "falcon": "torch-sdpa"}
 
 ENCODERS = ("bert", "roberta", "xlm-roberta", "albert", "deberta-v2")
 
