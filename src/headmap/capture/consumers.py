@@ -7,6 +7,9 @@ from typing import Protocol
 
 import numpy as np
 
+import torch
+
+from headmap.capture.moments import RowMoments
 from headmap.capture.plan import CapturePlan
 from headmap.capture.recompute import Block
 from headmap.result import AttentionResult, LayerKey, LayerMap
@@ -23,6 +26,22 @@ class Consumer(Protocol):
 
     def consume(self, item: int, key: LayerKey, start: int, block: Block) -> None:
         """``block`` (on the host) covers rows ``plan.rows[item][key][start : start + len(block.rows)]``."""
+
+
+class MomentConsumer(Consumer, Protocol):
+    """A consumer that can take per-row moments from the fused kernel instead of weight blocks.
+
+    Where ``wants_moments`` is True and a layer can be fused (see :func:`headmap.capture.fused.fusable`)
+    the engine calls :meth:`consume_moments` for it; other layers still arrive as blocks.
+    """
+
+    wants_moments: bool
+
+    def key_cells(self, item: int, key: LayerKey) -> tuple[int, int] | None:
+        """``(keys per cell, cells)`` of the pooled overview wanted for this layer, or None."""
+
+    def consume_moments(self, item: int, key: LayerKey, plan_index: torch.Tensor, moments: RowMoments) -> None:
+        """``moments`` of the rows ``plan.rows[item][key][i]`` for ``i`` in ``plan_index``."""
 
 
 @dataclass

@@ -17,12 +17,13 @@ from dataclasses import replace
 
 import torch
 
-from headmap.capture.consumers import Consumer, MapStore
+from headmap.capture.consumers import Consumer, MapStore, MomentConsumer
 from headmap.capture.discovery import Architecture, Path, Site, discover, forward_module
 from headmap.capture.encoding import encode, pad_batch, pad_token_id
 from headmap.capture.plan import CapturePlan, LayerSpec, RowSpec, resolve_heads, resolve_layers, resolve_rows
+from headmap.capture.fused import FusedRows, fusable, fused_attention
 from headmap.capture.recompute import attention_block, head_states, rows_per_block, weights_block
-from headmap.capture.tap import AttentionCall, module_scope, tap, weights_scope
+from headmap.capture.tap import AttentionCall, Proceed, module_scope, tap_around, weights_scope
 from headmap.errors import HeadmapError
 from headmap.models import LoadedModel, load
 from headmap.result import AttentionResult, LayerKey, Stack
@@ -173,28 +174,50 @@ def _run_batch(loaded, arch, plan, consumer, batch, inputs, valid, block_bytes, 
     head_index = torch.tensor(plan.heads, dtype=torch.long)
     remaining = set(layer_of.values())
 
-    def handle(call: AttentionCall) -> None:
+    def locate(call: AttentionCall) -> LayerKey | None:
         occurrence = calls_seen.get(id(call.module), 0)
         calls_seen[id(call.module)] = occurrence + 1
         key = layer_of.get((id(call.module), occurrence))
-        if key is None or key not in remaining:
-            return
-        _emit(call, key, plan, consumer, batch, valid, head_index, block_bytes)
+        return key if key in remaining else None
+
+    def done(key: LayerKey) -> None:
         if bar is not None:
             bar.update(len(batch))
         remaining.discard(key)
         if not remaining:
             raise _StopForward
 
+    def observe(call: AttentionCall, proceed: Proceed) -> torch.Tensor:
+        key = locate(call)
+        if key is not None:
+            _emit(call, key, plan, consumer, batch, valid, head_index, block_bytes)
+            done(key)
+        return proceed()
+
+    def fuse(call: AttentionCall, proceed: Proceed) -> torch.Tensor:
+        key = locate(call)
+        if key is None or fusable(call) is not None:
+            if key is not None:
+                _emit(call, key, plan, consumer, batch, valid, head_index, block_bytes)
+                done(key)
+            return proceed()
+        out, moments = fused_attention(call, _fused_asks(call, key, plan, consumer, batch, valid), block_bytes)
+        for found, item in zip(moments, batch):
+            assert found is not None
+            consumer.consume_moments(item, key, torch.arange(len(found.rows)), found.select_heads(head_index))
+        done(key)
+        return out
+
     modules = list({id(s.module): s.module for s in sites.values()}.values())
     paths = {s.path for s in sites.values()}
+    advice = fuse if getattr(consumer, "wants_moments", False) else observe
     with ExitStack() as scope:
         scope.enter_context(torch.inference_mode())
         if Path.TORCH_SDPA in paths:
             scope.enter_context(module_scope(modules))
         if Path.EAGER_WEIGHTS in paths:
             scope.enter_context(weights_scope([(s.module, s.weights_index) for s in sites.values()]))
-        scope.enter_context(tap(handle, modules))
+        scope.enter_context(tap_around(advice, modules))
         try:
             forward_module(loaded.model)(**inputs, use_cache=False)
         except _StopForward:
@@ -202,6 +225,31 @@ def _run_batch(loaded, arch, plan, consumer, batch, inputs, valid, block_bytes, 
     if remaining:
         missing = ", ".join(k.name for k in sorted(remaining, key=lambda k: k.sort_key))
         raise HeadmapError(f"the forward pass never reached {missing}: the model skipped these attention modules")
+
+
+def _fused_asks(call: AttentionCall, key: LayerKey, plan: CapturePlan, consumer: MomentConsumer, batch: range,
+                valid: dict[str, list[torch.Tensor]]) -> list[FusedRows]:
+    """What each text of the batch asks of this layer, in the fused kernel's terms."""
+    q_side = "target" if key.stack in (Stack.DECODER, Stack.CROSS) else "source"
+    k_side = "target" if key.stack is Stack.DECODER else "source"
+    device = call.query.device  # type: ignore[union-attr]
+    asks = []
+    for b, item in enumerate(batch):
+        text_rows = torch.tensor(plan.rows[item][key], dtype=torch.long)
+        special = [i for i, s in enumerate(plan.key_tokens(item, key).special) if s]
+        cells = consumer.key_cells(item, key)
+        asks.append(FusedRows(
+            keys=valid[k_side][b].to(device),
+            rows=valid[q_side][b].to(device)[text_rows.to(device)],
+            plan_index=torch.arange(len(text_rows)),
+            text_rows=text_rows,
+            special=torch.tensor(special, dtype=torch.long, device=device),
+            cross=key.stack is Stack.CROSS,
+            heads=torch.tensor(plan.heads, dtype=torch.long, device=device),
+            key_cell=cells[0] if cells else None,
+            n_cells=cells[1] if cells else 0,
+        ))
+    return asks
 
 
 def _emit(call: AttentionCall, key: LayerKey, plan: CapturePlan, consumer: Consumer, batch: range,

@@ -1,0 +1,112 @@
+"""Per-row reductions of attention ("moments"): everything the per-head statistics need, per query row.
+
+For a row with scores ``s_k`` and weights ``p_k = exp(s_k - L)`` (``L`` the row's logsumexp):
+
+- ``log_z``       ``L``;
+- ``mean_score``  ``sum_k p_k s_k``, so the entropy is ``L - mean_score`` (no log of any weight);
+- ``p_max``       the largest weight (confidence);
+- ``p_first``, ``p_special``, ``p_diag``, ``p_prev``: the weight on the first key, on special keys,
+  on the query token itself and on the token before it;
+- ``distance``    ``sum_k p_k |row - k|`` in tokens;
+- ``visible``     how many keys the row may attend to.
+
+They come either from a block of recomputed weights (:func:`block_moments`, exact path) or straight
+from headmap's fused kernel (:mod:`headmap.capture.fused`), which never forms the weights in memory
+at all. Positions are token indices of the text (padding excluded); for cross-attention the
+position-based ones are NaN, since query and key are different texts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from headmap.capture.recompute import Block
+
+_NAN = float("nan")
+
+
+@dataclass(frozen=True)
+class RowMoments:
+    """Moments of some query rows of one layer of one text; every field but ``rows`` and
+    ``visible`` is ``[head, row]`` float64 on the host."""
+
+    rows: torch.Tensor  # [row] query-token indices in the text
+    log_z: torch.Tensor
+    mean_score: torch.Tensor
+    p_max: torch.Tensor
+    p_first: torch.Tensor
+    p_special: torch.Tensor
+    p_diag: torch.Tensor
+    p_prev: torch.Tensor
+    distance: torch.Tensor
+    visible: torch.Tensor  # [row]
+    pooled: torch.Tensor | None = None
+    """``[row, key_cell]``: the head-mean weights max-pooled over cells of keys, where asked for."""
+
+    def select_heads(self, index: torch.Tensor) -> RowMoments:
+        """The moments of the heads at ``index`` only."""
+        picked = {name: getattr(self, name).index_select(0, index)
+                  for name in ("log_z", "mean_score", "p_max", "p_first", "p_special", "p_diag", "p_prev", "distance")}
+        return RowMoments(rows=self.rows, visible=self.visible, pooled=self.pooled, **picked)
+
+    @property
+    def entropy(self) -> torch.Tensor:
+        """``[head, row]`` entropy in nats, ``L - sum_k p_k s_k`` (clamped at 0 against rounding)."""
+        return (self.log_z - self.mean_score).clamp(min=0)
+
+
+def block_moments(block: Block, special_keys: torch.Tensor, cross: bool) -> RowMoments:
+    """The :class:`RowMoments` of a block of recomputed weights (``block.scores`` must be kept).
+
+    ``special_keys`` are the indices of the text's special key tokens.
+    """
+    w, rows, width = block.weights, block.rows, block.width
+    assert block.scores is not None, "block_moments needs the block's scores (consumer.keeps_scores)"
+    p_max = w.amax(-1)  # [head, row]
+    # logsumexp(s) = max s - log(max p): the block already holds both, so no log over the block.
+    log_z = block.scores_max.double() - p_max.double().log()
+    mean_score = torch.linalg.vecdot(w, block.scores).double()
+    special = special_keys[special_keys < width]
+    heads, n = w.shape[0], len(rows)
+    fields: dict[str, torch.Tensor] = {
+        "p_first": w[:, :, 0].double(),
+        "p_special": w[:, :, special].double().sum(-1),
+    }
+    if cross:
+        nan = torch.full((heads, n), _NAN, dtype=torch.float64)
+        fields.update(p_diag=nan, p_prev=nan, distance=nan)
+    else:
+        positions = torch.arange(width, dtype=torch.float32)
+        if block.causal:
+            # Every key is at or before its row: sum_k p_k |q - k| = q - sum_k p_k k.
+            distance = rows.double()[None, :] - torch.matmul(w, positions).double()
+        else:
+            gap = (rows[:, None].float() - positions[None, :]).abs_()  # [row, key]
+            distance = torch.einsum("hrk,rk->hr", w, gap).double()
+        index = torch.arange(n)
+        diag = torch.zeros(heads, n, dtype=torch.float64)
+        ok = rows < width
+        diag[:, ok] = w[:, index[ok], rows[ok]].double()
+        prev = torch.full((heads, n), _NAN, dtype=torch.float64)
+        has_prev = rows >= 1
+        prev[:, has_prev] = 0.0
+        seen = has_prev & (rows - 1 < width)
+        prev[:, seen] = w[:, index[seen], rows[seen] - 1].double()
+        fields.update(p_diag=diag, p_prev=prev, distance=distance)
+    return RowMoments(rows=rows, log_z=log_z, mean_score=mean_score, p_max=p_max.double(),
+                      visible=block.visible, **fields)
+
+
+def pool_keys(mean_map: torch.Tensor, key_cell: int, n_cells: int) -> torch.Tensor:
+    """``[row, key]`` -> ``[row, n_cells]``: max over each cell of ``key_cell`` keys (weights >= 0,
+    so keys beyond the map, all zero, need no padding)."""
+    rows, width = mean_map.shape
+    pooled = torch.zeros(rows, n_cells, dtype=mean_map.dtype)
+    full = width // key_cell
+    if full:
+        pooled[:, :full] = mean_map[:, : full * key_cell].view(rows, full, key_cell).amax(-1)
+    if width > full * key_cell:
+        pooled[:, full] = mean_map[:, full * key_cell :].amax(-1)
+    return pooled
