@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -12,31 +13,91 @@ from headmap.tokens import Tokens
 _VISIBLE_WHITESPACE = str.maketrans({"\n": "⏎", " ": "␣", "\t": "⇥", "\r": "␍"})
 
 
-def encode(tokenizer: object, text: str, max_positions: int | None = None) -> tuple[list[int], Tokens]:
+@dataclass(frozen=True)
+class Encoded:
+    """A text already turned into the exact token ids the model is to see, with their :class:`Tokens`.
+
+    :func:`headmap.capture` takes these besides plain strings, for inputs that ``tokenizer(text)``
+    would not reproduce: a chat-templated prompt followed by generated answer ids, say.
+    """
+
+    ids: tuple[int, ...]
+    tokens: Tokens
+
+    def __post_init__(self) -> None:
+        if len(self.ids) != len(self.tokens):
+            raise ValueError(f"{len(self.ids)} ids for {len(self.tokens)} tokens")
+        if not self.ids:
+            raise HeadmapError("the input has no tokens: give at least one word to analyse")
+
+
+def _display(piece: str, raw: str, special: bool) -> str:
+    if special or not piece:
+        return raw
+    return piece.strip() or piece.translate(_VISIBLE_WHITESPACE)
+
+
+def encode_parts(tokenizer: object, parts: Sequence[str | Sequence[int]]) -> Encoded:
+    """Concatenate parts into one :class:`Encoded`: a string is tokenized on its own without added
+    special tokens (special-token text such as ``<|im_start|>`` in a chat template is still read as
+    that token), a sequence of ids is taken as is and shown token by token.
+
+    Offsets point into the concatenated text; a token is special when its id is one of the
+    tokenizer's special ids.
+    """
+    special_ids = set(getattr(tokenizer, "all_special_ids", []) or [])
+    ids: list[int] = []
+    names: list[str] = []
+    offsets: list[tuple[int, int]] = []
+    text = ""
+    for part in parts:
+        if isinstance(part, str):
+            enc = tokenizer(part, add_special_tokens=False, return_offsets_mapping=True)  # type: ignore[operator]
+            piece_ids = list(enc["input_ids"])
+            spans = [(len(text) + a, len(text) + b) for a, b in enc["offset_mapping"]]
+            text += part
+        else:
+            piece_ids = [int(i) for i in part]
+            spans = []
+            for i in piece_ids:
+                shown = tokenizer.decode([i])  # type: ignore[attr-defined]
+                spans.append((len(text), len(text) + len(shown)))
+                text += shown
+        raw = tokenizer.convert_ids_to_tokens(piece_ids)  # type: ignore[attr-defined]
+        for i, (start, end), r in zip(piece_ids, spans, raw):
+            ids.append(i)
+            offsets.append((start, end))
+            names.append(_display(text[start:end], str(r), i in special_ids))
+    tokens = Tokens(text=text, tokens=tuple(names), offsets=tuple(offsets),
+                    special=tuple(i in special_ids for i in ids))
+    return Encoded(tuple(ids), tokens)
+
+
+def encode(tokenizer: object, text: str | Encoded, max_positions: int | None = None) -> tuple[list[int], Tokens]:
     """Token ids and :class:`Tokens` of ``text``: ``tokenizer(text)`` with special tokens, no chat template.
 
     Display strings come from the text itself through the offsets, so byte-level markers such as
-    'Ġ' never reach a picture; a token that is only whitespace is shown as a visible symbol.
+    'Ġ' never reach a picture; a token that is only whitespace is shown as a visible symbol. An
+    :class:`Encoded` input is taken as it is (checked against ``max_positions`` only).
     """
+    if isinstance(text, Encoded):
+        _check_length(len(text.ids), max_positions)
+        return list(text.ids), text.tokens
     if not isinstance(text, str) or not text.strip():
         raise HeadmapError("the text is empty: give at least one word to analyse")
     enc = tokenizer(text, return_offsets_mapping=True, return_special_tokens_mask=True)  # type: ignore[operator]
     ids = list(enc["input_ids"])
-    if max_positions is not None and len(ids) > max_positions:
-        raise HeadmapError(
-            f"the text has {len(ids)} tokens but this model accepts at most {max_positions}: shorten the text"
-        )
+    _check_length(len(ids), max_positions)
     raw = tokenizer.convert_ids_to_tokens(ids)  # type: ignore[attr-defined]
     special = [bool(s) for s in enc["special_tokens_mask"]]
     offsets = [(int(a), int(b)) for a, b in enc["offset_mapping"]]
-    display = []
-    for piece_raw, (start, end), is_special in zip(raw, offsets, special):
-        piece = text[start:end]
-        if is_special or not piece:
-            display.append(str(piece_raw))
-        else:
-            display.append(piece.strip() or piece.translate(_VISIBLE_WHITESPACE))
+    display = [_display(text[a:b], str(r), s) for r, (a, b), s in zip(raw, offsets, special)]
     return ids, Tokens(text=text, tokens=tuple(display), offsets=tuple(offsets), special=tuple(special))
+
+
+def _check_length(n: int, max_positions: int | None) -> None:
+    if max_positions is not None and n > max_positions:
+        raise HeadmapError(f"the text has {n} tokens but this model accepts at most {max_positions}: shorten the text")
 
 
 def pad_batch(

@@ -19,7 +19,7 @@ import torch
 
 from headmap.capture.consumers import Consumer, MapStore, MomentConsumer
 from headmap.capture.discovery import Architecture, Path, Site, discover, forward_module
-from headmap.capture.encoding import encode, pad_batch, pad_token_id
+from headmap.capture.encoding import Encoded, encode, pad_batch, pad_token_id
 from headmap.capture.plan import CapturePlan, LayerSpec, RowSpec, resolve_heads, resolve_layers, resolve_rows
 from headmap.capture.fused import FusedRows, fusable, fused_attention
 from headmap.capture.recompute import attention_block, head_states, rows_per_block, weights_block
@@ -40,7 +40,7 @@ class _StopForward(Exception):
 
 def capture(
     model: LoadedModel | str,
-    text: str | Sequence[str],
+    text: str | Encoded | Sequence[str | Encoded],
     *,
     layers: LayerSpec | Sequence[LayerSpec] | None = None,
     heads: int | Sequence[int] | None = None,
@@ -53,6 +53,9 @@ def capture(
 ) -> AttentionResult | list[AttentionResult]:
     """Capture attention maps of ``text`` (one string -> one result, a list -> a list of results).
 
+    A text is a string (tokenized as ``tokenizer(text)`` does) or an
+    :class:`~headmap.capture.encoding.Encoded` (exact ids, e.g. a chat prompt plus an answer).
+
     ``layers``: indices (negative allowed; for encoder-decoder models an index selects that depth
     in every stack), names such as ``"cross.2"``, or None for all. ``heads``: model head numbers or
     None for all. ``rows``: query rows to keep (an index, slice or list, relative to each text;
@@ -63,12 +66,12 @@ def capture(
     stream(model, text, store, layers=layers, heads=heads, rows=rows, target=target, batch_size=batch_size,
            padding_side=padding_side, block_bytes=block_bytes, progress=progress)
     results = store.results()
-    return results[0] if isinstance(text, str) else results
+    return results[0] if isinstance(text, (str, Encoded)) else results
 
 
 def stream(
     model: LoadedModel | str,
-    text: str | Sequence[str],
+    text: str | Encoded | Sequence[str | Encoded],
     consumer: Consumer,
     *,
     layers: LayerSpec | Sequence[LayerSpec] | None = None,
@@ -83,7 +86,7 @@ def stream(
     """Run the model on ``text`` and hand every attention block of the asked layers to ``consumer``."""
     loaded = load(model) if isinstance(model, str) else model
     arch = discover(loaded.model)
-    texts = [text] if isinstance(text, str) else list(text)
+    texts = [text] if isinstance(text, (str, Encoded)) else list(text)
     if not texts:
         raise HeadmapError("no text given: pass at least one text")
     if padding_side not in ("left", "right"):
