@@ -17,3 +17,5 @@ T = "The trophy didn't fit in the suitcase because it was too big."
 result = headmap.capture(headmap.load("smollm2"), T)
 save_figure(plot_layer_profile(result, kind="heatmap"), "docs/images/smollm2-layer-profile.png")
 PY
+$HM rag --question "What is the access code for the vault?" --chunks corpora/rag/vault.jsonl -m smollm2 \
+    --quiet -o docs/images/rag-vault.png

@@ -15,6 +15,7 @@ Attention is correlation, not causation: a map shows where a head looks, not why
 
 from headmap import result as _result
 from headmap.analysis import HeadStats, StatsCollector, collect_stats
+from headmap.apps.rag import RagReport, rag
 from headmap.capture import Block, CapturePlan, MapStore, capture, stream
 from headmap.errors import HeadmapError
 from headmap.models import LoadedModel, load
@@ -49,6 +50,7 @@ __all__ = [
     "LayerMap",
     "LoadedModel",
     "MapStore",
+    "RagReport",
     "Stack",
     "StatsCollector",
     "Tokens",
@@ -56,5 +58,6 @@ __all__ = [
     "collect_stats",
     "load",
     "load_result",
+    "rag",
     "stream",
 ]
