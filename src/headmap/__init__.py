@@ -15,6 +15,7 @@ Attention is correlation, not causation: a map shows where a head looks, not why
 
 from headmap import result as _result
 from headmap.analysis import HeadStats, StatsCollector, collect_stats
+from headmap.attribution import Explanation, explain
 from headmap.capture import Block, CapturePlan, MapStore, capture, stream
 from headmap.errors import HeadmapError
 from headmap.models import LoadedModel, load
@@ -43,6 +44,7 @@ __all__ = [
     "AttentionResult",
     "Block",
     "CapturePlan",
+    "Explanation",
     "HeadStats",
     "HeadmapError",
     "LayerKey",
@@ -54,6 +56,7 @@ __all__ = [
     "Tokens",
     "capture",
     "collect_stats",
+    "explain",
     "load",
     "load_result",
     "stream",
