@@ -163,7 +163,7 @@ def test_threads_get_their_serial_results(llama):
 # -- the bundled models ---------------------------------------------------------------------------
 @pytest.mark.slow
 def test_smollm2_output_is_the_models_own_log_probability(smollm2, tmp_path):
-    ex = headmap.explain(smollm2, PREFIX, " big", n_steps=32, max_steps=32)
+    ex = headmap.explain(smollm2, PREFIX, " big", n_steps=8, max_steps=8)
     assert set(ex.methods) == set(headmap.attribution.METHODS)
     data = json.loads(ex.to_words().render(tmp_path / "why.json").read_text())
     ids, _ = encode_text(smollm2, PREFIX)
@@ -196,7 +196,7 @@ def test_minilm_cosine_is_the_sentence_similarity(minilm, tmp_path):
 def test_cli_explain(tmp_path, capsys):
     out = tmp_path / "why.png"
     assert main(["explain", PREFIX, "--model", "smollm2", "--target", " big", "--methods",
-                 "attention,rollout,ig,occlusion", "--steps", "16", "--max-steps", "16", "-o", str(out)]) == 0
+                 "attention,rollout,ig,occlusion", "--steps", "8", "--max-steps", "8", "-o", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     printed = capsys.readouterr().out
     assert "log p(' big')" in printed and "occlusion" in printed and "how causal" in printed

@@ -84,10 +84,7 @@ def explain(
     ``n_steps``, ``max_steps``, ``internal_batch_size``, ``baseline``: Integrated Gradients.
     ``batch_size``: occlusion's forwards per batch.
     """
-    loaded = load(model) if isinstance(model, str) else model
-    ids, tokens = encode_text(loaded, text)
-    groups = tuple(tuple(g) for g in word_groups(tokens))
-    problem = Problem(loaded, tuple(ids), tokens, resolve_target(loaded, ids, target, compare, position), groups)
+    problem = problem_for(model, text, target, compare=compare, position=position)
     notes: list[str] = []
     if methods is None and problem.n > FLOW_MAX_TOKENS:
         names = [m for m in METHODS if m != "flow"]
@@ -101,7 +98,16 @@ def explain(
                                max_steps=max_steps, internal_batch_size=internal_batch_size, baseline=baseline,
                                batch_size=batch_size)
     results = _run(problem, chosen, progress)
-    return _assemble(problem, results, notes)
+    return assemble(problem, results, notes)
+
+
+def problem_for(model: LoadedModel | str, text: str, target: str | int | ScoreFunction | None = None, *,
+                compare: str | None = None, position: int | None = None) -> Problem:
+    """The :class:`Problem` that :func:`explain` solves (see there for the arguments)."""
+    loaded = load(model) if isinstance(model, str) else model
+    ids, tokens = encode_text(loaded, text)
+    groups = tuple(tuple(g) for g in word_groups(tokens))
+    return Problem(loaded, tuple(ids), tokens, resolve_target(loaded, ids, target, compare, position), groups)
 
 
 def _run(problem: Problem, methods: list[Method], progress: bool) -> list[Attribution]:
@@ -130,7 +136,8 @@ def _run(problem: Problem, methods: list[Method], progress: bool) -> list[Attrib
     return results
 
 
-def _assemble(problem: Problem, results: list[Attribution], notes: list[str]) -> Explanation:
+def assemble(problem: Problem, results: list[Attribution], notes: Sequence[str] = ()) -> Explanation:
+    """The :class:`Explanation` of ``problem`` from the methods' results."""
     tokens = {r.method: np.asarray(r.tokens, dtype=np.float64) for r in results}
     words = {r.method: (np.asarray(r.words, dtype=np.float64) if r.words is not None
                         else sum_words(r.tokens, problem.groups)) for r in results}

@@ -70,8 +70,10 @@ def summary(ex) -> str:  # type: ignore[no-untyped-def]
     lines.append(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     causal = ex.causal_agreement()
     if not causal.empty:
-        lines.append(f"how causal is each picture (Spearman / Kendall with occlusion over {ex.unit}s):")
-        lines += [f"  {r.method:<22} {r.spearman:+.2f} / {r.kendall:+.2f}" for r in causal.itertuples()]
+        lines.append(f"how causal is each picture: rank agreement with occlusion over {int(causal.n.iloc[0])} {ex.unit}s")
+        lines.append(f"  {'method':<22} {'Spearman':>8} {'Kendall':>8} {'Spearman of |scores|':>21}")
+        lines += [f"  {r.method:<22} {r.spearman:>+8.2f} {r.kendall:>+8.2f} {r.spearman_abs:>+21.2f}"
+                  for r in causal.itertuples()]
     ig = ex.info.get("ig")
     if ig:
         verdict = "converged" if ig["converged"] else "did NOT converge"
