@@ -164,6 +164,7 @@ class Explanation:
             },
             "agreement": {"words": self.to_words().agreement().to_dict("records"),
                           "tokens": self.to_tokens().agreement().to_dict("records")},
+            "notes": list(self.notes),
             "caveats": self.caveats(),
         }
         return _json_ready(data)  # type: ignore[return-value]
@@ -188,6 +189,7 @@ class Explanation:
             signed={m: bool(v["signed"]) for m, v in methods.items()},
             info={m: dict(v.get("info", {})) for m, v in methods.items()},
             visible=np.array(data["visible"], dtype=bool),
+            notes=tuple(str(n) for n in data.get("notes", [])),  # type: ignore[union-attr]
         )
 
     @classmethod
