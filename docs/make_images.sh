@@ -17,5 +17,8 @@ T = "The trophy didn't fit in the suitcase because it was too big."
 result = headmap.capture(headmap.load("smollm2"), T)
 save_figure(plot_layer_profile(result, kind="heatmap"), "docs/images/smollm2-layer-profile.png")
 PY
+# headmap explain: attention beside IG and occlusion, one sentence per bundled model
+$HM explain "The trophy didn't fit in the suitcase because it was too" -m smollm2 --target " big" -o $O/explain-smollm2.png
+$HM explain "$T" -m minilm --compare "A bag that is too small." -o $O/explain-minilm.png
 $HM rag --question "What is the access code for the vault?" --chunks corpora/rag/vault.jsonl -m smollm2 \
     --quiet -o docs/images/rag-vault.png

@@ -15,6 +15,7 @@ Attention is correlation, not causation: a map shows where a head looks, not why
 
 from headmap import result as _result
 from headmap.analysis import HeadStats, StatsCollector, collect_stats
+from headmap.attribution import Explanation, explain
 from headmap.apps.rag import RagReport, rag
 from headmap.capture import Block, CapturePlan, MapStore, capture, stream
 from headmap.errors import HeadmapError
@@ -44,6 +45,7 @@ __all__ = [
     "AttentionResult",
     "Block",
     "CapturePlan",
+    "Explanation",
     "HeadStats",
     "HeadmapError",
     "LayerKey",
@@ -56,6 +58,7 @@ __all__ = [
     "Tokens",
     "capture",
     "collect_stats",
+    "explain",
     "load",
     "load_result",
     "rag",

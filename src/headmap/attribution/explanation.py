@@ -1,0 +1,254 @@
+"""The result of :func:`headmap.explain`: every method's scores over one token (or word) axis,
+the explained output, and how far the methods agree.
+
+Scores are ``float64`` arrays over the units of :attr:`Explanation.axis`. A word's score is the sum
+of its tokens' scores (attention to a word is the attention to its pieces together, as in the
+word view of the maps), except occlusion, which removes the whole word and measures it. NaN marks
+a unit a method did not measure (occlusion leaves special tokens in place).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from headmap.attribution.agreement import agreement_table, causal_agreement
+from headmap.errors import HeadmapError
+from headmap.result import CAUSATION_WARNING
+from headmap.tokens import Tokens
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+FORMAT = "headmap.explanation/1"
+EXTENSIONS = (".html", ".png", ".svg", ".pdf", ".json")
+
+#: What each method's picture does and does not say; shown with every rendering.
+METHOD_NOTES = {
+    "attention": "attention: where the chosen heads look from the explained position, not why the model decides",
+    "rollout": "rollout: attention traced through the layers as if tokens mixed linearly (0.5 A + 0.5 I); "
+               "it ignores the values, the MLPs and the nonlinearities",
+    "flow": "flow: max-flow through the same layered graph as rollout, normalized to sum 1; same assumptions",
+    "ig": "ig: Integrated Gradients on the input embeddings; scores sum to F(x) - F(baseline) up to the delta",
+    "input_x_gradient": "input_x_gradient: a first-order (local) estimate; it can miss saturated effects",
+    "attention_x_gradient": "attention_x_gradient: attention weight times its gradient, summed over heads "
+                            "and query rows of the chosen layer; local, like every gradient",
+    "occlusion": "occlusion: the drop of the output when the word is removed (the causal reference); "
+                 "a shortened text may be unnatural to the model, and words can matter only together",
+}
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Attributions of one explained output by several methods, on one axis.
+
+    ``tokens``/``words`` are the two axes and ``groups`` the tokens of each word; ``unit`` says
+    which one :attr:`scores`, :attr:`table` and :meth:`agreement` use (:meth:`to_words` switches).
+    ``output`` is F(x), the explained output on the text; ``target`` says what it is.
+    """
+
+    model: str
+    tokens: Tokens
+    words: Tokens
+    groups: tuple[tuple[int, ...], ...]
+    target: dict[str, object]
+    output: float
+    token_scores: dict[str, np.ndarray]
+    word_scores: dict[str, np.ndarray]
+    signed: dict[str, bool]
+    info: dict[str, dict[str, object]]
+    visible: np.ndarray  # [token] bool: the output can depend on the token
+    unit: str = "token"
+    notes: tuple[str, ...] = field(default=())
+
+    # -- views -------------------------------------------------------------------------------
+    @property
+    def methods(self) -> tuple[str, ...]:
+        return tuple(self.token_scores)
+
+    @property
+    def axis(self) -> Tokens:
+        """The units the scores are over: tokens, or words after :meth:`to_words`."""
+        return self.words if self.unit == "word" else self.tokens
+
+    @property
+    def scores(self) -> dict[str, np.ndarray]:
+        """``{method: [unit] scores}`` over :attr:`axis`."""
+        return dict(self.word_scores if self.unit == "word" else self.token_scores)
+
+    @property
+    def baseline_output(self) -> float | None:
+        """F(baseline) of Integrated Gradients, when IG ran."""
+        value = self.info.get("ig", {}).get("baseline_output")
+        return None if value is None else float(value)  # type: ignore[arg-type]
+
+    @property
+    def included(self) -> np.ndarray:
+        """``[unit]`` True where agreement is measured: not special, and visible to the output."""
+        visible = self.visible if self.unit == "token" else np.array([self.visible[list(g)].any() for g in self.groups])
+        return visible & ~np.array(self.axis.special, dtype=bool)
+
+    def to_words(self) -> Explanation:
+        """The same explanation over words (sum over a word's tokens; occlusion removes the word)."""
+        return replace(self, unit="word")
+
+    def to_tokens(self) -> Explanation:
+        return replace(self, unit="token")
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """One row per unit: its text, whether agreement counts it, and every method's score."""
+        import pandas as pd
+
+        frame = pd.DataFrame({self.unit: list(self.axis.tokens), "included": self.included})
+        for name, values in self.scores.items():
+            frame[name] = values
+        return frame
+
+    def agreement(self) -> pd.DataFrame:
+        """Spearman and Kendall (signed and absolute) between every pair of methods, over the
+        included units; rows with ``with_occlusion`` say how causal each picture is."""
+        return agreement_table(self.scores, self.included)
+
+    def causal_agreement(self) -> pd.DataFrame:
+        """Each method's rank agreement with occlusion (empty when occlusion did not run)."""
+        return causal_agreement(self.agreement())
+
+    def caveats(self) -> list[str]:
+        """The warnings every rendering carries: causation, each method's limits, the IG check."""
+        lines = [CAUSATION_WARNING]
+        for name in self.methods:
+            note = METHOD_NOTES.get(name)
+            layers = self.info.get(name, {}).get("layers")
+            if note and name in ("attention", "attention_x_gradient") and layers:
+                note += f" (layers {', '.join(map(str, layers))}, heads {self.info[name].get('heads')})"  # type: ignore[arg-type]
+            if note:
+                lines.append(note)
+        ig = self.info.get("ig")
+        if ig:
+            verdict = "converged" if ig.get("converged") else "did NOT converge"
+            lines.append(f"IG {verdict}: delta {float(ig['delta']):+.2e} with {ig['steps']} steps "  # type: ignore[arg-type]
+                         f"(rule: |delta| <= {float(ig['tolerance']):.0%} of |F(x) - F(baseline)|); "  # type: ignore[arg-type]
+                         f"baseline: {ig['baseline']}")
+        lines.append("word scores are the sum over the word's tokens, except occlusion, which removes the whole "
+                     "word; agreement leaves out special tokens and tokens the output cannot see")
+        return [*lines, *self.notes]
+
+    # -- output ------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, object]:
+        """Everything needed to recompute the checks, JSON-ready (NaN becomes null)."""
+        baseline = self.baseline_output
+        ig = self.info.get("ig", {})
+        data = {
+            "format": FORMAT,
+            "model": self.model,
+            "text": self.tokens.text,
+            "target": self.target,
+            "output": self.output,
+            "baseline_output": baseline,
+            "ig": {k: ig.get(k) for k in ("delta", "steps", "converged", "tolerance", "baseline")} if ig else None,
+            "tokens": self.tokens.to_dict(),
+            "words": self.words.to_dict(),
+            "word_groups": [list(g) for g in self.groups],
+            "visible": [bool(v) for v in self.visible],
+            "methods": {
+                name: {"signed": self.signed[name], "token_scores": self.token_scores[name].tolist(),
+                       "word_scores": self.word_scores[name].tolist(), "info": self.info.get(name, {})}
+                for name in self.methods
+            },
+            "agreement": {"words": self.to_words().agreement().to_dict("records"),
+                          "tokens": self.to_tokens().agreement().to_dict("records")},
+            "notes": list(self.notes),
+            "caveats": self.caveats(),
+        }
+        return _json_ready(data)  # type: ignore[return-value]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> Explanation:
+        """Inverse of :meth:`to_dict`."""
+        if data.get("format") != FORMAT:
+            raise HeadmapError(f"not a headmap explanation (format {data.get('format')!r}, expected {FORMAT!r})")
+        methods: dict[str, dict] = data["methods"]  # type: ignore[assignment]
+
+        def array(values: list) -> np.ndarray:
+            return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+        return cls(
+            model=str(data["model"]), tokens=Tokens.from_dict(data["tokens"]),  # type: ignore[arg-type]
+            words=Tokens.from_dict(data["words"]),  # type: ignore[arg-type]
+            groups=tuple(tuple(int(i) for i in g) for g in data["word_groups"]),  # type: ignore[union-attr]
+            target=dict(data["target"]), output=float(data["output"]),  # type: ignore[arg-type]
+            token_scores={m: array(v["token_scores"]) for m, v in methods.items()},
+            word_scores={m: array(v["word_scores"]) for m, v in methods.items()},
+            signed={m: bool(v["signed"]) for m, v in methods.items()},
+            info={m: dict(v.get("info", {})) for m, v in methods.items()},
+            visible=np.array(data["visible"], dtype=bool),
+            notes=tuple(str(n) for n in data.get("notes", [])),  # type: ignore[union-attr]
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> Explanation:
+        """Read an explanation written by :meth:`save` (or ``render("x.json")``)."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise HeadmapError(f"{path} does not exist") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise HeadmapError(f"cannot read explanation {path}: {exc}") from None
+        if not isinstance(data, dict):
+            raise HeadmapError(f"{path} is not a headmap explanation")
+        try:
+            return cls.from_dict(data)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise HeadmapError(f"{path} is a corrupt headmap explanation ({type(exc).__name__}: {exc})") from None
+
+    def save(self, path: str | Path) -> Path:
+        """Write the explanation as JSON (see :meth:`to_dict`)."""
+        return self.render(Path(path) if Path(path).suffix else Path(path).with_suffix(".json"))
+
+    def render(self, path: str | Path, **options: object) -> Path:
+        """Write ``.html`` (self-contained page), ``.png``/``.svg``/``.pdf`` (static figure) or ``.json``."""
+        from headmap.attribution import drawing
+
+        return drawing.write(self, Path(path), **options)
+
+    def plot(self, **options: object) -> Figure:
+        """The static figure (one row of coloured words per method, agreement and caveats)."""
+        from headmap.attribution import drawing
+
+        return drawing.figure(self, **options)  # type: ignore[arg-type]
+
+    def show(self, **options: object) -> None:
+        import matplotlib.pyplot as plt
+
+        self.plot(**options)
+        plt.show()
+
+    def _repr_html_(self) -> str:
+        from headmap.attribution.page import fragment
+
+        return fragment(self)
+
+    def __repr__(self) -> str:
+        return (f"Explanation(model={self.model!r}, {self.unit}s={len(self.axis)}, target={self.target.get('description')!r}, "
+                f"output={self.output:.6g}, methods={list(self.methods)})")
+
+
+def _json_ready(value: object) -> object:
+    """NaN and infinities become null (JSON has no NaN); numpy scalars become Python numbers."""
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
