@@ -11,9 +11,11 @@ import sys
 from collections.abc import Sequence
 
 from headmap.cli import capture, demo, render, stats
+from headmap.cli import heads, monitor
 from headmap.errors import HeadmapError
 
 COMMANDS = (render, capture, stats, demo)
+COMMANDS += (heads, monitor)
 
 
 def build_parser() -> argparse.ArgumentParser:
