@@ -17,3 +17,7 @@ T = "The trophy didn't fit in the suitcase because it was too big."
 result = headmap.capture(headmap.load("smollm2"), T)
 save_figure(plot_layer_profile(result, kind="heatmap"), "docs/images/smollm2-layer-profile.png")
 PY
+# Corpus report of SmolLM2 over the shipped sentences (the README's head-report pictures).
+$HM heads corpora/sentences.txt -m smollm2 --importance --out headmap-heads-smollm2 -q
+for f in roles profile mds importance; do cp headmap-heads-smollm2/$f.png $O/smollm2-heads-$f.png; done
+cp headmap-heads-smollm2/stat_first_share.png $O/smollm2-heads-first-share.png

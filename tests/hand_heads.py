@@ -76,11 +76,13 @@ def zero_change(x: torch.Tensor, layer: str, head: int, cols: slice) -> torch.Te
     return x
 
 
-def scale_change(factor: dict[tuple[str, int], float]) -> Change:
+def scale_change(factor: dict[tuple[str, int], float | torch.Tensor]) -> Change:
+    """Multiply a head's columns by its factor (a number, or a 0-d tensor to take gradients by)."""
     def change(x: torch.Tensor, layer: str, head: int, cols: slice) -> torch.Tensor:
-        x = x.clone()
-        x[..., cols] = x[..., cols] * factor.get((layer, head), 1.0)
-        return x
+        f = torch.as_tensor(factor.get((layer, head), 1.0), dtype=x.dtype)
+        ones = torch.ones(x.shape[-1], dtype=x.dtype)
+        scale = torch.cat([ones[: cols.start], f.expand(cols.stop - cols.start), ones[cols.stop :]])
+        return x * scale  # out of place: autograd keeps every head's factor
     return change
 
 

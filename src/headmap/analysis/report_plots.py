@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from headmap.render.static import DEPTH_NOTE, check_cmap, label_font, new_figure
+from headmap.render.static import DEPTH_NOTE, check_cmap, label_font, new_figure, wrap_lines
 
 # After headmap.render.static, which picks a headless backend before pyplot loads.
 import matplotlib.pyplot as plt  # noqa: E402
@@ -35,14 +35,27 @@ ROLE_COLORS = {
 }
 
 
+def short_layers(layers: Sequence[str]) -> list[str]:
+    """``layer.3`` -> ``3`` when every layer is a plain self-attention layer; names otherwise."""
+    return [n.split(".", 1)[1] for n in layers] if all(n.startswith("layer.") for n in layers) else list(layers)
+
+
 def _layer_ticks(ax, layers: Sequence[str], axis: str = "y", inches: float = 4.0) -> None:  # type: ignore[no-untyped-def]
+    labels = short_layers(layers)
     step = max(1, int(np.ceil(len(layers) / max(1, inches * 72 / 7))))
     ticks = list(range(0, len(layers), step))
     font = label_font(inches, len(layers), step)
     if axis == "y":
-        ax.set_yticks(ticks, [layers[i] for i in ticks], fontsize=font)
+        ax.set_yticks(ticks, [labels[i] for i in ticks], fontsize=font)
     else:
-        ax.set_xticks(ticks, [layers[i] for i in ticks], fontsize=font, rotation=90)
+        wide = max(len(labels[i]) for i in ticks) > 3
+        ax.set_xticks(ticks, [labels[i] for i in ticks], fontsize=font, rotation=90 if wide else 0)
+
+
+def _title(ax, model: str, what: str, inches: float) -> None:  # type: ignore[no-untyped-def]
+    """Model and subject, wrapped to the axes (a long title would be cut at the figure edge)."""
+    lines = wrap_lines([model, what], inches, font=10)
+    ax.set_title("\n".join(lines), fontsize=10, loc="left", parse_math=False)
 
 
 def plot_layer_head(values: np.ndarray, layers: Sequence[str], heads: Sequence[int], model: str, what: str,
@@ -69,7 +82,7 @@ def plot_layer_head(values: np.ndarray, layers: Sequence[str], heads: Sequence[i
                 ax.text(hi_, li, f"{v:.2g}", ha="center", va="center", fontsize=6,
                         color="white" if (v - lo) < 0.5 * (hi - lo) else "black")
     fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
-    ax.set_title(f"{model}\n{what}", fontsize=10, loc="left", parse_math=False)
+    _title(ax, model, what, max(5.0, body[0]) - 1.0)
     return fig
 
 
@@ -97,6 +110,7 @@ def plot_profile(mean: dict[str, np.ndarray], layers: Sequence[str], model: str,
         ax.plot(x, centre, color="tab:blue", lw=2, label="mean over heads")
         ax.set_title(STAT_LABELS.get(name, name), fontsize=9)
         _layer_ticks(ax, layers, "x", 3.6)
+        ax.set_xlabel("layer (depth →)", fontsize=8)
         ax.grid(alpha=0.3)
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside upper right", fontsize=7)
@@ -124,13 +138,14 @@ def plot_roles(roles: np.ndarray, layers: Sequence[str], heads: Sequence[int], m
     present = [n for n in names if (roles == n).any()]
     ax.legend([Patch(color=ROLE_COLORS[n]) for n in present], present, loc="upper left", bbox_to_anchor=(1.01, 1),
               fontsize=7, title="role", title_fontsize=8)
-    ax.set_title(f"{model}\nhead roles · {corpus}", fontsize=10, loc="left", parse_math=False)
+    _title(ax, model, f"head roles · {corpus}", 0.42 * n_heads + 1.5)
     return fig
 
 
 def _layer_colors(layer_of: Sequence[int], n_layers: int):  # type: ignore[no-untyped-def]
+    # viridis up to green: its yellow end is unreadable as text on white.
     cmap = plt.get_cmap("viridis")
-    return [cmap(i / max(1, n_layers - 1)) for i in layer_of]
+    return [cmap(0.85 * i / max(1, n_layers - 1)) for i in layer_of]
 
 
 def plot_dendrogram(linkage: np.ndarray, labels: Sequence[str], layer_of: Sequence[int], layers: Sequence[str],
@@ -149,8 +164,7 @@ def plot_dendrogram(linkage: np.ndarray, labels: Sequence[str], layer_of: Sequen
     for tick in ax.get_yticklabels():
         tick.set_color(colors[list(labels).index(tick.get_text())])
     ax.set_xlabel("distance (nats summed over query tokens)")
-    ax.set_title(f"{model}\nhead clustering · {corpus} · leaf colour = layer (dark: first, yellow: last)",
-                 fontsize=10, loc="left", parse_math=False)
+    _title(ax, model, f"head clustering · {corpus} · leaf colour = layer (dark: first, green: last)", 6.5)
     del tree
     return fig
 
@@ -175,11 +189,10 @@ def plot_mds(embedding: np.ndarray, labels: Sequence[str], layer_of: Sequence[in
                         textcoords="offset points", color="0.25")
     bar = fig.colorbar(points, ax=ax, fraction=0.05, pad=0.02)
     ticks = sorted({0, len(layers) - 1, *range(0, len(layers), max(1, len(layers) // 6))})
-    bar.set_ticks(ticks, labels=[layers[i] for i in ticks])
+    bar.set_ticks(ticks, labels=[short_layers(layers)[i] for i in ticks])
     bar.set_label("layer")
     ax.set_aspect("equal", adjustable="datalim")
-    ax.set_title(f"{model}\nhead map (MDS) · {corpus}" + (" · red: closest pairs" if pairs else ""),
-                 fontsize=10, loc="left", parse_math=False)
+    _title(ax, model, f"head map (MDS) · {corpus}" + (" · red: closest pairs" if pairs else ""), 6.0)
     return fig
 
 
