@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from helpers import tokens_from
 from scipy.spatial.distance import jensenshannon
 from tiny_models import build
 
 import headmap.analysis.report as report_module
+from headmap.analysis.compute import CorpusCollector
 from headmap.analysis.corpus import corpus_from_texts
-from headmap.analysis.partials import CORPUS_STATS, Partial, ReportSpec, combine
+from headmap.analysis.partials import CORPUS_STATS, Partial, ReportSpec, combine, pack_upper
 from headmap.analysis.report import head_report
 from headmap.analysis.stats import collect_stats
-from headmap.capture import capture
+from headmap.capture import Block, CapturePlan, capture
 from headmap.errors import HeadmapError
+from headmap.result import LayerKey, Stack
 
 TEXTS = [
     "The trophy didn't fit in the suitcase because it was too big.",
@@ -223,6 +228,11 @@ def test_saved_folder_and_page(tiny, tmp_path):
     assert "Gu et al. 2025" in page and "Clark et al. 2019" in page
     assert page.count("data:image/png;base64,") == len(list(folder.glob("*.png")))
     assert "<script" not in page and "src=\"http" not in page
+    assert report.render(tmp_path / "again.html").read_text(encoding="utf-8").count("data:image/png") == page.count(
+        "data:image/png")
+    with pytest.raises(HeadmapError, match="renders to .html"):
+        report.render(tmp_path / "x.png")
+    assert "<table" in report._repr_html_() and "correlation, not causation" in report._repr_html_()
 
 
 def test_page_escapes_names(tiny):
@@ -249,3 +259,53 @@ def test_bad_input_errors(tiny, tmp_path):
     with pytest.raises(HeadmapError, match="unknown statistic"):
         head_report(model, ["fine"], diversity=False).plot_stat("nonsense")
     assert corpus_from_texts(["fine"])[0].origin == "text 0"
+
+
+def known_block(weights: torch.Tensor, rows: torch.Tensor) -> Block:
+    """A block as the capture hands it over, built from chosen ``[head, row, key]`` weights."""
+    lowest = torch.finfo(torch.float32).min
+    scores = weights.log().clamp(min=lowest)
+    return Block(weights=weights, rows=rows, visible=(weights > 0).sum(-1).amax(0), scores_max=scores.amax(-1),
+                 scores=scores, causal=True)
+
+
+def test_known_distributions_through_the_collector():
+    """Head 0 spreads each row uniformly over the keys it sees (entropy log(r + 1) at row r), head 1
+    puts everything on the previous token (row 0 on itself): values known in closed form."""
+    key = LayerKey(Stack.SELF, 0)
+    lengths = (5, 3)
+    texts = ["a b c d e", "f g h"]
+    tokens = [tokens_from(t, [(i, i + 1) for i in range(0, len(t), 2)]) for t in texts]
+    plan = CapturePlan(model="hand", layers=(key,), heads=(0, 1), sources=tuple(tokens), targets=(None, None),
+                       rows=tuple({key: tuple(range(n))} for n in lengths), num_layers={Stack.SELF: 1}, num_heads=2)
+    collector = CorpusCollector(diversity=True)
+    collector.begin(plan)
+    for item, n in enumerate(lengths):
+        w = torch.zeros(2, n, n)
+        for r in range(n):
+            w[0, r, : r + 1] = 1.0 / (r + 1)
+            w[1, r, max(r - 1, 0)] = 1.0
+        for start in range(n):  # one row per block, as long inputs arrive
+            collector.consume(item, key, start, known_block(w[:, start : start + 1, : start + 1], torch.tensor([start])))
+    spec = ReportSpec("hand", ("layer.0",), (0, 1))
+    parts = []
+    for item, n in enumerate(lengths):
+        sums, counts = collector.text_sums(item)
+        parts.append(Partial(indices=np.array([item]), digests=(str(item),), n_tokens=np.array([n]), sums=sums[None],
+                             counts=counts[None], js=pack_upper(collector.js[item])))
+    c = combine(parts, spec)
+    rows_total = sum(lengths)
+    entropy = sum(math.log(r + 1) for n in lengths for r in range(n)) / rows_total
+    assert c.mean["entropy"][0, 0] == pytest.approx(entropy, abs=1e-6)
+    assert c.mean["entropy"][0, 1] == pytest.approx(0.0, abs=1e-6)
+    # Normalized entropy of a uniform row is 1, over the rows that see more than one key.
+    assert c.mean["entropy_norm"][0, 0] == pytest.approx(1.0, abs=1e-6)
+    assert c.mean["prev_share"][0, 1] == 1.0 and c.mean["diag_share"][0, 1] == pytest.approx(2 / rows_total)
+    assert c.mean["first_share"][0, 0] == pytest.approx(sum(1 / (r + 1) for n in lengths for r in range(n)) / rows_total)
+    assert c.mean["next_share"][0, 0] == 0.0 and c.mean["distance"][0, 1] == pytest.approx((rows_total - 2) / rows_total)
+    per_text = [sum(math.log(r + 1) for r in range(n)) / n for n in lengths]
+    assert c.std["entropy"][0, 0] == pytest.approx(np.std(per_text, ddof=1), abs=1e-6)
+    # Distance of the two heads: JS per row, summed over rows, averaged over the two texts.
+    js_rows = [sum(jensenshannon(np.full(r + 1, 1 / (r + 1)), np.eye(r + 1)[max(r - 1, 0)]) ** 2 for r in range(n))
+               for n in lengths]
+    assert c.distances[0, 1] == pytest.approx(np.mean(js_rows), abs=1e-6)

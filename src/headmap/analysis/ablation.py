@@ -11,8 +11,10 @@ Modes, for each ablated head ``h`` of a layer:
 - ``"mean"``: its output at every position is replaced by a constant vector. With ``reference``
   texts, that vector is the head's output averaged over every token of every reference text (each
   text run alone through the unablated model, each token counting once). Without them, it is the
-  head's output averaged over the real (non-padding, per the ``attention_mask`` passed to the
-  model) query positions of each text of the current forward, separately per text.
+  head's output averaged over the real (non-padding, per the ``attention_mask`` keyword given to
+  the model) query positions of each text of the current forward, separately per text. For a
+  decoder that mean includes later tokens, so every position sees a little of the future: use
+  reference texts when that matters.
 
 The ablation applies only to forwards run on the thread that entered the context, and nothing is
 left patched after it exits, also when the body raises.

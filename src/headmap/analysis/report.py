@@ -185,9 +185,32 @@ class HeadReport:
 
     def to_html(self) -> str:
         """The self-contained report page (pictures embedded)."""
-        from headmap.analysis.report_html import report_page, figure_png
+        from headmap.analysis.report_html import figure_png, report_page
 
         return report_page(self, {name: figure_png(fig) for name, fig in self.figures().items()})
+
+    def render(self, path: str | Path) -> Path:
+        """Write the self-contained report page to ``path`` (``.html``)."""
+        path = Path(path)
+        if path.suffix.lower() != ".html":
+            raise HeadmapError(f"a report renders to .html, not {path.suffix or '(none)'!r}; save(folder) writes every file")
+        if not path.parent.is_dir():
+            raise HeadmapError(f"cannot write {path}: the folder {path.parent} does not exist")
+        path.write_text(self.to_html(), encoding="utf-8")
+        return path
+
+    def show(self, picture: str = "profile") -> None:
+        """Display one picture (``profile``, ``roles``, ``dendrogram``, ``mds``, ``importance`` or
+        ``stat_<name>``) inline in a notebook, or in a window."""
+        import matplotlib.pyplot as plt
+
+        if picture.startswith("stat_"):
+            self.plot_stat(picture[len("stat_"):])
+        elif picture in ("profile", "roles", "dendrogram", "mds", "importance"):
+            getattr(self, f"plot_{picture}")()
+        else:
+            raise HeadmapError(f"unknown picture {picture!r}: profile, roles, dendrogram, mds, importance or stat_<name>")
+        plt.show()
 
     def _repr_html_(self) -> str:
         import html
@@ -211,7 +234,8 @@ def head_report(model: LoadedModel | str, texts: Sequence[str] | str | Path, *,
     ``diversity`` adds head distances, clustering and MDS; ``importance`` adds Michel et al.'s head
     importance with ``loss`` (see :func:`headmap.head_importance`). With ``out``, finished groups of
     texts are kept in ``out/partials`` as they complete, a rerun continues where the last one
-    stopped, and the report is saved into ``out`` at the end.
+    stopped (refusing partials of another corpus, model or setting; a user loss is known by its
+    name only), and the report is saved into ``out`` at the end.
     """
     loaded = load(model) if isinstance(model, str) else model
     corpus = as_corpus(texts, max_texts)
