@@ -34,11 +34,11 @@ def test_minilm_report_on_the_heldout_corpus(tmp_path, capsys, minilm):
 def test_smollm2_report_with_importance(tmp_path, smollm2):
     out = tmp_path / "smollm2"
     code = main(["heads", str(CORPORA / "sentences.txt"), "--model", "smollm2", "--out", str(out),
-                 "--max-texts", "16", "--layers", "0,1,14,29", "--importance", "-q"])
+                 "--max-texts", "8", "--layers", "0,14,29", "--importance", "-q"])
     assert code == 0
     table = pd.read_csv(out / "heads.csv")
-    assert list(table["layer"].unique()) == ["layer.0", "layer.1", "layer.14", "layer.29"]
-    assert (table["n_texts"] == 16).all() and np.isfinite(table["importance"]).all()
+    assert list(table["layer"].unique()) == ["layer.0", "layer.14", "layer.29"]
+    assert (table["n_texts"] == 8).all() and np.isfinite(table["importance"]).all()
     norms = table.groupby("layer")["importance_norm"].apply(lambda v: float(np.sqrt((v**2).sum())))
     np.testing.assert_allclose(norms.to_numpy(), 1.0, rtol=1e-9)
     # Without a BOS token SmolLM2 has no special token in plain text: the special share is 0.
@@ -73,9 +73,11 @@ def test_ctrl_c_keeps_finished_texts_and_says_how_to_go_on(tmp_path, capsys, mon
 
     monkeypatch.setattr(report_module, "stats_partial", interrupted)
     out = tmp_path / "r"
-    assert main(["heads", str(corpus), "--model", "minilm", "--out", str(out), "--batch-size", "4", "-q"]) == 130
+    args = ["heads", str(corpus), "--model", "minilm", "--out", str(out), "--batch-size", "4", "--layers", "0,1",
+            "--no-diversity", "-q"]
+    assert main(args) == 130
     assert "rerun the same command to continue" in capsys.readouterr().err
     assert [p.name for p in (out / "partials").iterdir()] == ["stats-0000000-0000003.safetensors"]
     monkeypatch.setattr(report_module, "stats_partial", original)
-    assert main(["heads", str(corpus), "--model", "minilm", "--out", str(out), "--batch-size", "4", "-q"]) == 0
+    assert main(args) == 0
     assert (pd.read_csv(out / "heads.csv")["n_texts"] == 12).all()

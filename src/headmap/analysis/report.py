@@ -23,6 +23,7 @@ from headmap.analysis.losses import Loss, LossFn, resolve_loss
 from headmap.analysis.partials import Combined, Partial, ReportSpec, combine
 from headmap.analysis.roles import THRESHOLDS, assign_roles, describe_thresholds
 from headmap.analysis.store import PartialStore, kept_indices
+from headmap.capture.discovery import Path as CapturePath
 from headmap.capture.discovery import discover
 from headmap.capture.plan import LayerSpec, resolve_heads, resolve_layers
 from headmap.errors import HeadmapError
@@ -243,7 +244,8 @@ def head_report(model: LoadedModel | str, texts: Sequence[str] | str | Path, *,
     keys: tuple[LayerKey, ...] = resolve_layers(arch, layers)
     picked = resolve_heads(arch, heads)
     chosen_loss = resolve_loss(loaded.model, loss) if importance else None  # fail before any work
-    notes: list[str] = []
+    paths = sorted({arch.sites[k].path for k in keys} - {CapturePath.DISPATCH}, key=lambda p: p.value)
+    notes: list[str] = [f"capture path: {p.value} ({p.describe()})" for p in paths]
     why_not = check_diversity(keys) if diversity else None
     if why_not:
         notes.append(why_not)
