@@ -22,3 +22,7 @@ $HM explain "The trophy didn't fit in the suitcase because it was too" -m smollm
 $HM explain "$T" -m minilm --compare "A bag that is too small." -o $O/explain-minilm.png
 $HM rag --question "What is the access code for the vault?" --chunks corpora/rag/vault.jsonl -m smollm2 \
     --quiet -o docs/images/rag-vault.png
+# Corpus report of SmolLM2 over the shipped sentences (the README's head-report pictures).
+$HM heads corpora/sentences.txt -m smollm2 --importance --out headmap-heads-smollm2 -q
+for f in roles profile mds importance; do cp headmap-heads-smollm2/$f.png $O/smollm2-heads-$f.png; done
+cp headmap-heads-smollm2/stat_first_share.png $O/smollm2-heads-first-share.png

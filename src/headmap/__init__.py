@@ -27,6 +27,8 @@ from headmap.result import CAUSATION_WARNING, AttentionResult, LayerKey, LayerMa
 from headmap.storage import load_result
 from headmap.tokens import Tokens
 from headmap.view import aggregate_words, mask_tokens, normalize_result
+from headmap.analysis import HeadImportance, HeadReport, ablate, head_importance, head_report, record_heads
+from headmap.analysis.monitor_plot import plot_monitor
 
 _result.bind_stages(_result.Stages(
     to_words=aggregate_words,
@@ -64,3 +66,14 @@ __all__ = [
     "rag",
     "stream",
 ]
+__all__ += ["HeadImportance", "HeadMonitor", "HeadReport", "ablate", "head_importance", "head_report",
+            "plot_monitor", "record_heads"]
+
+
+def __getattr__(name: str) -> object:
+    # HeadMonitor subclasses transformers.TrainerCallback, whose import costs ~0.6 s: made on first use.
+    if name == "HeadMonitor":
+        from headmap.analysis import monitor
+
+        return monitor.HeadMonitor
+    raise AttributeError(f"module 'headmap' has no attribute {name!r}")

@@ -114,6 +114,8 @@ class StatsCollector:
     keeps_scores: bool = True
     plan: CapturePlan | None = None
     _acc: dict[tuple[int, LayerKey], _Accumulator] = field(default_factory=dict)
+    pool: bool = True
+    """False skips the overview maps (corpus reports read only the sums, see :meth:`totals`)."""
 
     def begin(self, plan: CapturePlan) -> None:
         self.plan, self._acc = plan, {}
@@ -132,7 +134,8 @@ class StatsCollector:
         for name, (value, count) in _block_sums(block, key, acc.special_keys, acc.special_queries).items():
             acc.sums[name] += value
             acc.counts[name] += count
-        self._pool(acc, item, key, start, w)
+        if self.pool:
+            self._pool(acc, item, key, start, w)
 
     def _new(self, item: int, key: LayerKey) -> _Accumulator:
         assert self.plan is not None
@@ -157,6 +160,20 @@ class StatsCollector:
             pooled[:, full] = mean[:, full * ck :].amax(-1)
         cells = torch.arange(start, start + mean.shape[0]) // cr
         acc.overview.scatter_reduce_(0, cells[:, None].expand_as(pooled), pooled, "amax")
+
+    def totals(self, item: int) -> tuple[np.ndarray, np.ndarray]:
+        """The raw running sums of text ``item``: ``(sums [stat, layer, head], counts [stat, layer])``.
+
+        ``sums`` adds each statistic over the text's captured rows (float64) and ``counts`` is the
+        number of rows each sum is over, both in :data:`STATS` and ``plan.layers`` order; the
+        statistic is ``sums / counts``. Sums over disjoint row sets (or texts) simply add, which is
+        what corpus reports rely on.
+        """
+        assert self.plan is not None
+        accs = [self._acc[(item, key)] for key in self.plan.layers]
+        sums = np.stack([np.stack([a.sums[name] for a in accs]) for name in STATS]).astype(np.float64)
+        counts = np.array([[a.counts[name] for a in accs] for name in STATS], dtype=np.float64)
+        return sums, counts
 
     def results(self) -> list[HeadStats]:
         assert self.plan is not None

@@ -1,0 +1,67 @@
+"""``headmap heads``: measure every head over a corpus and write a report folder."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from headmap.cli.common import load_model, parse_heads, parse_layers
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    from headmap.models import BUNDLED, DEFAULT_MODEL
+
+    heads = sub.add_parser(
+        "heads", help="corpus report: per-head statistics, roles, head distances, importance",
+        description="Measure every attention head over a corpus (a .txt file with one text per line, a .jsonl "
+        "file with a 'text' field per line, or a folder of .txt files) and write heads.csv, heads.parquet, "
+        "distances.csv, pictures and report.html into --out. Finished texts are kept in OUT/partials as they "
+        "complete: after Ctrl-C, rerun the same command to continue. Attention is correlation, not causation.")
+    heads.add_argument("corpus", type=Path, help="a .txt or .jsonl file, or a folder of .txt files")
+    heads.add_argument("--model", "-m", default=DEFAULT_MODEL,
+                       help=f"bundled name ({', '.join(BUNDLED)}), local model folder, .gguf file or hub id (default: %(default)s)")
+    heads.add_argument("--out", "-o", type=Path, required=True, help="report folder (created if missing)")
+    heads.add_argument("--layers", default="all", help="comma-separated layers (indices or names), or 'all'")
+    heads.add_argument("--heads", default="all", help="comma-separated heads, or 'all'")
+    heads.add_argument("--max-texts", type=int, help="use only the first N texts of the corpus")
+    heads.add_argument("--batch-size", type=int, default=8, help="texts per forward pass (default: %(default)s)")
+    heads.add_argument("--no-diversity", action="store_true", help="skip head distances, clustering and MDS")
+    heads.add_argument("--importance", action="store_true",
+                       help="add head importance (Michel et al. 2019): |d loss / d gate| per head, mean over texts")
+    heads.add_argument("--loss", choices=("causal", "mlm"),
+                       help="importance loss (default: next-token cross-entropy for decoders, masked-LM loss for "
+                       "models with an MLM head; other models need a loss function through the Python API)")
+    heads.add_argument("--budget-mb", type=int, default=256,
+                       help="memory for the maps that head distances hold at once (default: %(default)s MB)")
+    heads.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    heads.add_argument("--trust-remote-code", action="store_true", help="allow model code from the model folder (off by default)")
+    heads.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    from headmap.analysis.corpus import read_corpus
+    from headmap.analysis.report import PARTIALS, head_report
+    from headmap.errors import HeadmapError
+
+    if args.batch_size < 1:
+        raise HeadmapError(f"--batch-size must be at least 1, not {args.batch_size}")
+    if args.budget_mb < 1:
+        raise HeadmapError(f"--budget-mb must be at least 1, not {args.budget_mb}")
+    corpus = read_corpus(args.corpus, args.max_texts)  # a malformed corpus fails before the model loads
+    model = load_model(args)
+    try:
+        report = head_report(model, corpus, layers=parse_layers(args.layers),
+                             heads=parse_heads(args.heads), batch_size=args.batch_size,
+                             diversity=not args.no_diversity, importance=args.importance, loss=args.loss,
+                             out=args.out, budget_bytes=args.budget_mb * 2**20, progress=not args.quiet)
+    except KeyboardInterrupt:
+        print(f"headmap: finished texts are kept in {args.out / PARTIALS}; rerun the same command to continue",
+              file=sys.stderr)
+        raise
+    for note in report.notes:
+        print(f"headmap: {note}", file=sys.stderr)
+    counts = report.table["role"].value_counts()
+    roles = ", ".join(f"{n} {role}" for role, n in counts.items())
+    print(f"{report.spec.n_heads} heads over {report.n_texts} texts ({report.combined.n_tokens} tokens): {roles}")
+    print(f"wrote {args.out / 'report.html'}", file=sys.stderr)
