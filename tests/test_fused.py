@@ -19,7 +19,7 @@ from headmap.result import Stack
 
 TOL = 1e-5
 TEXTS = [TROPHY, "Hi there.", "Attention is correlation, not causation, so read every map with care."]
-FIELDS = ("log_z", "mean_score", "p_max", "p_first", "p_special", "p_diag", "p_prev", "distance")
+from headmap.capture.moments import MOMENT_FIELDS as FIELDS
 KERNEL_ARCHS = sorted(name for name in CONFIGS if PATHS.get(name, "dispatch") != "eager-weights")
 
 
@@ -40,7 +40,7 @@ class Moments:
 
     def consume(self, item, key, start, block) -> None:
         special = torch.tensor([i for i, s in enumerate(self.plan.key_tokens(item, key).special) if s], dtype=torch.long)
-        found = block_moments(block, special, key.stack is Stack.CROSS)
+        found = block_moments(block, special, key.stack is Stack.CROSS, len(self.plan.key_tokens(item, key)))
         cells = self.key_cells(item, key)
         pooled = pool_keys(block.weights.mean(0), *cells)
         self.found.setdefault((item, key), []).append((start, found, pooled))

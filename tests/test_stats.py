@@ -96,3 +96,17 @@ def test_stats_files(minilm, tmp_path):
     assert float(rows[0]["entropy"]) == pytest.approx(stats.entropy[0, 0])
     data = json.loads(stats.save(tmp_path / "s.json").read_text())
     assert "not causation" in data["warning"] and len(data["heads"]) == 24
+
+
+@pytest.mark.parametrize("arch", ["bert", "llama", "t5", "bloom"])
+def test_fused_and_exact_statistics_agree(arch, bert_tokenizer):
+    fast, _ = build(arch, bert_tokenizer)
+    texts = [TROPHY, "Hi there, how are you?"]
+    fused = collect_stats(fast, texts, padding_side="left")
+    exact = collect_stats(fast, texts, padding_side="left", fused=False)
+    for a, b in zip(fused, exact):
+        for name in STATS:
+            np.testing.assert_allclose(a.stat(name), b.stat(name), atol=TOL, rtol=TOL, err_msg=name)
+        np.testing.assert_allclose(a.overview, b.overview, atol=1e-6)
+    note = " ".join(fused[0].notes)
+    assert ("from the model's own weights" in note) if arch == "bloom" else ("fused kernel" in note)

@@ -23,6 +23,7 @@ from headmap.analysis.stats import StatsCollector
 from headmap.capture import CapturePlan, stream
 from headmap.capture.discovery import discover
 from headmap.capture.encoding import encode
+from headmap.capture.moments import RowMoments, block_moments
 from headmap.capture.recompute import Block
 from headmap.errors import HeadmapError
 from headmap.models import LoadedModel
@@ -50,26 +51,34 @@ class CorpusCollector:
         self.stats.begin(plan)
         self.next_sums, self.next_counts, self.js, self._maps, self._missing = {}, {}, {}, {}, {}
 
+    @property
+    def wants_moments(self) -> bool:
+        """Distances need every head's rows at once, so they take blocks; the rest can be fused."""
+        return self.stats.fused and not self.diversity
+
+    def key_cells(self, item: int, key: LayerKey) -> tuple[int, int] | None:
+        return self.stats.key_cells(item, key)
+
     def consume(self, item: int, key: LayerKey, start: int, block: Block) -> None:
         assert self.plan is not None
         self.stats.consume(item, key, start, block)
-        self._next_share(item, key, block)
+        n_keys = len(self.plan.key_tokens(item, key))
+        self._next_share(item, key, block_moments(block, torch.zeros(0, dtype=torch.long), key.stack is Stack.CROSS, n_keys))
         if self.diversity:
             self._keep(item, key, start, block)
 
-    def _next_share(self, item: int, key: LayerKey, block: Block) -> None:
+    def consume_moments(self, item: int, key: LayerKey, plan_index: torch.Tensor, moments: RowMoments) -> None:
+        self.stats.consume_moments(item, key, plan_index, moments)
+        self._next_share(item, key, moments)
+
+    def _next_share(self, item: int, key: LayerKey, moments: RowMoments) -> None:
+        """Weight on the token after the query, over the rows that have one (none for cross-attention)."""
         assert self.plan is not None
         sums = self.next_sums.setdefault((item, key), np.zeros(len(self.plan.heads)))
         self.next_counts.setdefault((item, key), 0.0)
-        if key.stack is Stack.CROSS:
-            return  # queries and keys are different texts: no "next token"
-        n_keys = len(self.plan.key_tokens(item, key))
-        rows = block.rows
-        has_next = rows + 1 < n_keys
-        inside = (rows + 1 < block.width) & has_next  # beyond the width the weight is exactly 0
-        r_idx = torch.arange(len(rows))[inside]
-        sums += block.weights[:, r_idx, rows[inside] + 1].double().sum(1).numpy()
-        self.next_counts[(item, key)] += float(has_next.sum())
+        defined = ~moments.p_next[0].isnan()
+        sums += moments.p_next[:, defined].sum(1).numpy()
+        self.next_counts[(item, key)] += float(defined.sum())
 
     def _keep(self, item: int, key: LayerKey, start: int, block: Block) -> None:
         assert self.plan is not None

@@ -26,6 +26,8 @@ import torch
 
 from headmap.capture import CapturePlan
 from headmap.errors import HeadmapError
+from headmap.capture.encoding import Encoded
+from headmap.capture.moments import RowMoments, block_moments, pool_keys
 from headmap.capture.recompute import Block
 from headmap.result import CAUSATION_WARNING, LayerKey, Stack
 from headmap.tokens import Tokens
@@ -51,6 +53,7 @@ class HeadStats:
     diag_share: np.ndarray
     overview: np.ndarray  # [layer, row_cell, key_cell], head-averaged and max-pooled
     overview_cell: tuple[int, int]  # (rows, keys) of the input per overview cell
+    notes: tuple[str, ...] = ()  # how the capture and the statistics were computed
 
     def stat(self, name: str) -> np.ndarray:
         """The ``[layer, head]`` array of a statistic by name (one of :data:`STATS`)."""
@@ -108,7 +111,13 @@ class _Accumulator:
 
 @dataclass
 class StatsCollector:
-    """A capture consumer that reduces every block to per-head statistics and an overview map."""
+    """A capture consumer that reduces attention to per-head statistics and an overview map.
+
+    With ``fused`` (the default) every layer that headmap's fused kernel can compute exactly
+    (:mod:`headmap.capture.fused`) arrives as per-row moments from one pass that also produces the
+    model's attention output; other layers arrive as recomputed blocks. Both give the same
+    statistics (tested to float32 rounding).
+    """
 
     overview_size: int = 256
     keeps_scores: bool = True
@@ -116,6 +125,12 @@ class StatsCollector:
     _acc: dict[tuple[int, LayerKey], _Accumulator] = field(default_factory=dict)
     pool: bool = True
     """False skips the overview maps (corpus reports read only the sums, see :meth:`totals`)."""
+    fused: bool = True
+    """False takes the exact path for every layer: the model's own kernel, then recomputation."""
+
+    @property
+    def wants_moments(self) -> bool:
+        return self.fused
 
     def begin(self, plan: CapturePlan) -> None:
         self.plan, self._acc = plan, {}
@@ -125,17 +140,40 @@ class StatsCollector:
         n_rows, n_keys = len(self.plan.rows[item][key]), len(self.plan.key_tokens(item, key))
         return math.ceil(n_rows / self.overview_size), math.ceil(n_keys / self.overview_size)
 
-    def consume(self, item: int, key: LayerKey, start: int, block: Block) -> None:
+    def key_cells(self, item: int, key: LayerKey) -> tuple[int, int] | None:
+        if not self.pool:
+            return None
         assert self.plan is not None
+        key_cell = self._cells(item, key)[1]
+        return key_cell, math.ceil(len(self.plan.key_tokens(item, key)) / key_cell)
+
+    def _accumulator(self, item: int, key: LayerKey) -> _Accumulator:
         acc = self._acc.get((item, key))
         if acc is None:
             acc = self._acc[(item, key)] = self._new(item, key)
-        w = block.weights  # [head, row, key]
-        for name, (value, count) in _block_sums(block, key, acc.special_keys, acc.special_queries).items():
+        return acc
+
+    def consume(self, item: int, key: LayerKey, start: int, block: Block) -> None:
+        assert self.plan is not None
+        acc = self._accumulator(item, key)
+        n_keys = len(self.plan.key_tokens(item, key))
+        moments = block_moments(block, acc.special_keys, key.stack is Stack.CROSS, n_keys)
+        self._add(acc, key, moments)
+        if self.pool:
+            cells = self._cells(item, key)
+            pooled = pool_keys(block.weights.mean(0), cells[1], acc.overview.shape[1])
+            self._pool(acc, torch.arange(start, start + len(block.rows)) // cells[0], pooled)
+
+    def consume_moments(self, item: int, key: LayerKey, plan_index: torch.Tensor, moments: RowMoments) -> None:
+        acc = self._accumulator(item, key)
+        self._add(acc, key, moments)
+        if self.pool and moments.pooled is not None:
+            self._pool(acc, plan_index // self._cells(item, key)[0], moments.pooled)
+
+    def _add(self, acc: _Accumulator, key: LayerKey, moments: RowMoments) -> None:
+        for name, (value, count) in _moment_sums(moments, key, acc.special_queries).items():
             acc.sums[name] += value
             acc.counts[name] += count
-        if self.pool:
-            self._pool(acc, item, key, start, w)
 
     def _new(self, item: int, key: LayerKey) -> _Accumulator:
         assert self.plan is not None
@@ -149,17 +187,10 @@ class StatsCollector:
             special_queries=torch.tensor(queries.special, dtype=torch.bool),
         )
 
-    def _pool(self, acc: _Accumulator, item: int, key: LayerKey, start: int, w: torch.Tensor) -> None:
-        cr, ck = self._cells(item, key)
-        mean = w.mean(0)  # [row, key]
-        pooled = torch.zeros(mean.shape[0], acc.overview.shape[1])  # weights >= 0, so 0 is a safe floor
-        full = mean.shape[1] // ck
-        if full:
-            pooled[:, :full] = mean[:, : full * ck].view(mean.shape[0], full, ck).amax(-1)
-        if mean.shape[1] > full * ck:
-            pooled[:, full] = mean[:, full * ck :].amax(-1)
-        cells = torch.arange(start, start + mean.shape[0]) // cr
-        acc.overview.scatter_reduce_(0, cells[:, None].expand_as(pooled), pooled, "amax")
+    @staticmethod
+    def _pool(acc: _Accumulator, row_cells: torch.Tensor, pooled: torch.Tensor) -> None:
+        """Fold ``pooled`` ``[row, key_cell]`` into the overview, rows max-pooled into ``row_cells``."""
+        acc.overview.scatter_reduce_(0, row_cells[:, None].expand_as(pooled), pooled.float(), "amax")
 
     def totals(self, item: int) -> tuple[np.ndarray, np.ndarray]:
         """The raw running sums of text ``item``: ``(sums [stat, layer, head], counts [stat, layer])``.
@@ -189,7 +220,7 @@ class StatsCollector:
             out.append(HeadStats(
                 model=plan.model, tokens=tokens, layers=plan.layers, heads=plan.heads,
                 overview=np.stack([a.overview.numpy() for a in accs]) if _same_shape(accs) else np.empty(0),
-                overview_cell=self._cells(item, plan.layers[0]), **values,
+                overview_cell=self._cells(item, plan.layers[0]), notes=plan.notes, **values,
             ))
         return out
 
@@ -198,57 +229,52 @@ def _same_shape(accs: list[_Accumulator]) -> bool:
     return len({tuple(a.overview.shape) for a in accs}) == 1
 
 
-def _block_sums(block: Block, key: LayerKey, special_keys: torch.Tensor,
-                special_queries: torch.Tensor) -> dict[str, tuple[np.ndarray, float]]:
-    """Per-head sums over the block's rows, with the number of rows each statistic averages over."""
-    w, rows, width = block.weights, block.rows, block.width
-    assert block.scores is not None
-    n_rows = len(rows)
-    # entropy = logsumexp(s) - sum p s, and logsumexp(s) = max s - log(max p): no log over the block.
-    p_max = w.amax(-1)  # [head, row]
-    weighted = torch.linalg.vecdot(w, block.scores)  # [head, row]
-    entropy = (block.scores_max.double() - p_max.double().log() - weighted.double()).clamp_(min=0)
+def _nan_sum(values: torch.Tensor) -> tuple[np.ndarray, float]:
+    """Per-head sum over the rows where ``values`` ``[head, row]`` is defined, and how many rows."""
+    defined = ~values[0].isnan() if values.shape[0] else torch.zeros(values.shape[1], dtype=torch.bool)
+    return values[:, defined].sum(1).numpy(), float(defined.sum())
+
+
+def _moment_sums(m: RowMoments, key: LayerKey, special_queries: torch.Tensor) -> dict[str, tuple[np.ndarray, float]]:
+    """Per-head sums over the rows of ``m``, with the number of rows each statistic averages over."""
+    n_rows = len(m.rows)
+    entropy = m.entropy
     out: dict[str, tuple[np.ndarray, float]] = {"entropy": (entropy.sum(1).numpy(), n_rows)}
-    broad = block.visible > 1
-    log_visible = block.visible.clamp(min=2).double().log()
+    broad = m.visible > 1
+    log_visible = m.visible.clamp(min=2).double().log()
     out["entropy_norm"] = ((entropy / log_visible)[:, broad].sum(1).numpy(), float(broad.sum()))
-    out["first_share"] = (w[:, :, 0].double().sum(1).numpy(), n_rows)
-    special = special_keys[special_keys < width]
-    out["special_share"] = (w[:, :, special].double().sum((1, 2)).numpy(), n_rows)
-    plain_rows = ~special_queries[rows]
+    out["first_share"] = (m.p_first.sum(1).numpy(), n_rows)
+    out["special_share"] = (m.p_special.sum(1).numpy(), n_rows)
+    plain_rows = ~special_queries[m.rows]
     if not plain_rows.any():
         plain_rows = torch.ones(n_rows, dtype=torch.bool)
-    out["confidence"] = (p_max[:, plain_rows].double().sum(1).numpy(), float(plain_rows.sum()))
-    heads = w.shape[0]
+    out["confidence"] = (m.p_max[:, plain_rows].sum(1).numpy(), float(plain_rows.sum()))
     if key.stack is Stack.CROSS:
+        heads = m.p_max.shape[0]
         for name in ("distance", "prev_share", "diag_share"):
             out[name] = (np.zeros(heads), 0.0)
         return out
-    positions = torch.arange(width, dtype=torch.float32)
-    if block.causal:
-        # Every key is at or before its row: sum a_k |q - k| = q - sum a_k k, a matrix-vector product.
-        expected_key = torch.matmul(w, positions)  # [head, row]
-        out["distance"] = ((rows.double()[None, :] - expected_key.double()).sum(1).numpy(), n_rows)
-    else:
-        distance = (rows[:, None].float() - positions[None, :]).abs_()  # [row, key]
-        out["distance"] = (torch.einsum("hrk,rk->h", w, distance).double().numpy(), n_rows)
-    r_idx = torch.arange(n_rows)
-    diag_ok = rows < width
-    out["diag_share"] = (w[:, r_idx[diag_ok], rows[diag_ok]].double().sum(1).numpy(), n_rows)
-    prev_ok = (rows >= 1) & (rows - 1 < width)
-    out["prev_share"] = (w[:, r_idx[prev_ok], rows[prev_ok] - 1].double().sum(1).numpy(), float((rows >= 1).sum()))
+    out["distance"] = (m.distance.sum(1).numpy(), n_rows)
+    out["diag_share"] = (m.p_diag.sum(1).numpy(), n_rows)
+    out["prev_share"] = _nan_sum(m.p_prev)
     return out
 
 
-def collect_stats(model, text, **capture_options) -> HeadStats | list[HeadStats]:  # type: ignore[no-untyped-def]
+def collect_stats(model, text, *, fused: bool = True, overview_size: int = 256,  # type: ignore[no-untyped-def]
+                  **capture_options) -> HeadStats | list[HeadStats]:
     """Statistics of every (or the asked) layers and heads of ``text``; see :func:`headmap.capture.capture`
-    for the options. Memory stays bounded by one block of rows, whatever the input length."""
+    for the options. Memory stays bounded by one block of rows, whatever the input length.
+
+    ``fused`` (default) computes each layer's attention output and statistics in one pass where
+    that reproduces the model's kernel (float32, eval mode); ``fused=False`` lets the model's kernel
+    run and recomputes the weights afterwards. ``HeadStats.notes`` says which was used.
+    """
     from headmap.capture import stream
 
-    collector = StatsCollector(overview_size=capture_options.pop("overview_size", 256))
+    collector = StatsCollector(overview_size=overview_size, fused=fused)
     stream(model, text, collector, **capture_options)
     results = collector.results()
-    return results[0] if isinstance(text, str) else results
+    return results[0] if isinstance(text, (str, Encoded)) else results
 
 
 __all__ = ["STATS", "HeadStats", "StatsCollector", "collect_stats"]

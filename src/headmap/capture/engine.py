@@ -108,7 +108,7 @@ def stream(
         ),
         num_layers=arch.num_layers,
         num_heads=arch.num_heads,
-        notes=_path_notes(arch, keys),
+        notes=_path_notes(arch, keys) + _fused_notes(loaded, arch, keys, consumer),
     )
     consumer.begin(plan)
     pad = pad_token_id(loaded.tokenizer)
@@ -136,6 +136,23 @@ def _max_tokens(loaded: LoadedModel, arch: Architecture) -> int | None:
 def _path_notes(arch: Architecture, keys: Sequence[LayerKey]) -> tuple[str, ...]:
     paths = {arch.sites[k].path for k in keys} - {Path.DISPATCH}
     return tuple(f"capture path: {path.value} ({path.describe()})" for path in sorted(paths, key=lambda p: p.value))
+
+
+def _fused_notes(loaded: LoadedModel, arch: Architecture, keys: Sequence[LayerKey], consumer: Consumer) -> tuple[str, ...]:
+    """Which layers a moment consumer gets from the fused kernel, and why the others do not."""
+    if not getattr(consumer, "wants_moments", False):
+        return ()
+    parameter = next(loaded.model.parameters(), None)
+    if parameter is not None and parameter.dtype != torch.float32:
+        return (f"statistics: exact recomputation after the model's kernel (the model runs in {parameter.dtype}; "
+                "the fused kernel reproduces float32 attention only)",)
+    if loaded.model.training:
+        return ("statistics: exact recomputation after the model's kernel (the model is in training mode)",)
+    exact = [k.name for k in keys if arch.sites[k].path is Path.EAGER_WEIGHTS]
+    if len(exact) == len(keys):
+        return ("statistics: from the model's own weights (eager-only attention)",)
+    note = "statistics: fused kernel (each layer's attention output and statistics in one pass)"
+    return (note + (f"; from the model's own weights for {', '.join(exact)}" if exact else ""),)
 
 
 def _batch_inputs(arch: Architecture, sources: list[list[int]], targets: list[list[int]] | None, pad: int,

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from headmap.capture.moments import RowMoments, pool_keys
+from headmap.capture.moments import MOMENT_FIELDS, RowMoments, pool_keys
 from headmap.capture.recompute import _broadcast_pick, _implicit_hidden, _implicit_visible_counts, rows_per_block
 from headmap.capture.tap import AttentionCall
 
@@ -183,7 +183,7 @@ def _row_moments(call: AttentionCall, b: int, ask: FusedRows, scores: torch.Tens
     }
     if ask.cross:
         nan = torch.full_like(total64, float("nan"))
-        found.update(p_diag=nan, p_prev=nan, distance=nan)
+        found.update(p_diag=nan, p_prev=nan, p_next=nan, distance=nan)
     else:
         index = torch.arange(len(rows), device=rows.device)
         found["p_diag"] = _pick(weights, rows - lo, index, len(keys)).double() / total64
@@ -191,6 +191,10 @@ def _row_moments(call: AttentionCall, b: int, ask: FusedRows, scores: torch.Tens
         previous = ask.keys[(text_rows.long() - 1).clamp(min=0)]
         prev = _pick(weights, previous - lo, index, len(keys)).double() / total64
         found["p_prev"] = torch.where(text_rows[None, :] >= 1, prev, torch.full_like(prev, float("nan")))
+        last = len(ask.keys) - 1
+        following = ask.keys[(text_rows.long() + 1).clamp(max=last)]
+        after = _pick(weights, following - lo, index, len(keys)).double() / total64
+        found["p_next"] = torch.where(text_rows[None, :] < last, after, torch.full_like(after, float("nan")))
         if call.mask is None and call.is_causal:
             found["distance"] = text_rows[None, :] - expected_pos.double() / total64
         else:
@@ -242,6 +246,5 @@ def _assemble(ask: FusedRows, parts: list[tuple[torch.Tensor, dict[str, torch.Te
         rows=ask.text_rows.cpu(),
         visible=joined("visible", 0),
         pooled=pooled,
-        **{name: joined(name, 1) for name in ("log_z", "mean_score", "p_max", "p_first", "p_special",
-                                              "p_diag", "p_prev", "distance")},
+        **{name: joined(name, 1) for name in MOMENT_FIELDS},
     )

@@ -5,8 +5,9 @@ For a row with scores ``s_k`` and weights ``p_k = exp(s_k - L)`` (``L`` the row'
 - ``log_z``       ``L``;
 - ``mean_score``  ``sum_k p_k s_k``, so the entropy is ``L - mean_score`` (no log of any weight);
 - ``p_max``       the largest weight (confidence);
-- ``p_first``, ``p_special``, ``p_diag``, ``p_prev``: the weight on the first key, on special keys,
-  on the query token itself and on the token before it;
+- ``p_first``, ``p_special``, ``p_diag``, ``p_prev``, ``p_next``: the weight on the first key, on
+  special keys, on the query token itself, on the token before it and on the one after it (NaN
+  where the row has no such token);
 - ``distance``    ``sum_k p_k |row - k|`` in tokens;
 - ``visible``     how many keys the row may attend to.
 
@@ -25,6 +26,8 @@ import torch
 from headmap.capture.recompute import Block
 
 _NAN = float("nan")
+#: The ``[head, row]`` fields of :class:`RowMoments`.
+MOMENT_FIELDS = ("log_z", "mean_score", "p_max", "p_first", "p_special", "p_diag", "p_prev", "p_next", "distance")
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class RowMoments:
     p_special: torch.Tensor
     p_diag: torch.Tensor
     p_prev: torch.Tensor
+    p_next: torch.Tensor
     distance: torch.Tensor
     visible: torch.Tensor  # [row]
     pooled: torch.Tensor | None = None
@@ -48,7 +52,7 @@ class RowMoments:
     def select_heads(self, index: torch.Tensor) -> RowMoments:
         """The moments of the heads at ``index`` only."""
         picked = {name: getattr(self, name).index_select(0, index)
-                  for name in ("log_z", "mean_score", "p_max", "p_first", "p_special", "p_diag", "p_prev", "distance")}
+                  for name in MOMENT_FIELDS}
         return RowMoments(rows=self.rows, visible=self.visible, pooled=self.pooled, **picked)
 
     @property
@@ -57,10 +61,10 @@ class RowMoments:
         return (self.log_z - self.mean_score).clamp(min=0)
 
 
-def block_moments(block: Block, special_keys: torch.Tensor, cross: bool) -> RowMoments:
+def block_moments(block: Block, special_keys: torch.Tensor, cross: bool, n_keys: int) -> RowMoments:
     """The :class:`RowMoments` of a block of recomputed weights (``block.scores`` must be kept).
 
-    ``special_keys`` are the indices of the text's special key tokens.
+    ``special_keys`` are the indices of the text's special key tokens, ``n_keys`` its key count.
     """
     w, rows, width = block.weights, block.rows, block.width
     assert block.scores is not None, "block_moments needs the block's scores (consumer.keeps_scores)"
@@ -76,7 +80,7 @@ def block_moments(block: Block, special_keys: torch.Tensor, cross: bool) -> RowM
     }
     if cross:
         nan = torch.full((heads, n), _NAN, dtype=torch.float64)
-        fields.update(p_diag=nan, p_prev=nan, distance=nan)
+        fields.update(p_diag=nan, p_prev=nan, p_next=nan, distance=nan)
     else:
         positions = torch.arange(width, dtype=torch.float32)
         if block.causal:
@@ -94,7 +98,12 @@ def block_moments(block: Block, special_keys: torch.Tensor, cross: bool) -> RowM
         prev[:, has_prev] = 0.0
         seen = has_prev & (rows - 1 < width)
         prev[:, seen] = w[:, index[seen], rows[seen] - 1].double()
-        fields.update(p_diag=diag, p_prev=prev, distance=distance)
+        following = torch.full((heads, n), _NAN, dtype=torch.float64)
+        has_next = rows + 1 < n_keys
+        following[:, has_next] = 0.0  # beyond the block's width a weight is exactly 0
+        seen = has_next & (rows + 1 < width)
+        following[:, seen] = w[:, index[seen], rows[seen] + 1].double()
+        fields.update(p_diag=diag, p_prev=prev, p_next=following, distance=distance)
     return RowMoments(rows=rows, log_z=log_z, mean_score=mean_score, p_max=p_max.double(),
                       visible=block.visible, **fields)
 
