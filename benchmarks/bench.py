@@ -7,7 +7,9 @@ RSS, and both as ratios to the plain SDPA forward of the same size. Methods:
 - ``plain``: the model's own SDPA forward, no capture (the floor);
 - ``eager``: ``attn_implementation="eager"`` + ``output_attentions=True`` (what other tools do);
   skipped when its estimated memory exceeds this machine, with the estimate printed;
-- ``stats``: headmap all-layers, all-heads streaming statistics;
+- ``stats``: headmap all-layers, all-heads streaming statistics, fused kernel (the default);
+- ``stats_exact``: the same statistics with ``fused=False``: the model's SDPA kernel runs and
+  headmap recomputes the weights block by block afterwards (the previous way);
 - ``one_head``: headmap, one head's full map (layer 12 of SmolLM2, layer 3 of MiniLM);
 - ``last_row``: headmap, every layer and head, only the last query row.
 
@@ -29,7 +31,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-METHODS = ("plain", "eager", "stats", "one_head", "last_row")
+METHODS = ("plain", "eager", "stats", "stats_exact", "one_head", "last_row")
 SIZES = {"smollm2": (512, 1024, 2048, 4096, 8192), "minilm": (128, 256, 512)}
 FOCUS = {"smollm2": (12, 4), "minilm": (3, 5)}
 PARAGRAPH = (
@@ -95,6 +97,8 @@ def worker(model_name: str, n: int, method: str) -> dict[str, float]:
                 assert len(out.attentions) > 0 and out.attentions[0].shape[-1] == inputs["input_ids"].shape[1]
         elif method == "stats":
             collect_stats(loaded, text)
+        elif method == "stats_exact":
+            collect_stats(loaded, text, fused=False)
         elif method == "one_head":
             capture(loaded, text, layers=[layer], heads=[head])
         elif method == "last_row":
@@ -120,7 +124,8 @@ def measure(model: str, n: int, method: str, repeats: int) -> dict[str, object]:
     }
 
 
-def run_all(models: list[str], repeats: int, sizes: dict[str, tuple[int, ...]]) -> dict[str, object]:
+def run_all(models: list[str], repeats: int, sizes: dict[str, tuple[int, ...]],
+            methods: tuple[str, ...] = METHODS) -> dict[str, object]:
     results: dict[str, object] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {machine_bytes() / 2**30:.0f} GiB, "
                    f"{os.environ.get('BENCH_THREADS', '2')} torch threads",
@@ -130,7 +135,7 @@ def run_all(models: list[str], repeats: int, sizes: dict[str, tuple[int, ...]]) 
     budget = 0.85 * machine_bytes()
     for model in models:
         for n in sizes[model]:
-            for method in METHODS:
+            for method in methods:
                 if method == "eager" and eager_estimate(model, n) > budget:
                     est = eager_estimate(model, n) / 2**30
                     print(f"{model} N={n} eager: skipped, needs ~{est:.0f} GiB > {budget / 2**30:.0f} GiB", flush=True)
@@ -179,6 +184,7 @@ def main() -> None:
     parser.add_argument("--models", default="smollm2,minilm")
     parser.add_argument("--sizes", help="comma-separated N to run for every model (default: the full grid)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods to run")
     parser.add_argument("--out", type=Path, default=HERE / "results.json")
     parser.add_argument("--no-readme", action="store_true", help="do not rewrite the README table")
     args = parser.parse_args()
@@ -191,7 +197,7 @@ def main() -> None:
     if args.sizes:
         wanted = tuple(int(s) for s in args.sizes.split(","))
         sizes = {m: tuple(n for n in wanted if n <= max(SIZES[m])) for m in models}
-    results = run_all(models, args.repeats, sizes)
+    results = run_all(models, args.repeats, sizes, tuple(args.methods.split(",")))
     args.out.write_text(json.dumps(results, indent=1), encoding="utf-8")
     if not args.no_readme:
         write_readme(results)
