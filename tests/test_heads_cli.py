@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import headmap.analysis.report as report_module
+import headmap.analysis.engines as engines_module  # corpus jobs call stats_partial there
 from headmap.cli import main
 
 CORPORA = Path(__file__).resolve().parent.parent / "corpora"
@@ -63,7 +63,7 @@ def test_bad_corpus_line_is_one_message(tmp_path, capsys):
 def test_ctrl_c_keeps_finished_texts_and_says_how_to_go_on(tmp_path, capsys, monkeypatch, minilm):
     corpus = tmp_path / "c.txt"
     corpus.write_text("\n".join((CORPORA / "heldout.txt").read_text(encoding="utf-8").splitlines()[:12]), encoding="utf-8")
-    original, calls = report_module.stats_partial, []
+    original, calls = engines_module.stats_partial, []
 
     def interrupted(*args, **kwargs):  # type: ignore[no-untyped-def]
         if calls:
@@ -71,13 +71,13 @@ def test_ctrl_c_keeps_finished_texts_and_says_how_to_go_on(tmp_path, capsys, mon
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(report_module, "stats_partial", interrupted)
+    monkeypatch.setattr(engines_module, "stats_partial", interrupted)
     out = tmp_path / "r"
     args = ["heads", str(corpus), "--model", "minilm", "--out", str(out), "--batch-size", "4", "--layers", "0,1",
             "--no-diversity", "-q"]
     assert main(args) == 130
     assert "rerun the same command to continue" in capsys.readouterr().err
     assert [p.name for p in (out / "partials").iterdir()] == ["stats-0000000-0000003.safetensors"]
-    monkeypatch.setattr(report_module, "stats_partial", original)
+    monkeypatch.setattr(engines_module, "stats_partial", original)
     assert main(args) == 0
     assert (pd.read_csv(out / "heads.csv")["n_texts"] == 12).all()

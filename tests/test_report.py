@@ -14,7 +14,7 @@ from helpers import tokens_from
 from scipy.spatial.distance import jensenshannon
 from tiny_models import build
 
-import headmap.analysis.report as report_module
+import headmap.analysis.engines as engines_module  # corpus jobs call stats_partial there
 from headmap.analysis.compute import CorpusCollector
 from headmap.analysis.corpus import corpus_from_texts
 from headmap.analysis.partials import CORPUS_STATS, Partial, ReportSpec, combine, pack_upper
@@ -128,11 +128,24 @@ def split(partial: Partial) -> list[Partial]:
             for i in range(len(partial.indices))]
 
 
-def test_combine_is_pure_and_independent_of_order_and_grouping(tiny, monkeypatch):
-    made: list[Partial] = []
-    original = report_module.stats_partial
-    monkeypatch.setattr(report_module, "stats_partial", lambda *a, **k: made.append(original(*a, **k)) or made[-1])
-    report = head_report(tiny["bert"], TEXTS, batch_size=2)
+class Recording:
+    """The local engine, keeping every partial it makes."""
+
+    def __init__(self) -> None:
+        self.made: list[Partial] = []
+
+    def partials(self, loaded, jobs, work):
+        from headmap.analysis.engines import LocalEngine
+
+        for partial in LocalEngine().partials(loaded, jobs, work):
+            self.made.append(partial)
+            yield partial
+
+
+def test_combine_is_pure_and_independent_of_order_and_grouping(tiny):
+    recording = Recording()
+    report = head_report(tiny["bert"], TEXTS, batch_size=2, engine=recording)
+    made = recording.made
     spec = report.spec
     shuffled = made[:]
     random.Random(1).shuffle(shuffled)
@@ -162,7 +175,7 @@ def test_resume_after_interruption_loses_nothing(tiny, monkeypatch, tmp_path):
     texts = TEXTS * 3  # 15 texts, groups of 4
     full = head_report(model, texts, batch_size=4)
     calls: list[int] = []
-    original = report_module.stats_partial
+    original = engines_module.stats_partial
 
     def interrupted(loaded, group, *args, **kwargs):  # type: ignore[no-untyped-def]
         if len(calls) == 2:
@@ -170,7 +183,7 @@ def test_resume_after_interruption_loses_nothing(tiny, monkeypatch, tmp_path):
         calls.append(len(group))
         return original(loaded, group, *args, **kwargs)
 
-    monkeypatch.setattr(report_module, "stats_partial", interrupted)
+    monkeypatch.setattr(engines_module, "stats_partial", interrupted)
     with pytest.raises(KeyboardInterrupt):
         head_report(model, texts, batch_size=4, out=tmp_path / "rep")
     kept = sorted(p.name for p in (tmp_path / "rep" / "partials").iterdir())
@@ -178,7 +191,7 @@ def test_resume_after_interruption_loses_nothing(tiny, monkeypatch, tmp_path):
     assert not (tmp_path / "rep" / "heads.csv").exists()
 
     computed: list[int] = []
-    monkeypatch.setattr(report_module, "stats_partial",
+    monkeypatch.setattr(engines_module, "stats_partial",
                         lambda loaded, group, *a, **k: computed.extend(t.index for t in group) or original(loaded, group, *a, **k))
     resumed = head_report(model, texts, batch_size=4, out=tmp_path / "rep")
     assert computed == list(range(8, 15))  # only the texts not finished before

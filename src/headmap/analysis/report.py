@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from headmap.analysis.compute import DEFAULT_BUDGET_BYTES, check_diversity, plan_groups, stats_partial, token_counts
+from headmap.analysis.compute import DEFAULT_BUDGET_BYTES, check_diversity, plan_groups, token_counts
+from headmap.analysis.engines import IMPORTANCE_JOB, STATS_JOB, Engine, Job, LocalEngine, Work
 from headmap.analysis.corpus import CorpusText, as_corpus
 from headmap.analysis.diversity import linkage, mds_embedding, near_duplicates
-from headmap.analysis.importance import importance_partial
 from headmap.analysis.losses import Loss, LossFn, resolve_loss
 from headmap.analysis.partials import Combined, Partial, ReportSpec, combine
 from headmap.analysis.roles import THRESHOLDS, assign_roles, describe_thresholds
@@ -228,7 +228,8 @@ def head_report(model: LoadedModel | str, texts: Sequence[str] | str | Path, *,
                 layers: LayerSpec | Sequence[LayerSpec] | None = None, heads: int | Sequence[int] | None = None,
                 max_texts: int | None = None, batch_size: int = 8, diversity: bool = True, importance: bool = False,
                 loss: str | LossFn | Loss | None = None, out: str | Path | None = None,
-                budget_bytes: int = DEFAULT_BUDGET_BYTES, progress: bool = False) -> HeadReport:
+                budget_bytes: int = DEFAULT_BUDGET_BYTES, engine: Engine | None = None,
+                progress: bool = False) -> HeadReport:
     """Measure every head over ``texts`` (a list of strings, or a ``.txt``/``.jsonl`` file or folder).
 
     Statistics are streamed (no ``N x N`` map is kept beyond ``budget_bytes`` for the distances).
@@ -236,7 +237,9 @@ def head_report(model: LoadedModel | str, texts: Sequence[str] | str | Path, *,
     importance with ``loss`` (see :func:`headmap.head_importance`). With ``out``, finished groups of
     texts are kept in ``out/partials`` as they complete, a rerun continues where the last one
     stopped (refusing partials of another corpus, model or setting; a user loss is known by its
-    name only), and the report is saved into ``out`` at the end.
+    name only), and the report is saved into ``out`` at the end. ``engine`` runs the per-text work:
+    in this process (:class:`~headmap.analysis.engines.LocalEngine`, the default) or on Ray workers
+    (:class:`~headmap.analysis.ray_engine.RayEngine`); the table is the same either way.
     """
     loaded = load(model) if isinstance(model, str) else model
     corpus = as_corpus(texts, max_texts)
@@ -251,9 +254,7 @@ def head_report(model: LoadedModel | str, texts: Sequence[str] | str | Path, *,
         notes.append(why_not)
     spec = ReportSpec(loaded.name, tuple(k.name for k in keys), picked, diversity=diversity and not why_not)
     store = _store(out, spec, chosen_loss)
-    parts = _stats_parts(loaded, corpus, spec, store, batch_size, budget_bytes, progress)
-    if chosen_loss is not None:
-        parts += _importance_parts(loaded, corpus, keys, picked, chosen_loss, store, batch_size, progress)
+    parts = _parts(loaded, corpus, spec, store, batch_size, budget_bytes, chosen_loss, engine or LocalEngine(), progress)
     report = HeadReport(combine(parts, spec), tuple(notes), chosen_loss.name if chosen_loss else None)
     if out is not None:
         report.save(out)
@@ -279,46 +280,42 @@ def _bar(progress: bool, total: int, done: int, what: str):  # type: ignore[no-u
     return tqdm(total=total, initial=done, desc=what, unit="text")
 
 
-def _stats_parts(loaded: LoadedModel, corpus: list[CorpusText], spec: ReportSpec, store: PartialStore | None,
-                 batch_size: int, budget_bytes: int, progress: bool) -> list[Partial]:
-    parts = store.load("stats", corpus) if store is not None else []
-    done = kept_indices(parts)
-    todo = [t for t in corpus if t.index not in done]
+def _parts(loaded: LoadedModel, corpus: list[CorpusText], spec: ReportSpec, store: PartialStore | None,
+           batch_size: int, budget_bytes: int, loss: Loss | None, engine: Engine, progress: bool) -> list[Partial]:
+    """Every partial of the report: kept ones from ``store``, the rest from ``engine`` (kept as they come)."""
+    work = Work(spec, budget_bytes, loss)
+    parts: list[Partial] = []
+    kinds = [STATS_JOB] + ([IMPORTANCE_JOB] if loss is not None else [])
+    for kind in kinds:
+        kept = store.load(kind, corpus) if store is not None else []
+        done = kept_indices(kept)
+        todo = [t for t in corpus if t.index not in done]
+        jobs = _jobs(kind, loaded, todo, spec, batch_size, budget_bytes)
+        parts += kept
+        bar = _bar(progress, len(corpus), len(done), "texts" if kind == STATS_JOB else "importance")
+        try:
+            for partial in engine.partials(loaded, jobs, work):
+                if store is not None:
+                    store.write(partial)
+                parts.append(partial)
+                if bar is not None:
+                    bar.update(len(partial.indices))
+        finally:
+            if bar is not None:
+                bar.close()
+    return parts
+
+
+def _jobs(kind: str, loaded: LoadedModel, todo: list[CorpusText], spec: ReportSpec, batch_size: int,
+          budget_bytes: int) -> list[Job]:
+    """Groups of texts per forward: stats jobs bounded by ``batch_size`` and the distance budget."""
     tokens = token_counts(loaded, todo)
-    bar = _bar(progress, len(corpus), len(done), "texts")
-    try:
-        for group in plan_groups(todo, tokens, spec, batch_size, budget_bytes):
-            partial = stats_partial(loaded, [todo[i] for i in group], spec, [tokens[i] for i in group], budget_bytes)
-            if store is not None:
-                store.write(partial)
-            parts.append(partial)
-            if bar is not None:
-                bar.update(len(group))
-    finally:
-        if bar is not None:
-            bar.close()
-    return parts
-
-
-def _importance_parts(loaded: LoadedModel, corpus: list[CorpusText], keys: Sequence[LayerKey], heads: Sequence[int],
-                      loss: Loss, store: PartialStore | None, batch_size: int, progress: bool) -> list[Partial]:
-    parts = store.load("importance", corpus) if store is not None else []
-    done = kept_indices(parts)
-    todo = [t for t in corpus if t.index not in done]
-    bar = _bar(progress, len(corpus), len(done), "importance")
-    step = max(1, batch_size)
-    try:
-        for first in range(0, len(todo), step):
-            partial = importance_partial(loaded, todo[first : first + step], keys, heads, loss)
-            if store is not None:
-                store.write(partial)
-            parts.append(partial)
-            if bar is not None:
-                bar.update(len(partial.indices))
-    finally:
-        if bar is not None:
-            bar.close()
-    return parts
+    if kind == IMPORTANCE_JOB:
+        step = max(1, batch_size)
+        groups = [list(range(a, min(len(todo), a + step))) for a in range(0, len(todo), step)]
+    else:
+        groups = plan_groups(todo, tokens, spec, batch_size, budget_bytes)
+    return [Job(kind, tuple(todo[i] for i in g), tuple(tokens[i] for i in g)) for g in groups]
 
 
 __all__ = ["HeadReport", "head_report"]

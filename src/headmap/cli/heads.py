@@ -34,9 +34,33 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                        "models with an MLM head; other models need a loss function through the Python API)")
     heads.add_argument("--budget-mb", type=int, default=256,
                        help="memory for the maps that head distances hold at once (default: %(default)s MB)")
+    heads.add_argument("--engine", choices=("local", "ray"), default="local",
+                       help="where the per-text work runs: this process (default) or Ray Data workers "
+                            "(pip install 'headmap[ray]'); the table is the same")
+    heads.add_argument("--address", help="with --engine ray: join this Ray cluster ('auto' or ray://host:port); "
+                                         "without it Ray starts on this machine for the run")
+    heads.add_argument("--workers", type=int, default=2, help="with --engine ray: workers, each loading the model once "
+                                                              "(default: %(default)s)")
+    heads.add_argument("--gpus-per-worker", type=float, default=0.0, help="with --engine ray: GPUs per worker (default: 0)")
     heads.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     heads.add_argument("--trust-remote-code", action="store_true", help="allow model code from the model folder (off by default)")
     heads.set_defaults(run=run)
+
+
+def _engine(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from headmap.analysis.engines import LocalEngine
+    from headmap.errors import HeadmapError
+
+    if args.engine == "local":
+        if args.address:
+            raise HeadmapError("--address needs --engine ray")
+        return LocalEngine()
+    from headmap.analysis.ray_engine import RayEngine
+
+    if args.workers < 1:
+        raise HeadmapError(f"--workers must be at least 1, not {args.workers}")
+    return RayEngine(address=args.address, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
+                     trust_remote_code=args.trust_remote_code)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -54,7 +78,8 @@ def run(args: argparse.Namespace) -> None:
         report = head_report(model, corpus, layers=parse_layers(args.layers),
                              heads=parse_heads(args.heads), batch_size=args.batch_size,
                              diversity=not args.no_diversity, importance=args.importance, loss=args.loss,
-                             out=args.out, budget_bytes=args.budget_mb * 2**20, progress=not args.quiet)
+                             out=args.out, budget_bytes=args.budget_mb * 2**20, engine=_engine(args),
+                             progress=not args.quiet)
     except KeyboardInterrupt:
         print(f"headmap: finished texts are kept in {args.out / PARTIALS}; rerun the same command to continue",
               file=sys.stderr)
