@@ -19,7 +19,7 @@ from headmap.capture import Block, CapturePlan, MapStore, capture, stream
 from headmap.errors import HeadmapError
 from headmap.models import LoadedModel, load
 from headmap.render.files import render_to_file
-from headmap.render.html import notebook_html
+from headmap.render.interactive import interactive_html, notebook_view
 from headmap.render.static import plot_grid, plot_head
 from headmap.result import CAUSATION_WARNING, AttentionResult, LayerKey, LayerMap, Stack
 from headmap.storage import load_result
@@ -33,7 +33,7 @@ _result.bind_stages(_result.Stages(
     plot_head=plot_head,
     plot_grid=plot_grid,
     render=render_to_file,
-    notebook_html=notebook_html,
+    notebook_html=notebook_view,
 ))
 
 __version__ = "0.1.0"
@@ -54,6 +54,7 @@ __all__ = [
     "Tokens",
     "capture",
     "collect_stats",
+    "interactive_html",
     "load",
     "load_result",
     "stream",
