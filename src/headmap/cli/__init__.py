@@ -10,10 +10,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from headmap.cli import capture, demo, render, stats
+from headmap.cli import capture, demo, render, serve, stats
 from headmap.errors import HeadmapError
 
-COMMANDS = (render, capture, stats, demo)
+COMMANDS = (render, capture, stats, demo, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
