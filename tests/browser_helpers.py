@@ -62,9 +62,10 @@ def watch(page) -> Watched:  # type: ignore[no-untyped-def]
     return watched
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """One headless Chromium for the session; skipped (with the reason) where it cannot run."""
+    """A headless Chromium per test module (one Playwright at a time: each module that imports this
+    fixture gets its own copy of it); skipped, with the reason, where it cannot run."""
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is missing: scripts/setup.sh installs it as root with `apt-get install -y chromium`")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (requirements.txt)")

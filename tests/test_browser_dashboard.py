@@ -31,9 +31,11 @@ def free_port() -> int:
 def server(minilm):
     from headmap.serve.app import launch
 
-    bench = Workbench(["minilm"], loader=lambda name, **_: minilm, max_tokens=128)
+    models = {"minilm": minilm}  # a test that switches models adds the other one (loaded by pytest)
+    bench = Workbench(["minilm"], loader=lambda name, **_: models[name], max_tokens=128)
     port = free_port()
     demo = launch(bench, port=port, block=False, quiet=True)
+    bench.offered = models  # type: ignore[attr-defined]
     yield bench, f"http://127.0.0.1:{port}/"
     demo.close()
 
@@ -78,6 +80,8 @@ def test_text_sliders_and_hover(browser, server):
     step_slider(page, "hm-head", 3)
     wait_drawn(page, "|layer.2|3")
     assert page.inner_text(f"{PLOT} .hm-title") == "minilm · layer 2 · head 3"
+    fetched = page.evaluate("performance.getEntriesByType('resource').map(e => e.name)")
+    assert any("/headmap/blob/" in name for name in fetched)  # the codes came beside Gradio's JSON
     expected = bench.maps("minilm", TEXT, ViewSpec()).layer(2).values[3]
     for r, c in [(0, 0), (4, 3), (9, 12), (len(expected) - 1, len(expected) - 1)]:
         lines, shown = hover_cell(page, PLOT, r, c)
@@ -154,4 +158,22 @@ def test_layer_and_depth_views(browser, server, minilm):
     entropy = collect_stats(minilm, TEXT).entropy
     lines, shown = hover_cell(page, PLOT, 4, 7)
     assert lines[:2] == ["layer: layer 4", "head: head 7"] and abs(shown - float(entropy[4, 7])) <= 5e-5 + 1e-6
+    watched.assert_clean()
+
+
+def test_switching_models_resizes_the_sliders(browser, server, smollm2):
+    bench, url = server
+    bench.offered["smollm2"] = smollm2
+    watched = open_dashboard(browser, url)
+    page = watched.page
+    assert page.get_attribute("#hm-layer input[type=range]", "max") == "5"
+    page.click("#hm-model input")
+    page.get_by_role("option", name="smollm2").click()
+    wait_drawn(page, "smollm2|")
+    assert page.get_attribute("#hm-layer input[type=range]", "max") == "29"
+    assert page.get_attribute("#hm-head input[type=range]", "max") == "8"
+    step_slider(page, "hm-layer", 2)
+    wait_drawn(page, "smollm2|")
+    wait_drawn(page, "|layer.2|0")
+    assert page.inner_text(f"{PLOT} .hm-title") == "smollm2 · layer 2 · head 0"
     watched.assert_clean()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import threading
 import time
 
@@ -24,7 +23,7 @@ TEXT = "The trophy didn't fit in the suitcase because it was too big, so Maria's
 def decode(payload: dict) -> list[np.ndarray]:
     """The maps a picture payload carries, as the page's script decodes them."""
     data = payload["data"]
-    codes = np.frombuffer(base64.b64decode(data["b64"]), dtype="<u2").astype(np.float64)
+    codes = np.frombuffer(data["codes"], dtype="<u2").astype(np.float64)
     out = []
     for i, panel in enumerate(payload["panels"]):
         n = panel["shape"][0] * panel["shape"][1]
@@ -67,6 +66,39 @@ def test_cache_computes_each_key_once_across_threads():
     with pytest.raises(ZeroDivisionError):
         cache.get_or_compute("bad", lambda: 1 // 0)
     assert "bad" not in cache and cache.get_or_compute("bad", lambda: 7) == 7
+
+
+def test_cache_put_and_get_replace_and_evict():
+    cache: BoundedCache[bytes] = BoundedCache(8, len)
+    cache.put("a", b"1234")
+    cache.put("a", b"123456")  # replacing counts the new size only
+    assert cache.get("a") == b"123456" and cache.nbytes == 6
+    cache.put("b", b"12")
+    cache.put("c", b"1")
+    assert cache.get("a") is None and cache.get("b") == b"12" and cache.nbytes == 3
+
+
+def test_picture_codes_travel_beside_the_json(minilm):
+    from starlette.applications import Starlette
+    from starlette.testclient import TestClient
+
+    from headmap.serve.app import blob_route
+    from headmap.serve.payload import finish
+
+    bench = Workbench(["minilm"], loader=lambda name, **_: minilm)
+    payload = {"kind": "maps", "data": {"bits": 16, "lo": [0.0], "hi": [1.0], "codes": b"\x01\x00\xff\xff"}}
+    inline = finish(payload, None)["data"]
+    assert inline["b64"] == "AQD//w==" and "codes" not in inline and "codes" in payload["data"]
+    url = finish(payload, bench.publish)["data"]["url"]
+    assert url.startswith("headmap/blob/") and len(url) > len("headmap/blob/") + 20
+    client = TestClient(Starlette(routes=[blob_route(bench)]))
+    response = client.get("/" + url)
+    assert response.status_code == 200 and response.content == b"\x01\x00\xff\xff"
+    assert response.headers["cache-control"] == "no-store"
+    assert client.get("/headmap/blob/not-a-token").status_code == 404
+    # The same picture twice has one fingerprint (the page skips redrawing it); another colormap does not.
+    again = finish(payload, bench.publish)
+    assert again["digest"] == finish(payload, None)["digest"] != finish({**payload, "cmap": "x"}, None)["digest"]
 
 
 # -- maps ----------------------------------------------------------------------------------------

@@ -31,7 +31,10 @@ def run(args: argparse.Namespace) -> None:
     bench = Workbench(args.model or [DEFAULT_MODEL], max_tokens=args.max_tokens, cache_bytes=args.cache_mb << 20,
                       trust_remote_code=args.trust_remote_code)
     bench.info(bench.default_model)  # load the first model now: a bad one fails here, before the server starts
-    from headmap.serve.app import launch
+    try:
+        from headmap.serve.app import launch
+    except ImportError as exc:
+        raise HeadmapError(f"headmap serve needs gradio ({exc}): pip install 'headmap[serve]'") from None
 
     print(f"headmap: serving on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
     launch(bench, host=args.host, port=args.port, block=True, quiet=True)

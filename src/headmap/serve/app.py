@@ -12,6 +12,10 @@ from __future__ import annotations
 import os
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported: it reads it at import
+# Gradio's queue rebuilds a pandas summary of every past event after each event, for its optional
+# monitoring page (which headmap does not use): on a 2-core machine that competes with the next
+# slider move. Rebuild it only every 100000 events, unless the user chose otherwise.
+os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "100000")
 
 import logging  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
@@ -25,9 +29,9 @@ from headmap.render.embed import asset  # noqa: E402
 from headmap.render.static import DIVERGING, SEQUENTIAL  # noqa: E402
 from headmap.result import CAUSATION_WARNING  # noqa: E402
 from headmap.serve.display import ViewSpec  # noqa: E402
-from headmap.serve.payload import message  # noqa: E402
+from headmap.serve.payload import finish, message  # noqa: E402
 from headmap.serve.views import VIEWS, Control, Request, View  # noqa: E402
-from headmap.serve.workbench import Workbench  # noqa: E402
+from headmap.serve.workbench import BLOB_ROUTE, Workbench  # noqa: E402
 
 log = logging.getLogger("headmap.serve")
 
@@ -69,7 +73,7 @@ def draw(bench: Workbench, layout: Layout, view_label: str, values: Sequence[Any
         request = Request(model=str(shared["model"]), text=str(shared["text"] or ""), layer=int(shared["layer"] or 0),
                           head=int(shared["head"] or 0), spec=spec, cmap=str(shared["cmap"] or "viridis"))
         first, end = layout.spans[index]
-        return view.draw(bench, request, extras[first:end])
+        return finish(view.draw(bench, request, extras[first:end]), bench.publish)
     except HeadmapError as exc:
         return message(str(exc))
     except Exception as exc:  # a page shows a line, never a traceback; the server log keeps it
@@ -148,10 +152,26 @@ def build_app(bench: Workbench, views: Sequence[View] = VIEWS) -> gr.Blocks:
     return demo
 
 
+def blob_route(bench: Workbench) -> Any:
+    """``GET /headmap/blob/<token>``: the codes of a picture, as raw bytes, for the page's script."""
+    from starlette.requests import Request as HttpRequest
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    def serve_blob(request: HttpRequest) -> Response:
+        data = bench.blob(str(request.path_params["token"]))
+        if data is None:
+            return Response(b"this picture expired: move a control to draw it again", status_code=404)
+        return Response(data, media_type="application/octet-stream", headers={"Cache-Control": "no-store"})
+
+    return Route(f"/{BLOB_ROUTE}{{token}}", serve_blob, methods=["GET"])
+
+
 def launch(bench: Workbench, host: str = "127.0.0.1", port: int = 7860, block: bool = True,
            quiet: bool = False) -> gr.Blocks:
     """Build and start the dashboard on ``host:port`` (127.0.0.1 unless told otherwise)."""
     demo = build_app(bench)
     demo.launch(server_name=host, server_port=port, prevent_thread_lock=not block, quiet=quiet, theme=theme(),
-                ssr_mode=False, share=False, show_error=False, footer_links=[])
+                ssr_mode=False, share=False, show_error=False, footer_links=[],
+                app_kwargs={"routes": [blob_route(bench)]})
     return demo

@@ -82,6 +82,19 @@ class BoundedCache(Generic[V]):
             self._store(key, value)
             return value
 
+    def get(self, key: Hashable) -> V | None:
+        """The cached value (marked as just used), or None."""
+        with self._lock:
+            return self._lookup(key)[1]
+
+    def put(self, key: Hashable, value: V) -> None:
+        """Keep ``value`` under ``key`` (replacing any), evicting the least recently used beyond the budget."""
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._bytes -= old[1]
+        self._store(key, value)
+
     def _store(self, key: Hashable, value: V) -> None:
         size = int(self._size_of(value))
         with self._lock:

@@ -14,7 +14,7 @@ blocks are complete and its full maps dropped, so memory stays at about one laye
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -192,7 +192,3 @@ def estimate_bytes(num_maps: int, tokens: int) -> int:
     """float32 bytes of ``num_maps`` full ``tokens x tokens`` maps."""
     return 4 * num_maps * tokens * tokens
 
-
-def head_positions(layer: DisplayLayer, heads: Sequence[int]) -> list[int]:
-    """Positions in ``layer.heads`` of model head numbers ``heads``."""
-    return [layer.heads.index(h) for h in heads]

@@ -7,6 +7,7 @@ of every browser tab carries its own text and options and the server keeps no pe
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,9 @@ MAX_CELLS = 512
 CACHE_BYTES = 1 << 30
 #: Texts whose full capture (every layer and head, float32) fits this are captured whole and kept.
 FULL_CAPTURE_BYTES = 256 << 20
+#: Pictures' codes waiting to be fetched by the page (a 512 x 512 map is 512 KB).
+BLOB_BYTES = 64 << 20
+BLOB_ROUTE = "headmap/blob/"
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,7 @@ class Workbench:
             cache_bytes // 3, lambda r: sum(layer.weights.nbytes for layer in r.layers))
         self.displays: BoundedCache[DisplayMaps] = BoundedCache(cache_bytes - cache_bytes // 3, lambda d: d.budget)
         self.stats_cache: BoundedCache[HeadStats] = BoundedCache(64 << 20, lambda s: s.overview.nbytes + 4096)
+        self.blobs: BoundedCache[bytes] = BoundedCache(BLOB_BYTES, len)
 
     # -- models ----------------------------------------------------------------------------------
     def model(self, name: str) -> LoadedModel:
@@ -80,6 +85,16 @@ class Workbench:
         arch = discover(self.model(name).model)
         keys = tuple(sorted(arch.sites, key=lambda k: k.sort_key))
         return ModelInfo(name, keys, arch.num_heads)
+
+    # -- pictures' bytes -------------------------------------------------------------------------
+    def publish(self, data: bytes) -> str:
+        """Keep ``data`` for the page to fetch; its URL, relative to the page."""
+        token = secrets.token_urlsafe(18)
+        self.blobs.put(token, data)
+        return BLOB_ROUTE + token
+
+    def blob(self, token: str) -> bytes | None:
+        return self.blobs.get(token)
 
     # -- text ------------------------------------------------------------------------------------
     def count_tokens(self, name: str, text: str) -> int:

@@ -26,10 +26,18 @@ function headmapView() {
     return new Response(stream).arrayBuffer().then(function (buffer) { return new Uint8Array(buffer); });
   }
 
-  /** Integer codes of {bits, deflate, b64}: Uint8Array or Uint16Array (stored little-endian). */
+  /** Raw bytes of {url} (fetched from the page's own server) or {b64}. */
+  function rawOf(data) {
+    if (!data.url) return Promise.resolve(bytesOf(data.b64));
+    return fetch(data.url, {cache: "no-store"}).then(function (response) {
+      if (!response.ok) return response.text().then(function (text) { throw new Error(text); });
+      return response.arrayBuffer();
+    }).then(function (buffer) { return new Uint8Array(buffer); });
+  }
+
+  /** Integer codes of {bits, deflate, url|b64}: Uint8Array or Uint16Array (stored little-endian). */
   function codesOf(data) {
-    var bytes = bytesOf(data.b64);
-    var ready = data.deflate ? inflate(bytes) : Promise.resolve(bytes);
+    var ready = rawOf(data).then(function (bytes) { return data.deflate ? inflate(bytes) : bytes; });
     return ready.then(function (raw) {
       if (data.bits === 8) return raw;
       var out = new Uint16Array(raw.length >> 1);
@@ -370,14 +378,17 @@ function headmapView() {
 
   /** Gradio's js_on_load: draw props.value now and whenever the server sends a new one. */
   function mountPanel(element, props, watch) {
-    var stage = element.querySelector(".hm-stage") || element, latest = 0;
+    var stage = element.querySelector(".hm-stage") || element, latest = 0, shown = null;
     function show() {
       var payload = props.value, seq = ++latest;
       if (!payload || typeof payload !== "object") return;
-      if (payload.kind === "message") { showMessage(stage, payload.message); return; }
+      if (payload.kind === "message") { shown = null; showMessage(stage, payload.message); return; }
+      if (payload.digest && payload.digest === shown) return;  // the same picture again: keep it
       (payload.data ? codesOf(payload.data) : Promise.resolve(null)).then(function (codes) {
-        if (seq === latest) drawPanels(stage, panelSpec(payload, codes));  // else a newer one came
-      }).catch(function (error) { showMessage(stage, String(error.message || error)); });
+        if (seq !== latest) return;  // a newer picture came meanwhile
+        drawPanels(stage, panelSpec(payload, codes));
+        shown = payload.digest || null;
+      }).catch(function (error) { shown = null; showMessage(stage, String(error.message || error)); });
     }
     show();
     watch("value", show);
