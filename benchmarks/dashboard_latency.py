@@ -27,6 +27,7 @@ import os
 import platform
 import socket
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -132,6 +133,7 @@ def server_share(bench, model: str, text: str, repeats: int) -> tuple[float, flo
     from headmap.serve.views import Request, head
 
     request = Request(model, text, layer=12 % len(bench.info(model).keys), head=1, spec=ViewSpec(), cmap="viridis")
+    bench.maps(model, text, request.spec)  # the capture (not timed): pictures are drawn from the cache
     times, payload, codes = [], {}, 0
     for _ in range(repeats):
         start = time.perf_counter()
@@ -140,7 +142,7 @@ def server_share(bench, model: str, text: str, repeats: int) -> tuple[float, flo
         payload = finish(drawn, bench.publish)
         json.dumps(payload)  # gradio serializes it
         times.append(1000 * (time.perf_counter() - start))
-    result = bench.capture(model, text) if bench.captures.max_bytes and (model, text) in bench.captures else None
+    result = bench.capture(model, text) if (model, text) in bench.captures else None  # short texts only
     png = []
     if result is not None:
         for _ in range(min(3, repeats)):
@@ -152,46 +154,68 @@ def server_share(bench, model: str, text: str, repeats: int) -> tuple[float, flo
     return statistics.median(times), kb, statistics.median(png) if png else float("nan")
 
 
-def run(args: argparse.Namespace) -> list[dict[str, object]]:
+def start_server(model: str, port: int, max_tokens: int) -> subprocess.Popen:
+    """``headmap serve`` in its own process, as a person runs it: the browser driver here and the
+    server do not share one interpreter (and its lock). Returns once the port answers."""
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    command = [sys.executable, "-m", "headmap.cli", "serve", "--model", model, "--port", str(port),
+               "--max-tokens", str(max_tokens)]
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"headmap serve exited: {server.stderr.read() if server.stderr else ''}")
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return server
+        time.sleep(0.5)
+    server.terminate()
+    raise RuntimeError("headmap serve did not start within 300 s")
+
+
+def browse(args: argparse.Namespace, port: int, tokenizer, layers: int, heads: int) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
     from playwright.sync_api import sync_playwright
 
-    from headmap.serve.app import launch
+    rows: list[dict[str, object]] = []
+    with sync_playwright() as playwright:
+        # Other hosts fail to resolve inside Chromium itself: no per-request interception to slow the page.
+        blocked = ARGS + ["--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=blocked)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.add_init_script(HOOKS)
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_selector(f"{PLOT}[data-hm-drawn]", timeout=args.timeout)
+        show(page, text_of(tokenizer, 32, seed=99), args.timeout)  # warm-up: probe, first forward
+        firsts = [show(page, text_of(tokenizer, args.first_tokens, seed=1 + i), args.timeout) for i in range(args.texts)]
+        rows.append({"what": "new text -> first map", "tokens": args.first_tokens, "n": len(firsts),
+                     "p50": statistics.median(firsts), "p95": percentile(firsts, 95), "target": f"<= {TARGETS['first']:.0f}"})
+        for n in args.sizes:
+            text = text_of(tokenizer, n, seed=50 + n)
+            show(page, text, args.timeout * 10)  # the capture itself is not what is timed here
+            times = slider_moves(page, text, layers, heads, args.moves, args.timeout)
+            target = (f"p50 <= {TARGETS['slider_small'][0]:.0f}, p95 <= {TARGETS['slider_small'][1]:.0f}" if n <= 256
+                      else f"<= {TARGETS['slider_large']:.0f}")
+            rows.append({"what": "slider -> new picture", "tokens": n, "n": len(times), "text": text,
+                         "p50": statistics.median(times), "p95": percentile(times, 95), "target": target})
+        browser.close()
+    return rows
+
+
+def run(args: argparse.Namespace) -> list[dict[str, object]]:
     from headmap.serve.workbench import Workbench
 
     bench = Workbench([args.model], max_tokens=max(*args.sizes, args.first_tokens) + 16)
     info = bench.info(args.model)
-    tokenizer = bench.model(args.model).tokenizer
     port = free_port()
-    demo = launch(bench, port=port, block=False, quiet=True)
-    rows: list[dict[str, object]] = []
+    server = start_server(args.model, port, bench.max_tokens)
     try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.add_init_script(HOOKS)
-            page.route("**/*", lambda r: r.continue_() if "127.0.0.1" in r.request.url else r.abort())
-            page.goto(f"http://127.0.0.1:{port}/")
-            page.wait_for_selector(f"{PLOT}[data-hm-drawn]", timeout=args.timeout)
-            show(page, text_of(tokenizer, 32, seed=99), args.timeout)  # warm-up: probe, first forward
-            first_size = args.first_tokens
-            firsts = [show(page, text_of(tokenizer, first_size, seed=1 + i), args.timeout) for i in range(args.texts)]
-            rows.append({"what": "new text -> first map", "tokens": first_size, "n": len(firsts),
-                         "p50": statistics.median(firsts), "p95": percentile(firsts, 95), "target": f"<= {TARGETS['first']:.0f}"})
-            for n in args.sizes:
-                text = text_of(tokenizer, n, seed=50 + n)
-                show(page, text, args.timeout * 10)  # the capture itself is not what is timed here
-                times = slider_moves(page, text, len(info.keys), info.num_heads, args.moves, args.timeout)
-                small = n <= 256
-                target = (f"p50 <= {TARGETS['slider_small'][0]:.0f}, p95 <= {TARGETS['slider_small'][1]:.0f}" if small
-                          else f"<= {TARGETS['slider_large']:.0f}")
-                server, kb, png = server_share(bench, args.model, text, args.repeats)
-                rows.append({"what": "slider -> new picture", "tokens": n, "n": len(times),
-                             "p50": statistics.median(times), "p95": percentile(times, 95), "target": target,
-                             "server": server, "kb": kb, "png": png})
-            browser.close()
+        rows = browse(args, port, bench.model(args.model).tokenizer, len(info.keys), info.num_heads)
     finally:
-        demo.close()
+        server.terminate()
+        server.wait(timeout=30)
     for row in rows:
+        if "text" in row:  # the server's share, measured here once the browser is done
+            row["server"], row["kb"], row["png"] = server_share(bench, args.model, str(row.pop("text")), args.repeats)
         row["met"] = met(row)
     return rows
 
@@ -205,12 +229,13 @@ def met(row: dict[str, object]) -> str:
     return "yes" if p95 <= TARGETS["slider_large"] else "no"
 
 
-def table(rows: list[dict[str, object]], model: str) -> str:
+def table(rows: list[dict[str, object]], model: str, load: tuple[float, float]) -> str:
     import torch
 
     lines = [
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads; "
-        f"headless Chromium ({CHROMIUM}); model {model}; times in ms, measured in the page.",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
+        f"1-minute load average {load[0]:.1f} at the start and {load[1]:.1f} at the end; headless Chromium "
+        f"({CHROMIUM}); model {model}; times in ms, measured in the page.",
         "",
         "| measurement | tokens | n | p50 (ms) | p95 (ms) | target (ms) | met | server work (ms) | received (KB) | matplotlib PNG instead (ms) |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -247,7 +272,9 @@ def main() -> None:
     if not Path(CHROMIUM).exists():
         sys.exit(f"{CHROMIUM} is missing: install Debian's chromium (scripts/setup.sh does, as root)")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    text = table(run(args), args.model)
+    start = os.getloadavg()[0]
+    rows = run(args)
+    text = table(rows, args.model, (start, os.getloadavg()[0]))
     print(text)
     if not args.no_readme:
         write_readme(text)

@@ -164,15 +164,14 @@ def test_layer_view_pools_long_maps_further(minilm):
 
 @pytest.mark.slow
 def test_bad_input_becomes_a_message(bench):
-    from headmap.serve.app import SHARED, Layout, draw
+    from headmap.serve.app import Layout, Shared, draw
 
     layout = Layout(VIEWS, tuple((0, 0) if not v.controls() else (0, 1) for v in VIEWS))
     base = dict(model="minilm", text=TEXT, layer=0, head=0, words=False, mask_special=False, mask_first=False,
                 renorm=False, norm="raw", cmap="viridis")
 
     def shown(**changes):  # type: ignore[no-untyped-def]
-        values = {**base, **changes}
-        return draw(bench, layout, "single head", [values[name] for name in SHARED] + ["entropy"])
+        return draw(bench, layout, "single head", [*Shared(**{**base, **changes}).items(), "entropy"])
 
     assert shown()["kind"] == "maps"
     cases = {"empty": dict(text="   "), "at most 64": dict(text="word " * 80), "layer 9 is out of range": dict(layer=9),

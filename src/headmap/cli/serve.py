@@ -36,5 +36,9 @@ def run(args: argparse.Namespace) -> None:
     except ImportError as exc:
         raise HeadmapError(f"headmap serve needs gradio ({exc}): pip install 'headmap[serve]'") from None
 
+    try:
+        demo = launch(bench, host=args.host, port=args.port, block=False, quiet=True)
+    except OSError as exc:  # the port is taken, or the address is not this machine's
+        raise HeadmapError(f"cannot serve on {args.host}:{args.port}: {str(exc).split('.')[0]}; choose another --port") from None
     print(f"headmap: serving on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
-    launch(bench, host=args.host, port=args.port, block=True, quiet=True)
+    demo.block_thread()

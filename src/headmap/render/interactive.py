@@ -112,7 +112,7 @@ def layer_json(result: AttentionResult, pooled: PooledLayer, axes: list[Tokens],
     out: dict[str, object] = {
         "title": layer.key.title(), "name": layer.key.name, "q": axes.index(queries), "k": axes.index(keys),
         "rows": list(layer.rows), "heads": list(layer.heads), "offset": offset, "fq": fq, "fk": fk,
-        "shape": list(pooled.values.shape[-2:]), "notes": [],
+        "shape": list(pooled.values.shape[-2:]),
     }
     notes = [downsample_note(tuple(layer.weights.shape[-2:]), fq, fk)]  # type: ignore[arg-type]
     if len(layer.rows) != len(queries):
@@ -153,6 +153,8 @@ def view_payload(result: AttentionResult, layer: int | str | LayerKey | None = N
     """
     if not result.layers:
         raise HeadmapError("this result holds no layers to show: capture at least one layer")
+    if max_tokens < 1:
+        raise HeadmapError(f"max_tokens must be at least 1, not {max_tokens}")
     pooled, quantized = embedded_maps(result, max_tokens, precision)
     axes = [result.source] + ([result.target] if result.target is not None else [])
     words = result.source.unit == "token" and not is_log(result.normalization)

@@ -19,7 +19,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "100000")
 
 import logging  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
+from dataclasses import dataclass, fields  # noqa: E402
 from typing import Any  # noqa: E402
 
 import gradio as gr  # noqa: E402
@@ -38,8 +38,36 @@ log = logging.getLogger("headmap.serve")
 NORMS = ("raw", "topk:3", "topk:3,renorm", "window:3", "threshold:0.05", "log")
 EXAMPLE = "The trophy didn't fit in the suitcase because it was too big."
 JS_ON_LOAD = "\n".join([asset("heatmap.js"), "headmapView().mountPanel(element, props, watch);"])
-#: The shared controls in the order every event passes them (after the view and its own controls).
-SHARED = ("model", "text", "layer", "head", "words", "mask_special", "mask_first", "renorm", "norm", "cmap")
+
+
+@dataclass(frozen=True)
+class Shared:
+    """The shared controls, in the order every event passes them (after the view, before the views'
+    own controls): the components when the page is built, their values in each request."""
+
+    model: Any
+    text: Any
+    layer: Any
+    head: Any
+    words: Any
+    mask_special: Any
+    mask_first: Any
+    renorm: Any
+    norm: Any
+    cmap: Any
+
+    def items(self) -> list[Any]:
+        return [getattr(self, f.name) for f in fields(self)]
+
+    def request(self) -> Request:
+        """The values of one request, checked and typed."""
+        spec = ViewSpec(words=bool(self.words), mask_special=bool(self.mask_special), mask_first=bool(self.mask_first),
+                        renormalize=bool(self.renorm), norm=str(self.norm or "raw"))
+        return Request(model=str(self.model), text=str(self.text or ""), layer=int(self.layer or 0),
+                       head=int(self.head or 0), spec=spec, cmap=str(self.cmap or "viridis"))
+
+
+SHARED_COUNT = len(fields(Shared))
 
 
 def theme() -> gr.themes.Base:
@@ -62,16 +90,11 @@ class Layout:
 
 
 def draw(bench: Workbench, layout: Layout, view_label: str, values: Sequence[Any]) -> dict[str, object]:
-    """One request: the shared controls then every view's own controls, in :data:`SHARED` order."""
-    shared = dict(zip(SHARED, values[: len(SHARED)]))
-    extras = values[len(SHARED):]
+    """One request: the values of the :class:`Shared` controls, then of every view's own controls."""
+    extras = values[SHARED_COUNT:]
     try:
         index, view = layout.view(view_label)
-        spec = ViewSpec(words=bool(shared["words"]), mask_special=bool(shared["mask_special"]),
-                        mask_first=bool(shared["mask_first"]), renormalize=bool(shared["renorm"]),
-                        norm=str(shared["norm"] or "raw"))
-        request = Request(model=str(shared["model"]), text=str(shared["text"] or ""), layer=int(shared["layer"] or 0),
-                          head=int(shared["head"] or 0), spec=spec, cmap=str(shared["cmap"] or "viridis"))
+        request = Shared(*values[:SHARED_COUNT]).request()
         first, end = layout.spans[index]
         return finish(view.draw(bench, request, extras[first:end]), bench.publish)
     except HeadmapError as exc:
@@ -114,9 +137,9 @@ def build_app(bench: Workbench, views: Sequence[View] = VIEWS) -> gr.Blocks:
                                css_template=asset("heatmap.css"), js_on_load=JS_ON_LOAD, elem_id="hm-plot")
                 help_text = gr.Markdown(views[0].help, elem_id="hm-help")
         layout = Layout(tuple(views), tuple(spans))
-        shared = {"model": model, "text": text, "layer": layer, "head": head, "words": words,
-                  "mask_special": mask_special, "mask_first": mask_first, "renorm": renorm, "norm": norm, "cmap": cmap}
-        inputs = [view, *(shared[name] for name in SHARED), *extras]
+        shared = Shared(model=model, text=text, layer=layer, head=head, words=words, mask_special=mask_special,
+                        mask_first=mask_first, renorm=renorm, norm=norm, cmap=cmap)
+        inputs = [view, *shared.items(), *extras]
         controls = {Control.LAYER: [layer], Control.HEAD: [head], Control.WORDS: [words],
                     Control.MASK: [mask_special, mask_first, renorm], Control.NORM: [norm], Control.CMAP: [cmap]}
 
@@ -136,7 +159,7 @@ def build_app(bench: Workbench, views: Sequence[View] = VIEWS) -> gr.Blocks:
                 return [gr.update(), gr.update(), message(str(exc))]
             return [gr.update(maximum=len(chosen.keys) - 1, value=min(int(layer_value), len(chosen.keys) - 1)),
                     gr.update(maximum=chosen.num_heads - 1, value=min(int(head_value), chosen.num_heads - 1)),
-                    message(f"{name}: {len(chosen.keys)} layers, {chosen.num_heads} heads. Press Show.")]
+                    message(f"{name}: {len(chosen.keys)} layers, {chosen.num_heads} heads; drawing...")]
 
         quiet = {"show_progress": "hidden", "trigger_mode": "always_last"}
         for control in (layer, head, words, mask_special, mask_first, renorm, norm, cmap, *extras):
