@@ -241,7 +241,8 @@ def table(rows: list[dict[str, object]], model: str, load: tuple[float, float]) 
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        extra = (f"{r['server']:.1f} | {r['kb']:.0f} | {r['png']:.0f}" if "server" in r else " | | ")
+        png = "streamed, not kept whole" if r.get("png") != r.get("png") else f"{r.get('png', 0):.0f}"  # NaN
+        extra = f"{r['server']:.1f} | {r['kb']:.0f} | {png}" if "server" in r else " | | "
         lines.append(f"| {r['what']} | {r['tokens']} | {r['n']} | {r['p50']:.0f} | {r['p95']:.0f} | {r['target']} | "
                      f"{r['met']} | {extra} |")
     return "\n".join(lines)

@@ -196,5 +196,8 @@ def launch(bench: Workbench, host: str = "127.0.0.1", port: int = 7860, block: b
     demo = build_app(bench)
     demo.launch(server_name=host, server_port=port, prevent_thread_lock=not block, quiet=quiet, theme=theme(),
                 ssr_mode=False, share=False, show_error=False, footer_links=[],
+                # Gradio would keep every event's inputs and outputs (the texts) in the browser's
+                # storage, and the page slows down as that history grows: record nothing.
+                run_history=False,
                 app_kwargs={"routes": [blob_route(bench)]})
     return demo
