@@ -129,3 +129,22 @@ def test_smollm2_view_and_readme_picture(browser, smollm2, tmp_path):
         assert abs(shown - float(expected[r, c])) <= 5e-5 + 1e-6
     save_screenshot(page, "notebook-view.png")
     watched.assert_clean()
+
+
+def test_a_single_captured_row_stays_readable(browser, tmp_path):
+    from helpers import make_result, softmax_rows, tokens_from
+
+    n = 300
+    result = make_result(tokens_from("z" * n, [(i, i + 1) for i in range(n)]), softmax_rows((1, 1, n), seed=4),
+                         rows=(n - 1,))
+    path = result.render(tmp_path / "row.html", interactive=True)
+    watched = open_view(browser, path)
+    page = watched.page
+    canvas = page.locator(".hm-canvas").bounding_box()
+    assert canvas["height"] >= 20 and canvas["width"] <= 600  # one tall row, not a 1-pixel line
+    lines, shown = hover_cell(page, ".hmv-stage", 0, 123)  # 300 keys pool in pairs; the row stays whole
+    assert lines[:2] == ["query token: z [299]", "key token: z…z [246-247]"]
+    assert abs(shown - float(result.layers[0].weights[0, 0, 246:248].max())) <= 5e-5 + 1e-5
+    caption = page.inner_text(".hm-caption")
+    assert "showing 1 of 300 query rows" in caption and "downsampled 1x300 -> 1x150" in caption
+    watched.assert_clean()

@@ -118,10 +118,11 @@ def layer_json(result: AttentionResult, pooled: PooledLayer, axes: list[Tokens],
     if len(layer.rows) != len(queries):
         notes.append(f"showing {len(layer.rows)} of {len(queries)} query rows")
     out["notes"] = [n for n in notes if n]
-    if fq > 1 or fk > 1:
+    if fq > 1 or fk > 1:  # the script labels unpooled maps itself; pooled ones get range labels
         rows = [visible(queries.tokens[r]) for r in layer.rows]
-        out["rowLabels"] = pooled_labels(rows, fq, width=16)
-        out["colLabels"] = pooled_labels([visible(t) for t in keys.tokens], fk, width=16)
+        out["rowLabels"] = pooled_labels(rows, fq, width=16) if fq > 1 else [f"{t} [{r}]" for t, r in zip(rows, layer.rows)]
+        cols = [visible(t) for t in keys.tokens]
+        out["colLabels"] = pooled_labels(cols, fk, width=16) if fk > 1 else [f"{t} [{k}]" for k, t in enumerate(cols)]
     return out
 
 

@@ -81,7 +81,7 @@ def table_payload(key: str, title: str, values: np.ndarray, rows: Sequence[str],
         "panels": [{"title": title, "shape": list(values.shape), "values": finite_list(values)}],
         "rows": list(rows), "cols": list(cols), "rowName": axes.row_name, "colName": axes.col_name,
         "valueName": axes.value_name, "log": axes.log, "pooled": False, "cmap": colormap_lut(cmap),
-        "target": target, "caption": [*caption, CAUSATION_WARNING],
+        "target": target, "square": False, "caption": [*caption, CAUSATION_WARNING],
     }
 
 

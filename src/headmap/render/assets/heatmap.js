@@ -144,7 +144,7 @@ function headmapView() {
     return out;
   }
 
-  function paint(canvas, panel, range, lut, cell) {
+  function paint(canvas, panel, range, lut, size) {
     var nr = panel.nr, nc = panel.nc, image = new ImageData(nc, nr), px = image.data;
     var span = range[1] - range[0];
     for (var i = 0; i < nr * nc; i++) {
@@ -156,7 +156,7 @@ function headmapView() {
     var small = document.createElement("canvas");
     small.width = nc; small.height = nr;
     small.getContext("2d").putImageData(image, 0, 0);
-    canvas.width = nc * cell; canvas.height = nr * cell;
+    canvas.width = nc * size.w; canvas.height = nr * size.h;
     var ctx = canvas.getContext("2d");
     ctx.imageSmoothingEnabled = false;  // a pooled cell is a block max: smoothing would dim the peak
     ctx.drawImage(small, 0, 0, canvas.width, canvas.height);
@@ -189,13 +189,13 @@ function headmapView() {
     return box;
   }
 
-  function hover(wrap, canvas, panel, spec, cell) {
+  function hover(wrap, canvas, panel, spec, size) {
     var tip = el("div", "hm-tip");
     tip.hidden = true;
     wrap.appendChild(tip);
     canvas.addEventListener("mousemove", function (event) {
       var box = canvas.getBoundingClientRect();
-      var c = Math.floor((event.clientX - box.left) / cell), r = Math.floor((event.clientY - box.top) / cell);
+      var c = Math.floor((event.clientX - box.left) / size.w), r = Math.floor((event.clientY - box.top) / size.h);
       if (r < 0 || c < 0 || r >= panel.nr || c >= panel.nc) { tip.hidden = true; return; }
       var x = panel.values[r * panel.nc + c];
       var lines = [];
@@ -212,30 +212,36 @@ function headmapView() {
   }
 
   /** Draw spec = {key, title, panels: [{title, values, nr, nc, rowLabel(i), colLabel(j), pooled}],
-   *  rowName, colName, valueName, log, lut, target, caption: [lines]} into host. */
+   *  rowName, colName, valueName, log, lut, target (pixels a side), square (false for tables),
+   *  caption: [lines]} into host. */
   function drawPanels(host, spec) {
     var range = limits(spec.panels, spec.log), lut = lutOf(spec.lut);
     var body = el("div", "hm-body");
     body.appendChild(el("div", "hm-title", spec.title));
     var grid = el("div", spec.panels.length > 1 ? "hm-grid" : "hm-single");
     spec.panels.forEach(function (panel, index) {
-      var side = Math.max(panel.nr, panel.nc);
-      var cell = Math.max(1, Math.min(28, Math.floor(spec.target / side)));
+      // Pixels a cell on each axis: square for square maps, taller rows when only a few rows
+      // were captured (one query row over 500 keys stays hoverable).
+      var size = {w: Math.max(1, Math.min(28, Math.floor(spec.target / panel.nc))),
+                  h: Math.max(1, Math.min(28, Math.floor(spec.target / panel.nr)))};
+      if (spec.square !== false && Math.max(panel.nr, panel.nc) <= 4 * Math.min(panel.nr, panel.nc)) {
+        size.w = size.h = Math.min(size.w, size.h);
+      }
       var wrap = el("div", "hm-panel");
       if (spec.panels.length > 1) wrap.appendChild(el("div", "hm-panel-title", panel.title));
       var plot = el("div", "hm-plot-area"), canvas = el("canvas", "hm-canvas");
       canvas.dataset.rows = panel.nr; canvas.dataset.cols = panel.nc; canvas.dataset.panel = index;
-      paint(canvas, panel, range, lut, cell);
-      // Token labels when they fit (8 px a cell); the hover names every cell in any case.
-      var ticks = cell >= 8 && spec.panels.length === 1, names = [], i;
-      for (i = 0; ticks && i < panel.nr; i++) names.push(panel.rowLabel(i));
-      plot.appendChild(ticks ? labels("hm-rows", names, cell, false) : el("div"));
+      paint(canvas, panel, range, lut, size);
+      // Token labels where they fit (8 px a cell); the hover names every cell in any case.
+      var single = spec.panels.length === 1, names = [], i;
+      for (i = 0; single && size.h >= 8 && i < panel.nr; i++) names.push(panel.rowLabel(i));
+      plot.appendChild(names.length ? labels("hm-rows", names, size.h, false) : el("div"));
       plot.appendChild(canvas);
       plot.appendChild(el("div"));
-      for (names = [], i = 0; ticks && i < panel.nc; i++) names.push(panel.colLabel(i));
-      plot.appendChild(ticks ? labels("hm-cols", names, cell, true) : el("div"));
+      for (names = [], i = 0; single && size.w >= 8 && i < panel.nc; i++) names.push(panel.colLabel(i));
+      plot.appendChild(names.length ? labels("hm-cols", names, size.w, true) : el("div"));
       wrap.appendChild(plot);
-      hover(wrap, canvas, panel, spec, cell);
+      hover(wrap, canvas, panel, spec, size);
       grid.appendChild(wrap);
     });
     body.appendChild(grid);
@@ -373,7 +379,8 @@ function headmapView() {
               rowLabel: function (r) { return rows[r]; }, colLabel: function (c) { return cols[c]; }};
     });
     return {key: p.key, title: p.title, panels: panels, rowName: p.rowName, colName: p.colName, log: !!p.log,
-            valueName: p.valueName, lut: p.cmap, target: p.target || 560, caption: p.caption || []};
+            valueName: p.valueName, lut: p.cmap, target: p.target || 560, caption: p.caption || [],
+            square: p.square !== false};
   }
 
   /** Gradio's js_on_load: draw props.value now and whenever the server sends a new one. */
