@@ -14,21 +14,24 @@ Attention is correlation, not causation: a map shows where a head looks, not why
 """
 
 from headmap import result as _result
-from headmap.analysis import HeadStats, StatsCollector, collect_stats
-from headmap.attribution import Explanation, explain
+from headmap.analysis import (
+    HeadImportance, HeadReport, HeadStats, StatsCollector, ablate, collect_stats, head_importance, head_report,
+    record_heads,
+)
+from headmap.analysis.engines import LocalEngine
+from headmap.analysis.monitor_plot import plot_monitor
 from headmap.apps.rag import RagReport, rag
-from headmap.capture import Block, CapturePlan, MapStore, capture, stream
+from headmap.attribution import Explanation, explain
+from headmap.capture import Block, CapturePlan, Encoded, MapStore, capture, encode_parts, stream
 from headmap.errors import HeadmapError
 from headmap.models import LoadedModel, load
 from headmap.render.files import render_to_file
-from headmap.render.html import notebook_html
+from headmap.render.interactive import interactive_html, notebook_view
 from headmap.render.static import plot_grid, plot_head
 from headmap.result import CAUSATION_WARNING, AttentionResult, LayerKey, LayerMap, Stack
 from headmap.storage import load_result
 from headmap.tokens import Tokens
 from headmap.view import aggregate_words, mask_tokens, normalize_result
-from headmap.analysis import HeadImportance, HeadReport, ablate, head_importance, head_report, record_heads
-from headmap.analysis.monitor_plot import plot_monitor
 
 _result.bind_stages(_result.Stages(
     to_words=aggregate_words,
@@ -37,37 +40,18 @@ _result.bind_stages(_result.Stages(
     plot_head=plot_head,
     plot_grid=plot_grid,
     render=render_to_file,
-    notebook_html=notebook_html,
+    notebook_html=notebook_view,
 ))
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CAUSATION_WARNING",
-    "AttentionResult",
-    "Block",
-    "CapturePlan",
-    "Explanation",
-    "HeadStats",
-    "HeadmapError",
-    "LayerKey",
-    "LayerMap",
-    "LoadedModel",
-    "MapStore",
-    "RagReport",
-    "Stack",
-    "StatsCollector",
-    "Tokens",
-    "capture",
-    "collect_stats",
-    "explain",
-    "load",
-    "load_result",
-    "rag",
-    "stream",
+    "CAUSATION_WARNING", "AttentionResult", "Block", "CapturePlan", "Encoded", "Explanation", "HeadImportance",
+    "HeadMonitor", "HeadReport", "HeadStats", "HeadmapError", "LayerKey", "LayerMap", "LoadedModel", "LocalEngine",
+    "MapStore", "RagReport", "RayEngine", "Stack", "StatsCollector", "Tokens", "ablate", "capture", "collect_stats",
+    "encode_parts", "explain", "head_importance", "head_report", "interactive_html", "load", "load_result",
+    "plot_monitor", "rag", "record_heads", "stream",
 ]
-__all__ += ["HeadImportance", "HeadMonitor", "HeadReport", "ablate", "head_importance", "head_report",
-            "plot_monitor", "record_heads"]
 
 
 def __getattr__(name: str) -> object:
@@ -76,4 +60,8 @@ def __getattr__(name: str) -> object:
         from headmap.analysis import monitor
 
         return monitor.HeadMonitor
+    if name == "RayEngine":  # Ray is an optional extra, imported only when its engine runs
+        from headmap.analysis.ray_engine import RayEngine
+
+        return RayEngine
     raise AttributeError(f"module 'headmap' has no attribute {name!r}")

@@ -10,10 +10,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from headmap.cli import capture, demo, explain, heads, monitor, rag, render, stats
+from headmap.cli import capture, demo, explain, heads, monitor, rag, render, serve, stats
 from headmap.errors import HeadmapError
 
-COMMANDS = (render, capture, stats, heads, monitor, demo, explain, rag)
+COMMANDS = (render, capture, stats, heads, monitor, demo, explain, rag, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

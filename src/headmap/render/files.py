@@ -68,16 +68,25 @@ def render_to_file(result: AttentionResult, path: str | Path, key: LayerKey, hea
     :func:`headmap.render.static.plot_head` / :func:`~headmap.render.static.plot_grid`, ``.html``
     via :func:`headmap.render.html.head_html` / :func:`~headmap.render.html.grid_html`. ``options``
     (``cmap``, ``max_tokens``, ``vmin``, ``vmax``) go to those functions; ``dpi`` is the raster
-    resolution of static output (150 by default; HTML ignores it). Returns ``path``.
+    resolution of static output (150 by default; HTML ignores it). ``interactive=True`` (``.html``
+    only) writes :func:`headmap.render.interactive.interactive_page` instead: every captured layer
+    and head with selectors, starting at ``key``/``head``. Returns ``path``.
     """
     path = Path(path)
     suffix = check_extension(path)
     check_writable(path)
     dpi = int(options.pop("dpi", PNG_DPI))  # type: ignore[call-overload]
+    interactive = bool(options.pop("interactive", False))
+    if interactive and suffix != ".html":
+        raise HeadmapError(f"interactive=True writes an HTML page: name the file .html, not {suffix}")
     if suffix == ".html":
         from headmap.render.html import grid_html, head_html
+        from headmap.render.interactive import interactive_page
 
-        page = grid_html(result, key, **options) if head is None else head_html(result, key, head, **options)  # type: ignore[arg-type]
+        if interactive:
+            page = interactive_page(result, key, head, **options)
+        else:
+            page = grid_html(result, key, **options) if head is None else head_html(result, key, head, **options)  # type: ignore[arg-type]
         try:
             path.write_text(page, encoding="utf-8")
         except OSError as exc:

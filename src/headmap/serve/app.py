@@ -1,0 +1,203 @@
+"""The Gradio page of ``headmap serve``: controls on the left, the picture on the right.
+
+The picture (``#hm-plot``) is drawn in the browser on a canvas by ``assets/heatmap.js``, from the
+maps the server sends (16-bit codes): the hover needs the values anyway, and sending them once
+costs less than rendering an image on the server and sending the values beside it. Analytics are
+off (the variable is set before gradio is imported), the theme uses system fonts (the default one
+fetches web fonts), and nothing in the page asks any host but the server for anything.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported: it reads it at import
+# Gradio's queue rebuilds a pandas summary of every past event after each event, for its optional
+# monitoring page (which headmap does not use): on a 2-core machine that competes with the next
+# slider move. Rebuild it only every 100000 events, unless the user chose otherwise.
+os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "100000")
+
+import logging  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+from dataclasses import dataclass, fields  # noqa: E402
+from typing import Any  # noqa: E402
+
+import gradio as gr  # noqa: E402
+
+from headmap.errors import HeadmapError  # noqa: E402
+from headmap.render.embed import asset  # noqa: E402
+from headmap.render.static import DIVERGING, SEQUENTIAL  # noqa: E402
+from headmap.result import CAUSATION_WARNING  # noqa: E402
+from headmap.serve.display import ViewSpec  # noqa: E402
+from headmap.serve.payload import finish, message  # noqa: E402
+from headmap.serve.views import VIEWS, Control, Request, View  # noqa: E402
+from headmap.serve.workbench import BLOB_ROUTE, Workbench  # noqa: E402
+
+log = logging.getLogger("headmap.serve")
+
+NORMS = ("raw", "topk:3", "topk:3,renorm", "window:3", "threshold:0.05", "log")
+EXAMPLE = "The trophy didn't fit in the suitcase because it was too big."
+JS_ON_LOAD = "\n".join([asset("heatmap.js"), "headmapView().mountPanel(element, props, watch);"])
+
+
+@dataclass(frozen=True)
+class Shared:
+    """The shared controls, in the order every event passes them (after the view, before the views'
+    own controls): the components when the page is built, their values in each request."""
+
+    model: Any
+    text: Any
+    layer: Any
+    head: Any
+    words: Any
+    mask_special: Any
+    mask_first: Any
+    renorm: Any
+    norm: Any
+    cmap: Any
+
+    def items(self) -> list[Any]:
+        return [getattr(self, f.name) for f in fields(self)]
+
+    def request(self) -> Request:
+        """The values of one request, checked and typed."""
+        spec = ViewSpec(words=bool(self.words), mask_special=bool(self.mask_special), mask_first=bool(self.mask_first),
+                        renormalize=bool(self.renorm), norm=str(self.norm or "raw"))
+        return Request(model=str(self.model), text=str(self.text or ""), layer=int(self.layer or 0),
+                       head=int(self.head or 0), spec=spec, cmap=str(self.cmap or "viridis"))
+
+
+SHARED_COUNT = len(fields(Shared))
+
+
+def theme() -> gr.themes.Base:
+    """Gradio's default look with system fonts: its own theme would fetch fonts from the web."""
+    return gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each view's own controls sit in the flat list of event inputs."""
+
+    views: tuple[View, ...]
+    spans: tuple[tuple[int, int], ...]  # per view: (first, end) in the extras
+
+    def view(self, label: str) -> tuple[int, View]:
+        for i, view in enumerate(self.views):
+            if view.label == label:
+                return i, view
+        raise HeadmapError(f"unknown view {label!r}: choose one of {', '.join(v.label for v in self.views)}")
+
+
+def draw(bench: Workbench, layout: Layout, view_label: str, values: Sequence[Any]) -> dict[str, object]:
+    """One request: the values of the :class:`Shared` controls, then of every view's own controls."""
+    extras = values[SHARED_COUNT:]
+    try:
+        index, view = layout.view(view_label)
+        request = Shared(*values[:SHARED_COUNT]).request()
+        first, end = layout.spans[index]
+        return finish(view.draw(bench, request, extras[first:end]), bench.publish)
+    except HeadmapError as exc:
+        return message(str(exc))
+    except Exception as exc:  # a page shows a line, never a traceback; the server log keeps it
+        log.exception("drawing failed")
+        return message(f"internal error ({type(exc).__name__}): {exc}. The server log has the details.")
+
+
+def build_app(bench: Workbench, views: Sequence[View] = VIEWS) -> gr.Blocks:
+    """The dashboard's page for ``bench`` (not launched)."""
+    info = bench.info(bench.default_model)
+    with gr.Blocks(title="headmap", analytics_enabled=False) as demo:
+        gr.Markdown(f"### headmap: attention heads, live\n{CAUSATION_WARNING}")
+        with gr.Row():
+            with gr.Column(scale=1, min_width=300):
+                text = gr.Textbox(EXAMPLE, label="text", lines=4, elem_id="hm-text")
+                run = gr.Button("Show", variant="primary", elem_id="hm-run")
+                model = gr.Dropdown(list(bench.model_names), value=bench.default_model, label="model", elem_id="hm-model")
+                view = gr.Radio([v.label for v in views], value=views[0].label, label="view", elem_id="hm-view")
+                layer = gr.Slider(0, len(info.keys) - 1, value=0, step=1, label="layer", elem_id="hm-layer")
+                head = gr.Slider(0, info.num_heads - 1, value=0, step=1, label="head", elem_id="hm-head")
+                words = gr.Checkbox(label="word view (sum over a word's keys, mean over its queries)", elem_id="hm-words")
+                mask_special = gr.Checkbox(label="hide special tokens", elem_id="hm-mask-special")
+                mask_first = gr.Checkbox(label="hide the first token (a common sink)", elem_id="hm-mask-first")
+                renorm = gr.Checkbox(label="renormalize rows after hiding", elem_id="hm-renorm")
+                norm = gr.Dropdown(list(NORMS), value="raw", allow_custom_value=True, label="normalization",
+                                   info="raw, topk:K, window:W, threshold:T, log, renorm; join with commas",
+                                   elem_id="hm-norm")
+                cmap = gr.Dropdown([*SEQUENTIAL, *DIVERGING], value="viridis", label="colormap", elem_id="hm-cmap")
+                groups, extras, spans = [], [], []
+                for i, v in enumerate(views):
+                    with gr.Group(visible=i == 0) as group:
+                        own = list(v.controls())
+                    groups.append(group)
+                    spans.append((len(extras), len(extras) + len(own)))
+                    extras.extend(own)
+            with gr.Column(scale=3):
+                plot = gr.HTML(message("Press Show to draw the text's attention."), html_template="<div class='hm-stage'></div>",
+                               css_template=asset("heatmap.css"), js_on_load=JS_ON_LOAD, elem_id="hm-plot")
+                help_text = gr.Markdown(views[0].help, elem_id="hm-help")
+        layout = Layout(tuple(views), tuple(spans))
+        shared = Shared(model=model, text=text, layer=layer, head=head, words=words, mask_special=mask_special,
+                        mask_first=mask_first, renorm=renorm, norm=norm, cmap=cmap)
+        inputs = [view, *shared.items(), *extras]
+        controls = {Control.LAYER: [layer], Control.HEAD: [head], Control.WORDS: [words],
+                    Control.MASK: [mask_special, mask_first, renorm], Control.NORM: [norm], Control.CMAP: [cmap]}
+
+        def redraw(view_label: str, *values: Any) -> dict[str, object]:
+            return draw(bench, layout, view_label, values)
+
+        def choose_view(view_label: str, *values: Any) -> list[Any]:
+            index, chosen = layout.view(view_label)
+            toggles = [gr.update(interactive=c in chosen.uses) for c, group in controls.items() for _ in group]
+            visible = [gr.update(visible=i == index) for i in range(len(groups))]
+            return [*visible, *toggles, chosen.help, draw(bench, layout, view_label, values)]
+
+        def choose_model(name: str, layer_value: float, head_value: float) -> list[Any]:
+            try:
+                chosen = bench.info(name)
+            except HeadmapError as exc:
+                return [gr.update(), gr.update(), message(str(exc))]
+            return [gr.update(maximum=len(chosen.keys) - 1, value=min(int(layer_value), len(chosen.keys) - 1)),
+                    gr.update(maximum=chosen.num_heads - 1, value=min(int(head_value), chosen.num_heads - 1)),
+                    message(f"{name}: {len(chosen.keys)} layers, {chosen.num_heads} heads; drawing...")]
+
+        quiet = {"show_progress": "hidden", "trigger_mode": "always_last"}
+        for control in (layer, head, words, mask_special, mask_first, renorm, norm, cmap, *extras):
+            control.change(redraw, inputs, plot, **quiet)  # type: ignore[arg-type]
+        run.click(redraw, inputs, plot, show_progress="minimal")
+        text.submit(redraw, inputs, plot, show_progress="minimal")
+        toggled = [component for group in controls.values() for component in group]
+        view.change(choose_view, inputs, [*groups, *toggled, help_text, plot], show_progress="minimal")
+        model.change(choose_model, [model, layer, head], [layer, head, plot]).then(
+            redraw, inputs, plot, show_progress="minimal")
+        demo.load(redraw, inputs, plot, show_progress="minimal")
+    demo.queue(default_concurrency_limit=4)  # tabs do not wait for each other's captures
+    return demo
+
+
+def blob_route(bench: Workbench) -> Any:
+    """``GET /headmap/blob/<token>``: the codes of a picture, as raw bytes, for the page's script."""
+    from starlette.requests import Request as HttpRequest
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    def serve_blob(request: HttpRequest) -> Response:
+        data = bench.blob(str(request.path_params["token"]))
+        if data is None:
+            return Response(b"this picture expired: move a control to draw it again", status_code=404)
+        return Response(data, media_type="application/octet-stream", headers={"Cache-Control": "no-store"})
+
+    return Route(f"/{BLOB_ROUTE}{{token}}", serve_blob, methods=["GET"])
+
+
+def launch(bench: Workbench, host: str = "127.0.0.1", port: int = 7860, block: bool = True,
+           quiet: bool = False) -> gr.Blocks:
+    """Build and start the dashboard on ``host:port`` (127.0.0.1 unless told otherwise)."""
+    demo = build_app(bench)
+    demo.launch(server_name=host, server_port=port, prevent_thread_lock=not block, quiet=quiet, theme=theme(),
+                ssr_mode=False, share=False, show_error=False, footer_links=[],
+                # Gradio would keep every event's inputs and outputs (the texts) in the browser's
+                # storage, and the page slows down as that history grows: record nothing.
+                run_history=False,
+                app_kwargs={"routes": [blob_route(bench)]})
+    return demo

@@ -1,0 +1,35 @@
+"""Helpers shared by the map views: the layer a slider points at, labels, caption lines."""
+
+from __future__ import annotations
+
+import hashlib
+
+from headmap.errors import check_index
+from headmap.serve.display import DisplayLayer, DisplayMaps
+from headmap.serve.payload import Axes
+from headmap.serve.views.base import Request
+
+
+def text_id(text: str) -> str:
+    """A short fingerprint of the text, so a picture's key differs between texts (and tabs)."""
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:10]
+
+
+def picture_key(request: Request, *parts: object) -> str:
+    """``data-hm-drawn`` of the picture: model, text, view options and what is shown."""
+    return "|".join(str(p) for p in (request.model, text_id(request.text), request.spec.label(), *parts))
+
+
+def layer_at(maps: DisplayMaps, position: int) -> DisplayLayer:
+    """The layer at slider ``position`` (negative counts from the end), with a clear range error."""
+    return maps.layer(check_index(int(position), len(maps.keys), "layer"))
+
+
+def map_axes(layer: DisplayLayer, pooled: bool) -> Axes:
+    value = "log10 weight" if layer.log else "attention weight"
+    return Axes(f"query {layer.unit}", f"key {layer.unit}", value, log=layer.log, pooled=pooled)
+
+
+def describe(layer: DisplayLayer, what: str) -> str:
+    """First caption line: what is shown, in which units, under which normalization."""
+    return f"{layer.key.title()} · {what} · {layer.unit}s · normalization: {layer.normalization}"
