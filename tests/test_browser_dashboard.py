@@ -177,3 +177,19 @@ def test_switching_models_resizes_the_sliders(browser, server, smollm2):
     wait_drawn(page, "|layer.2|0")
     assert page.inner_text(f"{PLOT} .hm-title") == "smollm2 · layer 2 · head 0"
     watched.assert_clean()
+
+
+def test_explanation_view(browser, server):
+    _, url = server
+    watched = open_dashboard(browser, url)
+    page = watched.page
+    show(page, TEXT)
+    wait_drawn(page, f"{text_id(TEXT)}|tokens|raw|layer.0|0")
+    page.get_by_label("explanation", exact=True).check()
+    key = wait_drawn(page, "|explain|", timeout=120_000)
+    assert page.is_visible("#hm-compare") and page.is_visible("#hm-methods")
+    assert "occlusion" in key
+    canvas = page.locator(f"{PLOT} .hm-canvas")
+    assert canvas.get_attribute("data-rows") == "5"  # the five methods ticked at first
+    assert "Spearman with occlusion" in page.inner_text("#hm-plot")
+    watched.assert_clean()

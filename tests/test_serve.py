@@ -166,12 +166,15 @@ def test_layer_view_pools_long_maps_further(minilm):
 def test_bad_input_becomes_a_message(bench):
     from headmap.serve.app import Layout, Shared, draw
 
-    layout = Layout(VIEWS, tuple((0, 0) if not v.controls() else (0, 1) for v in VIEWS))
+    counts = [len(v.controls()) for v in VIEWS]
+    starts = np.cumsum([0, *counts])
+    layout = Layout(VIEWS, tuple((int(a), int(a + n)) for a, n in zip(starts, counts)))
+    extras = ["entropy", "", "", ["attention"], "a question?", "one chunk", ""]  # depth, explanation, rag
     base = dict(model="minilm", text=TEXT, layer=0, head=0, words=False, mask_special=False, mask_first=False,
                 renorm=False, norm="raw", cmap="viridis")
 
     def shown(**changes):  # type: ignore[no-untyped-def]
-        return draw(bench, layout, "single head", [*Shared(**{**base, **changes}).items(), "entropy"])
+        return draw(bench, layout, "single head", [*Shared(**{**base, **changes}).items(), *extras])
 
     assert shown()["kind"] == "maps"
     cases = {"empty": dict(text="   "), "at most 64": dict(text="word " * 80), "layer 9 is out of range": dict(layer=9),
@@ -194,7 +197,7 @@ def test_models_on_the_command_line_are_checked(tmp_path):
 
 def test_views_are_one_typed_list():
     labels = [v.label for v in VIEWS]
-    assert labels == ["single head", "all heads of a layer", "layer-depth statistics"]
+    assert labels == ["single head", "all heads of a layer", "layer-depth statistics", "explanation", "RAG"]
     assert len(set(labels)) == len(labels) and all(v.help for v in VIEWS)
 
 
@@ -215,3 +218,52 @@ def test_serve_command_help_and_bad_model(capsys, tmp_path):
     assert main(["serve", "--model", str(tmp_path / "nope")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a bundled model" in err[0]
+
+
+@pytest.mark.slow
+def test_explanation_view_shows_explain_scores_scaled_per_method(bench, minilm):
+    from headmap.attribution import explain
+    from headmap.serve.views import explanation
+
+    request = Request("minilm", TEXT, layer=0, head=0, spec=ViewSpec(), cmap="viridis")
+    methods = ["attention", "rollout", "occlusion"]
+    shown = explanation.draw(bench, request, ("", "A bag that is too small.", methods))
+    direct = explain(minilm, TEXT, compare="A bag that is too small.", methods=methods).to_words()
+    sent = np.asarray(shown["panels"][0]["values"], dtype=float).reshape(len(methods), -1)
+    for i, name in enumerate(methods):
+        expected = direct.scores[name] / np.nanmax(np.abs(direct.scores[name]))
+        np.testing.assert_allclose(sent[i], expected, atol=1e-6)
+    assert shown["rows"] == methods and shown["cols"] == list(direct.axis.tokens)
+    assert any("Spearman with occlusion" in line for line in shown["caption"])
+    assert "not causation" in shown["caption"][-1]
+
+
+def test_rag_view_shows_the_report_of_the_same_inputs(bert_tokenizer):
+    from tiny_models import build
+
+    from headmap.apps.rag import rag
+    from headmap.serve.views import rag as rag_view
+
+    tiny, _ = build("llama", bert_tokenizer)
+    bench = Workbench(["minilm"], loader=lambda name, **_: tiny)
+    request = Request("minilm", "ignored", layer=0, head=0, spec=ViewSpec(), cmap="viridis")
+    chunks = "the vault code is 7428 .\n\nthe garage opens at nine .\n\n\nvisitors sign in ."
+    shown = rag_view.draw(bench, request, ("what is the vault code ?", chunks, "7428"))
+    direct = rag(tiny, "what is the vault code ?", ["the vault code is 7428 .", "the garage opens at nine .",
+                                                     "visitors sign in ."], answer="7428")
+    sent = np.asarray(shown["panels"][0]["values"], dtype=float).reshape(len(direct.answer_tokens), 3)
+    np.testing.assert_allclose(sent, direct.token_attention, atol=1e-7)
+    assert shown["cols"] == ["chunk 1", "chunk 2", "chunk 3"]
+    assert any(line.startswith("chunk 1: attention") for line in shown["caption"])
+    payload = draw_message(bench, rag_view, ("", chunks, ""))
+    assert "question is empty" in payload
+
+
+def draw_message(bench, view, values) -> str:
+    from headmap.errors import HeadmapError
+
+    try:
+        view.draw(bench, Request("minilm", "x", 0, 0, ViewSpec(), "viridis"), values)
+    except HeadmapError as exc:
+        return str(exc)
+    return ""

@@ -29,6 +29,7 @@ FULL_CAPTURE_BYTES = 256 << 20
 #: Pictures' codes waiting to be fetched by the page (a 512 x 512 map is 512 KB).
 BLOB_BYTES = 64 << 20
 BLOB_ROUTE = "headmap/blob/"
+DERIVED_ENTRIES = 32
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,8 @@ class Workbench:
         self.displays: BoundedCache[DisplayMaps] = BoundedCache(cache_bytes - cache_bytes // 3, lambda d: d.budget)
         self.stats_cache: BoundedCache[HeadStats] = BoundedCache(64 << 20, lambda s: s.overview.nbytes + 4096)
         self.blobs: BoundedCache[bytes] = BoundedCache(BLOB_BYTES, len)
+        # Explanations and RAG reports: small objects that cost many forwards, kept by count.
+        self.derived: BoundedCache[object] = BoundedCache(DERIVED_ENTRIES, lambda _: 1)
 
     # -- models ----------------------------------------------------------------------------------
     def model(self, name: str) -> LoadedModel:
