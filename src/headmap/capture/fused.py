@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from headmap.capture.moments import MOMENT_FIELDS, RowMoments, pool_keys
-from headmap.capture.recompute import _broadcast_pick, _implicit_hidden, _implicit_visible_counts, rows_per_block
+from headmap.capture.recompute import broadcast_pick, implicit_visible_counts, mask_implicit_, rows_per_block
 from headmap.capture.tap import AttentionCall
 
 _LOWEST = torch.finfo(torch.float32).min
@@ -90,36 +90,68 @@ def _element(call: AttentionCall, b: int, ask: FusedRows | None, block_bytes: in
     text_pos = torch.zeros(n_k, dtype=torch.float32, device=device)
     if ask is not None:
         text_pos[ask.keys] = torch.arange(len(ask.keys), dtype=torch.float32, device=device)
-    augmented = torch.cat([v[b].float(), torch.ones(kv_heads, n_k, 1, device=device),
-                           text_pos.expand(kv_heads, n_k)[..., None]], dim=-1)  # [kv, key, v_dim + 2]
+    # Where a score is just q.k (no softcap, bias or additive mask), sum_k e_k s_k = q . (E K): the
+    # keys ride along as values and the entropy needs no extra pass over the block.
+    plain = ask is not None and _plain_scores(call)
+    parts = [v[b].float(), *([k[b].float()] if plain else []), torch.ones(kv_heads, n_k, 1, device=device),
+             text_pos.expand(kv_heads, n_k)[..., None]]
+    augmented = torch.cat(parts, dim=-1)  # [kv, key, v_dim (+ dim) + 2]
     grouped = (q[b].float() * call.scaling).view(kv_heads, rep, n_q, dim)
     keys_t = k[b].float().transpose(1, 2)  # [kv, dim, key]
     out = torch.empty(n_q, heads, v_dim, dtype=q.dtype, device=device)
     step = rows_per_block(heads, n_k, block_bytes)
     wanted = _asked_positions(ask, n_q, device)
-    parts: list[tuple[torch.Tensor, dict[str, torch.Tensor]]] = []
+    found: list[tuple[torch.Tensor, dict[str, torch.Tensor]]] = []
+    # Two buffers reused by every block: fresh block-sized tensors would cost page faults each time.
+    scores_buf = torch.empty(heads * min(step, n_q) * n_k, device=device)
+    weights_buf = torch.empty_like(scores_buf)
     for r0 in range(0, n_q, step):
         r1 = min(n_q, r0 + step)
         lo, hi = _key_range(call, r0, r1, n_k)
         rows = torch.arange(r0, r1, device=device)
         keys = torch.arange(lo, hi, device=device)
-        scores = torch.matmul(grouped[:, :, r0:r1].reshape(kv_heads, rep * (r1 - r0), dim), keys_t[:, :, lo:hi])
-        scores = _finish_scores(call, b, scores.view(heads, r1 - r0, hi - lo), rows, keys)
+        size, n = heads * (r1 - r0) * (hi - lo), r1 - r0
+        query = grouped[:, :, r0:r1].reshape(kv_heads, rep * n, dim)
+        scores = torch.matmul(query, keys_t[:, :, lo:hi], out=scores_buf[:size].view(kv_heads, rep * n, hi - lo))
+        scores = _finish_scores(call, b, scores.view(heads, n, hi - lo), rows, keys)
         top = scores.amax(-1, keepdim=True)  # [head, row, 1]
-        weights = torch.exp(scores - top)  # unnormalized: the row max has weight exactly 1
-        summed = torch.matmul(weights.view(kv_heads, rep * (r1 - r0), hi - lo), augmented[:, lo:hi])
-        summed = summed.view(heads, r1 - r0, v_dim + 2)
-        total = summed[..., v_dim]  # [head, row]
+        # Unnormalized weights: the row max has weight exactly 1.
+        weights = torch.sub(scores, top, out=weights_buf[:size].view_as(scores)).exp_()
+        summed = torch.matmul(weights.view(kv_heads, rep * n, hi - lo), augmented[:, lo:hi]).view(heads, n, -1)
+        total = summed[..., -2]  # [head, row]
         out[r0:r1] = (summed[..., :v_dim] / total[..., None]).transpose(0, 1).to(out.dtype)
-        if ask is not None:
-            local = wanted[r0:r1]
-            picked = torch.nonzero(local >= 0).flatten()
-            if len(picked):
-                parts.append((local[picked], _row_moments(call, b, ask, scores[:, picked], weights[:, picked],
-                                                          top[:, picked, 0], total[:, picked],
-                                                          summed[:, picked, v_dim + 1], rows[picked], keys,
-                                                          text_pos[lo:hi])))
-    return out, (_assemble(ask, parts) if ask is not None else None)
+        if ask is None:
+            continue
+        picked = torch.nonzero(wanted[r0:r1] >= 0).flatten()
+        if not len(picked):
+            continue
+        if plain:
+            weighted = torch.linalg.vecdot(query.view(heads, n, dim), summed[..., v_dim : v_dim + dim])
+        else:
+            weighted = torch.linalg.vecdot(weights, scores)  # [head, row]: sum_k e_k s_k
+        block = _BlockSums(weights, top[..., 0], total, weighted, summed[..., -1], rows, keys, text_pos[lo:hi])
+        found.append((wanted[r0:r1][picked], _row_moments(call, b, ask, block, picked)))
+    return out, (_assemble(ask, found) if ask is not None else None)
+
+
+def _plain_scores(call: AttentionCall) -> bool:
+    """True when every visible key's score is exactly ``scale * q . k`` (masked keys weigh 0)."""
+    return call.softcap is None and call.position_bias is None and (call.mask is None or call.mask.dtype == torch.bool)
+
+
+@dataclass(frozen=True)
+class _BlockSums:
+    """One block's unnormalized weights ``[head, row, key]`` and its per-row sums ``[head, row]``:
+    the max score, Z = sum e, sum e*s and sum e*(key position); ``key_text`` is each key's text position."""
+
+    weights: torch.Tensor
+    top: torch.Tensor
+    total: torch.Tensor
+    weighted: torch.Tensor
+    expected_pos: torch.Tensor
+    rows: torch.Tensor
+    keys: torch.Tensor
+    key_text: torch.Tensor
 
 
 def _asked_positions(ask: FusedRows | None, n_q: int, device: torch.device) -> torch.Tensor:
@@ -146,13 +178,11 @@ def _finish_scores(call: AttentionCall, b: int, scores: torch.Tensor, rows: torc
     if call.softcap is not None:
         scores = torch.tanh(scores.div_(call.softcap)).mul_(call.softcap)
     if call.position_bias is not None:
-        scores += _broadcast_pick(call.position_bias, b, all_heads)[:, rows][:, :, keys].float()
+        scores += broadcast_pick(call.position_bias, b, all_heads)[:, rows][:, :, keys].float()
     if call.mask is None:
-        hidden = _implicit_hidden(call, rows, keys)
-        if hidden is not None:
-            scores.masked_fill_(hidden, _LOWEST)
+        mask_implicit_(scores, call, rows, keys)
         return scores
-    mask = _broadcast_pick(call.mask, b, all_heads)[:, rows][:, :, keys]
+    mask = broadcast_pick(call.mask, b, all_heads)[:, rows][:, :, keys]
     if mask.dtype != torch.bool:
         return scores.add_(mask.float().clamp(min=_LOWEST)).clamp_(min=_LOWEST)
     return scores.masked_fill_(~mask, _LOWEST)
@@ -160,64 +190,66 @@ def _finish_scores(call: AttentionCall, b: int, scores: torch.Tensor, rows: torc
 
 def _visible(call: AttentionCall, b: int, rows: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     if call.mask is None:
-        return _implicit_visible_counts(call, rows, keys)
+        return implicit_visible_counts(call, rows, keys)
     heads = torch.arange(call.query.shape[1], device=rows.device)  # type: ignore[union-attr]
-    mask = _broadcast_pick(call.mask, b, heads)[:, rows][:, :, keys]
+    mask = broadcast_pick(call.mask, b, heads)[:, rows][:, :, keys]
     visible = mask if mask.dtype == torch.bool else mask > _LOWEST / 2
     return visible.sum(-1).amax(0)
 
 
-def _row_moments(call: AttentionCall, b: int, ask: FusedRows, scores: torch.Tensor, weights: torch.Tensor,
-                 top: torch.Tensor, total: torch.Tensor, expected_pos: torch.Tensor, rows: torch.Tensor,
-                 keys: torch.Tensor, key_text: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Moments of the asked rows of one block; ``weights`` are unnormalized (``[head, row, key]``)."""
-    lo = int(keys[0]) if len(keys) else 0
-    total64 = total.double()
+def _row_moments(call: AttentionCall, b: int, ask: FusedRows, block: _BlockSums, picked: torch.Tensor
+                 ) -> dict[str, torch.Tensor]:
+    """Moments of the rows ``picked`` (positions in the block) of one block; nothing block-sized is copied."""
+    weights, keys = block.weights, block.keys
+    rows = block.rows[picked]
+    lo, width = (int(keys[0]) if len(keys) else 0), len(keys)
+    total64 = block.total[:, picked].double()
     found = {
-        "log_z": top.double() + total64.log(),
-        "mean_score": torch.linalg.vecdot(weights, scores).double() / total64,
+        "log_z": block.top[:, picked].double() + total64.log(),
+        "mean_score": block.weighted[:, picked].double() / total64,
         "p_max": 1.0 / total64,
-        "p_first": _at(weights, ask.keys[:1], lo, len(keys)).sum(-1).double() / total64,
-        "p_special": _at(weights, ask.keys[ask.special], lo, len(keys)).sum(-1).double() / total64,
+        "p_first": _columns(weights, ask.keys[:1], lo, width)[:, picked].double() / total64,
+        "p_special": _columns(weights, ask.keys[ask.special], lo, width)[:, picked].double() / total64,
         "visible": _visible(call, b, rows, keys),
     }
     if ask.cross:
         nan = torch.full_like(total64, float("nan"))
         found.update(p_diag=nan, p_prev=nan, p_next=nan, distance=nan)
     else:
-        index = torch.arange(len(rows), device=rows.device)
-        found["p_diag"] = _pick(weights, rows - lo, index, len(keys)).double() / total64
-        text_rows = torch.searchsorted(ask.keys, rows).to(torch.float64)  # query and key are one text
-        previous = ask.keys[(text_rows.long() - 1).clamp(min=0)]
-        prev = _pick(weights, previous - lo, index, len(keys)).double() / total64
-        found["p_prev"] = torch.where(text_rows[None, :] >= 1, prev, torch.full_like(prev, float("nan")))
+        text_rows = torch.searchsorted(ask.keys, rows)  # query and key are one text
         last = len(ask.keys) - 1
-        following = ask.keys[(text_rows.long() + 1).clamp(max=last)]
-        after = _pick(weights, following - lo, index, len(keys)).double() / total64
-        found["p_next"] = torch.where(text_rows[None, :] < last, after, torch.full_like(after, float("nan")))
+
+        def at(text_index: torch.Tensor, defined: torch.Tensor) -> torch.Tensor:
+            values = _pick(weights, picked, ask.keys[text_index.clamp(0, last)] - lo, width).double() / total64
+            return torch.where(defined[None, :], values, torch.full_like(values, float("nan")))
+
+        found["p_diag"] = at(text_rows, torch.ones_like(text_rows, dtype=torch.bool))
+        found["p_prev"] = at(text_rows - 1, text_rows >= 1)
+        found["p_next"] = at(text_rows + 1, text_rows < last)
         if call.mask is None and call.is_causal:
-            found["distance"] = text_rows[None, :] - expected_pos.double() / total64
+            found["distance"] = text_rows.double()[None, :] - block.expected_pos[:, picked].double() / total64
         else:
-            gap = (text_rows[:, None].float() - key_text[None, :]).abs_()  # [row, key]
-            found["distance"] = torch.einsum("hrk,rk->hr", weights, gap).double() / total64
+            gap = (text_rows[:, None].float() - block.key_text[None, :]).abs_()  # [row, key]
+            distance = torch.einsum("hrk,rk->hr", weights[:, picked], gap)
+            found["distance"] = distance.double() / total64
     if ask.key_cell is not None:
-        found["pooled"] = _pooled(weights, total, ask, keys, key_text)
+        found["pooled"] = _pooled(weights[:, picked], block.total[:, picked], ask, keys, block.key_text)
     return found
 
 
-def _at(weights: torch.Tensor, positions: torch.Tensor, lo: int, width: int) -> torch.Tensor:
-    """``weights[..., positions - lo]`` for the positions inside the block's key range."""
+def _columns(weights: torch.Tensor, positions: torch.Tensor, lo: int, width: int) -> torch.Tensor:
+    """``[head, row]``: the sum of ``weights`` over the key ``positions`` inside the block's range."""
     local = positions - lo
     local = local[(local >= 0) & (local < width)]
-    return weights[..., local]
+    return weights[..., local].sum(-1)
 
 
-def _pick(weights: torch.Tensor, local: torch.Tensor, index: torch.Tensor, width: int) -> torch.Tensor:
-    """``weights[h, i, local[i]]`` per row, 0 where ``local[i]`` is outside the block's keys."""
+def _pick(weights: torch.Tensor, picked: torch.Tensor, local: torch.Tensor, width: int) -> torch.Tensor:
+    """``[head, row]``: ``weights[h, picked[i], local[i]]``, 0 where ``local[i]`` is outside the block."""
     inside = (local >= 0) & (local < width)
-    picked = torch.zeros(weights.shape[:2], dtype=weights.dtype, device=weights.device)
-    picked[:, inside] = weights[:, index[inside], local[inside]]
-    return picked
+    values = torch.zeros(weights.shape[0], len(picked), dtype=weights.dtype, device=weights.device)
+    values[:, inside] = weights[:, picked[inside], local[inside]]
+    return values
 
 
 def _pooled(weights: torch.Tensor, total: torch.Tensor, ask: FusedRows, keys: torch.Tensor,

@@ -13,7 +13,7 @@ import torch
 from headmap.capture.tap import AttentionCall
 
 
-def _broadcast_pick(tensor: torch.Tensor, batch: int, heads: torch.Tensor) -> torch.Tensor:
+def broadcast_pick(tensor: torch.Tensor, batch: int, heads: torch.Tensor) -> torch.Tensor:
     """``tensor[batch, heads]`` for a ``[batch|1, heads|1, q, k]`` tensor, broadcasting size-1 dims."""
     picked = tensor[batch if tensor.shape[0] > 1 else 0]
     return picked[heads] if picked.shape[0] > 1 else picked[:1]
@@ -102,15 +102,13 @@ def attention_block(
     if call.softcap is not None:
         scores = torch.tanh(scores.div_(call.softcap)).mul_(call.softcap)
     if call.position_bias is not None:
-        scores += _broadcast_pick(call.position_bias, batch, heads)[:, rows][:, :, keys].float()
+        scores += broadcast_pick(call.position_bias, batch, heads)[:, rows][:, :, keys].float()
     lowest = torch.finfo(torch.float32).min
     if implicit:
-        hidden = _implicit_hidden(call, rows, keys)
-        if hidden is not None:
-            scores.masked_fill_(hidden, lowest)
-        visible = _implicit_visible_counts(call, rows, keys)
+        mask_implicit_(scores, call, rows, keys)
+        visible = implicit_visible_counts(call, rows, keys)
     else:
-        mask = _broadcast_pick(call.mask, batch, heads)[:, rows][:, :, keys]  # type: ignore[arg-type]
+        mask = broadcast_pick(call.mask, batch, heads)[:, rows][:, :, keys]  # type: ignore[arg-type]
         if mask.dtype != torch.bool:
             scores += mask.float().clamp(min=lowest)
             mask = mask > lowest / 2
@@ -137,21 +135,26 @@ def weights_block(call: AttentionCall, batch: int, heads: torch.Tensor, rows: to
                  scores_max=weights.amax(-1).log().clamp_(min=lowest), scores=scores)
 
 
-def _implicit_hidden(call: AttentionCall, rows: torch.Tensor, keys: torch.Tensor) -> torch.Tensor | None:
-    """``[row, key]`` True where a causal / sliding-window flag hides the key, or None if nothing is hidden.
+def mask_implicit_(scores: torch.Tensor, call: AttentionCall, rows: torch.Tensor, keys: torch.Tensor) -> None:
+    """Fill ``scores`` ``[head, row, key]`` with the lowest float where a causal or sliding-window
+    flag hides the key (kernels align the causal pattern to the top-left when given only a flag).
 
-    Kernels align the causal pattern to the top-left when given only a flag.
+    Only the columns that can hold a hidden key are visited: under a causal flag the keys after the
+    block's first row, under a window the keys before its last row's window; for a block of rows
+    over a long text that is a small corner, not the whole block.
     """
-    hidden = None
+    lowest = torch.finfo(torch.float32).min
     if call.is_causal:
-        hidden = keys[None, :] > rows[:, None]
+        start = int(torch.searchsorted(keys, rows.min(), right=True))
+        if start < len(keys):
+            scores[..., start:].masked_fill_(keys[None, start:] > rows[:, None], lowest)
     if call.sliding_window is not None:
-        old = keys[None, :] <= rows[:, None] - call.sliding_window
-        hidden = old if hidden is None else hidden | old
-    return hidden
+        stop = int(torch.searchsorted(keys, rows.max() - call.sliding_window, right=True))
+        if stop > 0:
+            scores[..., :stop].masked_fill_(keys[None, :stop] <= rows[:, None] - call.sliding_window, lowest)
 
 
-def _implicit_visible_counts(call: AttentionCall, rows: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+def implicit_visible_counts(call: AttentionCall, rows: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     """Keys each row may see under the flags, counted without building a mask (``keys`` ascending)."""
     upto = torch.searchsorted(keys, rows, right=True) if call.is_causal else torch.full_like(rows, len(keys))
     if call.sliding_window is None:
