@@ -11,9 +11,11 @@ import sys
 from collections.abc import Sequence
 
 from headmap.cli import capture, demo, explain, heads, monitor, rag, render, stats
+from headmap.cli import bias
 from headmap.errors import HeadmapError
 
 COMMANDS = (render, capture, stats, heads, monitor, demo, explain, rag)
+COMMANDS += (bias,)
 
 
 def build_parser() -> argparse.ArgumentParser:
