@@ -26,3 +26,9 @@ $HM rag --question "What is the access code for the vault?" --chunks corpora/rag
 $HM heads corpora/sentences.txt -m smollm2 --importance --out headmap-heads-smollm2 -q
 for f in roles profile mds importance; do cp headmap-heads-smollm2/$f.png $O/smollm2-heads-$f.png; done
 cp headmap-heads-smollm2/stat_first_share.png $O/smollm2-heads-first-share.png
+# headmap bias: the worked example (corpora/bias), SmolLM2 through its chat template, MiniLM by cosine.
+B="--template corpora/bias/accountant.txt --group female=corpora/bias/names_female.txt --group male=corpora/bias/names_male.txt --evidence"
+$HM bias $B "ten years of experience in accounting" --target "Yes" --chat --pairs 24 -m smollm2 --quiet \
+    -o $O/bias-smollm2.png
+$HM bias $B "ten years of experience in accounting" --compare "A highly qualified accountant." --pairs 24 -m minilm \
+    --quiet -o $O/bias-minilm.png

@@ -1,0 +1,73 @@
+"""Attention evidence per prompt: how much the answer position attends to the name and to the evidence.
+
+For every prompt, layer and head: the weight the answer position's row puts on the name's tokens
+(summed over them; a name of three tokens gets the sum of three weights) and on the evidence
+phrase's tokens. Outputs without an answer position (the cosine of a mean-pooled embedding) read
+every row, so there the sums are averaged over all rows, special tokens included, as the pooling
+includes them.
+
+Only the answer rows are captured (all rows where there is none), and each block is reduced to
+the two span sums as it arrives (:class:`headmap.apps.rag.evidence.GroupMass`): no map is held.
+Prompts are streamed in batches of those that share one row index counted from the end (all of
+them, for decoders).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from headmap.apps.bias.pairs import BiasPrompt
+from headmap.apps.rag.evidence import GroupMass, KeyGroups
+from headmap.capture import CapturePlan, stream
+from headmap.capture.plan import LayerSpec
+from headmap.models import LoadedModel
+
+NAME, EVIDENCE = 0, 1
+
+
+@dataclass(frozen=True)
+class SpanAttention:
+    """``name`` and ``evidence`` ``[prompt, layer, head]`` float64, and the layers and heads they cover."""
+
+    name: np.ndarray
+    evidence: np.ndarray
+    layers: tuple[str, ...]
+    heads: tuple[int, ...]
+
+
+def key_groups(prompt: BiasPrompt) -> KeyGroups:
+    """Every token of the prompt: the name (0), the evidence (1) or neither (-1)."""
+    group = np.full(len(prompt), -1, dtype=np.int64)
+    group[list(prompt.name_tokens)] = NAME
+    group[list(prompt.evidence_tokens)] = EVIDENCE
+    return KeyGroups(group, 2)
+
+
+def span_attention(loaded: LoadedModel, prompts: Sequence[BiasPrompt], positions: Sequence[int | None],
+                   layers: LayerSpec | Sequence[LayerSpec] | None = None, heads: int | Sequence[int] | None = None,
+                   batch_size: int = 8, tick: Callable[[int], None] | None = None) -> SpanAttention:
+    """Span sums of every prompt's answer row (or the mean over its rows where ``positions`` is None)."""
+    # Row specs shared by a batch: the answer row counted from the end (-1 for decoders), or all rows.
+    specs = [None if pos is None else pos - len(p) for p, pos in zip(prompts, positions)]
+    name: list[np.ndarray | None] = [None] * len(prompts)
+    evidence: list[np.ndarray | None] = [None] * len(prompts)
+    plan: CapturePlan | None = None
+    step = max(1, batch_size)
+    for spec in dict.fromkeys(specs):
+        members = [i for i, s in enumerate(specs) if s == spec]
+        for first in range(0, len(members), step):
+            batch = members[first : first + step]
+            collected = GroupMass([key_groups(prompts[i]) for i in batch])
+            plan = stream(loaded, [prompts[i].encoded for i in batch], collected, layers=layers, heads=heads,
+                          rows=None if spec is None else [spec], batch_size=len(batch))
+            for item, i in enumerate(batch):
+                sums = collected.sums[item].astype(np.float64).mean(axis=2)  # [layer, head, group]: mean over rows
+                name[i], evidence[i] = sums[..., NAME], sums[..., EVIDENCE]
+            if tick is not None:
+                tick(len(batch))
+    assert plan is not None
+    return SpanAttention(np.stack(name), np.stack(evidence),  # type: ignore[arg-type]
+                         tuple(k.name for k in plan.layers), tuple(plan.heads))
