@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from headmap.apps.bias.findings import ALPHA, output_name
-from headmap.apps.rag.page import _bar, _limit, _rgb
+from headmap.apps.html_parts import bar_limit, cell_colors, svg_bar
 from headmap.render.html import escape
 
 if TYPE_CHECKING:
@@ -73,10 +73,10 @@ def _stats_table(report: BiasReport) -> str:
                                           (f"output with the top {report.k} name heads ablated", report.gap_ablated),
                                           ("change of the gap: top name heads", report.ablation)]
     rows += [(f"change of the gap: random set {i + 1}", c) for i, c in enumerate(report.controls)]
-    limit = _limit(np.array([s.mean for _, s in rows] + [s.ci_low for _, s in rows] + [s.ci_high for _, s in rows]))
+    limit = bar_limit(np.array([s.mean for _, s in rows] + [s.ci_low for _, s in rows] + [s.ci_high for _, s in rows]))
     body = "".join(
         f"<tr><td>{escape(label)}</td><td class='num'>{s.n}</td><td class='num'>{s.mean:+.4f}</td>"
-        f"<td>{_bar(s.mean, limit, '#d0612a' if 'change' in label else '#777')}</td>"
+        f"<td>{svg_bar(s.mean, limit, '#d0612a' if 'change' in label else '#777')}</td>"
         f"<td class='num'>[{s.ci_low:+.4f}, {s.ci_high:+.4f}]</td><td class='num'>{_p(s.t_p)}</td>"
         f"<td class='num'>{_p(s.wilcoxon_p)}</td><td class='num'>{s.d_z:+.2f}</td></tr>" for label, s in rows)
     head = (f"<tr><th>quantity</th><th>pairs</th><th colspan='2'>mean difference</th><th>{report.confidence:.0%} "
@@ -96,7 +96,7 @@ def _head_map(report: BiasReport, values: np.ndarray, cmap: str, signed: bool, m
         cells = []
         for hi_, h in enumerate(report.heads):
             value = values[li, hi_]
-            bg, fg = _rgb(value, lo, hi, cmap)
+            bg, fg = cell_colors(value, lo, hi, cmap)
             cells.append(f"<td class='map' style='background:{bg};color:{fg}' title='{escape(layer)}, head {h}: "
                          f"{format(value, fmt)}'>{mark if marks[li, hi_] else ''}</td>")
         rows.append(f"<tr><th>{escape(layer)}</th>{''.join(cells)}</tr>")
@@ -124,12 +124,12 @@ def _top_heads(report: BiasReport, count: int = 12) -> str:
 def _pairs(report: BiasReport) -> str:
     table = report.pair_table
     diff = table["difference"].to_numpy()
-    limit = _limit(diff)
+    limit = bar_limit(diff)
     rows = []
     for p, row in enumerate(table.itertuples(index=False)):
         rows.append(f"<tr><td>{html.escape(row[0])}</td><td>{html.escape(row[1])}</td><td class='num'>{row[2]:.4f}</td>"
                     f"<td class='num'>{row[3]:.4f}</td><td class='num'>{diff[p]:+.4f}</td>"
-                    f"<td>{_bar(diff[p], limit, '#2b7bb9')}</td><td class='num'>{row[7]:+.4f}</td></tr>")
+                    f"<td>{svg_bar(diff[p], limit, '#2b7bb9')}</td><td class='num'>{row[7]:+.4f}</td></tr>")
     a, b = report.labels
     head = (f"<tr><th>{escape(a)}</th><th>{escape(b)}</th><th>output {escape(a)}</th><th>output {escape(b)}</th>"
             "<th colspan='2'>difference</th><th>difference, ablated</th></tr>")

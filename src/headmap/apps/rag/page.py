@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from headmap.apps.html_parts import bar_limit, cell_colors, svg_bar
 from headmap.render.html import escape
 from headmap.view.downsample import shorten
 
@@ -46,54 +47,22 @@ _PAGE = """<!DOCTYPE html>
 """
 
 
-def _rgb(value: float, lo: float, hi: float, cmap: str) -> tuple[str, str]:
-    """Background colour for ``value`` on ``cmap`` over [lo, hi], and a readable text colour on it."""
-    import matplotlib
-
-    share = 0.5 if not np.isfinite(value) or hi <= lo else float(np.clip((value - lo) / (hi - lo), 0.0, 1.0))
-    r, g, b, _ = matplotlib.colormaps[cmap](share)
-    luminance = 0.2126 * r + 0.7152 * g + 0.0722 * b
-    return f"rgb({r * 255:.0f},{g * 255:.0f},{b * 255:.0f})", ("#000" if luminance > 0.5 else "#fff")
-
-
-def _bar(value: float, limit: float, color: str, width: int = 180) -> str:
-    """An inline SVG bar for a signed value on [-limit, limit] (a zero line in the middle when signed)."""
-    signed = limit < 0
-    limit = abs(limit) or 1.0
-    zero = width / 2 if signed else 0.0
-    scale = (width / 2 if signed else width) / limit
-    length = float(np.clip(value * scale, -zero, width - zero)) if np.isfinite(value) else 0.0
-    x = zero + min(0.0, length)
-    return (f"<svg width='{width}' height='12' role='img' aria-label='{value:.4g}'>"
-            f"<rect x='{x:.1f}' y='1' width='{abs(length):.1f}' height='10' fill='{color}'/>"
-            f"<line x1='{zero:.1f}' x2='{zero:.1f}' y1='0' y2='12' stroke='#888' stroke-width='1'/></svg>")
-
-
-def _limit(values: np.ndarray) -> float:
-    """Bar scale: the largest magnitude, negative when the values change sign (a centred axis)."""
-    finite = values[np.isfinite(values)]
-    if not finite.size:
-        return 1.0
-    top = float(np.abs(finite).max()) or 1.0
-    return -top if finite.min() < 0 else top
-
-
 def _chunk_label(report: RagReport, c: int) -> str:
     return f"[{c + 1}] {report.chunks[c].id}"
 
 
 def _bars(report: RagReport) -> str:
     att, cal, drop = report.attention, report.calibrated_attention, report.logprob_drop
-    att_lim, cal_lim, drop_lim = _limit(att), _limit(cal), _limit(drop)
+    att_lim, cal_lim, drop_lim = bar_limit(att), bar_limit(cal), bar_limit(drop)
     rows = []
     for c in range(len(report.chunks)):
         flag = report.flags[c]
         flag_html = f"<span class='ignored'>{flag}</span>" if flag == "ignored" else flag
         rows.append(
             f"<tr><td>{escape(_chunk_label(report, c))}</td>"
-            f"<td class='num'>{att[c]:.4f}</td><td>{_bar(att[c], att_lim, '#8a8a8a')}</td>"
-            f"<td class='num'>{cal[c]:+.4f}</td><td>{_bar(cal[c], cal_lim, '#2b7bb9')}</td>"
-            f"<td class='num'>{drop[c]:+.3f}</td><td>{_bar(drop[c], drop_lim, '#d0612a')}</td>"
+            f"<td class='num'>{att[c]:.4f}</td><td>{svg_bar(att[c], att_lim, '#8a8a8a')}</td>"
+            f"<td class='num'>{cal[c]:+.4f}</td><td>{svg_bar(cal[c], cal_lim, '#2b7bb9')}</td>"
+            f"<td class='num'>{drop[c]:+.3f}</td><td>{svg_bar(drop[c], drop_lim, '#d0612a')}</td>"
             f"<td>{flag_html}</td></tr>")
     head = ("<tr><th>chunk</th><th colspan='2'>attention (mean mass)</th><th colspan='2'>calibrated "
             "(minus dummy)</th><th colspan='2'>log-prob drop when removed</th><th>flag</th></tr>")
@@ -109,7 +78,7 @@ def _heatmap(report: RagReport) -> str:
     for t, token in enumerate(report.answer_tokens):
         cells = []
         for c in range(values.shape[1]):
-            bg, fg = _rgb(values[t, c], lo, hi, "viridis")
+            bg, fg = cell_colors(values[t, c], lo, hi, "viridis")
             cells.append(f"<td class='cell' style='background:{bg};color:{fg}' "
                          f"title='{escape(token)} → {escape(_chunk_label(report, c))}: {values[t, c]:.4f}'>"
                          f"{values[t, c]:.3f}</td>")
@@ -123,9 +92,9 @@ def _chunk_texts(report: RagReport) -> str:
     for c, (pieces, weights) in enumerate(zip(report.chunk_pieces, report.piece_attention)):
         spans = []
         for piece, weight in zip(pieces, weights):
-            bg, _ = _rgb(weight, 0.0, top, "Oranges")
+            bg, _ = cell_colors(weight, 0.0, top, "Oranges")
             spans.append(f"<span style='background:{bg}' title='{weight:.5f}'>{html.escape(piece)}</span>")
-        bg, _ = _rgb(report.attention[c], 0.0, float(report.attention.max()), "Oranges")
+        bg, _ = cell_colors(report.attention[c], 0.0, float(report.attention.max()), "Oranges")
         blocks.append(f"<div class='chunk' style='border-left-color:{bg}'><span class='lab'>"
                       f"{escape(_chunk_label(report, c))}</span>{''.join(spans)}</div>")
     return "".join(blocks)
@@ -140,7 +109,7 @@ def _lookback(report: RagReport) -> str:
         cells = []
         for hi, h in enumerate(report.heads):
             value = report.lookback[li, hi]
-            bg, _ = _rgb(value, 0.0, 1.0, "RdBu")
+            bg, _ = cell_colors(value, 0.0, 1.0, "RdBu")
             cells.append(f"<td class='lb' style='background:{bg}' title='{escape(layer)}, head {h}: {value:.3f}'></td>")
         rows.append(f"<tr><th>{escape(layer)}</th>{''.join(cells)}</tr>")
     return (f"<p class='small'>Blue: the head reads the chunks (ratio near 1); red: it reads the answer so far "
