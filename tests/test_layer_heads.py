@@ -102,3 +102,15 @@ def test_other_architectures_are_refused_by_name(bert_tokenizer):
     gpt2 = build("gpt2", bert_tokenizer)[0]
     with pytest.raises(HeadmapError, match=r"GPT2LMHeadModel \(gpt2\)"):
         cut_heads(gpt2.model, [])
+
+
+def test_stats_of_a_cut_model_are_nan_where_a_layer_lacks_the_head(llama):
+    cut = _cut(llama, LLAMA)
+    stats = headmap.collect_stats(cut, TEXT)
+    assert stats.entropy.shape == (2, 3) and np.isnan(stats.entropy[0, 2]) and not np.isnan(stats.entropy[1]).any()
+    with headmap.ablate(llama, _removed(LLAMA, 4)):
+        gated = headmap.collect_stats(llama, TEXT)
+    for li, layout in enumerate(LLAMA):
+        for name in ("entropy", "first_share", "distance"):
+            np.testing.assert_allclose(stats.stat(name)[li, : len(layout.query)], gated.stat(name)[li, list(layout.query)],
+                                       rtol=1e-5, atol=1e-6)
