@@ -17,6 +17,7 @@ from headmap import result as _result
 from headmap.analysis import HeadStats, StatsCollector, collect_stats
 from headmap.attribution import Explanation, explain
 from headmap.apps.rag import RagReport, rag
+from headmap.apps.prune import PruneReport, prune, prune_heads
 from headmap.capture import Block, CapturePlan, MapStore, capture, stream
 from headmap.errors import HeadmapError
 from headmap.models import LoadedModel, load
@@ -66,6 +67,7 @@ __all__ = [
     "rag",
     "stream",
 ]
+__all__ += ["PruneReport", "prune", "prune_heads"]
 __all__ += ["HeadImportance", "HeadMonitor", "HeadReport", "ablate", "head_importance", "head_report",
             "plot_monitor", "record_heads"]
 

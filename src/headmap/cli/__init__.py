@@ -10,10 +10,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from headmap.cli import capture, demo, explain, heads, monitor, rag, render, stats
+from headmap.cli import capture, demo, explain, heads, monitor, prune, rag, render, stats
 from headmap.errors import HeadmapError
 
-COMMANDS = (render, capture, stats, heads, monitor, demo, explain, rag)
+COMMANDS = (render, capture, stats, heads, monitor, demo, explain, rag, prune)
 
 
 def build_parser() -> argparse.ArgumentParser:
