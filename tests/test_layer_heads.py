@@ -114,3 +114,17 @@ def test_stats_of_a_cut_model_are_nan_where_a_layer_lacks_the_head(llama):
         for name in ("entropy", "first_share", "distance"):
             np.testing.assert_allclose(stats.stat(name)[li, : len(layout.query)], gated.stat(name)[li, list(layout.query)],
                                        rtol=1e-5, atol=1e-6)
+
+
+def test_ablation_checks_heads_against_each_layer_of_a_cut_model(llama):
+    cut = _cut(llama, LLAMA)
+    with pytest.raises(HeadmapError, match="layer.0 head 2 is out of range"):
+        with headmap.ablate(cut, [(0, 2)]):
+            pass
+    ids = llama.tokenizer(TEXT, return_tensors="pt")
+    with torch.inference_mode():
+        with headmap.ablate(cut, [(1, 2)]):
+            gated = cut.model(**ids).logits
+        with headmap.ablate(llama, [*_removed(LLAMA, 4), (1, 2)]):
+            reference = llama.model(**ids).logits
+    torch.testing.assert_close(gated, reference, atol=1e-4, rtol=1e-5)
