@@ -26,3 +26,6 @@ $HM rag --question "What is the access code for the vault?" --chunks corpora/rag
 $HM heads corpora/sentences.txt -m smollm2 --importance --out headmap-heads-smollm2 -q
 for f in roles profile mds importance; do cp headmap-heads-smollm2/$f.png $O/smollm2-heads-$f.png; done
 cp headmap-heads-smollm2/stat_first_share.png $O/smollm2-heads-first-share.png
+# headmap prune: quality vs heads removed (importance / entropy / random orders) and a 30% cut, per bundled model
+$HM prune -m minilm --texts corpora/sentences.txt --curve --amount 0.3 -q -o $O/prune-minilm.png
+$HM prune -m smollm2 --texts corpora/sentences.txt --max-texts 96 --curve --amount 0.3 -q -o $O/prune-smollm2.png

@@ -251,3 +251,7 @@ def test_prune_refuses_bad_requests(tiny, bert_tokenizer, tmp_path):
     with pytest.raises(HeadmapError, match="already pruned"):
         prune(prune_heads(llama, GQA_CUT), TEXTS, heldout=HELD, curve=True)
     assert layouts_for(llama.model, {})[0] == HeadLayout((0, 1, 2, 3), (0, 1))
+    with pytest.raises(HeadmapError, match="every head of layer.1"):
+        prune_heads(llama, [(1, 0), (1, 1), (1, 2), (1, 3)])
+    with pytest.raises(HeadmapError, match="cannot remove head 4"):
+        prune_heads(llama, {L0: [4]})

@@ -25,6 +25,8 @@ from headmap.models import LoadedModel
 from headmap.models.pruned import HeadLayout, attention_modules, current_layouts, cut_heads, original_layout
 from headmap.result import LayerKey, Stack
 
+LATENCY_BATCH = 64
+
 
 def layer_keys(model: torch.nn.Module) -> list[LayerKey]:
     """The attention layers of ``model`` in depth order, checked to be its family's layers in order."""
@@ -65,7 +67,19 @@ def layouts_for(model: torch.nn.Module, heads: Mapping[LayerKey, Sequence[int]])
     full = original_layout(model)
     rep = len(full.query) // len(full.kv)
     keys = layer_keys(model)
-    return [plan_layout(current, heads.get(key, ()), rep) for key, current in zip(keys, current_layouts(model))]
+    unknown = set(heads) - set(keys)
+    if unknown:
+        raise HeadmapError(f"no layer {sorted(k.name for k in unknown)[0]} in this model: it has layer.0..layer.{len(keys) - 1}")
+    layouts = []
+    for key, current in zip(keys, current_layouts(model)):
+        removed = sorted(set(int(h) for h in heads.get(key, ())))
+        if removed and not 0 <= removed[0] <= removed[-1] < len(current.query):
+            raise HeadmapError(f"{key.name} has heads 0..{len(current.query) - 1}: cannot remove head {removed[-1]}")
+        if len(removed) == len(current.query):
+            raise HeadmapError(f"removing every head of {key.name} leaves it without attention: keep at least one "
+                               "head per layer")
+        layouts.append(plan_layout(current, removed, rep))
+    return layouts
 
 
 def prune_heads(model: LoadedModel, heads: Mapping[LayerKey, Sequence[int]] | Sequence[tuple[int | str, int]]
@@ -106,15 +120,20 @@ def _output(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Te
 
 
 def max_difference(original: LoadedModel, pruned: LoadedModel, heads: Mapping[LayerKey, Sequence[int]],
-                   texts: Sequence[str]) -> tuple[float, float]:
+                   texts: Sequence[str], batch_size: int = 16) -> tuple[float, float]:
     """``(largest |pruned - gated|, largest |gated|)`` over the outputs (logits, else last hidden
     state) of ``texts``, ``gated`` being ``original`` with ``heads`` gated off."""
-    inputs = _inputs(original, texts)
-    with torch.inference_mode():
-        with ablate(original, [(k, h) for k, hs in heads.items() for h in hs], mode="zero"):
-            gated = _output(original.model, inputs)
-        cut = _output(pruned.model, inputs)
-    return float((gated - cut).abs().max()), float(gated.abs().max())
+    difference = scale = 0.0
+    pairs = [(k, h) for k, hs in heads.items() for h in hs]
+    for first in range(0, len(texts), batch_size):  # logits of a whole corpus at once would not fit
+        inputs = _inputs(original, texts[first:first + batch_size])
+        with torch.inference_mode():
+            with ablate(original, pairs, mode="zero"):
+                gated = _output(original.model, inputs)
+            cut = _output(pruned.model, inputs)
+        difference = max(difference, float((gated - cut).abs().max()))
+        scale = max(scale, float(gated.abs().max()))
+    return difference, scale
 
 
 @dataclass(frozen=True)
@@ -139,14 +158,14 @@ class Latency:
         return self.median_before / self.median_after
 
 
-def measure_latency(original: LoadedModel, pruned: LoadedModel, texts: Sequence[str], repeats: int = 5) -> Latency:
-    """Median of ``repeats`` forwards of ``texts`` (one padded batch) per model, after one warm-up each.
-
-    The two models alternate, so a load change on the machine hits both alike.
+def measure_latency(original: LoadedModel, pruned: LoadedModel, texts: Sequence[str], repeats: int = 5,
+                    max_batch: int = LATENCY_BATCH) -> Latency:
+    """Median of ``repeats`` forwards of the first ``max_batch`` of ``texts`` (one padded batch) per
+    model, after one warm-up each. The two models alternate, so a load change on the machine hits both alike.
     """
     if repeats < 1:
         raise HeadmapError("latency needs at least one repeat")
-    inputs = _inputs(original, texts)
+    inputs = _inputs(original, texts[:max_batch])
     before: list[float] = []
     after: list[float] = []
     with torch.inference_mode():

@@ -19,7 +19,7 @@ from headmap.apps.prune.physical import Latency
 from headmap.apps.prune.quality import Metric
 from headmap.errors import HeadmapError
 from headmap.models.pruned import HeadLayout
-from headmap.result import CAUSATION_WARNING
+from headmap.result import CAUSATION_WARNING, LayerKey
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -205,7 +205,6 @@ class PruneReport:
 def read_report(path: str | Path) -> PruneReport:
     """A report saved as JSON (:meth:`PruneReport.save`), to draw or render again without recomputing."""
     from headmap.apps.prune.order import Order
-    from headmap.result import LayerKey
 
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -253,7 +252,7 @@ def pruning_record(p: Pruning) -> dict:
         removed.setdefault(layer, []).append(head)
     return {
         "order": p.order, "amount": p.amount, "heads_removed": len(p.removed), "heads_after": p.heads_after,
-        "removed": {k: sorted(v) for k, v in removed.items()},
+        "removed": {k: sorted(v) for k, v in sorted(removed.items(), key=lambda kv: LayerKey.parse(kv[0]).sort_key)},
         "removal_order": [[layer, head] for layer, head in p.removed],
         "layouts": [layout.to_json() for layout in p.layouts],
         "quality": {k: _num(v) for k, v in p.quality.items()},

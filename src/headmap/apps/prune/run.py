@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from headmap.analysis.corpus import as_corpus
-from headmap.analysis.losses import Loss, LossFn, resolve_loss
+from headmap.analysis.losses import Loss, LossFn, default_loss, resolve_loss
 from headmap.apps.prune.curve import Curve, measure_curve
 from headmap.apps.prune.order import Order, entropy_order, importance_order, random_order, step_counts
 from headmap.apps.prune.physical import (layer_keys, max_difference, measure_latency, parameter_count,
@@ -78,6 +78,9 @@ def prune(model: LoadedModel | str, texts: Sequence[str] | str | Path, *, amount
     if amount is not None:
         family_of(loaded.model)  # an unsupported architecture fails before any work
     arch = discover(loaded.model)
+    if arch.is_encoder_decoder:
+        raise HeadmapError(f"{loaded.name} is an encoder-decoder model: headmap prune measures decoders (perplexity) "
+                           "and encoders (embeddings) only")
     if arch.layer_heads:
         raise HeadmapError(f"{loaded.name} is already pruned (its layers have different head counts): prune the "
                            "original model instead, with the larger amount")
@@ -90,8 +93,7 @@ def prune(model: LoadedModel | str, texts: Sequence[str] | str | Path, *, amount
     cut_counts = step_counts(total, len(keys), step, amount) if amount is not None else []
     counts = step_counts(total, len(keys), step) if curve else cut_counts
     quality = Quality(loaded, held)
-    setup.loss = retrieval_loss(loaded, corpus) if loss is None and not quality.decoder else (
-        resolve_loss(loaded.model, loss))
+    setup.loss = _default_loss(loaded, corpus) if loss is None else resolve_loss(loaded.model, loss)
     wanted = [(name, seed) for name in (ORDERS if curve else (order,))
               for seed in ((*seeds,) if name == "random" and curve else (seeds[0],))]
     steps = len(counts) - 1
@@ -143,6 +145,14 @@ class _Setup:
         if name == "entropy":
             return entropy_order(self.loaded, self.corpus, self.keys, self.per_layer, self.batch_size)
         return random_order(self.per_layer, seed)
+
+
+def _default_loss(loaded: LoadedModel, corpus: list[str]) -> Loss:
+    """Next-token loss for decoders, masked-LM loss for encoders with an MLM head, else self-retrieval."""
+    try:
+        return default_loss(loaded.model)
+    except HeadmapError:
+        return retrieval_loss(loaded, corpus)
 
 
 def _reuse(curves: list[Curve], name: str, seed: int, counts: Sequence[int]) -> Order | None:
