@@ -128,3 +128,8 @@ def test_ablation_checks_heads_against_each_layer_of_a_cut_model(llama):
         with headmap.ablate(llama, [*_removed(LLAMA, 4), (1, 2)]):
             reference = llama.model(**ids).logits
     torch.testing.assert_close(gated, reference, atol=1e-4, rtol=1e-5)
+
+
+def test_head_importance_of_a_cut_model_is_refused_clearly(llama):
+    with pytest.raises(HeadmapError, match="different head counts"):
+        headmap.head_importance(_cut(llama, LLAMA), [TEXT])
