@@ -27,11 +27,12 @@ def _panel(ax: Axes, report: PruneReport, metric: Metric) -> None:
             ax.plot(x, y, color=COLORS["random"], lw=0.8, alpha=0.6)
         else:
             ax.plot(x, y, color=COLORS.get(curve.order.name, "k"), lw=2, marker="o", ms=4, label=curve.order.name)
-    random = mean_random(report, metric.name)
+    random = mean_random(report, metric)
     if random is not None:
         seeds = ", ".join(str(c.order.seed) for c in report.curves if c.order.name == "random")
+        mean = "geometric mean" if metric.name == "perplexity" else "mean"
         ax.plot([100 * c / total for c in random[0]], random[1], color="0.35", lw=1.6, ls="--",
-                label=f"random, mean of seeds {seeds} (thin: each)")
+                label=f"random, {mean} of seeds {seeds} (thin: each)")
     base = report.baseline[metric.name]
     ax.axhline(base, color="0.2", lw=0.8, ls=":")
     limit = KEEP * base if metric.higher_is_better else base / KEEP

@@ -267,12 +267,19 @@ def pruning_record(p: Pruning) -> dict:
     }
 
 
-def mean_random(report: PruneReport, metric: str) -> tuple[tuple[int, ...], np.ndarray] | None:
-    """``(counts, mean over seeds)`` of the random orders' ``metric``, or None without random orders."""
+def mean_random(report: PruneReport, metric: Metric) -> tuple[tuple[int, ...], np.ndarray] | None:
+    """``(counts, mean over seeds)`` of the random orders' ``metric``, or None without random orders.
+
+    Perplexities are averaged geometrically (the exp of the mean per-token loss): one seed's blow-up
+    to 10^5 would otherwise hide the others.
+    """
     curves = [c for c in report.curves if c.order.name == "random"]
     if not curves:
         return None
-    return curves[0].counts, np.mean([c.values[metric] for c in curves], axis=0)
+    values = np.array([c.values[metric.name] for c in curves], dtype=np.float64)
+    if metric.name == "perplexity":
+        return curves[0].counts, np.exp(np.log(values).mean(axis=0))
+    return curves[0].counts, values.mean(axis=0)
 
 
 __all__ = ["FORMAT", "KEEP", "REPORT_EXTENSIONS", "PruneReport", "Pruning", "mean_random", "pruning_record",
