@@ -12,7 +12,8 @@ import torch
 
 import headmap
 from headmap.apps.prune import prune, prune_heads, read_record
-from headmap.apps.prune.report import read_report
+from headmap.apps.prune.quality import PERPLEXITY
+from headmap.apps.prune.report import mean_random, read_report
 from headmap.apps.prune.order import (_keep_one, all_heads, entropy_scores, importance_order, random_order,
                                       step_counts)
 from headmap.apps.prune.physical import layouts_for, max_difference, parameter_count, plan_layout
@@ -232,6 +233,9 @@ def test_prune_report_holds_what_it_measured(tiny, tmp_path):
     assert again.summary == report.summary and again.table.equals(report.table)
     assert again.curves[0].order.heads == report.curves[0].order.heads
     report.render(tmp_path / "r.png")
+    counts, geometric = mean_random(report, PERPLEXITY)
+    seeds = np.array([c.values["perplexity"] for c in report.curves if c.order.name == "random"])
+    np.testing.assert_allclose(geometric, np.exp(np.log(seeds).mean(0)), rtol=1e-12)
     evil = headmap.LoadedModel(llama.model, llama.tokenizer, "<script>alert(1)</script>")
     page = prune(evil, TEXTS, heldout=HELD, amount=0.25, step=0.25, latency_repeats=0)._repr_html_()
     assert "<script>" not in page and "&lt;script&gt;" in page
@@ -255,3 +259,20 @@ def test_prune_refuses_bad_requests(tiny, bert_tokenizer, tmp_path):
         prune_heads(llama, [(1, 0), (1, 1), (1, 2), (1, 3)])
     with pytest.raises(HeadmapError, match="cannot remove head 4"):
         prune_heads(llama, {L0: [4]})
+
+
+def test_ctrl_c_keeps_the_orders_already_measured(tiny, monkeypatch):
+    from headmap.apps.prune import run
+
+    real, calls = run.measure_curve, []
+
+    def interrupt_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run, "measure_curve", interrupt_second)
+    report = prune(tiny("llama"), TEXTS, heldout=HELD, curve=True, amount=0.25, step=0.25, latency_repeats=0)
+    assert report.interrupted and report.pruning is None
+    assert [c.order.name for c in report.curves] == ["importance"] and "Interrupted" in report.notes[0]
