@@ -32,3 +32,6 @@ $HM bias $B "ten years of experience in accounting" --target "Yes" --chat --pair
     -o $O/bias-smollm2.png
 $HM bias $B "ten years of experience in accounting" --compare "A highly qualified accountant." --pairs 24 -m minilm \
     --quiet -o $O/bias-minilm.png
+# headmap prune: quality vs heads removed (importance / entropy / random orders) and a 30% cut, per bundled model
+$HM prune -m minilm --texts corpora/sentences.txt --curve --amount 0.3 -q -o $O/prune-minilm.png
+$HM prune -m smollm2 --texts corpora/sentences.txt --max-texts 96 --curve --amount 0.3 -q -o $O/prune-smollm2.png

@@ -21,6 +21,7 @@ from headmap.analysis import (
 from headmap.analysis.engines import LocalEngine
 from headmap.analysis.monitor_plot import plot_monitor
 from headmap.apps.bias import BiasReport, bias_probe
+from headmap.apps.prune import PruneReport, prune, prune_heads
 from headmap.apps.rag import RagReport, rag
 from headmap.attribution import Explanation, explain
 from headmap.capture import Block, CapturePlan, Encoded, MapStore, capture, encode_parts, stream
@@ -49,9 +50,9 @@ __version__ = "0.1.0"
 __all__ = [
     "CAUSATION_WARNING", "AttentionResult", "BiasReport", "Block", "CapturePlan", "Encoded", "Explanation",
     "HeadImportance", "HeadMonitor", "HeadReport", "HeadStats", "HeadmapError", "LayerKey", "LayerMap", "LoadedModel",
-    "LocalEngine", "MapStore", "RagReport", "RayEngine", "Stack", "StatsCollector", "Tokens", "ablate", "bias_probe",
+    "LocalEngine", "MapStore", "PruneReport", "RagReport", "RayEngine", "Stack", "StatsCollector", "Tokens", "ablate", "bias_probe",
     "capture", "collect_stats", "encode_parts", "explain", "head_importance", "head_report", "interactive_html", "load",
-    "load_result", "plot_monitor", "rag", "record_heads", "stream",
+    "load_result", "plot_monitor", "prune", "prune_heads", "rag", "record_heads", "stream",
 ]
 
 

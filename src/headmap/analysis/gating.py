@@ -71,7 +71,8 @@ def resolve_pairs(model: LoadedModel | torch.nn.Module,
             raise HeadmapError(f"heads are (layer, head) pairs, such as [(3, 5), ('layer.4', 0)], not {pair!r}")
         layer, head = pair
         for key in resolve_layers(arch, layer):
-            h = check_index(int(head), arch.num_heads, "head")
+            # A pruned model's layers have different head counts: check against the layer's own.
+            h = check_index(int(head), arch.heads_in(key), f"{key.name} head" if arch.layer_heads else "head")
             if h not in out.setdefault(key, []):
                 out[key].append(h)
     return {k: sorted(v) for k, v in sorted(out.items(), key=lambda kv: kv[0].sort_key)}

@@ -137,6 +137,9 @@ def head_importance(model: LoadedModel | str, texts: Sequence[str] | str | Path,
     loaded = load(model) if isinstance(model, str) else model
     corpus = as_corpus(texts, max_texts)
     arch = discover(loaded.model)
+    if arch.layer_heads:
+        raise HeadmapError(f"{loaded.name} has layers with different head counts (a pruned model): head importance "
+                           "gates every layer's heads alike, so compute it on the model before pruning")
     keys, picked = resolve_layers(arch, layers), resolve_heads(arch, heads)
     chosen = resolve_loss(loaded.model, loss)
     parts = []

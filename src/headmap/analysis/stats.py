@@ -179,7 +179,7 @@ class StatsCollector:
         assert self.plan is not None
         cr, ck = self._cells(item, key)
         shape = (math.ceil(len(self.plan.rows[item][key]) / cr), math.ceil(len(self.plan.key_tokens(item, key)) / ck))
-        heads = len(self.plan.heads)
+        heads = len(self.plan.heads_of(key))
         keys, queries = self.plan.key_tokens(item, key), self.plan.query_tokens(item, key)
         return _Accumulator(
             {n: np.zeros(heads) for n in STATS}, {n: 0.0 for n in STATS}, torch.zeros(shape),
@@ -202,9 +202,21 @@ class StatsCollector:
         """
         assert self.plan is not None
         accs = [self._acc[(item, key)] for key in self.plan.layers]
-        sums = np.stack([np.stack([a.sums[name] for a in accs]) for name in STATS]).astype(np.float64)
+        sums = np.stack([np.stack([self._padded(key, a.sums[name]) for key, a in zip(self.plan.layers, accs)])
+                         for name in STATS]).astype(np.float64)
         counts = np.array([[a.counts[name] for a in accs] for name in STATS], dtype=np.float64)
         return sums, counts
+
+    def _padded(self, key: LayerKey, values: np.ndarray) -> np.ndarray:
+        """``values`` of the layer's own heads placed at the plan's heads, NaN where a layer lacks one
+        (the layers of a pruned model have different head counts)."""
+        assert self.plan is not None
+        own = self.plan.heads_of(key)
+        if own == self.plan.heads:
+            return values
+        out = np.full(len(self.plan.heads), np.nan)
+        out[[self.plan.heads.index(h) for h in own]] = values
+        return out
 
     def results(self) -> list[HeadStats]:
         assert self.plan is not None
@@ -213,8 +225,9 @@ class StatsCollector:
         for item, tokens in enumerate(plan.sources):
             accs = [self._acc[(item, key)] for key in plan.layers]
             values = {
-                name: np.stack([a.sums[name] / a.counts[name] if a.counts[name] else np.full(len(plan.heads), np.nan)
-                                for a in accs]).astype(np.float64)
+                name: np.stack([self._padded(key, a.sums[name] / a.counts[name]) if a.counts[name]
+                                else np.full(len(plan.heads), np.nan) for key, a in zip(plan.layers, accs)]
+                               ).astype(np.float64)
                 for name in STATS
             }
             out.append(HeadStats(

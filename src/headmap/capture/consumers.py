@@ -59,7 +59,7 @@ class MapStore:
         assert self.plan is not None
         out = self.maps.get((item, key))
         if out is None:
-            shape = (len(self.plan.heads), len(self.plan.rows[item][key]), len(self.plan.key_tokens(item, key)))
+            shape = (len(self.plan.heads_of(key)), len(self.plan.rows[item][key]), len(self.plan.key_tokens(item, key)))
             out = self.maps[(item, key)] = np.zeros(shape, dtype=np.float32)
         out[:, start : start + len(block.rows), : block.width] = block.weights.numpy()
 
@@ -72,7 +72,7 @@ class MapStore:
                 source=plan.sources[item],
                 target=plan.targets[item],
                 layers=tuple(
-                    LayerMap(key, plan.heads, plan.rows[item][key], self.maps[(item, key)]) for key in plan.layers
+                    LayerMap(key, plan.heads_of(key), plan.rows[item][key], self.maps[(item, key)]) for key in plan.layers
                 ),
                 num_layers=plan.num_layers,
                 num_heads=plan.num_heads,

@@ -26,7 +26,7 @@ import enum
 import inspect
 import threading
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -68,10 +68,16 @@ class Architecture:
     """The attention layers of a model and what a forward pass needs."""
 
     sites: dict[LayerKey, Site]
-    num_heads: int
+    num_heads: int  # query heads per layer; the most of any layer where layers differ
     is_encoder_decoder: bool
     accepts_position_ids: bool
     position_offset: int | None  # default positions are offset + 0, 1, ...; None when unknown
+    layer_heads: dict[LayerKey, int] = field(default_factory=dict)
+    """Query heads of each layer, where they differ from layer to layer (a pruned model); else empty."""
+
+    def heads_in(self, key: LayerKey) -> int:
+        """How many query heads layer ``key`` has."""
+        return self.layer_heads.get(key, self.num_heads)
 
     @property
     def modules(self) -> dict[LayerKey, torch.nn.Module]:
@@ -216,11 +222,11 @@ def _discover(model: torch.nn.Module) -> Architecture:
         calls = _kernel_calls(runner, inputs)
         if calls:
             entries = [(c.module, c.query.shape[2], c.key.shape[2], Path(c.via), None) for c in calls]  # type: ignore[union-attr]
-            num_heads = calls[0].query.shape[1]  # type: ignore[union-attr]
+            heads = [c.query.shape[1] for c in calls]  # type: ignore[union-attr]
         else:
             returned = _returned_weights(runner, inputs)
             entries = [(m, w.shape[2], w.shape[3], Path.EAGER_WEIGHTS, i) for m, i, w in returned]
-            num_heads = returned[0][2].shape[1] if returned else 0
+            heads = [w.shape[1] for _, _, w in returned]
     except HeadmapError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure here means the model cannot be probed
@@ -234,12 +240,15 @@ def _discover(model: torch.nn.Module) -> Architecture:
     accepts_positions = "position_ids" in inspect.signature(runner.forward).parameters and not is_enc_dec
     sites = _layer_sites(entries, is_enc_dec)
     offset = _position_offset(runner, config, inputs, sites) if accepts_positions else None
+    # Sites are in call order, as the head counts are.
+    per_layer = {key: int(n) for key, n in zip(sites, heads)}
     return Architecture(
         sites=sites,
-        num_heads=int(num_heads),
+        num_heads=max(per_layer.values()),
         is_encoder_decoder=is_enc_dec,
         accepts_position_ids=accepts_positions,
         position_offset=offset,
+        layer_heads=per_layer if len(set(per_layer.values())) > 1 else {},
     )
 
 

@@ -20,7 +20,8 @@ import torch
 from headmap.capture.consumers import Consumer, MapStore, MomentConsumer
 from headmap.capture.discovery import Architecture, Path, Site, discover, forward_module
 from headmap.capture.encoding import Encoded, encode, pad_batch, pad_token_id
-from headmap.capture.plan import CapturePlan, LayerSpec, RowSpec, resolve_heads, resolve_layers, resolve_rows
+from headmap.capture.plan import (CapturePlan, LayerSpec, RowSpec, resolve_heads, resolve_layer_heads, resolve_layers,
+                                  resolve_rows)
 from headmap.capture.fused import FusedRows, fusable, fused_attention
 from headmap.capture.recompute import attention_block, head_states, rows_per_block, weights_block
 from headmap.capture.tap import AttentionCall, Proceed, module_scope, tap_around, weights_scope
@@ -109,6 +110,7 @@ def stream(
         num_layers=arch.num_layers,
         num_heads=arch.num_heads,
         notes=_path_notes(arch, keys) + _fused_notes(loaded, arch, keys, consumer),
+        layer_heads=resolve_layer_heads(arch, keys, heads),
     )
     consumer.begin(plan)
     pad = pad_token_id(loaded.tokenizer)
@@ -191,7 +193,7 @@ def _run_batch(loaded, arch, plan, consumer, batch, inputs, valid, block_bytes, 
     sites: dict[LayerKey, Site] = {k: arch.sites[k] for k in plan.layers}
     layer_of = {(id(s.module), s.occurrence): k for k, s in sites.items()}
     calls_seen: dict[int, int] = {}  # per module: calls so far in this forward (shared modules repeat)
-    head_index = torch.tensor(plan.heads, dtype=torch.long)
+    head_index = {key: torch.tensor(plan.heads_of(key), dtype=torch.long) for key in plan.layers}
     remaining = set(layer_of.values())
 
     def locate(call: AttentionCall) -> LayerKey | None:
@@ -210,7 +212,7 @@ def _run_batch(loaded, arch, plan, consumer, batch, inputs, valid, block_bytes, 
     def observe(call: AttentionCall, proceed: Proceed) -> torch.Tensor:
         key = locate(call)
         if key is not None:
-            _emit(call, key, plan, consumer, batch, valid, head_index, block_bytes)
+            _emit(call, key, plan, consumer, batch, valid, head_index[key], block_bytes)
             done(key)
         return proceed()
 
@@ -218,13 +220,13 @@ def _run_batch(loaded, arch, plan, consumer, batch, inputs, valid, block_bytes, 
         key = locate(call)
         if key is None or fusable(call) is not None:
             if key is not None:
-                _emit(call, key, plan, consumer, batch, valid, head_index, block_bytes)
+                _emit(call, key, plan, consumer, batch, valid, head_index[key], block_bytes)
                 done(key)
             return proceed()
         out, moments = fused_attention(call, _fused_asks(call, key, plan, consumer, batch, valid), block_bytes)
         for found, item in zip(moments, batch):
             assert found is not None
-            consumer.consume_moments(item, key, torch.arange(len(found.rows)), found.select_heads(head_index))
+            consumer.consume_moments(item, key, torch.arange(len(found.rows)), found.select_heads(head_index[key]))
         done(key)
         return out
 
@@ -265,7 +267,7 @@ def _fused_asks(call: AttentionCall, key: LayerKey, plan: CapturePlan, consumer:
             text_rows=text_rows,
             special=torch.tensor(special, dtype=torch.long, device=device),
             cross=key.stack is Stack.CROSS,
-            heads=torch.tensor(plan.heads, dtype=torch.long, device=device),
+            heads=torch.tensor(plan.heads_of(key), dtype=torch.long, device=device),
             key_cell=cells[0] if cells else None,
             n_cells=cells[1] if cells else 0,
         ))
@@ -284,7 +286,7 @@ def _emit(call: AttentionCall, key: LayerKey, plan: CapturePlan, consumer: Consu
         text_rows = torch.tensor(plan.rows[item][key], dtype=torch.long)
         row_pos = valid[q_side][b].to(device)[text_rows.to(device)]
         states = head_states(call, b, heads, key_pos) if call.weights is None else None
-        step = rows_per_block(len(plan.heads), len(key_pos), block_bytes)
+        step = rows_per_block(len(heads), len(key_pos), block_bytes)
         for start in range(0, len(row_pos), step):
             picked = row_pos[start : start + step]
             if states is None:

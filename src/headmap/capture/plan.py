@@ -35,6 +35,12 @@ class CapturePlan:
     num_heads: int
     notes: tuple[str, ...] = field(default=())
     """How the capture was made where that is not the usual dispatch tap (e.g. the eager-weights path)."""
+    layer_heads: dict[LayerKey, tuple[int, ...]] = field(default_factory=dict)
+    """The heads of each layer where layers have different head counts (a pruned model); else empty."""
+
+    def heads_of(self, key: LayerKey) -> tuple[int, ...]:
+        """The heads captured in layer ``key``."""
+        return self.layer_heads.get(key, self.heads)
 
     def query_tokens(self, item: int, key: LayerKey) -> Tokens:
         return self.targets[item] if key.stack in (Stack.DECODER, Stack.CROSS) else self.sources[item]  # type: ignore[return-value]
@@ -81,6 +87,30 @@ def resolve_heads(arch: Architecture, heads: int | Sequence[int] | None) -> tupl
     if not wanted:
         raise HeadmapError("no heads asked for: pass head numbers or None for all")
     return tuple(dict.fromkeys(check_index(int(h), arch.num_heads, "head") for h in wanted))
+
+
+def resolve_layer_heads(arch: Architecture, keys: Sequence[LayerKey], heads: int | Sequence[int] | None
+                        ) -> dict[LayerKey, tuple[int, ...]]:
+    """Per layer, the heads to capture where the model's layers have different head counts; else ``{}``.
+
+    All heads (``None``) means every head of each layer; heads asked by number must exist in every
+    asked layer.
+    """
+    if not arch.layer_heads:
+        return {}
+    asked = resolve_heads(arch, heads)
+    out: dict[LayerKey, tuple[int, ...]] = {}
+    for key in keys:
+        count = arch.heads_in(key)
+        if heads is None:
+            out[key] = tuple(range(count))
+            continue
+        beyond = [h for h in asked if h >= count]
+        if beyond:
+            raise HeadmapError(f"{key.name} has only {count} heads (its layers differ, as in a pruned model): "
+                               f"head {beyond[0]} is not there; ask for heads below {count}, or for all heads")
+        out[key] = asked
+    return out
 
 
 def resolve_rows(rows: RowSpec, length: int) -> tuple[int, ...]:

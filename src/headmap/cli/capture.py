@@ -28,5 +28,7 @@ def run(args: argparse.Namespace) -> None:
     note_paths(result)
     path = result.save(args.output)
     size = path.stat().st_size / 2**20
-    print(f"wrote {path}: {len(result.layers)} layers x {len(result.layers[0].heads)} heads, "
+    counts = sorted({len(layer.heads) for layer in result.layers})
+    heads = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"  # a pruned model's layers differ
+    print(f"wrote {path}: {len(result.layers)} layers x {heads} heads, "
           f"{len(result.source)} tokens, {size:.1f} MiB")

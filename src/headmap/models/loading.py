@@ -124,23 +124,31 @@ def _load_folder(
 ) -> LoadedModel:
     import transformers
 
+    from headmap.models import pruned
+
     folder = str(folder)
     try:
         config = transformers.AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code, **hub)
     except (OSError, ValueError) as exc:
         raise HeadmapError(f"cannot read a model config from {display!r}: {_first_line(exc)}") from exc
     try:
-        model = _model_class(config).from_pretrained(
-            folder,
-            config=config,
-            dtype=dtype,
-            use_safetensors=True,  # never unpickle weights
-            trust_remote_code=trust_remote_code,
-            **hub,
-        )
+        if pruned.is_pruned(config):
+            # Per-layer head counts: built at full size, cut to the recorded layout, then loaded.
+            model = pruned.load_pruned(Path(folder), config, _model_class(config), dtype)
+        else:
+            model = _model_class(config).from_pretrained(
+                folder,
+                config=config,
+                dtype=dtype,
+                use_safetensors=True,  # never unpickle weights
+                trust_remote_code=trust_remote_code,
+                **hub,
+            )
         tokenizer = transformers.AutoTokenizer.from_pretrained(
             folder, trust_remote_code=trust_remote_code, **hub
         )
+    except HeadmapError:
+        raise
     except (OSError, ValueError) as exc:
         raise HeadmapError(
             f"cannot load {display!r}: {_first_line(exc)} (headmap loads safetensors weights only)"

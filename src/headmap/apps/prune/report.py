@@ -1,0 +1,286 @@
+"""The result of ``headmap prune``: quality curves per removal order, and the physically cut model.
+
+Every number printed, drawn or saved comes from the fields held here: the curves' measured values
+and the cut model's measured parameters, latency and output difference.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from headmap.apps.prune.curve import Curve, tolerated
+from headmap.apps.prune.physical import Latency
+from headmap.apps.prune.quality import Metric
+from headmap.errors import HeadmapError
+from headmap.models.pruned import HeadLayout
+from headmap.result import CAUSATION_WARNING, LayerKey
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+FORMAT = "headmap-prune/1"
+REPORT_EXTENSIONS = (".png", ".svg", ".pdf", ".html", ".json")
+KEEP = 0.9  # bertology's stop rule: quality within 90% of the unpruned model's
+
+
+@dataclass(frozen=True)
+class Pruning:
+    """The heads cut from the model and what the cut model measured."""
+
+    order: str
+    amount: float
+    removed: tuple[tuple[str, int], ...]  # (layer name, head) in the unpruned model's numbering
+    layouts: tuple[HeadLayout, ...]
+    quality: dict[str, float]  # the cut model on the held-out texts
+    parameters_before: int
+    parameters_after: int
+    kv_heads_before: int
+    kv_heads_after: int
+    max_difference: float  # cut vs gated outputs (logits or last hidden state), held-out texts
+    output_scale: float  # largest |output| of the gated model there
+    latency: Latency | None
+    folder: str | None
+
+    @property
+    def heads_after(self) -> int:
+        return sum(len(layout.query) for layout in self.layouts)
+
+
+@dataclass(frozen=True, eq=False)
+class PruneReport:
+    """Quality vs heads removed for each order (``curves``), and the cut model (``pruning``) if asked.
+
+    ``heads_per_layer`` and ``layers`` describe the unpruned model; ``baseline`` is its quality.
+    """
+
+    model: str
+    layers: tuple[str, ...]
+    heads_per_layer: int
+    step: float
+    texts: str
+    n_texts: int
+    heldout: str
+    n_heldout: int
+    loss: str
+    metrics: tuple[Metric, ...]
+    baseline: dict[str, float]
+    curves: tuple[Curve, ...]
+    pruning: Pruning | None = None
+    notes: tuple[str, ...] = ()
+    interrupted: bool = False
+
+    @property
+    def total_heads(self) -> int:
+        return len(self.layers) * self.heads_per_layer
+
+    @property
+    def primary(self) -> Metric:
+        return self.metrics[0]
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """One row per order and step: heads removed, their share, and every metric."""
+        import pandas as pd
+
+        rows = []
+        for curve in self.curves:
+            for i, count in enumerate(curve.counts):
+                row = {"order": curve.order.name, "seed": curve.order.seed, "heads_removed": count,
+                       "share_removed": count / self.total_heads}
+                row.update({m.name: curve.values[m.name][i] for m in self.metrics})
+                rows.append(row)
+        return pd.DataFrame(rows).astype({"seed": "Int64"})
+
+    def tolerated(self) -> dict[str, float]:
+        """Per order: the largest share removed at a step while the primary metric stays within 90%
+        of the unpruned model's (perplexity: at most 1/0.9 of it), bertology's stop rule."""
+        m = self.primary
+        return {c.order.label: tolerated(c, m.name, m.higher_is_better, KEEP) / self.total_heads for c in self.curves}
+
+    @property
+    def summary(self) -> list[str]:
+        """Plain sentences: the baseline, what each order tolerates, the cut model."""
+        m = self.primary
+        lines = [f"{self.model}: {len(self.layers)} layers x {self.heads_per_layer} heads; unpruned {m.label} "
+                 f"{self.baseline[m.name]:.4g} on {self.n_heldout} held-out texts."]
+        if self.curves:
+            shares = self.tolerated()
+            named = [f"{c.order.name} {shares[c.order.label]:.0%}" for c in self.curves if c.order.seed is None]
+            randoms = [c.order for c in self.curves if c.order.seed is not None]
+            if randoms:
+                named.append("random " + ", ".join(f"{shares[o.label]:.0%}" for o in randoms)
+                             + f" (seeds {', '.join(str(o.seed) for o in randoms)})")
+            kept = "; ".join(named)
+            lines.append(f"Largest share removed with {m.label} within {KEEP:.0%} of the unpruned value: {kept}.")
+        p = self.pruning
+        if p is not None:
+            lines.append(
+                f"Cut {len(p.removed)} of {self.total_heads} heads ({p.amount:.0%}, {p.order} order): {m.label} "
+                f"{p.quality[m.name]:.4g}; parameters {p.parameters_before:,} -> {p.parameters_after:,} "
+                f"(-{1 - p.parameters_after / p.parameters_before:.2%}); cut vs gated outputs differ by at most "
+                f"{p.max_difference:.2g} (outputs up to {p.output_scale:.3g}).")
+            if p.latency is not None:
+                lines.append(f"Latency, median of {len(p.latency.before)} forwards of {p.latency.batch} texts "
+                             f"({p.latency.tokens} tokens each): {p.latency.median_before * 1e3:.1f} ms -> "
+                             f"{p.latency.median_after * 1e3:.1f} ms (x{p.latency.speedup:.2f}).")
+        return lines
+
+    @property
+    def caveats(self) -> list[str]:
+        return [
+            "Heads are removed without any fine-tuning afterwards; the quality is measured on held-out text the "
+            "orders never saw.",
+            "The importance order is causal (gradients of the loss through each head's gate, Michel et al. 2019); "
+            "the entropy order reads attention only, and the curve is the test of it.",
+            CAUSATION_WARNING,
+        ]
+
+    def to_dict(self) -> dict:
+        p = self.pruning
+        return {
+            "format": FORMAT, "model": self.model, "layers": list(self.layers), "heads_per_layer": self.heads_per_layer,
+            "total_heads": self.total_heads, "step": self.step, "texts": self.texts, "n_texts": self.n_texts,
+            "heldout": self.heldout, "n_heldout": self.n_heldout, "importance_loss": self.loss,
+            "metrics": [{"name": m.name, "label": m.label, "higher_is_better": m.higher_is_better} for m in self.metrics],
+            "baseline": {k: _num(v) for k, v in self.baseline.items()},
+            "curves": [{"order": c.order.name, "seed": c.order.seed, "heads_removed": list(c.counts),
+                        "values": {k: [_num(x) for x in v] for k, v in c.values.items()},
+                        "removal_order": [[layer, head] for layer, head in _named(c.order.heads)]}
+                       for c in self.curves],
+            "tolerated_share": {k: _num(v) for k, v in self.tolerated().items()},
+            "pruning": None if p is None else pruning_record(p),
+            "interrupted": self.interrupted, "notes": list(self.notes), "caveats": self.caveats,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write the report as JSON (``.json``)."""
+        path = Path(path)
+        if path.suffix.lower() != ".json":
+            raise HeadmapError(f"save writes JSON: give a .json path, not {path.name} (render() draws .png/.html)")
+        return self.render(path)
+
+    def render(self, path: str | Path) -> Path:
+        """Write ``.png``/``.svg``/``.pdf`` (the curve), ``.html`` (one self-contained page) or ``.json``."""
+        from headmap.render.files import check_writable, save_figure
+
+        path = Path(path)
+        suffix = path.suffix.lower()
+        if suffix not in REPORT_EXTENSIONS:
+            raise HeadmapError(f"unknown report extension {suffix or '(none)'!r} for {path}: "
+                               f"use one of {', '.join(REPORT_EXTENSIONS)}")
+        check_writable(path)
+        try:
+            if suffix == ".json":
+                path.write_text(json.dumps(self.to_dict(), indent=1, ensure_ascii=False, allow_nan=False),
+                                encoding="utf-8")
+            elif suffix == ".html":
+                from headmap.apps.prune.page import report_page
+
+                path.write_text(report_page(self), encoding="utf-8")
+            else:
+                save_figure(self.plot_curve(), path, suffix[1:])
+        except OSError as exc:
+            raise HeadmapError(f"cannot write {path}: {exc.strerror or exc}") from None
+        return path
+
+    def plot_curve(self) -> Figure:
+        """Quality vs share of heads removed, one line per order (random: each seed, and their mean)."""
+        from headmap.apps.prune.figure import curve_figure
+
+        return curve_figure(self)
+
+    def _repr_html_(self) -> str:
+        from headmap.apps.prune.page import report_body
+
+        return report_body(self)
+
+
+def read_report(path: str | Path) -> PruneReport:
+    """A report saved as JSON (:meth:`PruneReport.save`), to draw or render again without recomputing."""
+    from headmap.apps.prune.order import Order
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise HeadmapError(f"cannot read {path}: {exc}") from None
+    if data.get("format") != FORMAT:
+        raise HeadmapError(f"{path} is not a headmap pruning report ({FORMAT})")
+    nan = float("nan")
+    curves = tuple(
+        Curve(Order(c["order"], tuple((LayerKey.parse(k), int(h)) for k, h in c["removal_order"]), seed=c["seed"]),
+              tuple(c["heads_removed"]), {k: tuple(nan if x is None else x for x in v) for k, v in c["values"].items()})
+        for c in data["curves"])
+    p = data["pruning"]
+    pruning = None if p is None else Pruning(
+        order=p["order"], amount=p["amount"], removed=tuple((k, int(h)) for k, h in p["removal_order"]),
+        layouts=tuple(HeadLayout.from_json(x) for x in p["layouts"]), quality=p["quality"],
+        parameters_before=p["parameters_before"], parameters_after=p["parameters_after"],
+        kv_heads_before=p["kv_heads_before"], kv_heads_after=p["kv_heads_after"],
+        max_difference=p["max_difference_vs_gated"], output_scale=p["output_scale"],
+        latency=None if p["latency"] is None else Latency(tuple(p["latency"]["before_s"]), tuple(p["latency"]["after_s"]),
+                                                         p["latency"]["batch"], p["latency"]["tokens"]),
+        folder=p["folder"])
+    return PruneReport(
+        model=data["model"], layers=tuple(data["layers"]), heads_per_layer=data["heads_per_layer"], step=data["step"],
+        texts=data["texts"], n_texts=data["n_texts"], heldout=data["heldout"], n_heldout=data["n_heldout"],
+        loss=data["importance_loss"], metrics=tuple(Metric(m["name"], m["label"], m["higher_is_better"])
+                                                    for m in data["metrics"]),
+        baseline=data["baseline"], curves=curves, pruning=pruning, notes=tuple(data["notes"]),
+        interrupted=data["interrupted"])
+
+
+def _named(heads) -> list[tuple[str, int]]:  # type: ignore[no-untyped-def]
+    return [(key.name, int(h)) for key, h in heads]
+
+
+def _num(value: float) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def pruning_record(p: Pruning) -> dict:
+    """What ``headmap_pruning.json`` and the report's JSON say about the cut."""
+    removed: dict[str, list[int]] = {}
+    for layer, head in p.removed:
+        removed.setdefault(layer, []).append(head)
+    return {
+        "order": p.order, "amount": p.amount, "heads_removed": len(p.removed), "heads_after": p.heads_after,
+        "removed": {k: sorted(v) for k, v in sorted(removed.items(), key=lambda kv: LayerKey.parse(kv[0]).sort_key)},
+        "removal_order": [[layer, head] for layer, head in p.removed],
+        "layouts": [layout.to_json() for layout in p.layouts],
+        "quality": {k: _num(v) for k, v in p.quality.items()},
+        "parameters_before": p.parameters_before, "parameters_after": p.parameters_after,
+        "kv_heads_before": p.kv_heads_before, "kv_heads_after": p.kv_heads_after,
+        "max_difference_vs_gated": _num(p.max_difference), "output_scale": _num(p.output_scale),
+        "latency": None if p.latency is None else {
+            "before_s": list(p.latency.before), "after_s": list(p.latency.after),
+            "median_before_s": p.latency.median_before, "median_after_s": p.latency.median_after,
+            "batch": p.latency.batch, "tokens": p.latency.tokens},
+        "folder": p.folder,
+    }
+
+
+def mean_random(report: PruneReport, metric: Metric) -> tuple[tuple[int, ...], np.ndarray] | None:
+    """``(counts, mean over seeds)`` of the random orders' ``metric``, or None without random orders.
+
+    Perplexities are averaged geometrically (the exp of the mean per-token loss): one seed's blow-up
+    to 10^5 would otherwise hide the others.
+    """
+    curves = [c for c in report.curves if c.order.name == "random"]
+    if not curves:
+        return None
+    values = np.array([c.values[metric.name] for c in curves], dtype=np.float64)
+    if metric.name == "perplexity":
+        return curves[0].counts, np.exp(np.log(values).mean(axis=0))
+    return curves[0].counts, values.mean(axis=0)
+
+
+__all__ = ["FORMAT", "KEEP", "REPORT_EXTENSIONS", "PruneReport", "Pruning", "mean_random", "pruning_record",
+           "read_report"]
