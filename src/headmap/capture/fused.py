@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from headmap.capture import native
 from headmap.capture.moments import MOMENT_FIELDS, RowMoments, pool_keys
 from headmap.capture.recompute import broadcast_pick, implicit_visible_counts, mask_implicit_, rows_per_block
 from headmap.capture.tap import AttentionCall
@@ -71,9 +72,13 @@ def fused_attention(call: AttentionCall, asks: list[FusedRows | None], block_byt
     batch, heads, n_q, dim = q.shape
     out = torch.empty(batch, n_q, heads, v.shape[-1], dtype=q.dtype, device=q.device)
     moments: list[RowMoments | None] = []
+    kernel = native.module() if native.eligible(call) and all(a is None or a.key_cell is None for a in asks) else None
     for b in range(batch):
         ask = asks[b] if b < len(asks) else None
-        out[b], found = _element(call, b, ask, block_bytes)
+        if kernel is not None:
+            out[b], found = native.native_element(call, b, ask, kernel)
+        else:
+            out[b], found = _element(call, b, ask, block_bytes)
         moments.append(found)
     return out, moments
 
@@ -114,6 +119,10 @@ def _element(call: AttentionCall, b: int, ask: FusedRows | None, block_bytes: in
         top = scores.amax(-1, keepdim=True)  # [head, row, 1]
         # Unnormalized weights: the row max has weight exactly 1.
         weights = torch.sub(scores, top, out=weights_buf[:size].view_as(scores)).exp_()
+        # Positions relative to the block's first row, so that sum e * pos sums small numbers: the
+        # distance row - E[pos] would otherwise cancel two numbers as large as the text is long.
+        origin = float(text_pos[r0])
+        augmented[:, lo:hi, -1] = text_pos[lo:hi] - origin
         summed = torch.matmul(weights.view(kv_heads, rep * n, hi - lo), augmented[:, lo:hi]).view(heads, n, -1)
         total = summed[..., -2]  # [head, row]
         out[r0:r1] = (summed[..., :v_dim] / total[..., None]).transpose(0, 1).to(out.dtype)
@@ -125,7 +134,7 @@ def _element(call: AttentionCall, b: int, ask: FusedRows | None, block_bytes: in
         # sum_k e_k s_k for the entropy: one pass (measured faster than vecdot, and than the keys as
         # extra value columns, which double the second product).
         weighted = (weights * scores).sum(-1)  # [head, row]
-        block = _BlockSums(weights, top[..., 0], total, weighted, summed[..., -1], rows, keys, text_pos[lo:hi])
+        block = _BlockSums(weights, top[..., 0], total, weighted, summed[..., -1], origin, rows, keys, text_pos[lo:hi])
         found.append((wanted[r0:r1][picked], _row_moments(call, b, ask, block, picked)))
     return out, (_assemble(ask, found) if ask is not None else None)
 
@@ -139,7 +148,8 @@ class _BlockSums:
     top: torch.Tensor
     total: torch.Tensor
     weighted: torch.Tensor
-    expected_pos: torch.Tensor
+    expected_pos: torch.Tensor  # sum e * (key position - origin)
+    origin: float
     rows: torch.Tensor
     keys: torch.Tensor
     key_text: torch.Tensor
@@ -218,7 +228,7 @@ def _row_moments(call: AttentionCall, b: int, ask: FusedRows, block: _BlockSums,
         found["p_prev"] = at(text_rows - 1, text_rows >= 1)
         found["p_next"] = at(text_rows + 1, text_rows < last)
         if call.mask is None and call.is_causal:
-            found["distance"] = text_rows.double()[None, :] - block.expected_pos[:, picked].double() / total64
+            found["distance"] = (text_rows.double() - block.origin)[None, :] - block.expected_pos[:, picked].double() / total64
         else:
             gap = (text_rows[:, None].float() - block.key_text[None, :]).abs_()  # [row, key]
             distance = torch.einsum("hrk,rk->hr", weights[:, picked], gap)

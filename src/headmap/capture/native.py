@@ -1,0 +1,157 @@
+"""The compiled fused-statistics kernel (``kernels/fused_stats.cpp``): built once, then loaded.
+
+The pure-torch fused kernel (:mod:`headmap.capture.fused`) materializes each block's scores in
+memory and reads them several times; on a CPU the memory traffic, not the arithmetic, is what it
+pays for. This kernel works in tiles that stay in cache (flash attention's scheme) and reduces the
+statistics' sums from the tile while it is hot. It is compiled with torch's own toolchain
+(``torch.utils.cpp_extension``) on first use, into headmap's cache folder, and uses torch's BLAS
+entry point and torch's vectorized ``exp`` (the one ``torch.exp`` uses), so its numbers agree with
+the pure-torch path to float32 rounding (tested).
+
+It is used for long texts only (compiling takes about a minute, once) on CPUs where torch runs
+AVX2 or AVX-512 code, for layers whose masks are causal/sliding-window flags or absent and that
+have no softcap or position bias. Without a C++ compiler, or with ``HEADMAP_NATIVE=0``, headmap
+keeps the pure-torch kernel, with the same results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+import torch
+
+from headmap.capture.moments import MOMENT_FIELDS, RowMoments
+from headmap.capture.recompute import implicit_visible_counts
+from headmap.capture.tap import AttentionCall
+
+#: Texts shorter than this take the pure-torch kernel: there the compile would not pay off.
+MIN_TOKENS = 1024
+SOURCE = Path(__file__).with_name("kernels") / "fused_stats.cpp"
+_FLAGS = {
+    "AVX512": ["-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512", "-mavx512f", "-mavx512bw", "-mavx512vl",
+               "-mavx512dq", "-mfma"],
+    "AVX2": ["-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2", "-mavx2", "-mfma"],
+}
+
+if TYPE_CHECKING:
+    from headmap.capture.fused import FusedRows
+
+log = logging.getLogger("headmap.native")
+_lock = threading.Lock()
+_state: dict[str, object] = {}
+
+
+def capability() -> str | None:
+    """torch's vector instruction set on this CPU, if the kernel can be built for it."""
+    try:
+        found = torch.backends.cpu.get_cpu_capability()
+    except AttributeError:
+        return None
+    return found if found in _FLAGS else None
+
+
+def unavailable() -> str | None:
+    """Why the compiled kernel cannot be used here (None when it can, or may still be built)."""
+    if os.environ.get("HEADMAP_NATIVE", "1") in ("0", "false", "False", "no"):
+        return "HEADMAP_NATIVE=0"
+    if capability() is None:
+        return "torch runs neither AVX2 nor AVX-512 code on this CPU"
+    failed = _state.get("error")
+    return str(failed) if failed else None
+
+
+def module() -> ModuleType | None:
+    """The compiled kernel, building it on first use (thread-safe); None if it cannot be had."""
+    if unavailable():
+        return None
+    with _lock:
+        if "module" in _state:
+            return _state["module"]  # type: ignore[return-value]
+        try:
+            _state["module"] = _build()
+        except Exception as exc:  # noqa: BLE001 - no compiler, a failed build: keep the torch kernel
+            _state["error"] = f"the compiled kernel could not be built ({type(exc).__name__}: {str(exc)[:200]})"
+            log.warning("headmap: %s; using the pure-torch kernel", _state["error"])
+            return None
+        return _state["module"]  # type: ignore[return-value]
+
+
+def _build() -> ModuleType:
+    from torch.utils.cpp_extension import load
+
+    from headmap.models.gguf_cache import cache_root
+
+    flags = ["-O3", *_FLAGS[capability() or ""]]
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join(flags).encode() + torch.__version__.encode()).hexdigest()[:12]
+    name = f"headmap_fused_{key}"
+    folder = cache_root() / "kernels" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    if not any(folder.glob("*.so")):
+        print("headmap: compiling the fused statistics kernel once (about a minute)...", file=sys.stderr)
+    # torch's builder runs `ninja` from PATH; a virtual environment's own copy counts too.
+    bin_dir = str(Path(sys.executable).parent)
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+    return load(name=name, sources=[str(SOURCE)], extra_cflags=flags, build_directory=str(folder), verbose=False)
+
+
+def eligible(call: AttentionCall) -> bool:
+    """Whether this layer call can take the compiled kernel (flags-only masks, plain scores, CPU)."""
+    q = call.query
+    return (q is not None and q.device.type == "cpu" and q.shape[2] >= MIN_TOKENS and call.mask is None
+            and call.softcap is None and call.position_bias is None and q.shape[2] == call.key.shape[2]  # type: ignore[union-attr]
+            and unavailable() is None)
+
+
+def native_element(call: AttentionCall, b: int, ask: FusedRows | None, kernel: ModuleType
+                   ) -> tuple[torch.Tensor, RowMoments | None]:
+    """One batch element through the compiled kernel: its output ``[query, head, dim]`` and moments."""
+    q, k, v = call.query, call.key, call.value
+    assert q is not None and k is not None and v is not None
+    kv_heads, n_k = k.shape[1], k.shape[2]
+    text_pos = torch.zeros(n_k, dtype=torch.float32)
+    track = torch.full((q.shape[2], 4), -1, dtype=torch.long)
+    special = torch.zeros(0, dtype=torch.long)
+    if ask is not None:
+        text_pos[ask.keys] = torch.arange(len(ask.keys), dtype=torch.float32)
+        track[:, 0] = ask.keys[0]
+        track[ask.keys, 1] = ask.keys  # the query token itself (one text on both sides)
+        track[ask.keys[1:], 2] = ask.keys[:-1]
+        track[ask.keys[:-1], 3] = ask.keys[1:]
+        special = ask.keys[ask.special].to(torch.long)
+    vaug = v[b].float().contiguous()
+    out, sums = kernel.fused_stats((q[b].float() * call.scaling).contiguous(), k[b].float().transpose(1, 2).contiguous(), vaug,
+                                   bool(call.is_causal), int(call.sliding_window or -1), track, special, text_pos)
+    return out, (None if ask is None else _moments(call, ask, sums, n_k))
+
+
+def _moments(call: AttentionCall, ask: FusedRows, sums: torch.Tensor, n_k: int) -> RowMoments:
+    """RowMoments of the asked rows from the kernel's per-row sums ``[head, row, 9]``."""
+    picked = sums[:, ask.rows].double()  # [head, row, 9]
+    total = picked[..., 1]
+    text_rows = ask.text_rows.double()
+    last = len(ask.keys) - 1
+    nan = torch.full_like(total, float("nan"))
+    found = {
+        "log_z": picked[..., 0] + total.log(),
+        "mean_score": picked[..., 2] / total,
+        "p_max": 1.0 / total,
+        "p_special": picked[..., 4] / total,
+        "p_first": picked[..., 5] / total,
+    }
+    if ask.cross:
+        found.update(p_diag=nan, p_prev=nan, p_next=nan, distance=nan)
+    else:
+        found["p_diag"] = picked[..., 6] / total
+        found["p_prev"] = torch.where(text_rows[None, :] >= 1, picked[..., 7] / total, nan)
+        found["p_next"] = torch.where(text_rows[None, :] < last, picked[..., 8] / total, nan)
+        found["distance"] = picked[..., 3] / total
+    visible = implicit_visible_counts(call, ask.rows, torch.arange(n_k))
+    return RowMoments(rows=ask.text_rows, visible=visible, **{name: found[name] for name in MOMENT_FIELDS})
