@@ -11,8 +11,8 @@ Definitions (all means over the captured query rows of a text):
 - ``prev_share`` / ``diag_share``: weight on the previous token / on the query token itself.
 
 Distances and diagonals compare positions on one axis, so they are NaN for cross-attention.
-Besides the table, each layer gets an overview: the head-averaged map max-pooled to at most
-``overview_size`` cells a side, so that peaks survive the reduction.
+Besides the table, each layer can get an overview (``overview_size``): the head-averaged map
+max-pooled to at most that many cells a side, so that peaks survive the reduction.
 """
 
 from __future__ import annotations
@@ -232,8 +232,8 @@ class StatsCollector:
             }
             out.append(HeadStats(
                 model=plan.model, tokens=tokens, layers=plan.layers, heads=plan.heads,
-                overview=np.stack([a.overview.numpy() for a in accs]) if _same_shape(accs) else np.empty(0),
-                overview_cell=self._cells(item, plan.layers[0]), notes=plan.notes, **values,
+                overview=np.stack([a.overview.numpy() for a in accs]) if self.pool and _same_shape(accs) else np.empty(0),
+                overview_cell=self._cells(item, plan.layers[0]) if self.pool else (0, 0), notes=plan.notes, **values,
             ))
         return out
 
@@ -273,7 +273,7 @@ def _moment_sums(m: RowMoments, key: LayerKey, special_queries: torch.Tensor) ->
     return out
 
 
-def collect_stats(model, text, *, fused: bool = True, overview_size: int = 256,  # type: ignore[no-untyped-def]
+def collect_stats(model, text, *, fused: bool = True, overview_size: int | None = None,  # type: ignore[no-untyped-def]
                   **capture_options) -> HeadStats | list[HeadStats]:
     """Statistics of every (or the asked) layers and heads of ``text``; see :func:`headmap.capture.capture`
     for the options. Memory stays bounded by one block of rows, whatever the input length.
@@ -281,10 +281,12 @@ def collect_stats(model, text, *, fused: bool = True, overview_size: int = 256, 
     ``fused`` (default) computes each layer's attention output and statistics in one pass where
     that reproduces the model's kernel (float32, eval mode); ``fused=False`` lets the model's kernel
     run and recomputes the weights afterwards. ``HeadStats.notes`` says which was used.
+    ``overview_size``: also keep each layer's head-mean map max-pooled to at most this many cells a
+    side (``HeadStats.overview``); off by default, since it needs every weight of every row.
     """
     from headmap.capture import stream
 
-    collector = StatsCollector(overview_size=overview_size, fused=fused)
+    collector = StatsCollector(overview_size=overview_size or 256, pool=overview_size is not None, fused=fused)
     stream(model, text, collector, **capture_options)
     results = collector.results()
     return results[0] if isinstance(text, (str, Encoded)) else results
