@@ -158,10 +158,10 @@ def _cell(stat: tuple[float, float, float], n: int, total: int) -> str:
 
 
 def table(rows: list[dict[str, object]], machine: str, wanted: dict[str, object]) -> str:
-    texts = max((int(r["texts"]) for r in rows), default=0)  # type: ignore[call-overload]
-    label = "**Smoke run** (" if texts < 100 else "Full run ("
+    counts = {str(r["model"]): int(r["texts"]) for r in rows}  # type: ignore[call-overload]
+    label = "**Smoke run** (" if max(counts.values(), default=0) < 20 else "Run ("
     lines = [
-        f"{label}{texts} texts per model; IG from {wanted['steps']} steps, cap {wanted['max_steps']}; {machine}). "
+        f"{label}texts per model: {', '.join(f'{m} {n}' for m, n in counts.items())}; IG from {wanted['steps']} steps, cap {wanted['max_steps']}; {machine}). "
         "Spearman over the words of each text, mean over texts "
         "[95% bootstrap interval]; (k/n): texts where the correlation is defined.",
         "",
@@ -193,6 +193,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--texts", type=int, default=100, help="texts per model, from the start of the corpus")
+    parser.add_argument("--limit", action="append", default=[], metavar="MODEL=N",
+                        help="fewer texts for one model (e.g. smollm2=25, where IG costs ~30 s a text); repeatable")
     parser.add_argument("--corpus", type=Path, default=ROOT / "corpora" / "sentences.txt")
     parser.add_argument("--steps", type=int, default=50, help="IG steps to start from")
     parser.add_argument("--max-steps", type=int, default=200, help="IG step cap (steps double up to it; explain() defaults to 400)")
@@ -207,9 +209,11 @@ def main() -> None:
     wanted = settings(args)
     records = [r for r in load_records(args.records) if all(r.get(k) == v for k, v in wanted.items())]
     done = {(r["model"], r["index"]) for r in records}
+    limits = {m: args.texts for m in args.models.split(",")}
+    limits.update({m: int(n) for m, n in (item.split("=", 1) for item in args.limit)})
     try:
         for model in args.models.split(","):
-            todo = [i for i in range(min(args.texts, len(texts))) if (model, i) not in done]
+            todo = [i for i in range(min(limits[model], len(texts))) if (model, i) not in done]
             if not todo:
                 continue
             loaded = headmap.load(model)
@@ -221,7 +225,7 @@ def main() -> None:
                     records.append(record)
     except KeyboardInterrupt:
         print(f"interrupted: {len(records)} finished texts are kept in {args.records}", file=sys.stderr)
-    chosen = [r for r in records if r["model"] in args.models.split(",") and int(r["index"]) < args.texts]  # type: ignore[call-overload]
+    chosen = [r for r in records if r["model"] in limits and int(r["index"]) < limits[r["model"]]]  # type: ignore[call-overload]
     rows = summarize(chosen)
     machine = f"{platform.machine()}, {__import__('os').cpu_count()} cores, torch {__import__('torch').get_num_threads()} threads"
     args.summary.write_text(json.dumps({"settings": wanted, "machine": machine, "rows": rows}, indent=1), encoding="utf-8")

@@ -10,6 +10,7 @@ import torch
 from conftest import TROPHY
 from tiny_models import CONFIGS, PATHS, build
 
+from headmap.capture import fused as fused_module
 from headmap.capture import stream
 from headmap.capture.discovery import Path, discover, forward_module
 from headmap.capture.fused import FusedRows, fusable, fused_attention
@@ -21,6 +22,14 @@ TOL = 1e-5
 TEXTS = [TROPHY, "Hi there.", "Attention is correlation, not causation, so read every map with care."]
 from headmap.capture.moments import MOMENT_FIELDS as FIELDS
 KERNEL_ARCHS = sorted(name for name in CONFIGS if PATHS.get(name, "dispatch") != "eager-weights")
+
+
+@pytest.fixture(autouse=True)
+def torch_kernel_on_short_texts(monkeypatch):
+    """These tests check the pure-torch kernel itself, which by default serves only long texts and
+    only where the compiled one cannot (tests/test_native.py checks that one)."""
+    monkeypatch.setattr(fused_module, "TORCH_MIN_TOKENS", 0)
+    monkeypatch.setenv("HEADMAP_NATIVE", "0")
 
 
 class Moments:

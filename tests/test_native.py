@@ -62,3 +62,13 @@ def test_long_text_statistics_take_the_kernel_and_match_the_exact_path(bert_toke
 def test_switched_off_by_environment(monkeypatch):
     monkeypatch.setenv("HEADMAP_NATIVE", "0")
     assert native.unavailable() == "HEADMAP_NATIVE=0" and native.module() is None
+
+
+def test_once_built_short_texts_take_the_kernel_too(bert_tokenizer, kernel):
+    fast, _ = build("llama", bert_tokenizer)
+    assert native.built()
+    fused = collect_stats(fast, "the cat sat on the mat and looked at the dog .")
+    assert any("compiled fused kernel" in n for n in fused.notes), fused.notes
+    exact = collect_stats(fast, "the cat sat on the mat and looked at the dog .", fused=False)
+    for name in STATS:
+        np.testing.assert_allclose(fused.stat(name), exact.stat(name), rtol=1e-5, atol=1e-5, err_msg=name)

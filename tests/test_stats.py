@@ -8,6 +8,7 @@ from conftest import TROPHY
 from test_parity import eager_maps
 from tiny_models import build
 
+from headmap.capture import fused as fused_module
 from headmap.result import Stack
 from headmap.analysis.stats import STATS, collect_stats
 
@@ -99,7 +100,9 @@ def test_stats_files(minilm, tmp_path):
 
 
 @pytest.mark.parametrize("arch", ["bert", "llama", "t5", "bloom"])
-def test_fused_and_exact_statistics_agree(arch, bert_tokenizer):
+def test_fused_and_exact_statistics_agree(arch, bert_tokenizer, monkeypatch):
+    monkeypatch.setattr(fused_module, "TORCH_MIN_TOKENS", 0)  # the torch kernel, on short texts too
+    monkeypatch.setenv("HEADMAP_NATIVE", "0")
     fast, _ = build(arch, bert_tokenizer)
     texts = [TROPHY, "Hi there, how are you?"]
     fused = collect_stats(fast, texts, padding_side="left", overview_size=256)
@@ -110,3 +113,17 @@ def test_fused_and_exact_statistics_agree(arch, bert_tokenizer):
         np.testing.assert_allclose(a.overview, b.overview, atol=1e-6)
     note = " ".join(fused[0].notes)
     assert ("from the model's own weights" in note) if arch == "bloom" else ("fused kernel" in note)
+
+
+def test_short_texts_on_a_cpu_take_the_faster_path_and_say_so(bert_tokenizer, monkeypatch):
+    """Without the compiled kernel, recomputing after the model's kernel beats the torch kernel on
+    short texts (measured), so statistics take the exact path there, and the notes say which."""
+    monkeypatch.setenv("HEADMAP_NATIVE", "0")
+    fast, _ = build("llama", bert_tokenizer)
+    short = collect_stats(fast, TROPHY)
+    assert any("exact recomputation" in n for n in short.notes), short.notes
+    monkeypatch.setattr(fused_module, "TORCH_MIN_TOKENS", 8)
+    fused = collect_stats(fast, TROPHY)
+    assert any("fused kernel in torch" in n for n in fused.notes), fused.notes
+    for name in STATS:
+        np.testing.assert_allclose(fused.stat(name), short.stat(name), atol=TOL, rtol=TOL, err_msg=name)

@@ -233,7 +233,8 @@ class StatsCollector:
             out.append(HeadStats(
                 model=plan.model, tokens=tokens, layers=plan.layers, heads=plan.heads,
                 overview=np.stack([a.overview.numpy() for a in accs]) if self.pool and _same_shape(accs) else np.empty(0),
-                overview_cell=self._cells(item, plan.layers[0]) if self.pool else (0, 0), notes=plan.notes, **values,
+                overview_cell=self._cells(item, plan.layers[0]) if self.pool else (0, 0),
+                notes=(*plan.notes, *plan.kernel_notes()), **values,
             ))
         return out
 

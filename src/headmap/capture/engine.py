@@ -20,9 +20,9 @@ import torch
 from headmap.capture.consumers import Consumer, MapStore, MomentConsumer
 from headmap.capture.discovery import Architecture, Path, Site, discover, forward_module
 from headmap.capture.encoding import Encoded, encode, pad_batch, pad_token_id
-from headmap.capture.plan import (CapturePlan, LayerSpec, RowSpec, resolve_heads, resolve_layer_heads, resolve_layers,
-                                  resolve_rows)
-from headmap.capture.fused import FusedRows, fusable, fused_attention
+from headmap.capture.plan import (EXACT, WEIGHTS, CapturePlan, LayerSpec, RowSpec, resolve_heads, resolve_layer_heads,
+                                  resolve_layers, resolve_rows)
+from headmap.capture.fused import FusedRows, fused_attention, route
 from headmap.capture.recompute import attention_block, head_states, rows_per_block, weights_block
 from headmap.capture.tap import AttentionCall, Proceed, module_scope, tap_around, weights_scope
 from headmap.errors import HeadmapError
@@ -141,7 +141,8 @@ def _path_notes(arch: Architecture, keys: Sequence[LayerKey]) -> tuple[str, ...]
 
 
 def _fused_notes(loaded: LoadedModel, arch: Architecture, keys: Sequence[LayerKey], consumer: Consumer) -> tuple[str, ...]:
-    """Which layers a moment consumer gets from the fused kernel, and why the others do not."""
+    """Why a moment consumer cannot have the fused kernel at all; which kernel served which layers
+    is known only as they run (:meth:`CapturePlan.kernel_notes`)."""
     if not getattr(consumer, "wants_moments", False):
         return ()
     parameter = next(loaded.model.parameters(), None)
@@ -150,11 +151,7 @@ def _fused_notes(loaded: LoadedModel, arch: Architecture, keys: Sequence[LayerKe
                 "the fused kernel reproduces float32 attention only)",)
     if loaded.model.training:
         return ("statistics: exact recomputation after the model's kernel (the model is in training mode)",)
-    exact = [k.name for k in keys if arch.sites[k].path is Path.EAGER_WEIGHTS]
-    if len(exact) == len(keys):
-        return ("statistics: from the model's own weights (eager-only attention)",)
-    note = "statistics: fused kernel (each layer's attention output and statistics in one pass)"
-    return (note + (f"; from the model's own weights for {', '.join(exact)}" if exact else ""),)
+    return ()
 
 
 def _batch_inputs(arch: Architecture, sources: list[list[int]], targets: list[list[int]] | None, pad: int,
@@ -218,12 +215,16 @@ def _run_batch(loaded, arch, plan, consumer, batch, inputs, valid, block_bytes, 
 
     def fuse(call: AttentionCall, proceed: Proceed) -> torch.Tensor:
         key = locate(call)
-        if key is None or fusable(call) is not None:
-            if key is not None:
-                _emit(call, key, plan, consumer, batch, valid, head_index[key], block_bytes)
-                done(key)
+        if key is None:
             return proceed()
-        out, moments = fused_attention(call, _fused_asks(call, key, plan, consumer, batch, valid), block_bytes)
+        asks = _fused_asks(call, key, plan, consumer, batch, valid) if call.query is not None else []
+        kernel = route(call, asks) if call.query is not None else None
+        plan.kernels.add((kernel or EXACT) if call.weights is None else WEIGHTS)
+        if kernel is None:
+            _emit(call, key, plan, consumer, batch, valid, head_index[key], block_bytes)
+            done(key)
+            return proceed()
+        out, moments = fused_attention(call, asks, block_bytes, kernel)
         for found, item in zip(moments, batch):
             assert found is not None
             consumer.consume_moments(item, key, torch.arange(len(found.rows)), found.select_heads(head_index[key]))

@@ -8,8 +8,9 @@ statistics' sums from the tile while it is hot. It is compiled with torch's own 
 entry point and torch's vectorized ``exp`` (the one ``torch.exp`` uses), so its numbers agree with
 the pure-torch path to float32 rounding (tested).
 
-It is used for long texts only (compiling takes about a minute, once) on CPUs where torch runs
-AVX2 or AVX-512 code, for layers whose masks are causal/sliding-window flags or absent and that
+It is built for the first text of 1,024 tokens or more (compiling takes about a minute, once per
+machine and torch version), then serves texts of every length, on CPUs where torch runs AVX2 or
+AVX-512 code, for layers whose masks are causal/sliding-window flags or absent and that
 have no softcap or position bias. Without a C++ compiler, or with ``HEADMAP_NATIVE=0``, headmap
 keeps the pure-torch kernel, with the same results.
 """
@@ -83,15 +84,35 @@ def module() -> ModuleType | None:
         return _state["module"]  # type: ignore[return-value]
 
 
+def _flags() -> list[str]:
+    return ["-O3", *_FLAGS[capability() or ""]]
+
+
+def _folder() -> Path:
+    """The build folder of this source, these flags and this torch (so a change rebuilds)."""
+    from headmap.models.gguf_cache import cache_root
+
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join(_flags()).encode() + torch.__version__.encode()).hexdigest()[:12]
+    return cache_root() / "kernels" / f"headmap_fused_{key}"
+
+
+def built() -> bool:
+    """Whether the kernel is loaded in this process or already compiled in the cache folder."""
+    if "module" in _state:
+        return True
+    if unavailable():
+        return False
+    if "built" not in _state:
+        _state["built"] = any(_folder().glob("*.so"))
+    return bool(_state["built"])
+
+
 def _build() -> ModuleType:
     from torch.utils.cpp_extension import load
 
-    from headmap.models.gguf_cache import cache_root
-
-    flags = ["-O3", *_FLAGS[capability() or ""]]
-    key = hashlib.sha256(SOURCE.read_bytes() + " ".join(flags).encode() + torch.__version__.encode()).hexdigest()[:12]
-    name = f"headmap_fused_{key}"
-    folder = cache_root() / "kernels" / name
+    flags = _flags()
+    folder = _folder()
+    name = folder.name
     folder.mkdir(parents=True, exist_ok=True)
     if not any(folder.glob("*.so")):
         print("headmap: compiling the fused statistics kernel once (about a minute)...", file=sys.stderr)
@@ -103,9 +124,10 @@ def _build() -> ModuleType:
 
 
 def eligible(call: AttentionCall) -> bool:
-    """Whether this layer call can take the compiled kernel (flags-only masks, plain scores, CPU)."""
+    """Whether this layer call can take the compiled kernel (flags-only masks, plain scores, CPU):
+    texts of :data:`MIN_TOKENS` and more, which pay for building it, and any text once it is built."""
     q = call.query
-    return (q is not None and q.device.type == "cpu" and q.shape[2] >= MIN_TOKENS and call.mask is None
+    return (q is not None and q.device.type == "cpu" and (q.shape[2] >= MIN_TOKENS or built()) and call.mask is None
             and call.softcap is None and call.position_bias is None and q.shape[2] == call.key.shape[2]  # type: ignore[union-attr]
             and unavailable() is None)
 

@@ -17,6 +17,16 @@ LayerSpec = Union[int, str, LayerKey]
 RowSpec = Union[None, int, slice, Sequence[int]]
 
 
+COMPILED, TORCH, EXACT, WEIGHTS = "compiled", "torch", "exact", "weights"
+KERNEL_NOTES = {
+    COMPILED: "statistics: compiled fused kernel (each layer's attention output and statistics in one pass)",
+    TORCH: "statistics: fused kernel in torch (each layer's attention output and statistics in one pass)",
+    EXACT: "statistics: exact recomputation after the model's own kernel (on a CPU without the compiled "
+           "kernel, faster than fusing on short texts)",
+    WEIGHTS: "statistics: from the model's own weights (eager-only attention)",
+}
+
+
 @dataclass(frozen=True)
 class CapturePlan:
     """What a capture computes: layers, heads, and per text its tokens and the query rows asked for.
@@ -37,6 +47,12 @@ class CapturePlan:
     """How the capture was made where that is not the usual dispatch tap (e.g. the eager-weights path)."""
     layer_heads: dict[LayerKey, tuple[int, ...]] = field(default_factory=dict)
     """The heads of each layer where layers have different head counts (a pruned model); else empty."""
+    kernels: set[str] = field(default_factory=set, compare=False)
+    """How a statistics capture's layers were computed, filled in as they run (:data:`KERNEL_NOTES`)."""
+
+    def kernel_notes(self) -> tuple[str, ...]:
+        """One note per way the statistics' layers were computed in this run."""
+        return tuple(KERNEL_NOTES[k] for k in sorted(self.kernels))
 
     def heads_of(self, key: LayerKey) -> tuple[int, ...]:
         """The heads captured in layer ``key``."""
