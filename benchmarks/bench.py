@@ -26,10 +26,11 @@ import os
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from common import fresh_runs, machine_bytes, write_block
 
 HERE = Path(__file__).resolve().parent
 METHODS = ("plain", "eager", "stats", "stats_exact", "one_head", "last_row")
@@ -40,10 +41,6 @@ PARAGRAPH = (
     "correlation, not causation, and long documents make them expensive to compute, which is why "
     "a careful tool streams them layer by layer and never keeps what nobody asked for. "
 )
-
-
-def machine_bytes() -> int:
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def eager_estimate(model: str, n: int) -> int:
@@ -112,13 +109,9 @@ def worker(model_name: str, n: int, method: str) -> dict[str, float]:
 
 
 def measure(model: str, n: int, method: str, repeats: int) -> dict[str, object]:
-    runs = []
-    for _ in range(repeats):
-        proc = subprocess.run([sys.executable, __file__, "--worker", model, str(n), method],
-                              capture_output=True, text=True, timeout=3600)
-        if proc.returncode != 0:
-            return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
-        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    runs = fresh_runs([sys.executable, __file__, "--worker", model, str(n), method], repeats, timeout=3600)
+    if isinstance(runs, str):
+        return {"error": runs}
     return {
         "seconds": statistics.median(r["seconds"] for r in runs),
         "peak_bytes": max(r["peak_bytes"] for r in runs),
@@ -136,6 +129,7 @@ def run_all(models: list[str], repeats: int, sizes: dict[str, tuple[int, ...]],
         "rows": [],
     }
     budget = 0.85 * machine_bytes()
+    when = time.strftime("%Y-%m-%d %H:%M")
     for model in models:
         for n in sizes[model]:
             for method in methods:
@@ -145,10 +139,20 @@ def run_all(models: list[str], repeats: int, sizes: dict[str, tuple[int, ...]],
                     results["rows"].append({"model": model, "n": n, "method": method,
                                             "skipped": f"needs ~{est:.0f} GiB"})
                     continue
-                row = {"model": model, "n": n, "method": method, **measure(model, n, method, repeats)}
+                row = {"model": model, "n": n, "method": method, "when": when,
+                       **measure(model, n, method, repeats)}
                 print(json.dumps(row), flush=True)
                 results["rows"].append(row)
     return results
+
+
+def merged(old: dict[str, object], new: dict[str, object]) -> dict[str, object]:
+    """``old``'s rows with those measured again in ``new`` replaced, in the grid's order."""
+    rows = {(r["model"], r["n"], r["method"]): r for r in old["rows"]}  # type: ignore[union-attr]
+    rows.update({(r["model"], r["n"], r["method"]): r for r in new["rows"]})  # type: ignore[union-attr]
+    order = {m: i for i, m in enumerate(SIZES)}
+    ranked = sorted(rows.values(), key=lambda r: (order.get(r["model"], 99), r["n"], METHODS.index(r["method"])))
+    return {**new, "rows": ranked}
 
 
 def table(results: dict[str, object]) -> str:
@@ -169,18 +173,6 @@ def table(results: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
-def write_readme(results: dict[str, object]) -> None:
-    readme = HERE / "README.md"
-    text = readme.read_text(encoding="utf-8")
-    begin, end = "<!-- table:begin -->", "<!-- table:end -->"
-    body = f"{begin}\nMachine: {results['machine']}; median of {results['repeats']} fresh-process runs.\n\n{table(results)}\n{end}"
-    if begin in text and end in text:
-        text = text[: text.index(begin)] + body + text[text.index(end) + len(end):]
-    else:
-        text += "\n" + body + "\n"
-    readme.write_text(text, encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--worker", nargs=3, metavar=("MODEL", "N", "METHOD"), help=argparse.SUPPRESS)
@@ -190,6 +182,9 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods to run")
     parser.add_argument("--out", type=Path, default=HERE / "results.json")
     parser.add_argument("--no-readme", action="store_true", help="do not rewrite the README table")
+    parser.add_argument("--merge", action="store_true",
+                        help="replace only the measured rows in --out and keep the others (run plain beside "
+                             "whatever you re-measure, so every ratio compares one run)")
     args = parser.parse_args()
     if args.worker:
         model, n, method = args.worker
@@ -201,9 +196,14 @@ def main() -> None:
         wanted = tuple(int(s) for s in args.sizes.split(","))
         sizes = {m: tuple(n for n in wanted if n <= max(SIZES[m])) for m in models}
     results = run_all(models, args.repeats, sizes, tuple(args.methods.split(",")))
+    if args.merge and args.out.exists():
+        results = merged(json.loads(args.out.read_text(encoding="utf-8")), results)
     args.out.write_text(json.dumps(results, indent=1), encoding="utf-8")
     if not args.no_readme:
-        write_readme(results)
+        runs = sorted({str(r.get("when", "")) for r in results["rows"]} - {""})  # type: ignore[union-attr]
+        when = f"; rows from the runs of {', '.join(runs)} (each with its own plain rows)" if len(runs) > 1 else ""
+        write_block("table", f"Machine: {results['machine']}; median of {results['repeats']} fresh-process runs"
+                             f"{when}.\n\n{table(results)}")
     print(table(results))
 
 

@@ -28,20 +28,16 @@ import os
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from common import fresh_runs, machine_bytes, write_block
+
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE.parent / "corpora" / "sentences.txt"
 METHODS = ("plain", "stats", "report", "saved", "importance")
-BEGIN, END = "<!-- corpus:begin -->", "<!-- corpus:end -->"
-
-
-def machine_bytes() -> int:
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def loss_for(loaded, anchor_text: str):  # type: ignore[no-untyped-def]
@@ -108,14 +104,11 @@ def worker(model_name: str, method: str, corpus: Path, max_texts: int | None, ba
 
 
 def measure(model: str, method: str, args: argparse.Namespace) -> dict[str, object]:
-    runs = []
     command = [sys.executable, __file__, "--worker", model, method, "--corpus", str(args.corpus),
                "--batch-size", str(args.batch_size)] + (["--max-texts", str(args.max_texts)] if args.max_texts else [])
-    for _ in range(args.repeats):
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=7200)
-        if proc.returncode != 0:
-            return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
-        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    runs = fresh_runs(command, args.repeats)
+    if isinstance(runs, str):
+        return {"error": runs}
     return {
         "seconds": statistics.median(r["seconds"] for r in runs),
         "peak_bytes": max(r["peak_bytes"] for r in runs),
@@ -141,18 +134,6 @@ def table(results: dict[str, object]) -> str:
                      f"{r['texts'] / r['seconds']:.1f} | {r['tokens'] / r['seconds']:.0f} | "
                      f"{r['peak_bytes'] / 1e9:.2f} | {ratio_t} | {ratio_m} |")
     return "\n".join(lines)
-
-
-def write_readme(results: dict[str, object]) -> None:
-    readme = HERE / "README.md"
-    text = readme.read_text(encoding="utf-8")
-    body = (f"{BEGIN}\nMachine: {results['machine']}; corpus {results['corpus']}, batch size {results['batch_size']}; "
-            f"median of {results['repeats']} fresh-process runs.\n\n{table(results)}\n{END}")
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + body + text[text.index(END) + len(END):]
-    else:
-        text += "\n" + body + "\n"
-    readme.write_text(text, encoding="utf-8")
 
 
 def main() -> None:
@@ -184,7 +165,8 @@ def main() -> None:
             results["rows"].append(row)  # type: ignore[attr-defined]
     args.out.write_text(json.dumps(results, indent=1), encoding="utf-8")
     if not args.no_readme:
-        write_readme(results)
+        write_block("corpus", f"Machine: {results['machine']}; corpus {results['corpus']}, batch size "
+                              f"{results['batch_size']}; median of {results['repeats']} fresh-process runs.\n\n{table(results)}")
     print(table(results))
 
 

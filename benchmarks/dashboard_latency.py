@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import write_block
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
@@ -248,17 +249,6 @@ def table(rows: list[dict[str, object]], model: str, load: tuple[float, float]) 
     return "\n".join(lines)
 
 
-def write_readme(text: str) -> None:
-    readme = HERE / "README.md"
-    begin, end = "<!-- dashboard:begin -->", "<!-- dashboard:end -->"
-    content = readme.read_text(encoding="utf-8")
-    if begin not in content:
-        content = content.rstrip("\n") + f"\n\n## Dashboard latency\n\n{begin}\n{end}\n"
-    head, rest = content.split(begin, 1)
-    _, tail = rest.split(end, 1)
-    readme.write_text(f"{head}{begin}\n{text}\n{end}{tail}", encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2")
@@ -278,7 +268,7 @@ def main() -> None:
     text = table(rows, args.model, (start, os.getloadavg()[0]))
     print(text)
     if not args.no_readme:
-        write_readme(text)
+        write_block("dashboard", text)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import write_block
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -45,7 +46,6 @@ from headmap.attribution.flow import FLOW_MAX_TOKENS  # noqa: E402
 
 MODELS = ("smollm2", "minilm")
 REFERENCES = ("occlusion", "ig")
-BEGIN, END = "<!-- faithfulness:begin -->", "<!-- faithfulness:end -->"
 
 
 def read_corpus(path: Path) -> list[str]:
@@ -179,16 +179,6 @@ def table(rows: list[dict[str, object]], machine: str, wanted: dict[str, object]
     return "\n".join(lines)
 
 
-def write_table(readme: Path, body: str) -> None:
-    text = readme.read_text(encoding="utf-8")
-    block = f"{BEGIN}\n{body}\n{END}"
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    readme.write_text(text, encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default=",".join(MODELS))
@@ -232,7 +222,7 @@ def main() -> None:
     body = table(rows, machine, wanted)
     print(body)
     if not args.no_table:
-        write_table(HERE / "README.md", body)
+        write_block("faithfulness", body)
 
 
 if __name__ == "__main__":

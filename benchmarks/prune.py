@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import platform
-import re
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
+from common import write_block
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
@@ -32,7 +32,6 @@ from headmap.apps.prune.order import random_order  # noqa: E402
 from headmap.apps.prune.physical import layer_keys, parameter_count  # noqa: E402
 from headmap.capture.discovery import discover  # noqa: E402
 
-BEGIN, END = "<!-- prune:begin -->", "<!-- prune:end -->"
 
 
 def _input(loaded: headmap.LoadedModel, tokens: int) -> dict[str, torch.Tensor]:
@@ -107,11 +106,7 @@ def main() -> None:
     text = table(rows, repeats)
     print(text)
     if args.write:
-        readme = ROOT / "benchmarks" / "README.md"
-        content = readme.read_text(encoding="utf-8")
-        block = f"{BEGIN}\n{text}\n{END}"
-        content = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, content, flags=re.S)
-        readme.write_text(content, encoding="utf-8")
+        write_block("prune", text)
 
 
 if __name__ == "__main__":

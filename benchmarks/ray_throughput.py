@@ -21,16 +21,16 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from common import fresh_runs, write_block
+
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE.parent / "corpora" / "sentences.txt"
 ENGINES = ("local", "ray1", "ray2")
-BEGIN, END = "<!-- ray:begin -->", "<!-- ray:end -->"
 
 
 class FirstPartial:
@@ -73,15 +73,14 @@ def worker(model_name: str, engine_name: str, corpus: Path, max_texts: int | Non
 
 def measure(engine: str, args: argparse.Namespace, folder: Path) -> dict[str, object]:
     runs = []
-    for i in range(args.repeats):
+    for i in range(args.repeats):  # each run keeps its table, to compare the engines afterwards
         command = [sys.executable, __file__, "--worker", args.model, engine, "--corpus", str(args.corpus),
                    "--batch-size", str(args.batch_size), "--threads", str(args.threads),
                    "--table-out", str(folder / f"{engine}-{i}.parquet")]
-        command += ["--max-texts", str(args.max_texts)] if args.max_texts else []
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=7200)
-        if proc.returncode != 0:
-            return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
-        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        found = fresh_runs(command + (["--max-texts", str(args.max_texts)] if args.max_texts else []), 1)
+        if isinstance(found, str):
+            return {"error": found}
+        runs += found
     return {"seconds": statistics.median(r["seconds"] for r in runs),
             "first": statistics.median(r["first"] for r in runs),
             "texts": runs[0]["texts"], "tokens": runs[0]["tokens"], "runs": [r["seconds"] for r in runs]}
@@ -119,19 +118,6 @@ def table(results: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
-def write_readme(results: dict[str, object]) -> None:
-    readme = HERE / "README.md"
-    text = readme.read_text(encoding="utf-8")
-    body = (f"{BEGIN}\nMachine: {results['machine']}; model {results['model']}; corpus {results['corpus']}, batch size "
-            f"{results['batch_size']}; median of {results['repeats']} fresh-process runs; largest difference of any "
-            f"table cell from the in-process table: {results['max_abs_difference']:.1e}.\n\n{table(results)}\n{END}")
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + body + text[text.index(END) + len(END):]
-    else:
-        text += "\n" + body + "\n"
-    readme.write_text(text, encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--worker", nargs=2, metavar=("MODEL", "ENGINE"), help=argparse.SUPPRESS)
@@ -164,7 +150,10 @@ def main() -> None:
         results["max_abs_difference"] = largest_difference(Path(folder))
     args.out.write_text(json.dumps(results, indent=1), encoding="utf-8")
     if not args.no_readme:
-        write_readme(results)
+        write_block("ray", f"Machine: {results['machine']}; model {results['model']}; corpus {results['corpus']}, "
+                           f"batch size {results['batch_size']}; median of {results['repeats']} fresh-process runs; "
+                           "largest difference of any table cell from the in-process table: "
+                           f"{results['max_abs_difference']:.1e}.\n\n{table(results)}")
     print(table(results))
 
 
