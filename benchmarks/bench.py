@@ -202,8 +202,9 @@ def main() -> None:
     if not args.no_readme:
         runs = sorted({str(r.get("when", "")) for r in results["rows"]} - {""})  # type: ignore[union-attr]
         when = f"; rows from the runs of {', '.join(runs)} (each with its own plain rows)" if len(runs) > 1 else ""
-        write_block("table", f"Machine: {results['machine']}; median of {results['repeats']} fresh-process runs"
-                             f"{when}.\n\n{table(results)}")
+        counts = sorted({len(r["runs"]) for r in results["rows"] if "runs" in r})  # type: ignore[union-attr]
+        write_block("table", f"Machine: {results['machine']}; median of {' or '.join(map(str, counts))} "
+                             f"fresh-process runs (the `runs` of results.json){when}.\n\n{table(results)}")
     print(table(results))
 
 
