@@ -109,7 +109,7 @@ def stream(
         ),
         num_layers=arch.num_layers,
         num_heads=arch.num_heads,
-        notes=_path_notes(arch, keys) + _fused_notes(loaded, arch, keys, consumer),
+        notes=_path_notes(arch, keys) + _fused_notes(loaded, consumer),
         layer_heads=resolve_layer_heads(arch, keys, heads),
     )
     consumer.begin(plan)
@@ -140,7 +140,7 @@ def _path_notes(arch: Architecture, keys: Sequence[LayerKey]) -> tuple[str, ...]
     return tuple(f"capture path: {path.value} ({path.describe()})" for path in sorted(paths, key=lambda p: p.value))
 
 
-def _fused_notes(loaded: LoadedModel, arch: Architecture, keys: Sequence[LayerKey], consumer: Consumer) -> tuple[str, ...]:
+def _fused_notes(loaded: LoadedModel, consumer: Consumer) -> tuple[str, ...]:
     """Why a moment consumer cannot have the fused kernel at all; which kernel served which layers
     is known only as they run (:meth:`CapturePlan.kernel_notes`)."""
     if not getattr(consumer, "wants_moments", False):
@@ -217,14 +217,14 @@ def _run_batch(loaded, arch, plan, consumer, batch, inputs, valid, block_bytes, 
         key = locate(call)
         if key is None:
             return proceed()
-        asks = _fused_asks(call, key, plan, consumer, batch, valid) if call.query is not None else []
-        kernel = route(call, asks) if call.query is not None else None
+        pooled = any(consumer.key_cells(item, key) for item in batch)
+        kernel = route(call, pooled) if call.query is not None else None
         plan.kernels.add((kernel or EXACT) if call.weights is None else WEIGHTS)
         if kernel is None:
             _emit(call, key, plan, consumer, batch, valid, head_index[key], block_bytes)
             done(key)
             return proceed()
-        out, moments = fused_attention(call, asks, block_bytes, kernel)
+        out, moments = fused_attention(call, _fused_asks(call, key, plan, consumer, batch, valid), block_bytes, kernel)
         for found, item in zip(moments, batch):
             assert found is not None
             consumer.consume_moments(item, key, torch.arange(len(found.rows)), found.select_heads(head_index[key]))

@@ -71,13 +71,14 @@ def fusable(call: AttentionCall) -> str | None:
 TORCH_MIN_TOKENS = 4096
 
 
-def route(call: AttentionCall, asks: list[FusedRows | None]) -> str | None:
+def route(call: AttentionCall, pooled: bool) -> str | None:
     """Which fused kernel serves this call (:data:`COMPILED` or :data:`TORCH`), or None where the
     exact path is the right one: the call cannot be fused (:func:`fusable`), or, on a CPU without
-    the compiled kernel, the text is too short for fusing to pay."""
+    the compiled kernel, the text is too short for fusing to pay. ``pooled``: whether a pooled
+    overview is asked of this call, which only the torch kernel makes."""
     if fusable(call) is not None:
         return None
-    if native.eligible(call) and all(a is None or a.key_cell is None for a in asks):
+    if native.eligible(call) and not pooled:
         return COMPILED
     q = call.query
     assert q is not None
