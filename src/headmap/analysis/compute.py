@@ -23,7 +23,7 @@ from headmap.analysis.stats import StatsCollector
 from headmap.capture import CapturePlan, stream
 from headmap.capture.discovery import discover
 from headmap.capture.encoding import encode
-from headmap.capture.moments import RowMoments, block_moments
+from headmap.capture.moments import RowMoments
 from headmap.capture.recompute import Block
 from headmap.errors import HeadmapError
 from headmap.models import LoadedModel
@@ -61,9 +61,7 @@ class CorpusCollector:
 
     def consume(self, item: int, key: LayerKey, start: int, block: Block) -> None:
         assert self.plan is not None
-        self.stats.consume(item, key, start, block)
-        n_keys = len(self.plan.key_tokens(item, key))
-        self._next_share(item, key, block_moments(block, torch.zeros(0, dtype=torch.long), key.stack is Stack.CROSS, n_keys))
+        self._next_share(item, key, self.stats.consume(item, key, start, block))
         if self.diversity:
             self._keep(item, key, start, block)
 

@@ -153,7 +153,8 @@ class StatsCollector:
             acc = self._acc[(item, key)] = self._new(item, key)
         return acc
 
-    def consume(self, item: int, key: LayerKey, start: int, block: Block) -> None:
+    def consume(self, item: int, key: LayerKey, start: int, block: Block) -> RowMoments:
+        """Add a block's rows; returns their moments, for consumers that build on this one."""
         assert self.plan is not None
         acc = self._accumulator(item, key)
         n_keys = len(self.plan.key_tokens(item, key))
@@ -163,6 +164,7 @@ class StatsCollector:
             cells = self._cells(item, key)
             pooled = pool_keys(block.weights.mean(0), cells[1], acc.overview.shape[1])
             self._pool(acc, torch.arange(start, start + len(block.rows)) // cells[0], pooled)
+        return moments
 
     def consume_moments(self, item: int, key: LayerKey, plan_index: torch.Tensor, moments: RowMoments) -> None:
         acc = self._accumulator(item, key)
