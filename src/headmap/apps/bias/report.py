@@ -7,7 +7,6 @@ be traced back to them, and the JSON holds every pair's exact prompts and ids to
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from functools import cached_property
@@ -20,14 +19,13 @@ from headmap.apps.bias.findings import ALPHA, caveats, findings
 from headmap.apps.bias.inputs import Group
 from headmap.apps.bias.pairs import BiasPrompt, pairing
 from headmap.apps.bias.stats import PairedStats, bh, paired, paired_columns
-from headmap.errors import HeadmapError
+from headmap.apps.report_files import REPORT_EXTENSIONS, only_json, write_report  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
 FORMAT = "headmap-bias/1"
-REPORT_EXTENSIONS = (".html", ".png", ".svg", ".pdf", ".json")
 
 
 @dataclass(frozen=True, eq=False)
@@ -234,34 +232,13 @@ class BiasReport:
 
     def save(self, path: str | Path) -> Path:
         """Write the report as JSON (``.json``); see :meth:`to_dict` for the fields."""
-        path = Path(path)
-        if path.suffix.lower() != ".json":
-            raise HeadmapError(f"save writes JSON: give a .json path, not {path.name} (render() draws .html/.png)")
-        return self.render(path)
+        return self.render(only_json(path))
 
     def render(self, path: str | Path) -> Path:
         """Write ``.html`` (one self-contained page), ``.png``/``.svg``/``.pdf`` (matplotlib) or ``.json``."""
-        from headmap.render.files import check_writable, save_figure
+        from headmap.apps.bias.page import report_page
 
-        path = Path(path)
-        suffix = path.suffix.lower()
-        if suffix not in REPORT_EXTENSIONS:
-            raise HeadmapError(f"unknown report extension {suffix or '(none)'!r} for {path}: "
-                               f"use one of {', '.join(REPORT_EXTENSIONS)}")
-        check_writable(path)
-        try:
-            if suffix == ".json":
-                path.write_text(json.dumps(self.to_dict(), indent=1, ensure_ascii=False, allow_nan=False),
-                                encoding="utf-8")
-            elif suffix == ".html":
-                from headmap.apps.bias.page import report_page
-
-                path.write_text(report_page(self), encoding="utf-8")
-            else:
-                save_figure(self.plot(), path, suffix[1:])
-        except OSError as exc:
-            raise HeadmapError(f"cannot write {path}: {exc.strerror or exc}") from None
-        return path
+        return write_report(path, self.to_dict, lambda: report_page(self), self.plot)
 
     def plot(self) -> Figure:
         """The matplotlib figure: outputs by group, name attention per head, head contrast, causal check."""

@@ -20,13 +20,13 @@ from headmap.apps.prune.quality import Metric
 from headmap.errors import HeadmapError
 from headmap.models.pruned import HeadLayout
 from headmap.result import CAUSATION_WARNING, LayerKey
+from headmap.apps.report_files import REPORT_EXTENSIONS, only_json, write_report  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
 FORMAT = "headmap-prune/1"
-REPORT_EXTENSIONS = (".png", ".svg", ".pdf", ".html", ".json")
 KEEP = 0.9  # bertology's stop rule: quality within 90% of the unpruned model's
 
 
@@ -161,34 +161,13 @@ class PruneReport:
 
     def save(self, path: str | Path) -> Path:
         """Write the report as JSON (``.json``)."""
-        path = Path(path)
-        if path.suffix.lower() != ".json":
-            raise HeadmapError(f"save writes JSON: give a .json path, not {path.name} (render() draws .png/.html)")
-        return self.render(path)
+        return self.render(only_json(path))
 
     def render(self, path: str | Path) -> Path:
         """Write ``.png``/``.svg``/``.pdf`` (the curve), ``.html`` (one self-contained page) or ``.json``."""
-        from headmap.render.files import check_writable, save_figure
+        from headmap.apps.prune.page import report_page
 
-        path = Path(path)
-        suffix = path.suffix.lower()
-        if suffix not in REPORT_EXTENSIONS:
-            raise HeadmapError(f"unknown report extension {suffix or '(none)'!r} for {path}: "
-                               f"use one of {', '.join(REPORT_EXTENSIONS)}")
-        check_writable(path)
-        try:
-            if suffix == ".json":
-                path.write_text(json.dumps(self.to_dict(), indent=1, ensure_ascii=False, allow_nan=False),
-                                encoding="utf-8")
-            elif suffix == ".html":
-                from headmap.apps.prune.page import report_page
-
-                path.write_text(report_page(self), encoding="utf-8")
-            else:
-                save_figure(self.plot_curve(), path, suffix[1:])
-        except OSError as exc:
-            raise HeadmapError(f"cannot write {path}: {exc.strerror or exc}") from None
-        return path
+        return write_report(path, self.to_dict, lambda: report_page(self), self.plot_curve)
 
     def plot_curve(self) -> Figure:
         """Quality vs share of heads removed, one line per order (random: each seed, and their mean)."""

@@ -7,7 +7,6 @@ the arrays held here, so a number in the JSON can be traced back to them.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from functools import cached_property
@@ -19,15 +18,14 @@ import numpy as np
 from headmap.apps.rag.causal import SUPPORTED_RHO, ranks, spearman, verdict
 from headmap.apps.rag.chunks import Chunk
 from headmap.apps.rag.evidence import DUMMY_SENTENCE, IGNORED_BELOW, flags
-from headmap.errors import HeadmapError
 from headmap.result import CAUSATION_WARNING
+from headmap.apps.report_files import REPORT_EXTENSIONS, only_json, write_report  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
 FORMAT = "headmap-rag/1"
-REPORT_EXTENSIONS = (".html", ".png", ".svg", ".pdf", ".json")
 ROW_CONVENTION = ("The attention of answer token t is the row of the position that predicts it (the token just "
                   "before it): the first answer token reads from the last prompt token.")
 
@@ -234,34 +232,13 @@ class RagReport:
 
     def save(self, path: str | Path) -> Path:
         """Write the report as JSON (``.json``); see :meth:`to_dict` for the fields."""
-        path = Path(path)
-        if path.suffix.lower() != ".json":
-            raise HeadmapError(f"save writes JSON: give a .json path, not {path.name} (render() draws .html/.png)")
-        return self.render(path)
+        return self.render(only_json(path))
 
     def render(self, path: str | Path) -> Path:
         """Write ``.html`` (one self-contained page), ``.png``/``.svg``/``.pdf`` (matplotlib) or ``.json``."""
-        from headmap.render.files import check_writable, save_figure
+        from headmap.apps.rag.page import report_page
 
-        path = Path(path)
-        suffix = path.suffix.lower()
-        if suffix not in REPORT_EXTENSIONS:
-            raise HeadmapError(f"unknown report extension {suffix or '(none)'!r} for {path}: "
-                               f"use one of {', '.join(REPORT_EXTENSIONS)}")
-        check_writable(path)
-        try:
-            if suffix == ".json":
-                path.write_text(json.dumps(self.to_dict(), indent=1, ensure_ascii=False, allow_nan=False),
-                                encoding="utf-8")
-            elif suffix == ".html":
-                from headmap.apps.rag.page import report_page
-
-                path.write_text(report_page(self), encoding="utf-8")
-            else:
-                save_figure(self.plot(), path, suffix[1:])
-        except OSError as exc:
-            raise HeadmapError(f"cannot write {path}: {exc.strerror or exc}") from None
-        return path
+        return write_report(path, self.to_dict, lambda: report_page(self), self.plot)
 
     def plot(self) -> Figure:
         """The matplotlib figure: heatmap, attention vs ablation bars, lookback map, caveats."""
