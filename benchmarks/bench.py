@@ -201,7 +201,8 @@ def main() -> None:
     args.out.write_text(json.dumps(results, indent=1), encoding="utf-8")
     if not args.no_readme:
         runs = sorted({str(r.get("when", "")) for r in results["rows"]} - {""})  # type: ignore[union-attr]
-        when = f"; rows from the runs of {', '.join(runs)} (each with its own plain rows)" if len(runs) > 1 else ""
+        when = (f"; rows from the runs of {', '.join(runs)} (`when` in results.json); every ratio is against the plain "
+                "row of its size, which --merge re-measures beside what it replaces") if len(runs) > 1 else ""
         counts = sorted({len(r["runs"]) for r in results["rows"] if "runs" in r})  # type: ignore[union-attr]
         write_block("table", f"Machine: {results['machine']}; median of {' or '.join(map(str, counts))} "
                              f"fresh-process runs (the `runs` of results.json){when}.\n\n{table(results)}")
