@@ -182,6 +182,7 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods to run")
     parser.add_argument("--out", type=Path, default=HERE / "results.json")
     parser.add_argument("--no-readme", action="store_true", help="do not rewrite the README table")
+    parser.add_argument("--table-only", action="store_true", help="rewrite the README table from --out, measure nothing")
     parser.add_argument("--merge", action="store_true",
                         help="replace only the measured rows in --out and keep the others (run plain beside "
                              "whatever you re-measure, so every ratio compares one run)")
@@ -195,14 +196,17 @@ def main() -> None:
     if args.sizes:
         wanted = tuple(int(s) for s in args.sizes.split(","))
         sizes = {m: tuple(n for n in wanted if n <= max(SIZES[m])) for m in models}
-    results = run_all(models, args.repeats, sizes, tuple(args.methods.split(",")))
-    if args.merge and args.out.exists():
+    if args.table_only:
+        results = json.loads(args.out.read_text(encoding="utf-8"))
+    else:
+        results = run_all(models, args.repeats, sizes, tuple(args.methods.split(",")))
+    if args.merge and args.out.exists() and not args.table_only:
         results = merged(json.loads(args.out.read_text(encoding="utf-8")), results)
     args.out.write_text(json.dumps(results, indent=1), encoding="utf-8")
     if not args.no_readme:
         runs = sorted({str(r.get("when", "")) for r in results["rows"]} - {""})  # type: ignore[union-attr]
         when = (f"; rows from the runs of {', '.join(runs)} (`when` in results.json); every ratio is against the plain "
-                "row of its size, which --merge re-measures beside what it replaces") if len(runs) > 1 else ""
+                "row of its size, from the latest run that measured it") if len(runs) > 1 else ""
         counts = sorted({len(r["runs"]) for r in results["rows"] if "runs" in r})  # type: ignore[union-attr]
         write_block("table", f"Machine: {results['machine']}; median of {' or '.join(map(str, counts))} "
                              f"fresh-process runs (the `runs` of results.json){when}.\n\n{table(results)}")
