@@ -16,16 +16,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from headmap.analysis.corpus import CorpusText
+from headmap.analysis.corpus import CorpusText, encode_text
 from headmap.analysis.diversity import js_row_sums
 from headmap.analysis.partials import Partial, ReportSpec, pack_upper
 from headmap.analysis.stats import StatsCollector
 from headmap.capture import CapturePlan, stream
 from headmap.capture.discovery import discover
-from headmap.capture.encoding import encode
+from headmap.capture.engine import max_tokens
 from headmap.capture.moments import RowMoments
 from headmap.capture.recompute import Block
-from headmap.errors import HeadmapError
 from headmap.models import LoadedModel
 from headmap.result import LayerKey, Stack
 
@@ -112,16 +111,8 @@ def maps_bytes(spec: ReportSpec, n_tokens: int) -> int:
 
 def token_counts(loaded: LoadedModel, texts: Sequence[CorpusText]) -> list[int]:
     """Tokens of each text; a text the model cannot take fails here, naming its place in the corpus."""
-    arch = discover(loaded.model)
-    limit = None if loaded.max_positions is None else loaded.max_positions - (arch.position_offset or 0)
-    counts = []
-    for text in texts:
-        try:
-            ids, _ = encode(loaded.tokenizer, text.text, limit)
-        except HeadmapError as exc:
-            raise HeadmapError(f"{text.origin}: {exc}") from None
-        counts.append(len(ids))
-    return counts
+    limit = max_tokens(loaded, discover(loaded.model))
+    return [len(encode_text(loaded.tokenizer, text, limit)[0]) for text in texts]
 
 
 def plan_groups(texts: Sequence[CorpusText], tokens: Sequence[int], spec: ReportSpec, batch_size: int,

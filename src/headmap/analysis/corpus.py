@@ -13,7 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from headmap.capture.encoding import encode
 from headmap.errors import HeadmapError
+from headmap.tokens import Tokens
 
 CORPUS_SUFFIXES = (".txt", ".jsonl")
 
@@ -159,3 +161,12 @@ def _read_folder(folder: Path, max_texts: int | None) -> list[CorpusText]:
 
 
 __all__ = ["CORPUS_SUFFIXES", "CorpusText", "as_corpus", "corpus_from_texts", "read_corpus", "text_digest"]
+
+
+def encode_text(tokenizer, text: CorpusText, limit: int | None) -> tuple[list[int], Tokens]:  # type: ignore[no-untyped-def]
+    """A corpus text's ids and tokens as a capture encodes them (at most ``limit`` tokens, see
+    :func:`headmap.capture.engine.max_tokens`); a text the model cannot take fails naming its place."""
+    try:
+        return encode(tokenizer, text.text, limit)
+    except HeadmapError as exc:
+        raise HeadmapError(f"{text.origin}: {exc}") from None

@@ -20,12 +20,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from headmap.analysis.corpus import CorpusText, as_corpus
+from headmap.analysis.corpus import CorpusText, as_corpus, encode_text
 from headmap.analysis.gating import eval_mode, gate_heads
 from headmap.analysis.losses import Loss, LossFn, resolve_loss
 from headmap.analysis.partials import Partial
 from headmap.capture.discovery import discover
-from headmap.capture.encoding import encode, pad_batch, pad_token_id
+from headmap.capture.encoding import pad_batch, pad_token_id
+from headmap.capture.engine import max_tokens
 from headmap.capture.plan import LayerSpec, resolve_heads, resolve_layers
 from headmap.errors import HeadmapError
 from headmap.models import LoadedModel, load
@@ -41,13 +42,10 @@ def importance_partial(loaded: LoadedModel, texts: Sequence[CorpusText], keys: S
     """``Partial.importance`` ``[text, layer, head]``: ``|d loss_text / d gate|`` for every text of ``texts``."""
     model = loaded.model
     arch = discover(model)
-    limit = None if loaded.max_positions is None else loaded.max_positions - (arch.position_offset or 0)
+    limit = max_tokens(loaded, arch)
     encoded = []
     for text in texts:
-        try:
-            ids, tokens = encode(loaded.tokenizer, text.text, limit)
-        except HeadmapError as exc:
-            raise HeadmapError(f"{text.origin}: {exc}") from None
+        ids, tokens = encode_text(loaded.tokenizer, text, limit)
         if len(ids) < loss.min_tokens:
             raise HeadmapError(f"{text.origin}: {len(ids)} token(s); the {loss.name} needs at least {loss.min_tokens}")
         encoded.append((ids, tokens))

@@ -92,7 +92,7 @@ def stream(
         raise HeadmapError("no text given: pass at least one text")
     if padding_side not in ("left", "right"):
         raise HeadmapError(f"padding side must be 'left' or 'right', not {padding_side!r}")
-    limit = _max_tokens(loaded, arch)
+    limit = max_tokens(loaded, arch)
     encoded = [encode(loaded.tokenizer, t, limit) for t in texts]
     targets = _encode_targets(loaded, arch, texts, target, limit)
     keys = resolve_layers(arch, layers)
@@ -128,7 +128,7 @@ def stream(
     return plan
 
 
-def _max_tokens(loaded: LoadedModel, arch: Architecture) -> int | None:
+def max_tokens(loaded: LoadedModel, arch: Architecture) -> int | None:
     """The longest text the model's position table takes (RoBERTa's starts at padding_idx + 1)."""
     if loaded.max_positions is None:
         return None

@@ -77,7 +77,7 @@ def parse_pairs(value: str) -> int | None:
 
 def run(args: argparse.Namespace) -> None:
     from headmap.apps.bias import bias_probe
-    from headmap.apps.bias.report import REPORT_EXTENSIONS
+    from headmap.apps.report_files import REPORT_EXTENSIONS
 
     for path in args.output:
         check_output(path, REPORT_EXTENSIONS)

@@ -61,7 +61,7 @@ def _seeds(value: str) -> list[int]:
 
 def run(args: argparse.Namespace) -> None:
     from headmap.apps.prune import prune
-    from headmap.apps.prune.report import REPORT_EXTENSIONS
+    from headmap.apps.report_files import REPORT_EXTENSIONS
 
     if args.amount is None and not args.curve:
         raise HeadmapError("nothing to do: give --amount SHARE (cut heads out) and/or --curve (measure the orders)")

@@ -48,7 +48,7 @@ def _answer_ids(value: str) -> list[int]:
 
 def run(args: argparse.Namespace) -> None:
     from headmap.apps.rag import rag, read_chunks
-    from headmap.apps.rag.report import REPORT_EXTENSIONS
+    from headmap.apps.report_files import REPORT_EXTENSIONS
 
     for path in args.output:
         check_output(path, REPORT_EXTENSIONS)

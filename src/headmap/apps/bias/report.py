@@ -19,7 +19,7 @@ from headmap.apps.bias.findings import ALPHA, caveats, findings
 from headmap.apps.bias.inputs import Group
 from headmap.apps.bias.pairs import BiasPrompt, pairing
 from headmap.apps.bias.stats import PairedStats, bh, paired, paired_columns
-from headmap.apps.report_files import REPORT_EXTENSIONS, only_json, write_report  # noqa: F401 - re-exported
+from headmap.apps.report_files import only_json, write_report
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -20,7 +20,7 @@ from headmap.apps.prune.quality import Metric
 from headmap.errors import HeadmapError
 from headmap.models.pruned import HeadLayout
 from headmap.result import CAUSATION_WARNING, LayerKey
-from headmap.apps.report_files import REPORT_EXTENSIONS, only_json, write_report  # noqa: F401 - re-exported
+from headmap.apps.report_files import only_json, write_report
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -261,5 +261,5 @@ def mean_random(report: PruneReport, metric: Metric) -> tuple[tuple[int, ...], n
     return curves[0].counts, values.mean(axis=0)
 
 
-__all__ = ["FORMAT", "KEEP", "REPORT_EXTENSIONS", "PruneReport", "Pruning", "mean_random", "pruning_record",
+__all__ = ["FORMAT", "KEEP", "PruneReport", "Pruning", "mean_random", "pruning_record",
            "read_report"]

@@ -19,7 +19,7 @@ from headmap.apps.rag.causal import SUPPORTED_RHO, ranks, spearman, verdict
 from headmap.apps.rag.chunks import Chunk
 from headmap.apps.rag.evidence import DUMMY_SENTENCE, IGNORED_BELOW, flags
 from headmap.result import CAUSATION_WARNING
-from headmap.apps.report_files import REPORT_EXTENSIONS, only_json, write_report  # noqa: F401 - re-exported
+from headmap.apps.report_files import only_json, write_report
 
 if TYPE_CHECKING:
     import pandas as pd
