@@ -61,10 +61,10 @@ def worker(model_name: str, n: int, method: str) -> dict[str, float]:
     import torch
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
-    from headmap.capture.discovery import forward_module
-    from headmap.capture import capture
-    from headmap.models import load
     from headmap.analysis.stats import collect_stats
+    from headmap.capture import capture
+    from headmap.capture.discovery import forward_module
+    from headmap.models import load
 
     loaded = load(model_name)
     text = text_of(loaded.tokenizer, n)
@@ -120,11 +120,12 @@ def measure(model: str, n: int, method: str, repeats: int) -> dict[str, object]:
     }
 
 
-def run_all(models: list[str], repeats: int, sizes: dict[str, tuple[int, ...]],
-            methods: tuple[str, ...] = METHODS) -> dict[str, object]:
+def run_all(
+    models: list[str], repeats: int, sizes: dict[str, tuple[int, ...]], methods: tuple[str, ...] = METHODS
+) -> dict[str, object]:
     results: dict[str, object] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {machine_bytes() / 2**30:.0f} GiB, "
-                   f"{os.environ.get('BENCH_THREADS', '2')} torch threads",
+        f"{os.environ.get('BENCH_THREADS', '2')} torch threads",
         "repeats": repeats,
         "rows": [],
     }
@@ -135,12 +136,21 @@ def run_all(models: list[str], repeats: int, sizes: dict[str, tuple[int, ...]],
             for method in methods:
                 if method == "eager" and eager_estimate(model, n) > budget:
                     est = eager_estimate(model, n) / 2**30
-                    print(f"{model} N={n} eager: skipped, needs ~{est:.0f} GiB > {budget / 2**30:.0f} GiB", flush=True)
-                    results["rows"].append({"model": model, "n": n, "method": method,
-                                            "skipped": f"needs ~{est:.0f} GiB"})
+                    print(
+                        f"{model} N={n} eager: skipped, needs ~{est:.0f} GiB > {budget / 2**30:.0f} GiB",
+                        flush=True,
+                    )
+                    results["rows"].append(
+                        {"model": model, "n": n, "method": method, "skipped": f"needs ~{est:.0f} GiB"}
+                    )
                     continue
-                row = {"model": model, "n": n, "method": method, "when": when,
-                       **measure(model, n, method, repeats)}
+                row = {
+                    "model": model,
+                    "n": n,
+                    "method": method,
+                    "when": when,
+                    **measure(model, n, method, repeats),
+                }
                 print(json.dumps(row), flush=True)
                 results["rows"].append(row)
     return results
@@ -151,15 +161,19 @@ def merged(old: dict[str, object], new: dict[str, object]) -> dict[str, object]:
     rows = {(r["model"], r["n"], r["method"]): r for r in old["rows"]}  # type: ignore[union-attr]
     rows.update({(r["model"], r["n"], r["method"]): r for r in new["rows"]})  # type: ignore[union-attr]
     order = {m: i for i, m in enumerate(SIZES)}
-    ranked = sorted(rows.values(), key=lambda r: (order.get(r["model"], 99), r["n"], METHODS.index(r["method"])))
+    ranked = sorted(
+        rows.values(), key=lambda r: (order.get(r["model"], 99), r["n"], METHODS.index(r["method"]))
+    )
     return {**new, "rows": ranked}
 
 
 def table(results: dict[str, object]) -> str:
     rows = results["rows"]  # type: ignore[index]
     plain = {(r["model"], r["n"]): r for r in rows if r["method"] == "plain" and "seconds" in r}
-    lines = ["| model | N | method | time (s) | peak RSS (GB) | time / plain | RSS / plain |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | N | method | time (s) | peak RSS (GB) | time / plain | RSS / plain |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         base = plain.get((r["model"], r["n"]))
         if "seconds" not in r:
@@ -168,8 +182,10 @@ def table(results: dict[str, object]) -> str:
             continue
         ratio_t = f"{r['seconds'] / base['seconds']:.2f}x" if base else ""
         ratio_m = f"{r['peak_bytes'] / base['peak_bytes']:.2f}x" if base else ""
-        lines.append(f"| {r['model']} | {r['tokens']} | {r['method']} | {r['seconds']:.2f} | "
-                     f"{r['peak_bytes'] / 1e9:.2f} | {ratio_t} | {ratio_m} |")
+        lines.append(
+            f"| {r['model']} | {r['tokens']} | {r['method']} | {r['seconds']:.2f} | "
+            f"{r['peak_bytes'] / 1e9:.2f} | {ratio_t} | {ratio_m} |"
+        )
     return "\n".join(lines)
 
 
@@ -182,10 +198,15 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods to run")
     parser.add_argument("--out", type=Path, default=HERE / "results.json")
     parser.add_argument("--no-readme", action="store_true", help="do not rewrite the README table")
-    parser.add_argument("--table-only", action="store_true", help="rewrite the README table from --out, measure nothing")
-    parser.add_argument("--merge", action="store_true",
-                        help="replace only the measured rows in --out and keep the others (run plain beside "
-                             "whatever you re-measure, so every ratio compares one run)")
+    parser.add_argument(
+        "--table-only", action="store_true", help="rewrite the README table from --out, measure nothing"
+    )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="replace only the measured rows in --out and keep the others (run plain beside "
+        "whatever you re-measure, so every ratio compares one run)",
+    )
     args = parser.parse_args()
     if args.worker:
         model, n, method = args.worker
@@ -205,11 +226,20 @@ def main() -> None:
     args.out.write_text(json.dumps(results, indent=1), encoding="utf-8")
     if not args.no_readme:
         runs = sorted({str(r.get("when", "")) for r in results["rows"]} - {""})  # type: ignore[union-attr]
-        when = (f"; rows from the runs of {', '.join(runs)} (`when` in results.json); every ratio is against the plain "
-                "row of its size, from the latest run that measured it") if len(runs) > 1 else ""
+        when = (
+            (
+                f"; rows from the runs of {', '.join(runs)} (`when` in results.json); every ratio is against the plain "
+                "row of its size, from the latest run that measured it"
+            )
+            if len(runs) > 1
+            else ""
+        )
         counts = sorted({len(r["runs"]) for r in results["rows"] if "runs" in r})  # type: ignore[union-attr]
-        write_block("table", f"Machine: {results['machine']}; median of {' or '.join(map(str, counts))} "
-                             f"fresh-process runs (the `runs` of results.json){when}.\n\n{table(results)}")
+        write_block(
+            "table",
+            f"Machine: {results['machine']}; median of {' or '.join(map(str, counts))} "
+            f"fresh-process runs (the `runs` of results.json){when}.\n\n{table(results)}",
+        )
     print(table(results))
 
 

@@ -34,7 +34,7 @@ def write_block(name: str, body: str, readme: Path = HERE / "README.md") -> None
     text = readme.read_text(encoding="utf-8")
     block = f"{begin}\n{body}\n{end}"
     if begin in text and end in text:
-        text = text[: text.index(begin)] + block + text[text.index(end) + len(end):]
+        text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     readme.write_text(text, encoding="utf-8")

@@ -53,7 +53,9 @@ def loss_for(loaded, anchor_text: str):  # type: ignore[no-untyped-def]
     except HeadmapError:
         pass
     with torch.inference_mode():
-        anchor = loaded.model(**loaded.tokenizer(anchor_text, return_tensors="pt")).last_hidden_state[0].mean(0)
+        anchor = (
+            loaded.model(**loaded.tokenizer(anchor_text, return_tensors="pt")).last_hidden_state[0].mean(0)
+        )
 
     def embedding_loss(output, inputs):  # type: ignore[no-untyped-def]
         mask = inputs["attention_mask"].unsqueeze(-1).to(output.last_hidden_state.dtype)
@@ -63,7 +65,9 @@ def loss_for(loaded, anchor_text: str):  # type: ignore[no-untyped-def]
     return embedding_loss
 
 
-def worker(model_name: str, method: str, corpus: Path, max_texts: int | None, batch_size: int) -> dict[str, float]:
+def worker(
+    model_name: str, method: str, corpus: Path, max_texts: int | None, batch_size: int
+) -> dict[str, float]:
     """One measurement in this (fresh) process."""
     import torch
 
@@ -104,8 +108,17 @@ def worker(model_name: str, method: str, corpus: Path, max_texts: int | None, ba
 
 
 def measure(model: str, method: str, args: argparse.Namespace) -> dict[str, object]:
-    command = [sys.executable, __file__, "--worker", model, method, "--corpus", str(args.corpus),
-               "--batch-size", str(args.batch_size)] + (["--max-texts", str(args.max_texts)] if args.max_texts else [])
+    command = [
+        sys.executable,
+        __file__,
+        "--worker",
+        model,
+        method,
+        "--corpus",
+        str(args.corpus),
+        "--batch-size",
+        str(args.batch_size),
+    ] + (["--max-texts", str(args.max_texts)] if args.max_texts else [])
     runs = fresh_runs(command, args.repeats)
     if isinstance(runs, str):
         return {"error": runs}
@@ -121,8 +134,10 @@ def measure(model: str, method: str, args: argparse.Namespace) -> dict[str, obje
 def table(results: dict[str, object]) -> str:
     rows = results["rows"]  # type: ignore[index]
     plain = {r["model"]: r for r in rows if r["method"] == "plain" and "seconds" in r}
-    lines = ["| model | method | texts | tokens | time (s) | texts/s | tokens/s | peak RSS (GB) | time / plain | RSS / plain |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | method | texts | tokens | time (s) | texts/s | tokens/s | peak RSS (GB) | time / plain | RSS / plain |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         if "seconds" not in r:
             lines.append(f"| {r['model']} | {r['method']} | failed: {r.get('error', '')} | | | | | | | |")
@@ -130,9 +145,11 @@ def table(results: dict[str, object]) -> str:
         base = plain.get(r["model"])
         ratio_t = f"{r['seconds'] / base['seconds']:.2f}x" if base else ""
         ratio_m = f"{r['peak_bytes'] / base['peak_bytes']:.2f}x" if base else ""
-        lines.append(f"| {r['model']} | {r['method']} | {r['texts']} | {r['tokens']} | {r['seconds']:.2f} | "
-                     f"{r['texts'] / r['seconds']:.1f} | {r['tokens'] / r['seconds']:.0f} | "
-                     f"{r['peak_bytes'] / 1e9:.2f} | {ratio_t} | {ratio_m} |")
+        lines.append(
+            f"| {r['model']} | {r['method']} | {r['texts']} | {r['tokens']} | {r['seconds']:.2f} | "
+            f"{r['texts'] / r['seconds']:.1f} | {r['tokens'] / r['seconds']:.0f} | "
+            f"{r['peak_bytes'] / 1e9:.2f} | {ratio_t} | {ratio_m} |"
+        )
     return "\n".join(lines)
 
 
@@ -154,9 +171,11 @@ def main() -> None:
         return
     results: dict[str, object] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {machine_bytes() / 2**30:.0f} GiB, "
-                   f"{os.environ.get('BENCH_THREADS', '2')} torch threads",
+        f"{os.environ.get('BENCH_THREADS', '2')} torch threads",
         "corpus": f"{args.corpus.name}" + (f" (first {args.max_texts} texts)" if args.max_texts else ""),
-        "batch_size": args.batch_size, "repeats": args.repeats, "rows": [],
+        "batch_size": args.batch_size,
+        "repeats": args.repeats,
+        "rows": [],
     }
     for model in args.models.split(","):
         for method in args.methods.split(","):
@@ -165,8 +184,11 @@ def main() -> None:
             results["rows"].append(row)  # type: ignore[attr-defined]
     args.out.write_text(json.dumps(results, indent=1), encoding="utf-8")
     if not args.no_readme:
-        write_block("corpus", f"Machine: {results['machine']}; corpus {results['corpus']}, batch size "
-                              f"{results['batch_size']}; median of {results['repeats']} fresh-process runs.\n\n{table(results)}")
+        write_block(
+            "corpus",
+            f"Machine: {results['machine']}; corpus {results['corpus']}, batch size "
+            f"{results['batch_size']}; median of {results['repeats']} fresh-process runs.\n\n{table(results)}",
+        )
     print(table(results))
 
 

@@ -86,10 +86,14 @@ def elapsed(page, needle: str, timeout: float) -> float:  # type: ignore[no-unty
     try:
         page.wait_for_function(
             "n => window.__hm.t1 !== null && (document.querySelector('#hm-plot .hm-stage').dataset.hmDrawn || '').includes(n)",
-            arg=needle, timeout=timeout)
+            arg=needle,
+            timeout=timeout,
+        )
     except Exception:
         shown = page.get_attribute(PLOT, "data-hm-drawn")
-        raise RuntimeError(f"no picture {needle!r} (on screen: {shown!r}, timing {page.evaluate('window.__hm')})") from None
+        raise RuntimeError(
+            f"no picture {needle!r} (on screen: {shown!r}, timing {page.evaluate('window.__hm')})"
+        ) from None
     return float(page.evaluate("window.__hm.t1 - window.__hm.t0"))
 
 
@@ -110,7 +114,13 @@ def slider_moves(page, text: str, layers: int, heads: int, moves: int, timeout: 
         page.locator(f"#{slider} input[type=range]").focus()
         reset(page)
         page.keyboard.press("ArrowRight" if direction[slider] > 0 else "ArrowLeft")
-        out.append(elapsed(page, f"{text_id(text)}|tokens|raw|layer.{position['hm-layer']}|{position['hm-head']}", timeout))
+        out.append(
+            elapsed(
+                page,
+                f"{text_id(text)}|tokens|raw|layer.{position['hm-layer']}|{position['hm-head']}",
+                timeout,
+            )
+        )
     return out
 
 
@@ -133,7 +143,9 @@ def server_share(bench, model: str, text: str, repeats: int) -> tuple[float, flo
     from headmap.serve.payload import finish
     from headmap.serve.views import Request, head
 
-    request = Request(model, text, layer=12 % len(bench.info(model).keys), head=1, spec=ViewSpec(), cmap="viridis")
+    request = Request(
+        model, text, layer=12 % len(bench.info(model).keys), head=1, spec=ViewSpec(), cmap="viridis"
+    )
     bench.maps(model, text, request.spec)  # the capture (not timed): pictures are drawn from the cache
     times, payload, codes = [], {}, 0
     for _ in range(repeats):
@@ -148,7 +160,9 @@ def server_share(bench, model: str, text: str, repeats: int) -> tuple[float, flo
     if result is not None:
         for _ in range(min(3, repeats)):
             start = time.perf_counter()
-            save_figure(plot_head(result, result.keys[request.layer], 1, max_tokens=512), io.BytesIO(), "png", dpi=100)
+            save_figure(
+                plot_head(result, result.keys[request.layer], 1, max_tokens=512), io.BytesIO(), "png", dpi=100
+            )
             png.append(1000 * (time.perf_counter() - start))
         plt.close("all")
     kb = (len(json.dumps(payload)) + codes) / 1024
@@ -158,9 +172,22 @@ def server_share(bench, model: str, text: str, repeats: int) -> tuple[float, flo
 def start_server(model: str, port: int, max_tokens: int) -> subprocess.Popen:
     """``headmap serve`` in its own process, as a person runs it: the browser driver here and the
     server do not share one interpreter (and its lock). Returns once the port answers."""
-    env = {**os.environ, "PYTHONPATH": str(HERE.parent / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    command = [sys.executable, "-m", "headmap.cli", "serve", "--model", model, "--port", str(port),
-               "--max-tokens", str(max_tokens)]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(HERE.parent / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "headmap.cli",
+        "serve",
+        "--model",
+        model,
+        "--port",
+        str(port),
+        "--max-tokens",
+        str(max_tokens),
+    ]
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -174,7 +201,9 @@ def start_server(model: str, port: int, max_tokens: int) -> subprocess.Popen:
     raise RuntimeError("headmap serve did not start within 300 s")
 
 
-def browse(args: argparse.Namespace, port: int, tokenizer, layers: int, heads: int) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
+def browse(
+    args: argparse.Namespace, port: int, tokenizer, layers: int, heads: int
+) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
     from playwright.sync_api import sync_playwright
 
     rows: list[dict[str, object]] = []
@@ -187,17 +216,40 @@ def browse(args: argparse.Namespace, port: int, tokenizer, layers: int, heads: i
         page.goto(f"http://127.0.0.1:{port}/")
         page.wait_for_selector(f"{PLOT}[data-hm-drawn]", timeout=args.timeout)
         show(page, text_of(tokenizer, 32, seed=99), args.timeout)  # warm-up: probe, first forward
-        firsts = [show(page, text_of(tokenizer, args.first_tokens, seed=1 + i), args.timeout) for i in range(args.texts)]
-        rows.append({"what": "new text -> first map", "tokens": args.first_tokens, "n": len(firsts),
-                     "p50": statistics.median(firsts), "p95": percentile(firsts, 95), "target": f"<= {TARGETS['first']:.0f}"})
+        firsts = [
+            show(page, text_of(tokenizer, args.first_tokens, seed=1 + i), args.timeout)
+            for i in range(args.texts)
+        ]
+        rows.append(
+            {
+                "what": "new text -> first map",
+                "tokens": args.first_tokens,
+                "n": len(firsts),
+                "p50": statistics.median(firsts),
+                "p95": percentile(firsts, 95),
+                "target": f"<= {TARGETS['first']:.0f}",
+            }
+        )
         for n in args.sizes:
             text = text_of(tokenizer, n, seed=50 + n)
             show(page, text, args.timeout * 10)  # the capture itself is not what is timed here
             times = slider_moves(page, text, layers, heads, args.moves, args.timeout)
-            target = (f"p50 <= {TARGETS['slider_small'][0]:.0f}, p95 <= {TARGETS['slider_small'][1]:.0f}" if n <= 256
-                      else f"<= {TARGETS['slider_large']:.0f}")
-            rows.append({"what": "slider -> new picture", "tokens": n, "n": len(times), "text": text,
-                         "p50": statistics.median(times), "p95": percentile(times, 95), "target": target})
+            target = (
+                f"p50 <= {TARGETS['slider_small'][0]:.0f}, p95 <= {TARGETS['slider_small'][1]:.0f}"
+                if n <= 256
+                else f"<= {TARGETS['slider_large']:.0f}"
+            )
+            rows.append(
+                {
+                    "what": "slider -> new picture",
+                    "tokens": n,
+                    "n": len(times),
+                    "text": text,
+                    "p50": statistics.median(times),
+                    "p95": percentile(times, 95),
+                    "target": target,
+                }
+            )
         browser.close()
     return rows
 
@@ -216,7 +268,9 @@ def run(args: argparse.Namespace) -> list[dict[str, object]]:
         server.wait(timeout=30)
     for row in rows:
         if "text" in row:  # the server's share, measured here once the browser is done
-            row["server"], row["kb"], row["png"] = server_share(bench, args.model, str(row.pop("text")), args.repeats)
+            row["server"], row["kb"], row["png"] = server_share(
+                bench, args.model, str(row.pop("text")), args.repeats
+            )
         row["met"] = met(row)
     return rows
 
@@ -244,8 +298,10 @@ def table(rows: list[dict[str, object]], model: str, load: tuple[float, float]) 
     for r in rows:
         png = "streamed, not kept whole" if r.get("png") != r.get("png") else f"{r.get('png', 0):.0f}"  # NaN
         extra = f"{r['server']:.1f} | {r['kb']:.0f} | {png}" if "server" in r else " | | "
-        lines.append(f"| {r['what']} | {r['tokens']} | {r['n']} | {r['p50']:.0f} | {r['p95']:.0f} | {r['target']} | "
-                     f"{r['met']} | {extra} |")
+        lines.append(
+            f"| {r['what']} | {r['tokens']} | {r['n']} | {r['p50']:.0f} | {r['p95']:.0f} | {r['target']} | "
+            f"{r['met']} | {extra} |"
+        )
     return "\n".join(lines)
 
 

@@ -75,8 +75,16 @@ def run_text(loaded, model: str, texts: list[str], index: int, args: argparse.Na
         prefix, token = decoder_case(loaded, text)
         problem = problem_for(loaded, prefix, token)
     names = [m for m in METHODS if m != "flow" or problem.n <= FLOW_MAX_TOKENS]
-    methods = build_methods(names, layers=(-1,), heads=None, n_steps=args.steps, max_steps=args.max_steps,
-                            internal_batch_size=args.internal_batch_size, baseline="auto", batch_size=16)
+    methods = build_methods(
+        names,
+        layers=(-1,),
+        heads=None,
+        n_steps=args.steps,
+        max_steps=args.max_steps,
+        internal_batch_size=args.internal_batch_size,
+        baseline="auto",
+        batch_size=16,
+    )
     results, seconds = [], {}
     for method in methods:
         start = time.perf_counter()
@@ -85,8 +93,14 @@ def run_text(loaded, model: str, texts: list[str], index: int, args: argparse.Na
     words = assemble(problem, results).to_words()
     include = words.included
     record: dict[str, object] = {
-        "model": model, "index": index, "text": problem.tokens.text, "tokens": problem.n,
-        "words": int(include.sum()), "output": words.output, "seconds": seconds, **settings(args),
+        "model": model,
+        "index": index,
+        "text": problem.tokens.text,
+        "tokens": problem.n,
+        "words": int(include.sum()),
+        "output": words.output,
+        "seconds": seconds,
+        **settings(args),
         "ig_run": {k: words.info["ig"][k] for k in ("steps", "delta", "converged")},
     }
     for reference in REFERENCES:
@@ -98,7 +112,9 @@ def run_text(loaded, model: str, texts: list[str], index: int, args: argparse.Na
                 if name == reference:
                     continue
                 mine = np.where(include, words.scores[name], np.nan)
-                rho = rank_agreement(np.abs(mine), np.abs(ref))[0] if absolute else rank_agreement(mine, ref)[0]
+                rho = (
+                    rank_agreement(np.abs(mine), np.abs(ref))[0] if absolute else rank_agreement(mine, ref)[0]
+                )
                 record[key][name] = None if np.isnan(rho) else rho  # type: ignore[index]
     return record
 
@@ -145,7 +161,14 @@ def summarize(records: list[dict[str, object]]) -> list[dict[str, object]]:
             if row["ran"]:
                 rows.append(row)
         converged = [bool(r["ig_run"]["converged"]) for r in mine]  # type: ignore[index]
-        rows.append({"model": model, "method": "_ig_converged", "share": float(np.mean(converged)), "texts": len(mine)})
+        rows.append(
+            {
+                "model": model,
+                "method": "_ig_converged",
+                "share": float(np.mean(converged)),
+                "texts": len(mine),
+            }
+        )
     return rows
 
 
@@ -171,8 +194,10 @@ def table(rows: list[dict[str, object]], machine: str, wanted: dict[str, object]
     for r in rows:
         if r["method"] == "_ig_converged":
             continue
-        cells = [_cell(r[k], int(r[f"{k}_n"]), int(r["ran"])) if r["method"] != k.split("_")[0] else "-"  # type: ignore[arg-type]
-                 for k in ("occlusion", "occlusion_abs", "ig", "ig_abs")]
+        cells = [
+            _cell(r[k], int(r[f"{k}_n"]), int(r["ran"])) if r["method"] != k.split("_")[0] else "-"  # type: ignore[arg-type]
+            for k in ("occlusion", "occlusion_abs", "ig", "ig_abs")
+        ]
         lines.append(f"| {r['model']} | {r['method']} | {' | '.join(cells)} | {float(r['seconds']):.2f} |")  # type: ignore[arg-type]
     converged = [f"{r['model']} {float(r['share']):.0%}" for r in rows if r["method"] == "_ig_converged"]  # type: ignore[arg-type]
     lines += ["", f"IG met the 5% completeness rule within the step cap on: {', '.join(converged)} of texts."]
@@ -182,16 +207,30 @@ def table(rows: list[dict[str, object]], machine: str, wanted: dict[str, object]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--texts", type=int, default=100, help="texts per model, from the start of the corpus")
-    parser.add_argument("--limit", action="append", default=[], metavar="MODEL=N",
-                        help="fewer texts for one model (e.g. smollm2=25, where IG costs ~30 s a text); repeatable")
+    parser.add_argument(
+        "--texts", type=int, default=100, help="texts per model, from the start of the corpus"
+    )
+    parser.add_argument(
+        "--limit",
+        action="append",
+        default=[],
+        metavar="MODEL=N",
+        help="fewer texts for one model (e.g. smollm2=25, where IG costs ~30 s a text); repeatable",
+    )
     parser.add_argument("--corpus", type=Path, default=ROOT / "corpora" / "sentences.txt")
     parser.add_argument("--steps", type=int, default=50, help="IG steps to start from")
-    parser.add_argument("--max-steps", type=int, default=200, help="IG step cap (steps double up to it; explain() defaults to 400)")
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        default=200,
+        help="IG step cap (steps double up to it; explain() defaults to 400)",
+    )
     parser.add_argument("--internal-batch-size", type=int, default=16)
     parser.add_argument("--records", type=Path, default=HERE / "faithfulness.jsonl")
     parser.add_argument("--summary", type=Path, default=HERE / "faithfulness.json")
-    parser.add_argument("--no-table", action="store_true", help="do not rewrite the table in benchmarks/README.md")
+    parser.add_argument(
+        "--no-table", action="store_true", help="do not rewrite the table in benchmarks/README.md"
+    )
     args = parser.parse_args()
     from tqdm.auto import tqdm
 
@@ -218,7 +257,9 @@ def main() -> None:
     chosen = [r for r in records if r["model"] in limits and int(r["index"]) < limits[r["model"]]]  # type: ignore[call-overload]
     rows = summarize(chosen)
     machine = f"{platform.machine()}, {__import__('os').cpu_count()} cores, torch {__import__('torch').get_num_threads()} threads"
-    args.summary.write_text(json.dumps({"settings": wanted, "machine": machine, "rows": rows}, indent=1), encoding="utf-8")
+    args.summary.write_text(
+        json.dumps({"settings": wanted, "machine": machine, "rows": rows}, indent=1), encoding="utf-8"
+    )
     body = table(rows, machine, wanted)
     print(body)
     if not args.no_table:

@@ -33,7 +33,6 @@ from headmap.apps.prune.physical import layer_keys, parameter_count  # noqa: E40
 from headmap.capture.discovery import discover  # noqa: E402
 
 
-
 def _input(loaded: headmap.LoadedModel, tokens: int) -> dict[str, torch.Tensor]:
     text = " ".join((ROOT / "corpora" / "heldout.txt").read_text(encoding="utf-8").split("\n"))
     ids = loaded.tokenizer(text)["input_ids"]  # type: ignore[operator]
@@ -71,21 +70,35 @@ def measure(name: str, amounts: list[float], sizes: list[int], repeats: int) -> 
             for _ in range(repeats):
                 before.append(_time(loaded.model, inputs))
                 after.append(_time(cut.model, inputs))
-            rows.append({"model": name, "removed": f"{len(removed)}/{total}", "tokens": size,
-                         "params_before": parameter_count(loaded.model), "params_after": parameter_count(cut.model),
-                         "ms_before": 1e3 * statistics.median(before), "ms_after": 1e3 * statistics.median(after)})
+            rows.append(
+                {
+                    "model": name,
+                    "removed": f"{len(removed)}/{total}",
+                    "tokens": size,
+                    "params_before": parameter_count(loaded.model),
+                    "params_after": parameter_count(cut.model),
+                    "ms_before": 1e3 * statistics.median(before),
+                    "ms_after": 1e3 * statistics.median(after),
+                }
+            )
             print(rows[-1], flush=True)
     return rows
 
 
 def table(rows: list[dict], repeats: int) -> str:
-    lines = [f"Machine: {platform.machine()}, {torch.get_num_threads()} torch threads; batch 1; median of {repeats} "
-             "forwards per model, the two models alternating.", "",
-             "| model | heads removed | N | parameters | unpruned (ms) | cut (ms) | speed-up |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Machine: {platform.machine()}, {torch.get_num_threads()} torch threads; batch 1; median of {repeats} "
+        "forwards per model, the two models alternating.",
+        "",
+        "| model | heads removed | N | parameters | unpruned (ms) | cut (ms) | speed-up |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['removed']} | {r['tokens']} | {r['params_before'] / 1e6:.1f}M -> "
-                     f"{r['params_after'] / 1e6:.1f}M | {r['ms_before']:.1f} | {r['ms_after']:.1f} | "
-                     f"{r['ms_before'] / r['ms_after']:.2f}x |")
+        lines.append(
+            f"| {r['model']} | {r['removed']} | {r['tokens']} | {r['params_before'] / 1e6:.1f}M -> "
+            f"{r['params_after'] / 1e6:.1f}M | {r['ms_before']:.1f} | {r['ms_after']:.1f} | "
+            f"{r['ms_before'] / r['ms_after']:.2f}x |"
+        )
     return "\n".join(lines)
 
 
@@ -95,7 +108,9 @@ def main() -> None:
     parser.add_argument("--amounts", default="0.3,0.5")
     parser.add_argument("--tokens", default="128,512")
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--quick", action="store_true", help="one model, one size, two repeats: checks the script")
+    parser.add_argument(
+        "--quick", action="store_true", help="one model, one size, two repeats: checks the script"
+    )
     parser.add_argument("--write", action="store_true", help="rewrite the table in benchmarks/README.md")
     args = parser.parse_args()
     models, amounts = args.models.split(","), [float(a) for a in args.amounts.split(",")]

@@ -46,8 +46,15 @@ class FirstPartial:
             yield partial
 
 
-def worker(model_name: str, engine_name: str, corpus: Path, max_texts: int | None, batch_size: int,
-           threads: int, table_out: Path) -> dict[str, float]:
+def worker(
+    model_name: str,
+    engine_name: str,
+    corpus: Path,
+    max_texts: int | None,
+    batch_size: int,
+    threads: int,
+    table_out: Path,
+) -> dict[str, float]:
     """One measurement in this (fresh) process; the report's table goes to ``table_out`` (parquet)."""
     import torch
 
@@ -60,30 +67,53 @@ def worker(model_name: str, engine_name: str, corpus: Path, max_texts: int | Non
     loaded = load(model_name)
     texts = [t.text for t in read_corpus(corpus, max_texts)]
     tokens = sum(len(loaded.tokenizer(t)["input_ids"]) for t in texts)
-    engine = {"local": LocalEngine(),
-              "ray1": RayEngine(workers=1, cpus_per_worker=threads),
-              "ray2": RayEngine(workers=2, cpus_per_worker=max(1, threads // 2))}[engine_name]
+    engine = {
+        "local": LocalEngine(),
+        "ray1": RayEngine(workers=1, cpus_per_worker=threads),
+        "ray2": RayEngine(workers=2, cpus_per_worker=max(1, threads // 2)),
+    }[engine_name]
     timed = FirstPartial(engine)
     start = time.perf_counter()
     report = head_report(loaded, texts, batch_size=batch_size, engine=timed, progress=False)
     seconds = time.perf_counter() - start
     report.table.to_parquet(table_out)
-    return {"seconds": seconds, "first": (timed.first or start + seconds) - start, "texts": len(texts), "tokens": tokens}
+    return {
+        "seconds": seconds,
+        "first": (timed.first or start + seconds) - start,
+        "texts": len(texts),
+        "tokens": tokens,
+    }
 
 
 def measure(engine: str, args: argparse.Namespace, folder: Path) -> dict[str, object]:
     runs = []
     for i in range(args.repeats):  # each run keeps its table, to compare the engines afterwards
-        command = [sys.executable, __file__, "--worker", args.model, engine, "--corpus", str(args.corpus),
-                   "--batch-size", str(args.batch_size), "--threads", str(args.threads),
-                   "--table-out", str(folder / f"{engine}-{i}.parquet")]
+        command = [
+            sys.executable,
+            __file__,
+            "--worker",
+            args.model,
+            engine,
+            "--corpus",
+            str(args.corpus),
+            "--batch-size",
+            str(args.batch_size),
+            "--threads",
+            str(args.threads),
+            "--table-out",
+            str(folder / f"{engine}-{i}.parquet"),
+        ]
         found = fresh_runs(command + (["--max-texts", str(args.max_texts)] if args.max_texts else []), 1)
         if isinstance(found, str):
             return {"error": found}
         runs += found
-    return {"seconds": statistics.median(r["seconds"] for r in runs),
-            "first": statistics.median(r["first"] for r in runs),
-            "texts": runs[0]["texts"], "tokens": runs[0]["tokens"], "runs": [r["seconds"] for r in runs]}
+    return {
+        "seconds": statistics.median(r["seconds"] for r in runs),
+        "first": statistics.median(r["first"] for r in runs),
+        "texts": runs[0]["texts"],
+        "tokens": runs[0]["tokens"],
+        "runs": [r["seconds"] for r in runs],
+    }
 
 
 def largest_difference(folder: Path) -> float:
@@ -104,17 +134,24 @@ def largest_difference(folder: Path) -> float:
 def table(results: dict[str, object]) -> str:
     rows = results["rows"]  # type: ignore[index]
     local = next((r for r in rows if r["engine"] == "local" and "seconds" in r), None)
-    lines = ["| engine | workers x CPUs | texts | time (s) | first group (s) | texts/s | tokens/s | vs in-process |",
-             "|---|---|---|---|---|---|---|---|"]
-    shape = {"local": "in-process", "ray1": f"1 x {results['threads']}",
-             "ray2": f"2 x {max(1, int(results['threads']) // 2)}"}
+    lines = [
+        "| engine | workers x CPUs | texts | time (s) | first group (s) | texts/s | tokens/s | vs in-process |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    shape = {
+        "local": "in-process",
+        "ray1": f"1 x {results['threads']}",
+        "ray2": f"2 x {max(1, int(results['threads']) // 2)}",
+    }
     for r in rows:
         if "seconds" not in r:
             lines.append(f"| {r['engine']} | failed: {r.get('error', '')} | | | | | | |")
             continue
         speed = f"{local['seconds'] / r['seconds']:.2f}x" if local else ""
-        lines.append(f"| {r['engine']} | {shape[r['engine']]} | {r['texts']} | {r['seconds']:.1f} | {r['first']:.1f} | "
-                     f"{r['texts'] / r['seconds']:.2f} | {r['tokens'] / r['seconds']:.0f} | {speed} |")
+        lines.append(
+            f"| {r['engine']} | {shape[r['engine']]} | {r['texts']} | {r['seconds']:.1f} | {r['first']:.1f} | "
+            f"{r['texts'] / r['seconds']:.2f} | {r['tokens'] / r['seconds']:.0f} | {speed} |"
+        )
     return "\n".join(lines)
 
 
@@ -134,13 +171,22 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         model, engine = args.worker
-        print(json.dumps(worker(model, engine, args.corpus, args.max_texts, args.batch_size, args.threads,
-                                args.table_out)))
+        print(
+            json.dumps(
+                worker(
+                    model, engine, args.corpus, args.max_texts, args.batch_size, args.threads, args.table_out
+                )
+            )
+        )
         return
     results: dict[str, object] = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores", "model": args.model, "threads": args.threads,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "model": args.model,
+        "threads": args.threads,
         "corpus": args.corpus.name + (f" (first {args.max_texts} texts)" if args.max_texts else ""),
-        "batch_size": args.batch_size, "repeats": args.repeats, "rows": [],
+        "batch_size": args.batch_size,
+        "repeats": args.repeats,
+        "rows": [],
     }
     with tempfile.TemporaryDirectory() as folder:
         for engine in args.engines.split(","):
@@ -150,10 +196,13 @@ def main() -> None:
         results["max_abs_difference"] = largest_difference(Path(folder))
     args.out.write_text(json.dumps(results, indent=1), encoding="utf-8")
     if not args.no_readme:
-        write_block("ray", f"Machine: {results['machine']}; model {results['model']}; corpus {results['corpus']}, "
-                           f"batch size {results['batch_size']}; median of {results['repeats']} fresh-process runs; "
-                           "largest difference of any table cell from the in-process table: "
-                           f"{results['max_abs_difference']:.1e}.\n\n{table(results)}")
+        write_block(
+            "ray",
+            f"Machine: {results['machine']}; model {results['model']}; corpus {results['corpus']}, "
+            f"batch size {results['batch_size']}; median of {results['repeats']} fresh-process runs; "
+            "largest difference of any table cell from the in-process table: "
+            f"{results['max_abs_difference']:.1e}.\n\n{table(results)}",
+        )
     print(table(results))
 
 

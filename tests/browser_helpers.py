@@ -19,7 +19,12 @@ CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 IMAGES = Path(__file__).resolve().parent.parent / "docs" / "images"
-HOSTILE = ("</script><script>alert(1)</script>", "<img src=x onerror=alert(1)>", "<b>bold</b>", "x\u2028y\u2029z")
+HOSTILE = (
+    "</script><script>alert(1)</script>",
+    "<img src=x onerror=alert(1)>",
+    "<b>bold</b>",
+    "x\u2028y\u2029z",
+)
 
 
 @dataclass
@@ -67,8 +72,12 @@ def browser():
     """A headless Chromium per test module (one Playwright at a time: each module that imports this
     fixture gets its own copy of it); skipped, with the reason, where it cannot run."""
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing: scripts/setup.sh installs it as root with `apt-get install -y chromium`")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (requirements.txt)")
+        pytest.skip(
+            f"{CHROMIUM} is missing: scripts/setup.sh installs it as root with `apt-get install -y chromium`"
+        )
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed (requirements.txt)"
+    )
     with sync_api.sync_playwright() as playwright:
         instance = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         yield instance
@@ -81,7 +90,9 @@ def hover_cell(page, scope: str, row: int, col: int, panel: int = 0) -> tuple[li
     canvas = wrap.locator(".hm-canvas")
     box = canvas.bounding_box()
     rows, cols = int(canvas.get_attribute("data-rows")), int(canvas.get_attribute("data-cols"))
-    page.mouse.move(box["x"] + (col + 0.5) * box["width"] / cols, box["y"] + (row + 0.5) * box["height"] / rows)
+    page.mouse.move(
+        box["x"] + (col + 0.5) * box["width"] / cols, box["y"] + (row + 0.5) * box["height"] / rows
+    )
     lines = wrap.locator(".hm-tip").inner_text().split("\n")
     match = re.search(r": (-?\d+\.\d{4})$", lines[-1])
     assert match, lines

@@ -31,7 +31,9 @@ PROJECTIONS: dict[str, Callable[[int], dict[str, str]]] = {
         **{f"cross.{i}": f"model.decoder.layers.{i}.encoder_attn.out_proj" for i in range(n)},
     },
     # One projection shared by every layer: its i-th call in a forward is layer i.
-    "albert": lambda n: {f"layer.{i}": "encoder.albert_layer_groups.0.albert_layers.0.attention.dense" for i in range(n)},
+    "albert": lambda n: {
+        f"layer.{i}": "encoder.albert_layer_groups.0.albert_layers.0.attention.dense" for i in range(n)
+    },
 }
 
 #: A function ``(input [batch, query, dim], layer, head, column slice) -> new input`` per head.
@@ -39,8 +41,9 @@ Change = Callable[[torch.Tensor, str, int, slice], torch.Tensor]
 
 
 @contextmanager
-def hand_gate(model: torch.nn.Module, paths: dict[str, str], heads: dict[str, list[int]], head_dim: int,
-              change: Change) -> Iterator[None]:
+def hand_gate(
+    model: torch.nn.Module, paths: dict[str, str], heads: dict[str, list[int]], head_dim: int, change: Change
+) -> Iterator[None]:
     """Apply ``change`` to each chosen head's columns of the output projection's input."""
     layers_of: dict[str, list[str]] = {}
     for layer, path in paths.items():
@@ -58,6 +61,7 @@ def hand_gate(model: torch.nn.Module, paths: dict[str, str], heads: dict[str, li
             for head in heads.get(layer, []):
                 x = change(x, layer, head, slice(head * head_dim, (head + 1) * head_dim))
             return (x, *args[1:])
+
         return hook
 
     for path in layers_of:
@@ -78,11 +82,13 @@ def zero_change(x: torch.Tensor, layer: str, head: int, cols: slice) -> torch.Te
 
 def scale_change(factor: dict[tuple[str, int], float | torch.Tensor]) -> Change:
     """Multiply a head's columns by its factor (a number, or a 0-d tensor to take gradients by)."""
+
     def change(x: torch.Tensor, layer: str, head: int, cols: slice) -> torch.Tensor:
         f = torch.as_tensor(factor.get((layer, head), 1.0), dtype=x.dtype)
         ones = torch.ones(x.shape[-1], dtype=x.dtype)
         scale = torch.cat([ones[: cols.start], f.expand(cols.stop - cols.start), ones[cols.stop :]])
         return x * scale  # out of place: autograd keeps every head's factor
+
     return change
 
 
@@ -91,23 +97,28 @@ def const_change(values: dict[tuple[str, int], torch.Tensor]) -> Change:
         x = x.clone()
         x[..., cols] = values[(layer, head)].to(x)
         return x
+
     return change
 
 
 def masked_mean_change(mask: torch.Tensor) -> Change:
     """Each text's mean over its real positions (``mask`` ``[batch, query]``), at every position."""
+
     def change(x: torch.Tensor, layer: str, head: int, cols: slice) -> torch.Tensor:
         x = x.clone()
         w = mask.to(x.dtype)[:, :, None]
         mean = (x[..., cols] * w).sum(1, keepdim=True) / w.sum(1, keepdim=True)
         x[..., cols] = mean.expand_as(x[..., cols])
         return x
+
     return change
 
 
 def recorder(store: dict[tuple[str, int], list[torch.Tensor]]) -> Change:
     """Collect each head's input columns (one ``[query, dim]`` per call, batch of one)."""
+
     def change(x: torch.Tensor, layer: str, head: int, cols: slice) -> torch.Tensor:
         store.setdefault((layer, head), []).append(x[0, :, cols].detach().double())
         return x
+
     return change

@@ -21,10 +21,21 @@ def softmax_rows(shape: tuple[int, ...], seed: int = 0, sharp: float = 3.0) -> n
     return (e / e.sum(-1, keepdims=True)).astype(np.float32)
 
 
-def make_result(tokens: Tokens, weights: np.ndarray, layer: int = 0, num_layers: int = 2,
-                rows: tuple[int, ...] | None = None, model: str = "hand-made") -> AttentionResult:
+def make_result(
+    tokens: Tokens,
+    weights: np.ndarray,
+    layer: int = 0,
+    num_layers: int = 2,
+    rows: tuple[int, ...] | None = None,
+    model: str = "hand-made",
+) -> AttentionResult:
     """A one-layer result with ``weights`` ``[head, row, key]``."""
     rows = rows if rows is not None else tuple(range(weights.shape[1]))
     layer_map = LayerMap(LayerKey(Stack.SELF, layer), tuple(range(weights.shape[0])), rows, weights)
-    return AttentionResult(model=model, source=tokens, layers=(layer_map,), num_layers={Stack.SELF: num_layers},
-                           num_heads=weights.shape[0])
+    return AttentionResult(
+        model=model,
+        source=tokens,
+        layers=(layer_map,),
+        num_layers={Stack.SELF: num_layers},
+        num_heads=weights.shape[0],
+    )

@@ -25,7 +25,10 @@ def inputs_for(model: torch.nn.Module, tokenizer, texts) -> dict:  # type: ignor
     enc = tokenizer(texts, return_tensors="pt", padding=True)
     inputs = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
     if model.config.is_encoder_decoder:
-        inputs["decoder_input_ids"], inputs["decoder_attention_mask"] = enc["input_ids"], enc["attention_mask"]
+        inputs["decoder_input_ids"], inputs["decoder_attention_mask"] = (
+            enc["input_ids"],
+            enc["attention_mask"],
+        )
     return inputs
 
 
@@ -41,15 +44,26 @@ def nothing_patched(model: torch.nn.Module) -> bool:
     from headmap.capture import tap
 
     hooks = any(m._forward_pre_hooks or m._forward_hooks for m in model.modules())
-    return (not hooks and "get_interface" not in vars(ALL_ATTENTION_FUNCTIONS)
-            and torch.nn.functional.scaled_dot_product_attention is tap._original_sdpa)
+    return (
+        not hooks
+        and "get_interface" not in vars(ALL_ATTENTION_FUNCTIONS)
+        and torch.nn.functional.scaled_dot_product_attention is tap._original_sdpa
+    )
 
 
 # Per model: which layers to ablate (encoder-decoder models: one of each stack; ALBERT: its shared module).
 CASES = {
-    "bert": ["layer.1"], "llama": ["layer.0", "layer.1"], "gpt2": ["layer.1"], "qwen2": ["layer.1"],
-    "mistral": ["layer.0"], "gemma2": ["layer.1"], "gpt_neox": ["layer.0"], "falcon": ["layer.1"],
-    "roberta": ["layer.0"], "albert": ["layer.1"], "t5": ["encoder.1", "decoder.0", "cross.1"],
+    "bert": ["layer.1"],
+    "llama": ["layer.0", "layer.1"],
+    "gpt2": ["layer.1"],
+    "qwen2": ["layer.1"],
+    "mistral": ["layer.0"],
+    "gemma2": ["layer.1"],
+    "gpt_neox": ["layer.0"],
+    "falcon": ["layer.1"],
+    "roberta": ["layer.0"],
+    "albert": ["layer.1"],
+    "t5": ["encoder.1", "decoder.0", "cross.1"],
     "bart": ["encoder.0", "decoder.1", "cross.0"],
 }
 
@@ -116,7 +130,13 @@ def test_mean_ablation_of_the_current_input_ignores_padding(bert_tokenizer):
     assert not inputs["attention_mask"].all()
     with ablate(fast, [(0, 2)], mode="mean"):
         ours = outputs(model, inputs)
-    with hand_gate(model, PROJECTIONS["bert"](2), {"layer.0": [2]}, HEAD_DIM, masked_mean_change(inputs["attention_mask"])):
+    with hand_gate(
+        model,
+        PROJECTIONS["bert"](2),
+        {"layer.0": [2]},
+        HEAD_DIM,
+        masked_mean_change(inputs["attention_mask"]),
+    ):
         hand = outputs(model, inputs)
     real = inputs["attention_mask"].bool()
     assert (ours - hand)[real].abs().max().item() <= 1e-5
@@ -131,27 +151,27 @@ def test_nothing_patched_after_an_exception_and_errors(bert_tokenizer):
     fast, _ = build("llama", bert_tokenizer)
     inputs = inputs_for(fast.model, bert_tokenizer, TEXTS)
     base = outputs(fast.model, inputs)
-    with pytest.raises(RuntimeError, match="boom"):
-        with ablate(fast, [(1, 0)]):
-            outputs(fast.model, inputs)
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), ablate(fast, [(1, 0)]):
+        outputs(fast.model, inputs)
+        raise RuntimeError("boom")
     assert nothing_patched(fast.model) and torch.equal(outputs(fast.model, inputs), base)
-    with pytest.raises(HeadmapError, match="head 4 is out of range"):
-        with ablate(fast, [(1, 4)]):
-            pass
-    with pytest.raises(HeadmapError, match="layer 2 is out of range"):
-        with ablate(fast, [(2, 0)]):
-            pass
-    with pytest.raises(HeadmapError, match="unknown ablation mode"):
-        with ablate(fast, [(0, 0)], mode="drop"):
-            pass
+    with pytest.raises(HeadmapError, match="head 4 is out of range"), ablate(fast, [(1, 4)]):
+        pass
+    with pytest.raises(HeadmapError, match="layer 2 is out of range"), ablate(fast, [(2, 0)]):
+        pass
+    with pytest.raises(HeadmapError, match="unknown ablation mode"), ablate(fast, [(0, 0)], mode="drop"):
+        pass
     with pytest.raises(HeadmapError, match=r"\(layer, head\) pairs"):
         with ablate(fast, [3]):  # type: ignore[list-item]
             pass
     bloom, _ = build("bloom", bert_tokenizer)
-    with pytest.raises(HeadmapError, match=r"BloomForCausalLM \(bloom\) .* ablation needs a model whose attention"):
-        with ablate(bloom, [(0, 0)]):
-            pass
+    with (
+        pytest.raises(
+            HeadmapError, match=r"BloomForCausalLM \(bloom\) .* ablation needs a model whose attention"
+        ),
+        ablate(bloom, [(0, 0)]),
+    ):
+        pass
     assert nothing_patched(fast.model)
 
 

@@ -194,8 +194,12 @@ def test_ig_completeness_holds_within_the_reported_delta(which, llama, bert, mas
     assert np.all(ex.token_scores["ig"][special] == 0.0)
     # F(baseline) is the model's own output on the baseline ids.
     ids, tokens = ids_of(loaded, text)
-    keep = [t if (s or (which == "masked" and t == loaded.tokenizer.mask_token_id)) else loaded.tokenizer.mask_token_id
-            for t, s in zip(ids, tokens.special)]
+    keep = [
+        t
+        if (s or (which == "masked" and t == loaded.tokenizer.mask_token_id))
+        else loaded.tokenizer.mask_token_id
+        for t, s in zip(ids, tokens.special)
+    ]
     if which == "bert":
         direct = cosine(loaded.model, keep, ids_of(loaded, COMPARE)[0])
     else:
@@ -225,8 +229,9 @@ def test_ig_equals_captum_on_the_models_own_embedding_layer(llama):
         return torch.log_softmax(loaded.model(input_ids=batch).logits[:, -1], -1)[:, 2000]
 
     method = LayerIntegratedGradients(forward, loaded.model.get_input_embeddings())
-    attributions, delta = method.attribute(torch.tensor([ids]), baselines=torch.tensor([base]), n_steps=16,
-                                           return_convergence_delta=True)
+    attributions, delta = method.attribute(
+        torch.tensor([ids]), baselines=torch.tensor([base]), n_steps=16, return_convergence_delta=True
+    )
     assert np.abs(ex.token_scores["ig"] - attributions[0].sum(-1).double().detach().numpy()).max() <= TOL
     assert ex.info["ig"]["delta"] == pytest.approx(float(delta[0]), abs=TOL)
 
@@ -267,7 +272,15 @@ def test_occlusion_at_an_earlier_position_moves_the_position(llama):
     loaded, _ = llama
     ids, tokens = ids_of(loaded)
     position = 5
-    ex = explain(loaded, TEXT, 2000, position=position, methods=["occlusion", "attention", "ig"], n_steps=8, max_steps=8)
+    ex = explain(
+        loaded,
+        TEXT,
+        2000,
+        position=position,
+        methods=["occlusion", "attention", "ig"],
+        n_steps=8,
+        max_steps=8,
+    )
     output = next_logprob(loaded.model, ids, position, 2000)
     assert ex.output == pytest.approx(output, abs=TOL)
     for i in range(1, len(ids) - 1):
@@ -313,7 +326,9 @@ def test_masked_lm_explains_the_mask_and_never_occludes_it(masked_lm):
     shorter = ids[:i] + ids[i + 1 :]
     with torch.no_grad():
         moved = torch.log_softmax(loaded.model(input_ids=torch.tensor([shorter])).logits[0, where - 1], -1)
-    assert ex.token_scores["occlusion"][i] == pytest.approx(ex.output - float(moved[ex.target["token_id"]]), abs=TOL)
+    assert ex.token_scores["occlusion"][i] == pytest.approx(
+        ex.output - float(moved[ex.target["token_id"]]), abs=TOL
+    )
 
 
 def test_a_custom_scalar_function(llama):

@@ -15,7 +15,6 @@ from tiny_models import CONFIGS, build
 
 from headmap import BiasReport, HeadmapError, ablate, bias_probe, capture
 from headmap.apps.bias.stats import bh, paired_columns
-from headmap.capture import Encoded
 from headmap.models import LoadedModel
 
 TEMPLATE = "the applicant {name} has ten years of experience in accounting . hire {name} ? answer :"
@@ -31,7 +30,9 @@ def tiny(bert_tokenizer):
 
 @pytest.fixture(scope="module")
 def report(tiny):
-    return bias_probe(tiny, TEMPLATE, GROUPS, EVIDENCE, target="yes", k=2, controls=2, resamples=2000, batch_size=4)
+    return bias_probe(
+        tiny, TEMPLATE, GROUPS, EVIDENCE, target="yes", k=2, controls=2, resamples=2000, batch_size=4
+    )
 
 
 def next_logprob(loaded, ids, token_id):
@@ -51,7 +52,7 @@ def test_prompts_are_the_filled_template_with_name_and_evidence_tokens(tiny, rep
         assert " ".join(pieces).replace(" ##", "") == " ".join([p.name] * 2)  # both slots, every piece
         offsets = p.encoded.tokens.offsets
         first, last = p.evidence_tokens[0], p.evidence_tokens[-1]
-        assert p.text[offsets[first][0]:offsets[last][1]] == EVIDENCE
+        assert p.text[offsets[first][0] : offsets[last][1]] == EVIDENCE
         assert list(p.evidence_tokens) == list(range(first, last + 1))
     assert report.positions == tuple(len(p) - 1 for p in report.prompts)
 
@@ -62,7 +63,9 @@ def test_outputs_equal_a_direct_forward(tiny, report):
     for p, value in zip(report.prompts, report.outputs):
         assert value == pytest.approx(next_logprob(tiny, p.ids, token_id), abs=1e-5)
     # right-padded batches give each prompt its own number
-    alone = bias_probe(tiny, TEMPLATE, GROUPS, EVIDENCE, target="yes", k=2, controls=0, resamples=10, batch_size=1)
+    alone = bias_probe(
+        tiny, TEMPLATE, GROUPS, EVIDENCE, target="yes", k=2, controls=0, resamples=10, batch_size=1
+    )
     assert np.abs(alone.outputs - report.outputs).max() < 1e-5
     assert np.abs(alone.name_attention - report.name_attention).max() < 1e-5
 
@@ -74,11 +77,15 @@ def test_span_attention_equals_a_direct_capture(tiny, report):
         for li, layer in enumerate(direct.layers):
             w = layer.weights[:, 0].astype(np.float64)  # [head, key] of the last row
             assert np.abs(report.name_attention[i, li] - w[:, list(p.name_tokens)].sum(-1)).max() < 1e-5
-            assert np.abs(report.evidence_attention[i, li] - w[:, list(p.evidence_tokens)].sum(-1)).max() < 1e-5
+            assert (
+                np.abs(report.evidence_attention[i, li] - w[:, list(p.evidence_tokens)].sum(-1)).max() < 1e-5
+            )
 
 
 def test_ablation_equals_a_direct_forward_under_ablate(tiny, report):
-    scores = np.mean([(report.name_attention[a] + report.name_attention[b]) / 2 for a, b in report.pairs], axis=0)
+    scores = np.mean(
+        [(report.name_attention[a] + report.name_attention[b]) / 2 for a, b in report.pairs], axis=0
+    )
     order = np.argsort(-scores.ravel(), kind="stable")[:2]
     expected = [(report.layers[i // 4], report.heads[i % 4]) for i in order]
     assert list(report.ablated) == expected and report.k == 2
@@ -89,7 +96,9 @@ def test_ablation_equals_a_direct_forward_under_ablate(tiny, report):
         assert report.ablated_outputs[i] == pytest.approx(direct, abs=1e-5)
         for c, heads in enumerate(report.control_heads):
             with ablate(tiny, list(heads)):
-                assert report.control_outputs[c, i] == pytest.approx(next_logprob(tiny, p.ids, token_id), abs=1e-5)
+                assert report.control_outputs[c, i] == pytest.approx(
+                    next_logprob(tiny, p.ids, token_id), abs=1e-5
+                )
     assert np.abs(report.ablated_outputs - report.outputs).max() > 1e-3  # the ablation did something
     for heads in report.control_heads:
         assert len(set(heads)) == 2 and not set(heads) & set(report.ablated)
@@ -113,8 +122,11 @@ def test_statistics_equal_scipy_on_the_reports_numbers(report):
     assert np.allclose(table["contrast_t_p"], cols["t_p"], rtol=1e-12, equal_nan=True)
     assert np.allclose(table["contrast_t_q"], bh(cols["t_p"]), rtol=1e-12, equal_nan=True)
     finite = np.isfinite(cols["t_p"])
-    assert np.allclose(table["contrast_t_q"].to_numpy()[finite],
-                       st.false_discovery_control(cols["t_p"][finite], method="bh"), rtol=1e-12)
+    assert np.allclose(
+        table["contrast_t_q"].to_numpy()[finite],
+        st.false_discovery_control(cols["t_p"][finite], method="bh"),
+        rtol=1e-12,
+    )
     assert np.allclose(table["contrast_mean"], (contrast[a] - contrast[b]).mean(0), atol=1e-12)
     assert np.allclose(table["name_A"], report.name_attention[a].reshape(9, -1).mean(0), atol=1e-12)
     pairs = report.pair_table
@@ -123,16 +135,21 @@ def test_statistics_equal_scipy_on_the_reports_numbers(report):
 
 def test_json_holds_every_pair_and_recomputes(tiny, report, tmp_path):
     path = report.render(tmp_path / "bias.json")
-    data = json.loads(path.read_text(encoding="utf-8"), parse_constant=lambda c: pytest.fail(f"bare {c} in JSON"))
-    assert data["format"] == "headmap-bias/1" and data["template"] == TEMPLATE and data["evidence"] == EVIDENCE
+    data = json.loads(
+        path.read_text(encoding="utf-8"), parse_constant=lambda c: pytest.fail(f"bare {c} in JSON")
+    )
+    assert (
+        data["format"] == "headmap-bias/1" and data["template"] == TEMPLATE and data["evidence"] == EVIDENCE
+    )
     assert [g["names"] for g in data["groups"]] == [GROUPS["A"], GROUPS["B"]]
     assert len(data["pairs"]) == 9 and data["pair_count"] is None
     token_id = data["target"]["token_id"]
     for pair in data["pairs"]:
         for side in ("a", "b"):
             assert pair[f"prompt_{side}"] == TEMPLATE.replace("{name}", pair[f"name_{side}"])
-            assert pair[f"output_{side}"] == pytest.approx(next_logprob(tiny, pair[f"prompt_{side}_ids"], token_id),
-                                                           abs=1e-5)
+            assert pair[f"output_{side}"] == pytest.approx(
+                next_logprob(tiny, pair[f"prompt_{side}_ids"], token_id), abs=1e-5
+            )
         assert pair["difference"] == pytest.approx(pair["output_a"] - pair["output_b"], abs=1e-12)
     xa = np.array([p["output_a"] for p in data["pairs"]])
     xb = np.array([p["output_b"] for p in data["pairs"]])
@@ -145,8 +162,18 @@ def test_json_holds_every_pair_and_recomputes(tiny, report, tmp_path):
 
 
 def test_matched_pairs_use_each_name_once(tiny):
-    r = bias_probe(tiny, TEMPLATE, {"A": ["mary", "susan", "linda", "anna"], "B": ["james", "robert", "john"]},
-                   EVIDENCE, target="yes", pairs=2, k=1, controls=1, resamples=100, seed=3)
+    r = bias_probe(
+        tiny,
+        TEMPLATE,
+        {"A": ["mary", "susan", "linda", "anna"], "B": ["james", "robert", "john"]},
+        EVIDENCE,
+        target="yes",
+        pairs=2,
+        k=1,
+        controls=1,
+        resamples=100,
+        seed=3,
+    )
     assert len(r.pairs) == 2 and len(r.prompts) == 4  # only the names the pairs use are run
     assert len(set(r.pairs[:, 0])) == 2 and len(set(r.pairs[:, 1])) == 2
     assert "each name in one pair only" in r.pairing and r.to_dict()["pair_count"] == 2
@@ -154,7 +181,9 @@ def test_matched_pairs_use_each_name_once(tiny):
 
 def test_encoder_with_compare_reads_every_row(bert_tokenizer):
     enc, _ = build("bert", bert_tokenizer)
-    r = bias_probe(enc, TEMPLATE, GROUPS, EVIDENCE, compare="a skilled accountant", k=2, controls=1, resamples=200)
+    r = bias_probe(
+        enc, TEMPLATE, GROUPS, EVIDENCE, compare="a skilled accountant", k=2, controls=1, resamples=200
+    )
     assert r.target["kind"] == "cosine" and all(p is None for p in r.positions)
 
     def pooled(ids):
@@ -168,7 +197,9 @@ def test_encoder_with_compare_reads_every_row(bert_tokenizer):
         direct = capture(enc, p.encoded)
         for li, layer in enumerate(direct.layers):
             w = layer.weights.astype(np.float64)  # [head, row, key]: every row
-            assert np.abs(r.name_attention[i, li] - w[:, :, list(p.name_tokens)].sum(-1).mean(-1)).max() < 1e-5
+            assert (
+                np.abs(r.name_attention[i, li] - w[:, :, list(p.name_tokens)].sum(-1).mean(-1)).max() < 1e-5
+            )
     assert any("mean over all rows" in line for line in r.caveats)
 
 
@@ -181,15 +212,25 @@ def test_masked_lm_reads_the_mask_row(bert_tokenizer):
             if param.ndim == 2:
                 param.normal_(0.0, 0.3)
     mlm = LoadedModel(model=model, tokenizer=bert_tokenizer, name="tiny-bert-mlm")
-    r = bias_probe(mlm, "{name} has ten years in accounting . hire ? [MASK] .", GROUPS, "ten years in accounting",
-                   target="yes", k=1, controls=0, resamples=100)
+    r = bias_probe(
+        mlm,
+        "{name} has ten years in accounting . hire ? [MASK] .",
+        GROUPS,
+        "ten years in accounting",
+        target="yes",
+        k=1,
+        controls=0,
+        resamples=100,
+    )
     token_id = r.target["token_id"]
     for i, p in enumerate(r.prompts):
         mask = p.ids.index(bert_tokenizer.mask_token_id)
         assert r.positions[i] == mask
         with torch.no_grad():
             logits = model(input_ids=torch.tensor([p.ids])).logits[0, mask]
-        assert r.outputs[i] == pytest.approx(float(torch.log_softmax(logits.double(), -1)[token_id]), abs=1e-5)
+        assert r.outputs[i] == pytest.approx(
+            float(torch.log_softmax(logits.double(), -1)[token_id]), abs=1e-5
+        )
         w = capture(mlm, p.encoded, rows=[mask]).layers[1].weights[:, 0].astype(np.float64)
         assert np.abs(r.name_attention[i, 1] - w[:, list(p.name_tokens)].sum(-1)).max() < 1e-5
 
@@ -229,9 +270,20 @@ def parsed_tags(page: str) -> list[tuple[str, list[tuple[str, str | None]]]]:
 
 
 def test_html_png_and_notebook_output_escape_everything(tiny, tmp_path):
-    evil = {"<b>A</b>": ["<script>alert(1)</script>", "mary"], "B&amp;": ["<img src=x onerror=alert(2)>", "$x$ bo"]}
-    r = bias_probe(tiny, "</div> {name} has ten years & more . hire ? answer :", evil, "ten years & more",
-                   target="yes", k=1, controls=1, resamples=100)
+    evil = {
+        "<b>A</b>": ["<script>alert(1)</script>", "mary"],
+        "B&amp;": ["<img src=x onerror=alert(2)>", "$x$ bo"],
+    }
+    r = bias_probe(
+        tiny,
+        "</div> {name} has ten years & more . hire ? answer :",
+        evil,
+        "ten years & more",
+        target="yes",
+        k=1,
+        controls=1,
+        resamples=100,
+    )
     page = r.render(tmp_path / "bias.html").read_text(encoding="utf-8")
     assert "<script" not in page.lower() and "<img" not in page.lower() and "</div> " not in page
     assert "&lt;script&gt;" in page and "&lt;img src=x" in page and "&lt;b&gt;A&lt;/b&gt;" in page

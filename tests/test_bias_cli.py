@@ -33,9 +33,29 @@ def test_bias_writes_json_html_and_png(folder, names, tmp_path, capsys):
     template = tmp_path / "template.txt"
     template.write_text(TEMPLATE + "\n", encoding="utf-8")  # the file's final newline is dropped
     outs = [tmp_path / "b.json", tmp_path / "b.html", tmp_path / "b.png"]
-    argv = ["bias", "--template", str(template), "--group", f"A={names[0]}", "--group", f"B={names[1]}",
-            "--evidence", "ten years of experience", "--target", "yes", "-m", str(folder), "--k", "2",
-            "--controls", "1", "--pairs", "3", "--resamples", "300"]
+    argv = [
+        "bias",
+        "--template",
+        str(template),
+        "--group",
+        f"A={names[0]}",
+        "--group",
+        f"B={names[1]}",
+        "--evidence",
+        "ten years of experience",
+        "--target",
+        "yes",
+        "-m",
+        str(folder),
+        "--k",
+        "2",
+        "--controls",
+        "1",
+        "--pairs",
+        "3",
+        "--resamples",
+        "300",
+    ]
     assert main([*argv, *(x for o in outs for x in ("-o", str(o)))]) == 0
     printed = capsys.readouterr().out
     assert "group A minus group B" in printed and "name_attention" in printed and "not causation" in printed
@@ -47,8 +67,17 @@ def test_bias_writes_json_html_and_png(folder, names, tmp_path, capsys):
 
 
 def test_bias_errors_are_one_line(folder, names, tmp_path, capsys):
-    base = ["bias", "--template", TEMPLATE, "--evidence", "ten years of experience", "--target", "yes",
-            "-m", str(folder)]
+    base = [
+        "bias",
+        "--template",
+        TEMPLATE,
+        "--evidence",
+        "ten years of experience",
+        "--target",
+        "yes",
+        "-m",
+        str(folder),
+    ]
     cases = [
         (["--group", f"A={names[0]}"], "exactly two groups"),
         (["--group", f"A={names[0]}", "--group", f"A={names[1]}"], "given twice"),
@@ -56,7 +85,10 @@ def test_bias_errors_are_one_line(folder, names, tmp_path, capsys):
         (["--group", f"A={names[0]}", "--group", f"B={tmp_path / 'missing.txt'}"], "does not exist"),
         (["--group", f"A={names[0]}", "--group", f"B={tmp_path / 'names.csv'}"], ".txt file"),
         (["--group", f"A={names[0]}", "--group", f"B={names[1]}", "--pairs", "some"], "--pairs"),
-        (["--group", f"A={names[0]}", "--group", f"B={names[1]}", "-o", str(tmp_path / "x.csv")], "extension"),
+        (
+            ["--group", f"A={names[0]}", "--group", f"B={names[1]}", "-o", str(tmp_path / "x.csv")],
+            "extension",
+        ),
     ]
     for extra, message in cases:
         assert main([*base, *extra]) == 1

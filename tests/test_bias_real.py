@@ -36,30 +36,52 @@ def test_shipped_example_files_are_well_formed():
 
 
 def test_smollm2_chat_prompts_outputs_attention_and_ablation(smollm2):
-    r = bias_probe(smollm2, TEMPLATE, GROUPS, EVIDENCE, target="Yes", chat=True, layers=[21, 28], k=2, controls=0,
-                   resamples=500)
+    r = bias_probe(
+        smollm2,
+        TEMPLATE,
+        GROUPS,
+        EVIDENCE,
+        target="Yes",
+        chat=True,
+        layers=[21, 28],
+        k=2,
+        controls=0,
+        resamples=500,
+    )
     tok = smollm2.tokenizer
     token_id = tok("Yes", add_special_tokens=False)["input_ids"][0]
     assert r.layers == ("layer.21", "layer.28") and len(r.heads) == 9
     for i, p in enumerate(r.prompts):
         message = TEMPLATE.replace("{name}", p.name)
-        expected = tok.apply_chat_template([{"role": "user", "content": message}], tokenize=True,
-                                           add_generation_prompt=True)
+        expected = tok.apply_chat_template(
+            [{"role": "user", "content": message}], tokenize=True, add_generation_prompt=True
+        )
         expected = expected["input_ids"] if hasattr(expected, "keys") else expected
         assert p.ids == list(expected) and p.text.endswith("<|im_start|>assistant\n")
         assert "".join(p.encoded.tokens.tokens[j] for j in p.name_tokens) == p.name * 2  # both slots
         assert r.outputs[i] == pytest.approx(next_logprob(smollm2, p.ids, token_id), abs=1e-5)
         with ablate(smollm2, list(r.ablated)):
             assert r.ablated_outputs[i] == pytest.approx(next_logprob(smollm2, p.ids, token_id), abs=1e-5)
-        direct = capture(smollm2, p.encoded, layers=[28], rows=[-1]).layers[0].weights[:, 0].astype(np.float64)
+        direct = (
+            capture(smollm2, p.encoded, layers=[28], rows=[-1]).layers[0].weights[:, 0].astype(np.float64)
+        )
         assert np.abs(r.name_attention[i, 1] - direct[:, list(p.name_tokens)].sum(-1)).max() < 1e-5
         assert np.abs(r.evidence_attention[i, 1] - direct[:, list(p.evidence_tokens)].sum(-1)).max() < 1e-5
     assert all(layer in ("layer.21", "layer.28") for layer, _ in r.ablated)
 
 
 def test_minilm_compares_the_cosine(minilm):
-    r = bias_probe(minilm, TEMPLATE, GROUPS, EVIDENCE, compare="A highly qualified accountant.", layers=[5], k=2,
-                   controls=0, resamples=500)
+    r = bias_probe(
+        minilm,
+        TEMPLATE,
+        GROUPS,
+        EVIDENCE,
+        compare="A highly qualified accountant.",
+        layers=[5],
+        k=2,
+        controls=0,
+        resamples=500,
+    )
 
     def pooled(text):
         enc = minilm.tokenizer(text, return_tensors="pt")

@@ -40,7 +40,9 @@ def test_paired_statistics_equal_scipy_and_numpy():
     assert s.ci_low == pytest.approx(low, abs=1e-12) and s.ci_high == pytest.approx(high, abs=1e-12)
     assert s.ci_low < s.mean < s.ci_high
     # the same bootstrap as scipy's percentile method, up to its own random draws
-    ref = st.bootstrap((d,), np.mean, n_resamples=4000, method="percentile", random_state=1).confidence_interval
+    ref = st.bootstrap(
+        (d,), np.mean, n_resamples=4000, method="percentile", random_state=1
+    ).confidence_interval
     assert abs(s.ci_low - ref.low) < 0.02 and abs(s.ci_high - ref.high) < 0.02
     # other confidence levels and seeds follow the same rule
     s90 = paired(X, Y, resamples=1500, seed=3, confidence=0.9)
@@ -105,7 +107,9 @@ def test_pairs_all_and_matched_samples():
     with pytest.raises(HeadmapError, match="1..20"):
         make_pairs(4, 5, count=21)
     assert "independent" in pairing(matched, 6, 8) and "not independent" not in pairing(matched, 6, 8)
-    assert "not independent" in pairing(make_pairs(3, 3), 3, 3) and "N <= 3" in pairing(make_pairs(3, 3), 3, 3)
+    assert "not independent" in pairing(make_pairs(3, 3), 3, 3) and "N <= 3" in pairing(
+        make_pairs(3, 3), 3, 3
+    )
 
 
 def test_top_heads_and_controls_follow_the_stated_rules():
@@ -114,7 +118,7 @@ def test_top_heads_and_controls_follow_the_stated_rules():
     scores = name_scores(name, a, b)
     assert np.allclose(scores, np.mean([(name[i] + name[j]) / 2 for i, j in zip(a, b)], axis=0))
     top = top_cells(scores, 3)
-    flat = sorted(((-scores[l, h], l, h) for l in range(3) for h in range(4)))[:3]
+    flat = sorted((-scores[l, h], l, h) for l in range(3) for h in range(4))[:3]
     assert top == [(l, h) for _, l, h in flat]
     assert top_cells(np.zeros((2, 2)), 3) == [(0, 0), (0, 1), (1, 0)]  # ties: layer, then head order
     sets = control_cells((3, 4), top, 3, 4, seed=9)
@@ -126,24 +130,29 @@ def test_top_heads_and_controls_follow_the_stated_rules():
 
 
 def test_template_fill_locates_names_and_evidence():
-    t = check_template("Dear {name}: ten years {x} in accounting. Hire {name}?", "ten years {x} in accounting")
+    t = check_template(
+        "Dear {name}: ten years {x} in accounting. Hire {name}?", "ten years {x} in accounting"
+    )
     text, names, evidence = t.fill("Mary Ann")
     assert text == "Dear Mary Ann: ten years {x} in accounting. Hire Mary Ann?"
     assert [text[a:b] for a, b in names] == ["Mary Ann", "Mary Ann"]
-    assert text[evidence[0]:evidence[1]] == "ten years {x} in accounting"
+    assert text[evidence[0] : evidence[1]] == "ten years {x} in accounting"
     t = check_template("Work: ten years. {name} {name} asks.", "ten years")
     text, names, evidence = t.fill("Bo")
-    assert text[evidence[0]:evidence[1]] == "ten years" and [text[a:b] for a, b in names] == ["Bo", "Bo"]
+    assert text[evidence[0] : evidence[1]] == "ten years" and [text[a:b] for a, b in names] == ["Bo", "Bo"]
 
 
-@pytest.mark.parametrize("template,evidence,message", [
-    ("no slot here", "slot", "no {name} slot"),
-    ("{name} works", "", "evidence phrase is empty"),
-    ("{name} works hard and works", "works", "occurs 2 times"),
-    ("{name} works", "sleeps", "does not occur"),
-    ("{name} works", "e} works", "overlaps the {name} slot"),
-    ("{name} works", "{name}", "contains {name}"),
-])
+@pytest.mark.parametrize(
+    "template,evidence,message",
+    [
+        ("no slot here", "slot", "no {name} slot"),
+        ("{name} works", "", "evidence phrase is empty"),
+        ("{name} works hard and works", "works", "occurs 2 times"),
+        ("{name} works", "sleeps", "does not occur"),
+        ("{name} works", "e} works", "overlaps the {name} slot"),
+        ("{name} works", "{name}", "contains {name}"),
+    ],
+)
 def test_template_errors_name_the_fix(template, evidence, message):
     with pytest.raises(HeadmapError, match=message.replace("{", r"\{").replace("}", r"\}")):
         check_template(template, evidence)

@@ -12,10 +12,13 @@ from headmap.serve.display import ViewSpec
 from headmap.serve.views.common import text_id
 from headmap.serve.workbench import Workbench
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow,
-              # gradio 6.31's queue calls pandas options that pandas 3 deprecates; not ours to fix
-              pytest.mark.filterwarnings("ignore:.*no_silent_downcasting:Warning"),
-              pytest.mark.filterwarnings("ignore:The copy keyword is deprecated:Warning")]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    # gradio 6.31's queue calls pandas options that pandas 3 deprecates; not ours to fix
+    pytest.mark.filterwarnings("ignore:.*no_silent_downcasting:Warning"),
+    pytest.mark.filterwarnings("ignore:The copy keyword is deprecated:Warning"),
+]
 PLOT = "#hm-plot .hm-stage"
 TEXT = "Maria handed the keys to her brother before she left for the station."
 OTHER = "A quiet river runs under the old stone bridge near the mill."
@@ -52,7 +55,9 @@ def wait_drawn(page, needle: str, timeout: float = 60_000) -> str:  # type: igno
     """Wait until the picture on screen has ``needle`` in its key; return the key."""
     page.wait_for_function(
         "n => { const s = document.querySelector('#hm-plot .hm-stage'); return s && (s.dataset.hmDrawn || '').includes(n); }",
-        arg=needle, timeout=timeout)
+        arg=needle,
+        timeout=timeout,
+    )
     return page.get_attribute(PLOT, "data-hm-drawn")
 
 
@@ -136,7 +141,9 @@ def test_hostile_input_runs_nothing_and_errors_show_in_the_page(browser, server)
     wait_drawn(page, "message")
     assert "the text is empty" in page.inner_text("#hm-plot .hm-message")
     show(page, "word " * 200)
-    page.wait_for_function("() => (document.querySelector('#hm-plot .hm-message') || {}).textContent?.includes('at most 128')")
+    page.wait_for_function(
+        "() => (document.querySelector('#hm-plot .hm-message') || {}).textContent?.includes('at most 128')"
+    )
     assert "Traceback" not in page.inner_text("#hm-plot")
     watched.assert_clean()
 
@@ -157,7 +164,9 @@ def test_layer_and_depth_views(browser, server, minilm):
     assert (canvas.get_attribute("data-rows"), canvas.get_attribute("data-cols")) == ("6", "12")
     entropy = collect_stats(minilm, TEXT).entropy
     lines, shown = hover_cell(page, PLOT, 4, 7)
-    assert lines[:2] == ["layer: layer 4", "head: head 7"] and abs(shown - float(entropy[4, 7])) <= 5e-5 + 1e-6
+    assert (
+        lines[:2] == ["layer: layer 4", "head: head 7"] and abs(shown - float(entropy[4, 7])) <= 5e-5 + 1e-6
+    )
     watched.assert_clean()
 
 

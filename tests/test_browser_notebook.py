@@ -24,15 +24,21 @@ def open_view(browser, path, viewport=(1000, 800)):  # type: ignore[no-untyped-d
 def stored_result(result: AttentionResult, page_html: str) -> AttentionResult:
     """``result`` with its maps replaced by the values the page stores (what its script starts from)."""
     maps = iter(stored_maps(embedded(page_html)))
-    layers = [LayerMap(layer.key, layer.heads, layer.rows,
-                       np.stack([next(maps) for _ in layer.heads]).astype(np.float32)) for layer in result.layers]
+    layers = [
+        LayerMap(
+            layer.key, layer.heads, layer.rows, np.stack([next(maps) for _ in layer.heads]).astype(np.float32)
+        )
+        for layer in result.layers
+    ]
     return result.with_layers(layers)
 
 
 def drawn(page) -> tuple[str, str]:  # type: ignore[no-untyped-def]
     """The key of the map on screen and its pixels."""
-    return (page.get_attribute(".hmv-stage", "data-hm-drawn"),
-            page.eval_on_selector(".hmv-stage .hm-canvas", "c => c.toDataURL()"))
+    return (
+        page.get_attribute(".hmv-stage", "data-hm-drawn"),
+        page.eval_on_selector(".hmv-stage .hm-canvas", "c => c.toDataURL()"),
+    )
 
 
 def test_selectors_change_the_map_and_hover_shows_python_values(browser, tmp_path):
@@ -42,7 +48,14 @@ def test_selectors_change_the_map_and_hover_shows_python_values(browser, tmp_pat
     watched = open_view(browser, path)
     page = watched.page
     seen = {drawn(page)}
-    cases = [(1, 2, False, 0), (1, 2, True, 0), (0, 1, True, 1), (0, 1, False, 2), (1, 0, True, 3), (1, 1, False, 4)]
+    cases = [
+        (1, 2, False, 0),
+        (1, 2, True, 0),
+        (0, 1, True, 1),
+        (0, 1, False, 2),
+        (1, 0, True, 3),
+        (1, 1, False, 4),
+    ]
     for layer, head, words, preset in cases:
         page.select_option(".hmv-layer select", str(layer))
         page.select_option(".hmv-head select", str(head))
@@ -95,7 +108,9 @@ def test_pooled_maps_offer_only_presets_that_commute_with_pooling(browser, tmp_p
     from helpers import make_result, softmax_rows, tokens_from
 
     n = 300
-    result = make_result(tokens_from("y" * n, [(i, i + 1) for i in range(n)]), softmax_rows((2, n, n), seed=2))
+    result = make_result(
+        tokens_from("y" * n, [(i, i + 1) for i in range(n)]), softmax_rows((2, n, n), seed=2)
+    )
     path = result.render(tmp_path / "long.html", interactive=True, max_tokens=100)
     watched = open_view(browser, path)
     page = watched.page
@@ -113,8 +128,10 @@ def test_pooled_maps_offer_only_presets_that_commute_with_pooling(browser, tmp_p
 def test_smollm2_view_and_readme_picture(browser, smollm2, tmp_path):
     from headmap import capture
 
-    text = ("The trophy didn't fit in the suitcase because it was too big. "
-            "Maria handed the keys to her brother before she left for the station.")
+    text = (
+        "The trophy didn't fit in the suitcase because it was too big. "
+        "Maria handed the keys to her brother before she left for the station."
+    )
     result = capture(smollm2, text)
     path = result.render(tmp_path / "smollm2.html", layer=12, head=4, interactive=True)
     assert path.stat().st_size < 450_000
@@ -135,8 +152,9 @@ def test_a_single_captured_row_stays_readable(browser, tmp_path):
     from helpers import make_result, softmax_rows, tokens_from
 
     n = 300
-    result = make_result(tokens_from("z" * n, [(i, i + 1) for i in range(n)]), softmax_rows((1, 1, n), seed=4),
-                         rows=(n - 1,))
+    result = make_result(
+        tokens_from("z" * n, [(i, i + 1) for i in range(n)]), softmax_rows((1, 1, n), seed=4), rows=(n - 1,)
+    )
     path = result.render(tmp_path / "row.html", interactive=True)
     watched = open_view(browser, path)
     page = watched.page

@@ -15,18 +15,42 @@ from headmap.storage import load_result
 
 def test_render_png_words(tmp_path, capsys):
     out = tmp_path / "trophy.png"
-    assert main(["render", TROPHY, "--model", "minilm", "--layer", "3", "--head", "5", "--words", "-o", str(out)]) == 0
+    assert (
+        main(
+            ["render", TROPHY, "--model", "minilm", "--layer", "3", "--head", "5", "--words", "-o", str(out)]
+        )
+        == 0
+    )
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "layer 3" in capsys.readouterr().out
 
 
 def test_render_grid_svg_and_topk_html_on_smollm2(tmp_path):
     grid = tmp_path / "grid.svg"
-    assert main(["render", TROPHY, "--model", "smollm2", "--layer", "12", "--head", "all", "-o", str(grid)]) == 0
+    assert (
+        main(["render", TROPHY, "--model", "smollm2", "--layer", "12", "--head", "all", "-o", str(grid)]) == 0
+    )
     assert b"<svg" in grid.read_bytes()[:2000]
     page = tmp_path / "map.html"
-    assert main(["render", TROPHY, "--model", "smollm2", "--layer", "12", "--head", "4", "--norm", "topk:3",
-                 "-o", str(page)]) == 0
+    assert (
+        main(
+            [
+                "render",
+                TROPHY,
+                "--model",
+                "smollm2",
+                "--layer",
+                "12",
+                "--head",
+                "4",
+                "--norm",
+                "topk:3",
+                "-o",
+                str(page),
+            ]
+        )
+        == 0
+    )
     html = page.read_text()
     assert "top-3" in html or "top 3" in html
     # plotly.js is embedded: no script is fetched from anywhere at view time.
@@ -46,7 +70,12 @@ def test_capture_then_plot(tmp_path):
 def test_text_from_file(tmp_path):
     src = tmp_path / "in.txt"
     src.write_text(TROPHY, encoding="utf-8")
-    assert main(["capture", str(src), "--model", "minilm", "--layers", "0", "-o", str(tmp_path / "f.safetensors")]) == 0
+    assert (
+        main(
+            ["capture", str(src), "--model", "minilm", "--layers", "0", "-o", str(tmp_path / "f.safetensors")]
+        )
+        == 0
+    )
     assert load_result(tmp_path / "f.safetensors").source.text == TROPHY
 
 

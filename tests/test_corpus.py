@@ -30,19 +30,24 @@ def test_shipped_corpora_have_the_documented_sizes():
 
 def test_jsonl_reads_the_text_field(tmp_path):
     path = tmp_path / "c.jsonl"
-    path.write_text("\n".join([json.dumps({"text": "a b", "id": 1}), "", json.dumps({"text": "é ü"})]), encoding="utf-8")
+    path.write_text(
+        "\n".join([json.dumps({"text": "a b", "id": 1}), "", json.dumps({"text": "é ü"})]), encoding="utf-8"
+    )
     texts = read_corpus(path)
     assert [t.text for t in texts] == ["a b", "é ü"]
     assert texts[1].origin == "c.jsonl:3"
 
 
-@pytest.mark.parametrize("line, message", [
-    ('{"text": "ok"', "c.jsonl:2: not valid JSON"),
-    ('{"body": "no text"}', 'c.jsonl:2: no "text" field'),
-    ('["text"]', 'c.jsonl:2: no "text" field'),
-    ('{"text": 3}', 'c.jsonl:2: "text" is a int'),
-    ('{"text": "  "}', 'c.jsonl:2: "text" is empty'),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ('{"text": "ok"', "c.jsonl:2: not valid JSON"),
+        ('{"body": "no text"}', 'c.jsonl:2: no "text" field'),
+        ('["text"]', 'c.jsonl:2: no "text" field'),
+        ('{"text": 3}', 'c.jsonl:2: "text" is a int'),
+        ('{"text": "  "}', 'c.jsonl:2: "text" is empty'),
+    ],
+)
 def test_jsonl_errors_name_the_line(tmp_path, line, message):
     path = tmp_path / "c.jsonl"
     path.write_text(json.dumps({"text": "fine"}) + "\n" + line + "\n", encoding="utf-8")
@@ -69,12 +74,15 @@ def test_folder_of_txt_files(tmp_path):
         read_corpus(tmp_path)
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda p: p / "missing.txt", "does not exist"),
-    (lambda p: (p / "c.csv").write_text("x") and p / "c.csv", "unknown corpus type '.csv'"),
-    (lambda p: (p / "e.txt").write_text("\n\n") and p / "e.txt", "holds no text"),
-    (lambda p: (p / "sub").mkdir() or p / "sub", "holds no .txt files"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p / "missing.txt", "does not exist"),
+        (lambda p: (p / "c.csv").write_text("x") and p / "c.csv", "unknown corpus type '.csv'"),
+        (lambda p: (p / "e.txt").write_text("\n\n") and p / "e.txt", "holds no text"),
+        (lambda p: (p / "sub").mkdir() or p / "sub", "holds no .txt files"),
+    ],
+)
 def test_bad_corpora(tmp_path, make, message):
     with pytest.raises(HeadmapError, match=message):
         read_corpus(make(tmp_path))
@@ -91,4 +99,5 @@ def test_texts_given_in_python():
     with pytest.raises(HeadmapError, match="is not a file or folder"):
         as_corpus("not a path, just words")
     assert [t.text for t in as_corpus(str(CORPORA / "heldout.txt"), max_texts=3)] == [
-        t.text for t in read_corpus(CORPORA / "heldout.txt")[:3]]
+        t.text for t in read_corpus(CORPORA / "heldout.txt")[:3]
+    ]

@@ -35,13 +35,20 @@ def test_matches_scipy_and_the_textbook_formula_under_any_chunking():
     maps = softmax_rows((7, 5, 11), seed=1, sharp=2.0).astype(np.float64)
     maps[:, :, 8:] = 0.0  # invisible keys (as in causal rows) have weight exactly 0
     maps /= maps.sum(-1, keepdims=True)
-    expected = np.array([[sum(jensenshannon(p, q) ** 2 for p, q in zip(maps[a], maps[b])) for b in range(7)]
-                         for a in range(7)])
-    textbook = np.array([[sum(js_reference(p, q) for p, q in zip(maps[a], maps[b])) for b in range(7)]
-                         for a in range(7)])
+    expected = np.array(
+        [
+            [sum(jensenshannon(p, q) ** 2 for p, q in zip(maps[a], maps[b])) for b in range(7)]
+            for a in range(7)
+        ]
+    )
+    textbook = np.array(
+        [[sum(js_reference(p, q) for p, q in zip(maps[a], maps[b])) for b in range(7)] for a in range(7)]
+    )
     np.testing.assert_allclose(textbook, expected, atol=1e-12)
     for budget in (1, 900, 2**19):
-        np.testing.assert_allclose(js_row_sums(torch.from_numpy(maps), budget_bytes=budget), expected, atol=1e-12)
+        np.testing.assert_allclose(
+            js_row_sums(torch.from_numpy(maps), budget_bytes=budget), expected, atol=1e-12
+        )
 
 
 def test_pack_round_trip_and_near_duplicates():
@@ -76,9 +83,24 @@ def test_clustering_and_mds_recover_two_groups():
 
 
 def test_roles_follow_thresholds_and_order():
-    stats = ("prev_share", "next_share", "diag_share", "first_share", "special_share", "entropy_norm", "distance")
-    base = {"prev_share": 0.1, "next_share": 0.1, "diag_share": 0.1, "first_share": 0.1, "special_share": 0.1,
-            "entropy_norm": 0.5, "distance": 5.0}
+    stats = (
+        "prev_share",
+        "next_share",
+        "diag_share",
+        "first_share",
+        "special_share",
+        "entropy_norm",
+        "distance",
+    )
+    base = {
+        "prev_share": 0.1,
+        "next_share": 0.1,
+        "diag_share": 0.1,
+        "first_share": 0.1,
+        "special_share": 0.1,
+        "entropy_norm": 0.5,
+        "distance": 5.0,
+    }
     cases = [
         ({"prev_share": 0.51, "first_share": 0.9}, "previous-token"),  # positional first
         ({"next_share": 0.6}, "next-token"),

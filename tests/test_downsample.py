@@ -25,11 +25,13 @@ def brute_pool(w: np.ndarray, fq: int, fk: int) -> np.ndarray:
     out = np.empty((*w.shape[:-2], -(-n_q // fq), -(-n_k // fk)), w.dtype)
     for i in range(out.shape[-2]):
         for j in range(out.shape[-1]):
-            out[..., i, j] = w[..., i * fq:(i + 1) * fq, j * fk:(j + 1) * fk].max(axis=(-2, -1))
+            out[..., i, j] = w[..., i * fq : (i + 1) * fq, j * fk : (j + 1) * fk].max(axis=(-2, -1))
     return out
 
 
-@pytest.mark.parametrize("shape, fq, fk", [((10, 7), 3, 2), ((2, 9, 9), 4, 4), ((3, 1, 5), 1, 5), ((6, 6), 1, 1)])
+@pytest.mark.parametrize(
+    "shape, fq, fk", [((10, 7), 3, 2), ((2, 9, 9), 4, 4), ((3, 1, 5), 1, 5), ((6, 6), 1, 1)]
+)
 def test_max_pool_keeps_every_block_maximum_exactly(shape, fq, fk):
     w = np.random.default_rng(0).random(shape).astype(np.float32)
     np.testing.assert_array_equal(max_pool(w, fq, fk), brute_pool(w, fq, fk))

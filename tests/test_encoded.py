@@ -16,7 +16,11 @@ def test_parts_keep_exact_ids_offsets_and_special_flags(bert_tokenizer):
     enc = encode_parts(bert_tokenizer, ["[CLS] why did it not fit? [SEP]", answer])
     prompt = bert_tokenizer("[CLS] why did it not fit? [SEP]", add_special_tokens=False)["input_ids"]
     assert list(enc.ids) == prompt + answer
-    assert enc.tokens.special[0] and enc.tokens.special[len(prompt) - 1] and not any(enc.tokens.special[1:-len(answer) - 1])
+    assert (
+        enc.tokens.special[0]
+        and enc.tokens.special[len(prompt) - 1]
+        and not any(enc.tokens.special[1 : -len(answer) - 1])
+    )
     for name, (a, b) in zip(enc.tokens.tokens, enc.tokens.offsets):
         if name not in ("[CLS]", "[SEP]"):
             assert enc.tokens.text[a:b].strip().lower() == name.lower()

@@ -50,11 +50,18 @@ def test_rank_agreement_worked_by_hand():
 
 
 def test_agreement_table_pairs_every_method_and_flags_occlusion():
-    scores = {"occlusion": np.array([0.5, -1.0, 2.0, 0.1, 9.0]), "attention": np.array([0.1, 0.3, 0.2, 0.0, 5.0]),
-              "ig": np.array([1.0, -2.0, 3.0, 0.5, -7.0])}
+    scores = {
+        "occlusion": np.array([0.5, -1.0, 2.0, 0.1, 9.0]),
+        "attention": np.array([0.1, 0.3, 0.2, 0.0, 5.0]),
+        "ig": np.array([1.0, -2.0, 3.0, 0.5, -7.0]),
+    }
     include = np.array([True, True, True, True, False])
     table = agreement_table(scores, include)
-    assert list(zip(table.method_a, table.method_b)) == [("attention", "ig"), ("attention", "occlusion"), ("ig", "occlusion")]
+    assert list(zip(table.method_a, table.method_b)) == [
+        ("attention", "ig"),
+        ("attention", "occlusion"),
+        ("ig", "occlusion"),
+    ]
     assert table.with_occlusion.tolist() == [False, True, True]
     # Over the four included units: occlusion ranks [2, 0, 3, 1], ig the same -> 1.
     assert table.spearman.iloc[2] == pytest.approx(1.0) and table.n.tolist() == [4, 4, 4]
@@ -89,7 +96,9 @@ def test_json_holds_everything_to_recompute_the_checks(tiny_ex, llama, tmp_path)
     assert data["output"] == pytest.approx(float(torch.log_softmax(logits, -1)[2000]), abs=TOL)
     assert data["baseline_output"] == tiny_ex.baseline_output
     ig = data["methods"]["ig"]
-    assert sum(ig["token_scores"]) == pytest.approx(data["output"] - data["baseline_output"] + data["ig"]["delta"], abs=1e-4)
+    assert sum(ig["token_scores"]) == pytest.approx(
+        data["output"] - data["baseline_output"] + data["ig"]["delta"], abs=1e-4
+    )
     assert data["ig"]["steps"] == tiny_ex.info["ig"]["steps"]
     assert data["methods"]["occlusion"]["token_scores"][0] is None  # [CLS] is not occluded: null, not NaN
     assert len(data["agreement"]["words"]) == len(tiny_ex.to_words().agreement())
@@ -113,8 +122,11 @@ def test_static_formats(tiny_ex, tmp_path):
 def test_hostile_tokens_are_escaped_on_every_html_path(llama, tmp_path):
     evil = replace(llama, name="<b>model</b>")
     ex = headmap.explain(evil, HOSTILE, methods=["attention", "occlusion"])
-    for html in (ex.render(tmp_path / "t.html").read_text(), ex.to_words().render(tmp_path / "w.html").read_text(),
-                 ex._repr_html_()):
+    for html in (
+        ex.render(tmp_path / "t.html").read_text(),
+        ex.to_words().render(tmp_path / "w.html").read_text(),
+        ex._repr_html_(),
+    ):
         assert "<img" not in html and "<b>" not in html and "\u2028" not in html
         assert "&lt;" in html and "&lt;b&gt;model&lt;/b&gt;" in html
         assert re.search(r"<script[^>]+src=", html) is None and "<link" not in html and "http" not in html
@@ -150,8 +162,14 @@ def test_bad_input_names_the_fix(llama, bert_tokenizer):
 
 def test_threads_get_their_serial_results(llama):
     texts = [TROPHY, PREFIX, "Short one.", "Attention is correlation, not causation."]
-    run = lambda text: headmap.explain(llama, text, 2000, methods=["ig", "attention_x_gradient", "occlusion"],  # noqa: E731
-                                       n_steps=4, max_steps=4)
+    run = lambda text: headmap.explain(
+        llama,
+        text,
+        2000,
+        methods=["ig", "attention_x_gradient", "occlusion"],  # noqa: E731
+        n_steps=4,
+        max_steps=4,
+    )
     serial = [run(t) for t in texts]
     with ThreadPoolExecutor(4) as pool:
         concurrent = list(pool.map(run, texts))
@@ -173,7 +191,9 @@ def test_smollm2_output_is_the_models_own_log_probability(smollm2, tmp_path):
     assert data["target"]["token_id"] == token
     assert data["output"] == pytest.approx(float(torch.log_softmax(logits, -1)[token]), abs=TOL)
     ig = ex.info["ig"]
-    assert ex.token_scores["ig"].sum() == pytest.approx(ex.output - ex.baseline_output + ig["delta"], abs=1e-3)
+    assert ex.token_scores["ig"].sum() == pytest.approx(
+        ex.output - ex.baseline_output + ig["delta"], abs=1e-3
+    )
     assert ig["converged"] == (abs(ig["delta"]) <= 0.05 * abs(ex.output - ex.baseline_output))
     assert ex.to_words().render(tmp_path / "why.png").stat().st_size > 10_000
 
@@ -188,32 +208,75 @@ def test_minilm_cosine_is_the_sentence_similarity(minilm, tmp_path):
             pooled.append(minilm.model(**enc).last_hidden_state[0].mean(0))
     assert ex.output == pytest.approx(float(torch.nn.functional.cosine_similarity(*pooled, dim=0)), abs=TOL)
     assert ex.info["ig"]["converged"]
-    assert abs(ex.token_scores["ig"].sum() - (ex.output - ex.baseline_output)) <= abs(ex.info["ig"]["delta"]) + 1e-6
+    assert (
+        abs(ex.token_scores["ig"].sum() - (ex.output - ex.baseline_output))
+        <= abs(ex.info["ig"]["delta"]) + 1e-6
+    )
     assert "flow" in ex.methods and ex.token_scores["flow"].sum() == pytest.approx(1.0)
 
 
 @pytest.mark.slow
 def test_cli_explain(tmp_path, capsys):
     out = tmp_path / "why.png"
-    assert main(["explain", PREFIX, "--model", "smollm2", "--target", " big", "--methods",
-                 "attention,rollout,ig,occlusion", "--steps", "8", "--max-steps", "8", "-o", str(out)]) == 0
+    assert (
+        main(
+            [
+                "explain",
+                PREFIX,
+                "--model",
+                "smollm2",
+                "--target",
+                " big",
+                "--methods",
+                "attention,rollout,ig,occlusion",
+                "--steps",
+                "8",
+                "--max-steps",
+                "8",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     printed = capsys.readouterr().out
     assert "log p(' big')" in printed and "occlusion" in printed and "how causal" in printed
     saved = tmp_path / "why.json"
-    assert main(["explain", TROPHY, "--model", "minilm", "--compare", COMPARE, "--methods", "rollout,occlusion",
-                 "-o", str(saved)]) == 0
+    assert (
+        main(
+            [
+                "explain",
+                TROPHY,
+                "--model",
+                "minilm",
+                "--compare",
+                COMPARE,
+                "--methods",
+                "rollout,occlusion",
+                "-o",
+                str(saved),
+            ]
+        )
+        == 0
+    )
     assert json.loads(saved.read_text())["target"]["kind"] == "cosine"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("args, message", [
-    (["explain", TROPHY, "--model", "minilm"], "--compare"),
-    (["explain", TROPHY, "--model", "minilm", "--compare", "x", "--methods", "flow", "--tokens"], None),
-    (["explain", "word " * 60, "--model", "minilm", "--compare", "x", "--methods", "flow"], "use rollout"),
-    (["explain", TROPHY, "--model", "minilm", "--compare", "x", "--methods", "magic"], "unknown method"),
-    (["explain", TROPHY, "-o", "why.gif"], "extension"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["explain", TROPHY, "--model", "minilm"], "--compare"),
+        (["explain", TROPHY, "--model", "minilm", "--compare", "x", "--methods", "flow", "--tokens"], None),
+        (
+            ["explain", "word " * 60, "--model", "minilm", "--compare", "x", "--methods", "flow"],
+            "use rollout",
+        ),
+        (["explain", TROPHY, "--model", "minilm", "--compare", "x", "--methods", "magic"], "unknown method"),
+        (["explain", TROPHY, "-o", "why.gif"], "extension"),
+    ],
+)
 def test_cli_explain_errors_are_one_line(args, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code = main(args)

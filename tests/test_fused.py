@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 from conftest import TROPHY
@@ -12,8 +11,8 @@ from tiny_models import CONFIGS, PATHS, build
 
 from headmap.capture import fused as fused_module
 from headmap.capture import stream
-from headmap.capture.discovery import Path, discover, forward_module
-from headmap.capture.fused import FusedRows, fusable, fused_attention
+from headmap.capture.discovery import discover, forward_module
+from headmap.capture.fused import fusable, fused_attention
 from headmap.capture.moments import block_moments, pool_keys
 from headmap.capture.tap import module_scope, tap_around
 from headmap.result import Stack
@@ -21,6 +20,7 @@ from headmap.result import Stack
 TOL = 1e-5
 TEXTS = [TROPHY, "Hi there.", "Attention is correlation, not causation, so read every map with care."]
 from headmap.capture.moments import MOMENT_FIELDS as FIELDS
+
 KERNEL_ARCHS = sorted(name for name in CONFIGS if PATHS.get(name, "dispatch") != "eager-weights")
 
 
@@ -48,7 +48,9 @@ class Moments:
         return self.cell, math.ceil(n / self.cell)
 
     def consume(self, item, key, start, block) -> None:
-        special = torch.tensor([i for i, s in enumerate(self.plan.key_tokens(item, key).special) if s], dtype=torch.long)
+        special = torch.tensor(
+            [i for i, s in enumerate(self.plan.key_tokens(item, key).special) if s], dtype=torch.long
+        )
         found = block_moments(block, special, key.stack is Stack.CROSS, len(self.plan.key_tokens(item, key)))
         cells = self.key_cells(item, key)
         pooled = pool_keys(block.weights.mean(0), *cells)

@@ -22,8 +22,16 @@ def test_minilm_report_on_the_heldout_corpus(tmp_path, capsys, minilm):
     assert len(table) == 6 * 12 and (table["n_texts"] == 60).all()
     # [CLS] is the first token and a special one: its share is part of the special-token share.
     assert (table["special_share"] >= table["first_share"] - 1e-9).all()
-    assert set(table["role"]) <= {"previous-token", "next-token", "diagonal", "first-token sink", "special-token",
-                                  "broad", "local", "mixed"}
+    assert set(table["role"]) <= {
+        "previous-token",
+        "next-token",
+        "diagonal",
+        "first-token sink",
+        "special-token",
+        "broad",
+        "local",
+        "mixed",
+    }
     distances = pd.read_csv(out / "distances.csv", index_col=0)
     assert distances.shape == (72, 72) and distances.index[0] == "layer.0/head.0"
     printed = capsys.readouterr().out
@@ -33,8 +41,22 @@ def test_minilm_report_on_the_heldout_corpus(tmp_path, capsys, minilm):
 @pytest.mark.slow
 def test_smollm2_report_with_importance(tmp_path, smollm2):
     out = tmp_path / "smollm2"
-    code = main(["heads", str(CORPORA / "sentences.txt"), "--model", "smollm2", "--out", str(out),
-                 "--max-texts", "8", "--layers", "0,14,29", "--importance", "-q"])
+    code = main(
+        [
+            "heads",
+            str(CORPORA / "sentences.txt"),
+            "--model",
+            "smollm2",
+            "--out",
+            str(out),
+            "--max-texts",
+            "8",
+            "--layers",
+            "0,14,29",
+            "--importance",
+            "-q",
+        ]
+    )
     assert code == 0
     table = pd.read_csv(out / "heads.csv")
     assert list(table["layer"].unique()) == ["layer.0", "layer.14", "layer.29"]
@@ -52,7 +74,10 @@ def test_bad_corpus_line_is_one_message(tmp_path, capsys):
     corpus.write_text('{"text": "fine"}\n{"text": "fine"}\n{"txt": "oops"}\n', encoding="utf-8")
     assert main(["heads", str(corpus), "--model", "minilm", "--out", str(tmp_path / "r")]) == 1
     err = capsys.readouterr().err.strip()
-    assert err == 'headmap: error: c.jsonl:3: no "text" field; each line must be an object such as {"text": "..."}'
+    assert (
+        err
+        == 'headmap: error: c.jsonl:3: no "text" field; each line must be an object such as {"text": "..."}'
+    )
     assert main(["heads", str(corpus), "--out", str(tmp_path / "r"), "--batch-size", "0"]) == 1
     with pytest.raises(SystemExit) as exit_:
         main(["heads", str(corpus)])  # --out is required: a usage error
@@ -62,7 +87,9 @@ def test_bad_corpus_line_is_one_message(tmp_path, capsys):
 @pytest.mark.slow
 def test_ctrl_c_keeps_finished_texts_and_says_how_to_go_on(tmp_path, capsys, monkeypatch, minilm):
     corpus = tmp_path / "c.txt"
-    corpus.write_text("\n".join((CORPORA / "heldout.txt").read_text(encoding="utf-8").splitlines()[:12]), encoding="utf-8")
+    corpus.write_text(
+        "\n".join((CORPORA / "heldout.txt").read_text(encoding="utf-8").splitlines()[:12]), encoding="utf-8"
+    )
     original, calls = engines_module.stats_partial, []
 
     def interrupted(*args, **kwargs):  # type: ignore[no-untyped-def]
@@ -73,8 +100,20 @@ def test_ctrl_c_keeps_finished_texts_and_says_how_to_go_on(tmp_path, capsys, mon
 
     monkeypatch.setattr(engines_module, "stats_partial", interrupted)
     out = tmp_path / "r"
-    args = ["heads", str(corpus), "--model", "minilm", "--out", str(out), "--batch-size", "4", "--layers", "0,1",
-            "--no-diversity", "-q"]
+    args = [
+        "heads",
+        str(corpus),
+        "--model",
+        "minilm",
+        "--out",
+        str(out),
+        "--batch-size",
+        "4",
+        "--layers",
+        "0,1",
+        "--no-diversity",
+        "-q",
+    ]
     assert main(args) == 130
     assert "rerun the same command to continue" in capsys.readouterr().err
     assert [p.name for p in (out / "partials").iterdir()] == ["stats-0000000-0000003.safetensors"]

@@ -18,7 +18,11 @@ from headmap.capture.encoding import encode
 from headmap.errors import HeadmapError
 from headmap.models import LoadedModel
 
-TEXTS = ["The trophy didn't fit in the suitcase.", "It was too big, they said.", "Rain fell on the quiet town."]
+TEXTS = [
+    "The trophy didn't fit in the suitcase.",
+    "It was too big, they said.",
+    "Rain fell on the quiet town.",
+]
 
 
 def hand_loss(model, tokenizer, text, factors, paths, kind="causal"):  # type: ignore[no-untyped-def]
@@ -46,8 +50,14 @@ def finite_differences(model, tokenizer, texts, paths, kind="causal", eps=1e-6):
         for h in range(4):
             key = (f"layer.{li}", h)
             with torch.no_grad():
-                slopes = [(hand_loss(model, tokenizer, t, {key: 1 + eps}, paths, kind)
-                           - hand_loss(model, tokenizer, t, {key: 1 - eps}, paths, kind)).item() / (2 * eps) for t in texts]
+                slopes = [
+                    (
+                        hand_loss(model, tokenizer, t, {key: 1 + eps}, paths, kind)
+                        - hand_loss(model, tokenizer, t, {key: 1 - eps}, paths, kind)
+                    ).item()
+                    / (2 * eps)
+                    for t in texts
+                ]
             out[li, h] = np.mean(np.abs(slopes))
     return out
 
@@ -62,7 +72,9 @@ def test_next_token_importance_equals_finite_differences(bert_tokenizer):
     np.testing.assert_allclose(result.raw, expected, rtol=1e-6, atol=1e-9)
     assert result.raw.min() > 0
     np.testing.assert_allclose(np.linalg.norm(result.normalized, axis=1), 1.0, rtol=1e-12)
-    np.testing.assert_allclose(result.normalized, result.raw / np.linalg.norm(result.raw, axis=1, keepdims=True))
+    np.testing.assert_allclose(
+        result.normalized, result.raw / np.linalg.norm(result.raw, axis=1, keepdims=True)
+    )
     single = head_importance(fast, TEXTS, batch_size=1)  # per-text gates: batching changes nothing
     np.testing.assert_allclose(single.raw, result.raw, rtol=1e-10)
 
@@ -122,8 +134,13 @@ def test_user_loss_on_minilm_equals_gradients_through_hooks(minilm):
     for text in TEXTS:
         gates = {(f"layer.{li}", h): torch.ones((), requires_grad=True) for li in range(6) for h in range(12)}
         ids, _ = encode(tok, text)
-        inputs = {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long)}
-        with hand_gate(model, paths, {f"layer.{li}": list(range(12)) for li in range(6)}, 32, scale_change(gates)):
+        inputs = {
+            "input_ids": torch.tensor([ids]),
+            "attention_mask": torch.ones(1, len(ids), dtype=torch.long),
+        }
+        with hand_gate(
+            model, paths, {f"layer.{li}": list(range(12)) for li in range(6)}, 32, scale_change(gates)
+        ):
             value = loss(model(**inputs), inputs)[0]
         grads = torch.autograd.grad(value, list(gates.values()))
         expected += np.abs(np.array([g.item() for g in grads])).reshape(6, 12) / len(TEXTS)
@@ -136,7 +153,9 @@ def test_report_adds_importance_columns(bert_tokenizer, tmp_path):
     report = headmap.head_report(fast, TEXTS, importance=True, out=tmp_path / "r")
     direct = head_importance(fast, TEXTS)
     np.testing.assert_allclose(report.table["importance"].to_numpy().reshape(2, 4), direct.raw, rtol=1e-6)
-    np.testing.assert_allclose(report.table["importance_norm"].to_numpy().reshape(2, 4), direct.normalized, rtol=1e-6)
+    np.testing.assert_allclose(
+        report.table["importance_norm"].to_numpy().reshape(2, 4), direct.normalized, rtol=1e-6
+    )
     assert (tmp_path / "r" / "importance.png").exists()
     assert len(list((tmp_path / "r" / "partials").glob("importance-*.safetensors"))) == 1
     assert "next-token cross-entropy" in (tmp_path / "r" / "report.html").read_text(encoding="utf-8")

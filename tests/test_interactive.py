@@ -20,7 +20,9 @@ EVIL = "</script><script>alert(1)</script>"
 IMG = "<img src=x onerror=alert(1)>"
 
 
-def pieces_result(heads: int = 3, layers: int = 2, seed: int = 0, extra: tuple[str, ...] = ()) -> AttentionResult:
+def pieces_result(
+    heads: int = 3, layers: int = 2, seed: int = 0, extra: tuple[str, ...] = ()
+) -> AttentionResult:
     """[S] un beli evable cats sat (+ extra words): one word split in three pieces, a special token first."""
     words = ["unbelievable", "cats", "sat", *extra]
     text = " ".join(words)
@@ -31,8 +33,15 @@ def pieces_result(heads: int = 3, layers: int = 2, seed: int = 0, extra: tuple[s
         pos += len(w) + 1
     tokens = tokens_from(text, spans, [True] + [False] * (len(spans) - 1))
     n = len(spans)
-    maps = tuple(LayerMap(LayerKey(Stack.SELF, i), tuple(range(heads)), tuple(range(n)),
-                          softmax_rows((heads, n, n), seed=seed + i)) for i in range(layers))
+    maps = tuple(
+        LayerMap(
+            LayerKey(Stack.SELF, i),
+            tuple(range(heads)),
+            tuple(range(n)),
+            softmax_rows((heads, n, n), seed=seed + i),
+        )
+        for i in range(layers)
+    )
     return AttentionResult("pieces", tokens, maps, {Stack.SELF: layers + 1}, heads)
 
 
@@ -69,8 +78,13 @@ def test_script_json_cannot_close_its_element():
 @pytest.mark.parametrize("bits", [8, 16])
 def test_quantization_error_is_at_most_half_a_step(bits):
     rng = np.random.default_rng(1)
-    maps = np.stack([softmax_rows((7, 9), seed=3)[None][0], np.log10(np.clip(softmax_rows((7, 9), seed=4), 1e-6, 1)),
-                     np.full((7, 9), 0.25)])
+    maps = np.stack(
+        [
+            softmax_rows((7, 9), seed=3)[None][0],
+            np.log10(np.clip(softmax_rows((7, 9), seed=4), 1e-6, 1)),
+            np.full((7, 9), 0.25),
+        ]
+    )
     q = quantize(maps, bits)
     assert q.codes.dtype == (np.uint8 if bits == 8 else np.dtype("<u2"))
     err = np.abs(dequantize(q) - maps).reshape(3, -1).max(-1)
@@ -96,7 +110,13 @@ def test_page_embeds_every_map_within_half_a_step():
         assert np.abs(stored - exact).max() <= step / 2 + 1e-9
     words = payload["axes"][0]["words"]
     assert words["labels"] == ["[S]", "unbelievable", "cats", "sat"] and words["of"] == [0, 1, 1, 1, 2, 3]
-    assert [p["spec"] for p in payload["presets"]] == ["raw", "topk:3", "topk:3,renorm", "threshold:0.05", "log"]
+    assert [p["spec"] for p in payload["presets"]] == [
+        "raw",
+        "topk:3",
+        "topk:3,renorm",
+        "threshold:0.05",
+        "log",
+    ]
     assert payload["presets"][1]["steps"] == [{"name": "topk", "k": 3}]
     assert [p["pooledOk"] for p in payload["presets"]] == [True, False, False, True, True]
 
@@ -167,7 +187,11 @@ def test_smollm2_all_heads_of_64_tokens_fit_a_few_hundred_kb(smollm2):
     assert len(page.encode("utf-8")) < 450_000, len(page)
     payload = embedded(page)
     maps = stored_maps(payload)
-    step = (np.asarray(payload["data"]["hi"]) - np.asarray(payload["data"]["lo"])) / (2 ** payload["data"]["bits"] - 1)
-    worst = max(float(np.abs(m - layer.weights[h]).max() / s)
-                for m, s, (layer, h) in zip(maps, step, [(l, h) for l in result.layers for h in range(9)]))
+    step = (np.asarray(payload["data"]["hi"]) - np.asarray(payload["data"]["lo"])) / (
+        2 ** payload["data"]["bits"] - 1
+    )
+    worst = max(
+        float(np.abs(m - layer.weights[h]).max() / s)
+        for m, s, (layer, h) in zip(maps, step, [(l, h) for l in result.layers for h in range(9)])
+    )
     assert worst <= 0.5 + 1e-6

@@ -12,11 +12,11 @@ import copy
 import numpy as np
 import pytest
 import torch
+from tiny_models import build
 
 import headmap
 from headmap.errors import HeadmapError
 from headmap.models.pruned import HeadLayout, SlotLinear, current_layouts, cut_heads
-from tiny_models import build
 
 TEXT = "The trophy didn't fit in the suitcase because it was too big."
 #: Tiny Llama: 4 query heads on 2 KV heads (groups {0, 1} and {2, 3}). Layer 0 loses all of KV
@@ -107,13 +107,21 @@ def test_other_architectures_are_refused_by_name(bert_tokenizer):
 def test_stats_of_a_cut_model_are_nan_where_a_layer_lacks_the_head(llama):
     cut = _cut(llama, LLAMA)
     stats = headmap.collect_stats(cut, TEXT)
-    assert stats.entropy.shape == (2, 3) and np.isnan(stats.entropy[0, 2]) and not np.isnan(stats.entropy[1]).any()
+    assert (
+        stats.entropy.shape == (2, 3)
+        and np.isnan(stats.entropy[0, 2])
+        and not np.isnan(stats.entropy[1]).any()
+    )
     with headmap.ablate(llama, _removed(LLAMA, 4)):
         gated = headmap.collect_stats(llama, TEXT)
     for li, layout in enumerate(LLAMA):
         for name in ("entropy", "first_share", "distance"):
-            np.testing.assert_allclose(stats.stat(name)[li, : len(layout.query)], gated.stat(name)[li, list(layout.query)],
-                                       rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(
+                stats.stat(name)[li, : len(layout.query)],
+                gated.stat(name)[li, list(layout.query)],
+                rtol=1e-5,
+                atol=1e-6,
+            )
 
 
 def test_ablation_checks_heads_against_each_layer_of_a_cut_model(llama):

@@ -70,7 +70,11 @@ def test_lower_stages_never_import_higher_ones():
 
 
 def test_files_stay_small():
-    long = {str(p.relative_to(PACKAGE)): n for p in modules() if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    long = {
+        str(p.relative_to(PACKAGE)): n
+        for p in modules()
+        if (n := len(p.read_text().splitlines())) > MAX_LINES
+    }
     assert not long, f"split these by idea: {long}"
 
 

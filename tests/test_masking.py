@@ -22,9 +22,7 @@ def result() -> AttentionResult:
 
 def test_values_by_hand():
     tokens = tokens_from("a b c", [(0, 0), (0, 1), (2, 3)], special=[True, False, False])
-    w = np.array([[[1.0, 0.0, 0.0],
-                   [0.5, 0.3, 0.2],
-                   [0.2, 0.2, 0.6]]], dtype=np.float32)
+    w = np.array([[[1.0, 0.0, 0.0], [0.5, 0.3, 0.2], [0.2, 0.2, 0.6]]], dtype=np.float32)
     kept = make_result(tokens, w).mask()
     np.testing.assert_allclose(kept.layers[0].weights[0], [[0.3, 0.2], [0.2, 0.6]], atol=1e-7)
     assert kept.layers[0].rows == (0, 1)
@@ -102,11 +100,17 @@ def test_encoder_decoder_sides():
     decoder = softmax_rows((1, 3, 3), seed=3)
     encoder = softmax_rows((1, 4, 4), seed=4)
     result = AttentionResult(
-        model="hand-made", source=source, target=target, num_heads=1,
+        model="hand-made",
+        source=source,
+        target=target,
+        num_heads=1,
         num_layers={Stack.ENCODER: 1, Stack.DECODER: 1, Stack.CROSS: 1},
-        layers=(LayerMap(LayerKey(Stack.ENCODER, 0), (0,), tuple(range(4)), encoder),
-                LayerMap(LayerKey(Stack.DECODER, 0), (0,), tuple(range(3)), decoder),
-                LayerMap(LayerKey(Stack.CROSS, 0), (0,), tuple(range(3)), cross)))
+        layers=(
+            LayerMap(LayerKey(Stack.ENCODER, 0), (0,), tuple(range(4)), encoder),
+            LayerMap(LayerKey(Stack.DECODER, 0), (0,), tuple(range(3)), decoder),
+            LayerMap(LayerKey(Stack.CROSS, 0), (0,), tuple(range(3)), cross),
+        ),
+    )
     masked = result.mask(special=True, indices=[0])  # indices are source positions
     assert masked.source.tokens == ("b", "c") and masked.target.tokens == ("d", "e")
     np.testing.assert_array_equal(masked.layer("encoder.0").weights, encoder[:, 1:3, 1:3])

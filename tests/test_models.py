@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from headmap import HeadmapError
-from headmap.models.gguf_cache import cache_root, converted_folder
 from headmap.models import bundled_path, load
+from headmap.models.gguf_cache import cache_root, converted_folder
 
 
 def test_bundled_models_are_found_without_importing(minilm, smollm2):
@@ -30,7 +30,9 @@ def test_gguf_copy_goes_to_xdg_cache_and_keeps_weights(monkeypatch, tmp_path):
     assert folder.parent == tmp_path / "headmap" and (folder / "model.safetensors").is_file()
     from transformers import AutoModelForCausalLM
 
-    original = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    original = AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+    )
     copy = load(str(gguf)).model
     a, b = original.state_dict(), copy.state_dict()
     assert a.keys() == b.keys()

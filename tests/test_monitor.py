@@ -35,7 +35,9 @@ def tiny_gpt2(tokenizer):  # type: ignore[no-untyped-def]
 
 def initial_report(loaded: LoadedModel) -> pd.DataFrame:
     frozen = copy.deepcopy(loaded.model).eval()
-    return headmap.head_report(LoadedModel(frozen, loaded.tokenizer, loaded.name), PROBES, diversity=False).table
+    return headmap.head_report(
+        LoadedModel(frozen, loaded.tokenizer, loaded.name), PROBES, diversity=False
+    ).table
 
 
 def assert_step_equals_report(frame: pd.DataFrame, step: int, report: pd.DataFrame) -> None:
@@ -57,7 +59,9 @@ def test_plain_training_loop(bert_tokenizer, tmp_path):
             record_heads(model, PROBES, step, path, tokenizer=bert_tokenizer, name="tiny-gpt2")
         if step == 30:
             break
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["input_ids"])
+        out = model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["input_ids"]
+        )
         out.loss.backward()
         if step == 15:  # between backward and the optimizer step: gradients and mode must survive
             grads = [p.grad.clone() for p in model.parameters()]
@@ -85,13 +89,28 @@ def test_trainer_callback(bert_tokenizer, tmp_path):
     loaded = tiny_gpt2(bert_tokenizer)
     before = initial_report(loaded)
     enc = bert_tokenizer(TRAIN, padding="max_length", max_length=24, truncation=True, return_tensors="pt")
-    data = [{"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i], "labels": enc["input_ids"][i]}
-            for i in range(len(TRAIN))]
+    data = [
+        {
+            "input_ids": enc["input_ids"][i],
+            "attention_mask": enc["attention_mask"][i],
+            "labels": enc["input_ids"][i],
+        }
+        for i in range(len(TRAIN))
+    ]
     path = tmp_path / "heads.parquet"
     monitor = headmap.HeadMonitor(bert_tokenizer, PROBES, path, every=4)
-    args = TrainingArguments(output_dir=str(tmp_path / "run"), max_steps=12, per_device_train_batch_size=2,
-                             learning_rate=3e-3, report_to=[], save_strategy="no", logging_strategy="no",
-                             use_cpu=True, disable_tqdm=True, seed=0)
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "run"),
+        max_steps=12,
+        per_device_train_batch_size=2,
+        learning_rate=3e-3,
+        report_to=[],
+        save_strategy="no",
+        logging_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+        seed=0,
+    )
     Trainer(model=loaded.model, args=args, train_dataset=data, callbacks=[monitor]).train()
     frame = read_monitor(path)
     assert sorted(frame["step"].unique()) == [0, 4, 8, 12]

@@ -13,7 +13,9 @@ from headmap.capture.fused import FusedRows, _element
 from headmap.capture.moments import MOMENT_FIELDS
 from headmap.capture.tap import AttentionCall
 
-pytestmark = pytest.mark.skipif(native.unavailable() is not None, reason=f"no compiled kernel: {native.unavailable()}")
+pytestmark = pytest.mark.skipif(
+    native.unavailable() is not None, reason=f"no compiled kernel: {native.unavailable()}"
+)
 N = native.MIN_TOKENS + 77  # long enough to take the kernel, and not a multiple of its tiles
 
 
@@ -28,12 +30,31 @@ def kernel():
 def test_kernel_equals_the_torch_kernel(kernel, causal, window):
     torch.manual_seed(0)
     heads, kv_heads, dim = 6, 2, 32
-    q, k, v = torch.randn(1, heads, N, dim), torch.randn(1, kv_heads, N, dim), torch.randn(1, kv_heads, N, dim)
-    call = AttentionCall(module=torch.nn.Identity(), query=q * 3, key=k, value=v, mask=None, scaling=dim ** -0.5,
-                         is_causal=causal, sliding_window=window)
+    q, k, v = (
+        torch.randn(1, heads, N, dim),
+        torch.randn(1, kv_heads, N, dim),
+        torch.randn(1, kv_heads, N, dim),
+    )
+    call = AttentionCall(
+        module=torch.nn.Identity(),
+        query=q * 3,
+        key=k,
+        value=v,
+        mask=None,
+        scaling=dim**-0.5,
+        is_causal=causal,
+        sliding_window=window,
+    )
     rows = torch.arange(N)
-    ask = FusedRows(keys=rows, rows=rows, plan_index=rows, text_rows=rows, special=torch.tensor([0, 17, N - 1]),
-                    cross=False, heads=torch.arange(heads))
+    ask = FusedRows(
+        keys=rows,
+        rows=rows,
+        plan_index=rows,
+        text_rows=rows,
+        special=torch.tensor([0, 17, N - 1]),
+        cross=False,
+        heads=torch.arange(heads),
+    )
     ours, found = native.native_element(call, 0, ask, kernel)
     theirs, expected = _element(call, 0, ask, 8 << 20)
     assert (ours - theirs).abs().max().item() <= 1e-5

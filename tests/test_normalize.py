@@ -20,9 +20,9 @@ from headmap.view.normalize import (
     parse_normalization,
 )
 
-HAND = np.array([[[0.10, 0.40, 0.30, 0.20],
-                  [0.25, 0.25, 0.25, 0.25],
-                  [0.00, 0.05, 0.15, 0.80]]], dtype=np.float32)
+HAND = np.array(
+    [[[0.10, 0.40, 0.30, 0.20], [0.25, 0.25, 0.25, 0.25], [0.00, 0.05, 0.15, 0.80]]], dtype=np.float32
+)
 
 
 @pytest.fixture
@@ -47,27 +47,33 @@ def weights(spec: str, res) -> np.ndarray:
 
 # -- values on a hand-made map -----------------------------------------------------------------
 def test_topk_by_hand(hand):
-    expected = f32([[0.0, 0.40, 0.30, 0.0],
-                    [0.25, 0.25, 0.0, 0.0],  # four-way tie: the earliest keys are kept
-                    [0.0, 0.0, 0.15, 0.80]])
+    expected = f32(
+        [
+            [0.0, 0.40, 0.30, 0.0],
+            [0.25, 0.25, 0.0, 0.0],  # four-way tie: the earliest keys are kept
+            [0.0, 0.0, 0.15, 0.80],
+        ]
+    )
     np.testing.assert_array_equal(weights("topk:2", hand)[0], expected)
     np.testing.assert_array_equal(weights("topk:9", hand), HAND)  # k beyond the keys keeps all
 
 
 def test_window_uses_the_rows_positions(hand):
     # rows are query tokens 0, 1 and 3: the third row's window is around key 3, not key 2
-    expected = f32([[0.10, 0.40, 0.0, 0.0],
-                    [0.25, 0.25, 0.25, 0.0],
-                    [0.0, 0.0, 0.15, 0.80]])
+    expected = f32([[0.10, 0.40, 0.0, 0.0], [0.25, 0.25, 0.25, 0.0], [0.0, 0.0, 0.15, 0.80]])
     np.testing.assert_array_equal(weights("window:1", hand)[0], expected)
     diagonal = f32([[0.10, 0, 0, 0], [0, 0.25, 0, 0], [0, 0, 0, 0.80]])
     np.testing.assert_array_equal(weights("window:0", hand)[0], diagonal)
 
 
 def test_threshold_log_and_renorm_by_hand(hand):
-    expected = f32([[0.0, 0.40, 0.30, 0.20],  # 0.20 itself is kept: "below T" is strict
-                    [0.25, 0.25, 0.25, 0.25],
-                    [0.0, 0.0, 0.0, 0.80]])
+    expected = f32(
+        [
+            [0.0, 0.40, 0.30, 0.20],  # 0.20 itself is kept: "below T" is strict
+            [0.25, 0.25, 0.25, 0.25],
+            [0.0, 0.0, 0.0, 0.80],
+        ]
+    )
     np.testing.assert_array_equal(weights("threshold:0.2", hand)[0], expected)
     renormed = [[0.0, 4 / 9, 3 / 9, 2 / 9], [0.25, 0.25, 0.25, 0.25], [0.0, 0.0, 0.0, 1.0]]
     np.testing.assert_allclose(weights("threshold:0.2,renorm", hand)[0], renormed, atol=1e-7)
@@ -123,8 +129,9 @@ def test_window_and_threshold_on_random_rows(result):
 
 def test_log_is_labelled_and_final(result):
     out = result.normalize("topk:4,log")
-    np.testing.assert_allclose(out.layers[0].weights, np.log10(np.maximum(weights("topk:4", result), 1e-6)),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        out.layers[0].weights, np.log10(np.maximum(weights("topk:4", result), 1e-6)), atol=1e-6
+    )
     assert out.normalization == "top-4 per row, then log10 weight (floor 1e-6)"
     assert parse_normalization("topk:4,log").is_log and not parse_normalization("topk:4").is_log
     with pytest.raises(HeadmapError, match="log10"):
@@ -161,22 +168,25 @@ def test_composition_and_input_untouched(result):
     assert out.layers[0].weights is not result.layers[0].weights
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("bogus", "unknown normalization 'bogus'; valid forms are raw, topk:K"),
-    ("topk", "topk needs a value, e.g. 'topk:3'"),
-    ("window", "window needs a value"),
-    ("topk:0", "topk keeps K >= 1"),
-    ("topk:x", "whole number"),
-    ("topk:2.5", "whole number"),
-    ("window:-1", "finite value >= 0"),
-    ("threshold:-1", "finite value >= 0"),
-    ("threshold:nan", "finite value >= 0"),
-    ("threshold:abc", "takes a number"),
-    ("log:2", "log takes no value"),
-    ("topk:3,,renorm", "empty step"),
-    ("log,renorm", "'renorm' cannot follow 'log'"),
-    ("log,topk:2", "log must be the last step"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("bogus", "unknown normalization 'bogus'; valid forms are raw, topk:K"),
+        ("topk", "topk needs a value, e.g. 'topk:3'"),
+        ("window", "window needs a value"),
+        ("topk:0", "topk keeps K >= 1"),
+        ("topk:x", "whole number"),
+        ("topk:2.5", "whole number"),
+        ("window:-1", "finite value >= 0"),
+        ("threshold:-1", "finite value >= 0"),
+        ("threshold:nan", "finite value >= 0"),
+        ("threshold:abc", "takes a number"),
+        ("log:2", "log takes no value"),
+        ("topk:3,,renorm", "empty step"),
+        ("log,renorm", "'renorm' cannot follow 'log'"),
+        ("log,topk:2", "log must be the last step"),
+    ],
+)
 def test_bad_specs(spec, message):
     with pytest.raises(HeadmapError, match=re.escape(message)):
         parse_normalization(spec)

@@ -16,7 +16,9 @@ TOL = 1e-5
 TEXTS = [TROPHY, "Hi there.", "Attention is correlation, not causation, so read every map with care."]
 
 
-def eager_maps(eager: torch.nn.Module, tokenizer, text: str, target: str | None = None) -> dict[str, list[torch.Tensor]]:
+def eager_maps(
+    eager: torch.nn.Module, tokenizer, text: str, target: str | None = None
+) -> dict[str, list[torch.Tensor]]:
     enc = tokenizer(text, return_tensors="pt")
     inputs = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
     if eager.config.is_encoder_decoder:
@@ -26,7 +28,11 @@ def eager_maps(eager: torch.nn.Module, tokenizer, text: str, target: str | None 
     with torch.no_grad():
         out = eager(**inputs, output_attentions=True)
     if eager.config.is_encoder_decoder:
-        return {"encoder": out.encoder_attentions, "decoder": out.decoder_attentions, "cross": out.cross_attentions}
+        return {
+            "encoder": out.encoder_attentions,
+            "decoder": out.decoder_attentions,
+            "cross": out.cross_attentions,
+        }
     return {"layer": out.attentions}
 
 
@@ -105,7 +111,9 @@ def test_encoder_decoder_stacks(bert_tokenizer):
 def test_real_minilm_matches_eager(minilm):
     from transformers import AutoModel
 
-    eager = AutoModel.from_pretrained(minilm.model.name_or_path, attn_implementation="eager", use_safetensors=True)
+    eager = AutoModel.from_pretrained(
+        minilm.model.name_or_path, attn_implementation="eager", use_safetensors=True
+    )
     assert minilm.model.config._attn_implementation == "sdpa"
     result = capture(minilm, TROPHY)
     reference = eager_maps(eager.eval(), minilm.tokenizer, TROPHY)["layer"]
@@ -187,7 +195,9 @@ def test_longest_text_the_position_table_allows(bert_tokenizer):
         capture(fast, words + " word")
 
 
-@pytest.mark.parametrize("name, path", [("bloom", "eager-weights"), ("falcon", "torch-sdpa"), ("llama", None)])
+@pytest.mark.parametrize(
+    "name, path", [("bloom", "eager-weights"), ("falcon", "torch-sdpa"), ("llama", None)]
+)
 def test_result_says_which_path_it_used(name, path, bert_tokenizer):
     fast, _ = build(name, bert_tokenizer)
     notes = capture(fast, TROPHY, layers=0).notes

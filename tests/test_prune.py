@@ -9,19 +9,24 @@ import math
 import numpy as np
 import pytest
 import torch
+from tiny_models import build
 
 import headmap
 from headmap.apps.prune import prune, prune_heads, read_record
-from headmap.apps.prune.quality import PERPLEXITY
-from headmap.apps.prune.report import mean_random, read_report
-from headmap.apps.prune.order import (_keep_one, all_heads, entropy_scores, importance_order, random_order,
-                                      step_counts)
+from headmap.apps.prune.order import (
+    _keep_one,
+    all_heads,
+    entropy_scores,
+    importance_order,
+    random_order,
+    step_counts,
+)
 from headmap.apps.prune.physical import layouts_for, max_difference, parameter_count, plan_layout
-from headmap.apps.prune.quality import embedding_quality, embeddings, perplexity, retrieval_loss
+from headmap.apps.prune.quality import PERPLEXITY, embedding_quality, embeddings, perplexity, retrieval_loss
+from headmap.apps.prune.report import mean_random, read_report
 from headmap.errors import HeadmapError
 from headmap.models.pruned import HeadLayout
 from headmap.result import LayerKey, Stack
-from tiny_models import build
 
 TEXTS = [
     "The trophy didn't fit in the suitcase because it was too big.",
@@ -72,8 +77,10 @@ def test_plan_layout_drops_a_kv_head_only_with_all_its_query_heads():
     assert plan_layout(HeadLayout((0, 1, 2), (0, 1, 2)), [1], 1) == HeadLayout((0, 2), (0, 2))
 
 
-@pytest.mark.parametrize("name,heads", [("llama", GQA_CUT), ("qwen2", GQA_CUT), ("mistral", {L0: [2, 3], L1: [0]}),
-                                        ("bert", BERT_CUT)])
+@pytest.mark.parametrize(
+    "name,heads",
+    [("llama", GQA_CUT), ("qwen2", GQA_CUT), ("mistral", {L0: [2, 3], L1: [0]}), ("bert", BERT_CUT)],
+)
 def test_cut_model_equals_gated_model(tiny, name, heads):
     loaded = tiny(name)
     cut = prune_heads(loaded, heads)
@@ -92,7 +99,8 @@ def test_parameter_count_falls_by_exactly_the_cut_rows_and_columns(tiny):
     cut = prune_heads(llama, GQA_CUT)
     query_heads, kv_heads = 3, 1  # KV head 0 of layer 0 goes; layer 1 keeps both KV heads
     assert parameter_count(llama.model) - parameter_count(cut.model) == (
-        query_heads * 2 * hidden * dim + kv_heads * 2 * hidden * dim)
+        query_heads * 2 * hidden * dim + kv_heads * 2 * hidden * dim
+    )
     bert = tiny("bert")
     cut = prune_heads(bert, BERT_CUT)
     heads = 4  # rows of query, key, value (with their biases) and columns of the output dense
@@ -159,7 +167,9 @@ def test_importance_order_recomputes_importance_with_removed_heads_gated(tiny):
         second = headmap.head_importance(llama, TEXTS).normalized
     np.testing.assert_allclose(order.scores[1], second, rtol=1e-6)
     left = [h for h in all_heads(per_layer) if h not in order.heads[:2]]
-    assert list(order.heads[2:]) == sorted(left, key=lambda h: (second[h[0].index, h[1]], h[0].index, h[1]))[:2]
+    assert (
+        list(order.heads[2:]) == sorted(left, key=lambda h: (second[h[0].index, h[1]], h[0].index, h[1]))[:2]
+    )
 
 
 def test_perplexity_equals_a_direct_teacher_forced_computation(tiny):
@@ -201,7 +211,9 @@ def test_retrieval_loss_is_the_stated_cross_entropy_and_has_a_gradient(tiny):
         values = loss.compute(bert.model(**ids), dict(ids))
     reference = embeddings(bert, TEXTS).float()
     unit = torch.nn.functional.normalize(reference, dim=-1)
-    expected = torch.nn.functional.cross_entropy(20 * unit[:2] @ unit.T, torch.tensor([0, 1]), reduction="none")
+    expected = torch.nn.functional.cross_entropy(
+        20 * unit[:2] @ unit.T, torch.tensor([0, 1]), reduction="none"
+    )
     torch.testing.assert_close(values, expected, atol=1e-5, rtol=1e-5)
     importance = headmap.head_importance(bert, TEXTS, loss=loss)
     assert (importance.raw > 0).all()
@@ -212,21 +224,35 @@ def test_prune_report_holds_what_it_measured(tiny, tmp_path):
     from headmap.apps.prune.quality import Quality
 
     llama = tiny("llama")
-    report = prune(llama, TEXTS, heldout=HELD, curve=True, amount=0.25, seeds=(0, 1), step=0.25,
-                   out=tmp_path / "cut", latency_repeats=2)
+    report = prune(
+        llama,
+        TEXTS,
+        heldout=HELD,
+        curve=True,
+        amount=0.25,
+        seeds=(0, 1),
+        step=0.25,
+        out=tmp_path / "cut",
+        latency_repeats=2,
+    )
     table = report.table
-    assert set(table["order"]) == {"importance", "entropy", "random"} and len(table) == 4 * 4  # 4 orders x steps of 0, 2, 4, 6 heads
+    assert (
+        set(table["order"]) == {"importance", "entropy", "random"} and len(table) == 4 * 4
+    )  # 4 orders x steps of 0, 2, 4, 6 heads
     quality = Quality(llama, HELD)
     for curve in report.curves:
         assert curve.values["perplexity"][1] == pytest.approx(
-            measure_step(quality, curve.order, curve.counts[1])["perplexity"], rel=1e-9)
+            measure_step(quality, curve.order, curve.counts[1])["perplexity"], rel=1e-9
+        )
     p = report.pruning
     assert p.removed == tuple((k.name, h) for k, h in report.curves[0].order.heads[:2])
     assert p.quality["perplexity"] == pytest.approx(report.curves[0].values["perplexity"][1], rel=1e-5)
     assert p.parameters_after == parameter_count(headmap.load(str(tmp_path / "cut")).model)
     assert len(p.latency.before) == len(p.latency.after) == 2
     saved = read_record(tmp_path / "cut")
-    assert saved["pruning"]["removed"] == {name: [h for n, h in p.removed if n == name] for name, _ in p.removed}
+    assert saved["pruning"]["removed"] == {
+        name: [h for n, h in p.removed if n == name] for name, _ in p.removed
+    }
     data = json.loads(report.render(tmp_path / "r.json").read_text())
     assert data["curves"][0]["values"]["perplexity"] == list(report.curves[0].values["perplexity"])
     again = read_report(tmp_path / "r.json")

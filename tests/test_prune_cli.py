@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_prune import HELD, TEXTS
 from tiny_models import build
 
 import headmap
 from headmap.cli import main
-from test_prune import HELD, TEXTS
 
 
 @pytest.fixture(scope="module")
@@ -25,9 +25,27 @@ def files(bert_tokenizer, tmp_path_factory):
 
 def test_prune_cuts_saves_and_reports(files, tmp_path, capsys):
     out, report = tmp_path / "cut", tmp_path / "r.json"
-    argv = ["prune", "-m", str(files / "model"), "--texts", str(files / "texts.txt"), "--heldout",
-            str(files / "held.txt"), "--amount", "0.25", "--step", "0.25", "--latency-repeats", "1",
-            "--out", str(out), "-o", str(report), "-o", str(tmp_path / "r.html")]
+    argv = [
+        "prune",
+        "-m",
+        str(files / "model"),
+        "--texts",
+        str(files / "texts.txt"),
+        "--heldout",
+        str(files / "held.txt"),
+        "--amount",
+        "0.25",
+        "--step",
+        "0.25",
+        "--latency-repeats",
+        "1",
+        "--out",
+        str(out),
+        "-o",
+        str(report),
+        "-o",
+        str(tmp_path / "r.html"),
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "Cut 2 of 8 heads" in printed and "Spearman" in printed
@@ -41,11 +59,22 @@ def test_prune_cuts_saves_and_reports(files, tmp_path, capsys):
 
 
 def test_prune_errors_are_one_line(files, tmp_path, capsys):
-    base = ["prune", "-m", str(files / "model"), "--texts", str(files / "texts.txt"), "--heldout",
-            str(files / "held.txt")]
-    for extra, message in [([], "nothing to do"), (["--curve", "--out", str(tmp_path / "x")], "give --amount"),
-                           (["--amount", "0.95"], "would empty a layer"), (["--curve", "--seeds", "a"], "--seeds"),
-                           (["--curve", "-o", str(tmp_path / "r.csv")], "extension")]:
+    base = [
+        "prune",
+        "-m",
+        str(files / "model"),
+        "--texts",
+        str(files / "texts.txt"),
+        "--heldout",
+        str(files / "held.txt"),
+    ]
+    for extra, message in [
+        ([], "nothing to do"),
+        (["--curve", "--out", str(tmp_path / "x")], "give --amount"),
+        (["--amount", "0.95"], "would empty a layer"),
+        (["--curve", "--seeds", "a"], "--seeds"),
+        (["--curve", "-o", str(tmp_path / "r.csv")], "extension"),
+    ]:
         assert main([*base, *extra]) == 1
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and message in err

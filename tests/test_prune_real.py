@@ -31,7 +31,9 @@ def test_minilm_cut_equals_gated_reloads_and_captures(minilm, tmp_path):
     difference, scale = max_difference(minilm, cut, heads, HELD)
     assert difference <= 1e-5, (difference, scale)
     hidden, dim, removed = 384, 32, 15  # query, key, value rows with their biases; output dense columns
-    assert parameter_count(minilm.model) - parameter_count(cut.model) == removed * (4 * hidden * dim + 3 * dim)
+    assert parameter_count(minilm.model) - parameter_count(cut.model) == removed * (
+        4 * hidden * dim + 3 * dim
+    )
     latency = measure_latency(minilm, cut, HELD, repeats=3)
     assert len(latency.before) == len(latency.after) == 3 and min(latency.before + latency.after) > 0
     folder = save_pruned(cut, tmp_path / "minilm-cut", {"removed": {k.name: v for k, v in heads.items()}})
@@ -40,8 +42,9 @@ def test_minilm_cut_equals_gated_reloads_and_captures(minilm, tmp_path):
     assert [len(layer.heads) for layer in result.layers] == [9, 12, 12, 1, 12, 11]
     ids = minilm.tokenizer(HELD[0], return_tensors="pt")
     with torch.inference_mode():
-        torch.testing.assert_close(again.model(**ids).last_hidden_state, cut.model(**ids).last_hidden_state,
-                                   rtol=0, atol=0)
+        torch.testing.assert_close(
+            again.model(**ids).last_hidden_state, cut.model(**ids).last_hidden_state, rtol=0, atol=0
+        )
 
 
 @pytest.mark.slow
@@ -53,7 +56,10 @@ def test_smollm2_gqa_cut_equals_gated(smollm2):
     assert cut.model.model.layers[0].self_attn.k_proj.weight.shape[0] == 2 * 64
     hidden, dim = 576, 64
     query_heads, kv_heads = 7, 1  # no biases in SmolLM2's projections
-    assert parameter_count(smollm2.model) - parameter_count(cut.model) == (query_heads + kv_heads) * 2 * hidden * dim
+    assert (
+        parameter_count(smollm2.model) - parameter_count(cut.model)
+        == (query_heads + kv_heads) * 2 * hidden * dim
+    )
     # float32: logits up to ~30 after 30 layers; only the order of the sums differs.
     difference, scale = max_difference(smollm2, cut, heads, HELD[:2])
     assert difference <= 1e-5 * scale, (difference, scale)

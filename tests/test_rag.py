@@ -19,9 +19,11 @@ from headmap.apps.rag.prompt import build_prompt, with_answer
 from headmap.capture import capture, encode_parts
 
 QUESTION = "which room holds the old maps?"
-CHUNKS = ["the kitchen is on the ground floor next to the garden.",
-          "the old maps are kept in the library on the second floor.",
-          "the garage has space for two cars and a bicycle."]
+CHUNKS = [
+    "the kitchen is on the ground floor next to the garden.",
+    "the old maps are kept in the library on the second floor.",
+    "the garage has space for two cars and a bicycle.",
+]
 ANSWER = "the library"
 
 
@@ -66,7 +68,7 @@ def test_prompt_layout_and_chunk_spans(tiny):
     for (a, b), (first, stop), text in zip(prompt.chunk_chars, prompt.chunk_tokens, CHUNKS):
         assert prompt.text[a:b] == text
         tokens = prompt.encoded.tokens
-        assert tokens.text[tokens.offsets[first][0]:tokens.offsets[stop - 1][1]].strip() == text
+        assert tokens.text[tokens.offsets[first][0] : tokens.offsets[stop - 1][1]].strip() == text
         # the token before the chunk is its label's "]"
         assert tokens.tokens[first - 1] == "]"
 
@@ -87,7 +89,7 @@ def test_chunk_mass_sums_to_the_rows_attention_on_the_chunks(tiny, report):
         assert np.abs(report.answer_mass[li] - w[:, :, p:].sum(-1)).max() < 1e-5
         # lookback from the full rows: step t >= 1, mean on chunks / (that + mean on the t earlier answer tokens)
         ctx = w[:, 1:, inside].mean(-1)
-        new = np.stack([w[:, t, p:p + t].mean(-1) for t in range(1, a)], axis=1)
+        new = np.stack([w[:, t, p : p + t].mean(-1) for t in range(1, a)], axis=1)
         assert np.abs(report.lookback[li] - (ctx / (ctx + new)).mean(-1)).max() < 1e-5
     assert report.layers == ("layer.0", "layer.1") and report.heads == (0, 1, 2, 3)
     assert np.allclose(report.attention, report.mass.mean(axis=(0, 1, 2)))
@@ -97,8 +99,13 @@ def test_calibration_is_the_dummy_in_the_same_slot(tiny, report):
     slot = 1
     texts = list(CHUNKS)
     texts[slot] = report.dummy_texts[slot]
-    assert abs(len(tiny.tokenizer(texts[slot], add_special_tokens=False)["input_ids"])
-               - report.chunk_token_counts[slot]) <= 1
+    assert (
+        abs(
+            len(tiny.tokenizer(texts[slot], add_special_tokens=False)["input_ids"])
+            - report.chunk_token_counts[slot]
+        )
+        <= 1
+    )
     replaced = build_prompt(tiny.tokenizer, QUESTION, texts)
     full = with_answer(replaced, report.answer_ids, tiny.tokenizer)
     p, a = len(replaced), len(report.answer_ids)
@@ -107,14 +114,18 @@ def test_calibration_is_the_dummy_in_the_same_slot(tiny, report):
     dummy = np.stack([layer.weights[:, :, f:s].sum(-1) for layer in direct.layers])
     assert np.abs(report.dummy_mass[..., slot] - dummy).max() < 1e-5
     assert report.calibrated_attention[slot] == pytest.approx(report.attention[slot] - dummy.mean(), abs=1e-6)
-    expected = ["ignored" if c < IGNORED_BELOW * d else "attended"
-                for c, d in zip(report.calibrated_attention, report.dummy_attention)]
+    expected = [
+        "ignored" if c < IGNORED_BELOW * d else "attended"
+        for c, d in zip(report.calibrated_attention, report.dummy_attention)
+    ]
     assert report.flags == expected
 
 
 def test_ablation_logprobs_equal_a_direct_computation(tiny, report):
     assert report.answer_ids == tuple(tiny.tokenizer(ANSWER, add_special_tokens=False)["input_ids"])
-    assert report.answer_logprob == pytest.approx(answer_logprob(tiny, report.prompt, report.answer_ids), abs=1e-5)
+    assert report.answer_logprob == pytest.approx(
+        answer_logprob(tiny, report.prompt, report.answer_ids), abs=1e-5
+    )
     for c in range(len(CHUNKS)):
         assert CHUNKS[c] not in report.prompts_without[c]
         others = [t for i, t in enumerate(CHUNKS) if i != c]
@@ -129,7 +140,8 @@ def test_agreement_statistics_are_scipys(report):
     rho = spearmanr(report.attention, report.logprob_drop).statistic
     assert report.spearman == pytest.approx(rho, abs=1e-12)
     assert report.spearman_calibrated == pytest.approx(
-        spearmanr(report.calibrated_attention, report.logprob_drop).statistic, abs=1e-12)
+        spearmanr(report.calibrated_attention, report.logprob_drop).statistic, abs=1e-12
+    )
     table = report.table
     assert list(table.index) == [1, 2, 3] and list(table["id"]) == ["1", "2", "3"]
     assert table["ablation_rank"].tolist() == ranks(report.logprob_drop).tolist()
@@ -151,7 +163,9 @@ def test_verdict_wording():
 
 def test_json_holds_what_a_rerun_needs(tiny, report, tmp_path):
     path = report.render(tmp_path / "rag.json")
-    data = json.loads(path.read_text(encoding="utf-8"), parse_constant=lambda c: pytest.fail(f"bare {c} in JSON"))
+    data = json.loads(
+        path.read_text(encoding="utf-8"), parse_constant=lambda c: pytest.fail(f"bare {c} in JSON")
+    )
     assert data["prompt"] == report.prompt and data["answer_ids"] == list(report.answer_ids)
     assert data["answer_logprob"] == pytest.approx(report.answer_logprob)
     for c, chunk in enumerate(data["chunks"]):
@@ -173,15 +187,20 @@ def test_generation_is_greedy_and_records_truncation(tiny):
     out = rag(tiny, QUESTION, CHUNKS[:2], max_new_tokens=3)
     ids = torch.tensor([prompt.ids])
     with torch.no_grad():
-        greedy = tiny.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                     max_new_tokens=3)[0, len(prompt):].tolist()
-    assert list(out.answer_ids) == greedy and out.generated and out.truncated  # no EOS in the tiny model's config
+        greedy = tiny.model.generate(
+            input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=3
+        )[0, len(prompt) :].tolist()
+    assert (
+        list(out.answer_ids) == greedy and out.generated and out.truncated
+    )  # no EOS in the tiny model's config
     assert out.to_dict()["answer_source"] == "generated (greedy)" and out.max_new_tokens == 3
 
 
 def test_html_png_and_notebook_output_escape_everything(tiny, tmp_path):
-    evil = [Chunk("<b>x</b>", "<script>alert(1)</script> the maps are here"),
-            Chunk("two", "<img src=x onerror=alert(2)> the garden & the $x$ shed")]
+    evil = [
+        Chunk("<b>x</b>", "<script>alert(1)</script> the maps are here"),
+        Chunk("two", "<img src=x onerror=alert(2)> the garden & the $x$ shed"),
+    ]
     report = rag(tiny, "where are </div> the maps?", evil, answer="<i>here</i>")
     page = report.render(tmp_path / "rag.html").read_text(encoding="utf-8")
     assert "<script" not in page.lower() and "<img" not in page.lower() and "</div> the maps" not in page
@@ -252,7 +271,8 @@ def test_one_chunk_and_the_coloured_pieces(tiny, report):
     single = rag(tiny, QUESTION, [CHUNKS[1]], answer=ANSWER)
     assert "[1]" not in single.prompts_without[0] and single.prompts_without[0].endswith("Answer:\n")
     assert single.logprob_without[0] == pytest.approx(
-        answer_logprob(tiny, single.prompts_without[0], single.answer_ids), abs=1e-5)
+        answer_logprob(tiny, single.prompts_without[0], single.answer_ids), abs=1e-5
+    )
     assert "one chunk, nothing to rank" in single.verdict and np.isnan(single.spearman)
     assert json.loads(json.dumps(single.to_dict(), allow_nan=False))["spearman"] is None
 

@@ -21,9 +21,21 @@ def folder(bert_tokenizer, tmp_path_factory):
 
 def test_rag_writes_json_html_and_png(folder, tmp_path, capsys):
     chunks = tmp_path / "chunks.txt"
-    chunks.write_text("the kitchen is next to the garden.\n\nthe maps are in the library.\n\nthe garage is empty.\n")
+    chunks.write_text(
+        "the kitchen is next to the garden.\n\nthe maps are in the library.\n\nthe garage is empty.\n"
+    )
     outs = [tmp_path / "r.json", tmp_path / "r.html", tmp_path / "r.png"]
-    argv = ["rag", "-q", "where are the maps?", "-c", str(chunks), "-m", str(folder), "--answer", "the library"]
+    argv = [
+        "rag",
+        "-q",
+        "where are the maps?",
+        "-c",
+        str(chunks),
+        "-m",
+        str(folder),
+        "--answer",
+        "the library",
+    ]
     assert main([*argv, *(x for o in outs for x in ("-o", str(o)))]) == 0
     printed = capsys.readouterr().out
     assert "logprob_drop" in printed and "Spearman" in printed and "correlation, not causation" in printed
@@ -33,11 +45,29 @@ def test_rag_writes_json_html_and_png(folder, tmp_path, capsys):
     # the exact ids from the JSON re-run the check to the same numbers
     again = tmp_path / "again.json"
     ids = ",".join(str(i) for i in data["answer_ids"])
-    assert main(["rag", "-q", "where are the maps?", "-c", str(chunks), "-m", str(folder), "--answer-ids", ids,
-                 "--quiet", "-o", str(again)]) == 0
+    assert (
+        main(
+            [
+                "rag",
+                "-q",
+                "where are the maps?",
+                "-c",
+                str(chunks),
+                "-m",
+                str(folder),
+                "--answer-ids",
+                ids,
+                "--quiet",
+                "-o",
+                str(again),
+            ]
+        )
+        == 0
+    )
     rerun = json.loads(again.read_text())
-    assert [c["answer_logprob_without"] for c in rerun["chunks"]] == \
-        pytest.approx([c["answer_logprob_without"] for c in data["chunks"]], abs=1e-6)
+    assert [c["answer_logprob_without"] for c in rerun["chunks"]] == pytest.approx(
+        [c["answer_logprob_without"] for c in data["chunks"]], abs=1e-6
+    )
 
 
 def test_rag_errors_are_one_line(folder, tmp_path, capsys):

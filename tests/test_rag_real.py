@@ -57,7 +57,10 @@ def test_mass_and_logprobs_equal_direct_computations(smollm2, vault):
         assert np.abs(vault.mass[index].sum(-1) - w[:, :, inside].sum(-1)).max() < 1e-5
         for c, (f, s) in enumerate(prompt.chunk_tokens):
             assert np.abs(vault.mass[index, :, :, c] - w[:, :, f:s].sum(-1)).max() < 1e-5
-    for text, expected in ((vault.prompt, vault.answer_logprob), (vault.prompts_without[2], vault.logprob_without[2])):
+    for text, expected in (
+        (vault.prompt, vault.answer_logprob),
+        (vault.prompts_without[2], vault.logprob_without[2]),
+    ):
         ids = smollm2.tokenizer(text, add_special_tokens=False)["input_ids"]
         with torch.no_grad():
             logits = smollm2.model(input_ids=torch.tensor([ids + list(vault.answer_ids)])).logits[0]

@@ -28,14 +28,18 @@ def texts_of(fig) -> str:
     return " ".join(" ".join(t.get_text().split()) for t in fig.findobj(lambda o: hasattr(o, "get_text")))
 
 
-def words_result(words: list[str], heads: int = 4, seed: int = 0, model: str = "hand-made") -> AttentionResult:
+def words_result(
+    words: list[str], heads: int = 4, seed: int = 0, model: str = "hand-made"
+) -> AttentionResult:
     text = " ".join(words)
     spans, pos = [], 0
     for w in words:
         spans.append((pos, pos + len(w)))
         pos += len(w) + 1
     n = len(words)
-    return make_result(tokens_from(text, spans), softmax_rows((heads, n, n), seed=seed), layer=1, num_layers=3, model=model)
+    return make_result(
+        tokens_from(text, spans), softmax_rows((heads, n, n), seed=seed), layer=1, num_layers=3, model=model
+    )
 
 
 @pytest.fixture
@@ -63,7 +67,14 @@ def test_titles_name_model_layer_head_normalization_and_warning(small):
     for part in ("hand-made", "layer 1", "head 3", "top-2 per row", CAUSATION_WARNING):
         assert part in text
     grid = texts_of(plot_grid(small, KEY))
-    for part in ("layer 1", "all 4 captured heads", "head 0", "head 3", "normalization: raw", "not causation"):
+    for part in (
+        "layer 1",
+        "all 4 captured heads",
+        "head 0",
+        "head 3",
+        "normalization: raw",
+        "not causation",
+    ):
         assert part in grid
     plt.close("all")
 
@@ -98,7 +109,11 @@ def test_long_map_is_pooled_peak_survives_and_caption_says_so(long_map, tmp_path
     assert path.read_bytes().startswith(MAGIC[".png"])
     fig = plot_head(long_map, LayerKey(Stack.SELF, 0), 0)
     image = fig.axes[0].images[0].get_array()
-    assert image.shape == (256, 256) and image.max() == np.float32(0.93) and image[5000 // 32, 0] == np.float32(0.93)
+    assert (
+        image.shape == (256, 256)
+        and image.max() == np.float32(0.93)
+        and image[5000 // 32, 0] == np.float32(0.93)
+    )
     assert "downsampled 8192x8192 -> 256x256 by max-pooling 32x32 blocks (peaks preserved)" in texts_of(fig)
     ticks = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert ticks[0] == "x…x [0-31]" and len(ticks) < 256  # ranges, thinned
@@ -113,8 +128,9 @@ def test_selected_rows_and_cross_attention_axes():
     source = tokens_from("a b c d", [(0, 1), (2, 3), (4, 5), (6, 7)])
     target = tokens_from("x y", [(0, 1), (2, 3)])
     cross = LayerMap(LayerKey(Stack.CROSS, 0), (0,), (1,), softmax_rows((1, 1, 4)))
-    result = AttentionResult("enc-dec", source, (cross,), {Stack.ENCODER: 1, Stack.DECODER: 1, Stack.CROSS: 1}, 1,
-                             target=target)
+    result = AttentionResult(
+        "enc-dec", source, (cross,), {Stack.ENCODER: 1, Stack.DECODER: 1, Stack.CROSS: 1}, 1, target=target
+    )
     fig = plot_head(result, LayerKey(Stack.CROSS, 0), 0)
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["y"]
@@ -191,12 +207,16 @@ def test_layer_profile_statistics():
     previous[0, 0, 0] = 1
     previous[0, np.arange(1, n), np.arange(n - 1)] = 1
     tokens = Tokens("abcdef", tuple("abcdef"), tuple((i, i + 1) for i in range(n)), (False,) * n)
-    layers = tuple(LayerMap(LayerKey(Stack.SELF, i), (0,), tuple(range(n)), w) for i, w in enumerate((uniform, previous)))
+    layers = tuple(
+        LayerMap(LayerKey(Stack.SELF, i), (0,), tuple(range(n)), w) for i, w in enumerate((uniform, previous))
+    )
     result = AttentionResult("hand-made", tokens, layers, {Stack.SELF: 2}, 1)
     fig = plot_layer_profile(result)
     entropy, distance = (ax.lines[0].get_ydata() for ax in fig.axes[:2])
     np.testing.assert_allclose(entropy, [np.log(n), 0.0], atol=1e-6)
-    np.testing.assert_allclose(distance, [np.mean([np.abs(q - np.arange(n)).mean() for q in range(n)]), 5 / 6])
+    np.testing.assert_allclose(
+        distance, [np.mean([np.abs(q - np.arange(n)).mean() for q in range(n)]), 5 / 6]
+    )
     text = texts_of(fig)
     assert "entropy (nats)" in text and "layer-depth" in text and "depth" in text and "not causation" in text
     heat = plot_layer_profile(result, head=0, stat="entropy", kind="heatmap")

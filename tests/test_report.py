@@ -42,8 +42,17 @@ def hand_counts(special: tuple[bool, ...], causal: bool) -> dict[str, int]:
     """Rows each statistic averages over, for one text of ``n`` tokens, written out by hand."""
     n = len(special)
     plain = sum(not s for s in special) or n
-    return {"entropy": n, "entropy_norm": n - 1 if causal else n, "distance": n, "first_share": n,
-            "special_share": n, "confidence": plain, "prev_share": n - 1, "diag_share": n, "next_share": n - 1}
+    return {
+        "entropy": n,
+        "entropy_norm": n - 1 if causal else n,
+        "distance": n,
+        "first_share": n,
+        "special_share": n,
+        "confidence": plain,
+        "prev_share": n - 1,
+        "diag_share": n,
+        "next_share": n - 1,
+    }
 
 
 def next_share(maps: np.ndarray) -> np.ndarray:
@@ -75,8 +84,13 @@ def test_corpus_means_are_per_text_statistics_combined_by_hand(tiny, arch):
         expected_std = values_.std(0, ddof=1)
         got = table[name].to_numpy().reshape(expected_mean.shape)
         np.testing.assert_allclose(got, expected_mean, atol=1e-6, rtol=0, err_msg=name)
-        np.testing.assert_allclose(table[f"{name}_std"].to_numpy().reshape(expected_mean.shape), expected_std,
-                                   atol=1e-6, rtol=0, err_msg=name)
+        np.testing.assert_allclose(
+            table[f"{name}_std"].to_numpy().reshape(expected_mean.shape),
+            expected_std,
+            atol=1e-6,
+            rtol=0,
+            err_msg=name,
+        )
     assert (table["n_texts"] == len(TEXTS)).all()
     assert (table["n_rows"] == sum(len(s.tokens) for s in per_text)).all()
     assert report.combined.n_tokens == sum(len(s.tokens) for s in per_text)
@@ -89,7 +103,11 @@ def test_head_distances_match_scipy_on_full_maps(tiny):
     labels = report.spec.head_labels()
     expected = np.zeros((len(labels), len(labels)))
     for result in results:
-        rows = [(layer.weights[h].astype(np.float64)) for layer in result.layers for h in range(layer.weights.shape[0])]
+        rows = [
+            (layer.weights[h].astype(np.float64))
+            for layer in result.layers
+            for h in range(layer.weights.shape[0])
+        ]
         for a in range(len(rows)):
             for b in range(len(rows)):
                 # scipy returns the square root of the divergence; natural log by default.
@@ -123,9 +141,16 @@ def test_long_text_in_row_chunks_equals_one_pass(tiny, monkeypatch):
 
 def split(partial: Partial) -> list[Partial]:
     """One partial per text (stats only: distances are summed per group)."""
-    return [Partial(indices=partial.indices[i : i + 1], digests=partial.digests[i : i + 1],
-                    n_tokens=partial.n_tokens[i : i + 1], sums=partial.sums[i : i + 1], counts=partial.counts[i : i + 1])
-            for i in range(len(partial.indices))]
+    return [
+        Partial(
+            indices=partial.indices[i : i + 1],
+            digests=partial.digests[i : i + 1],
+            n_tokens=partial.n_tokens[i : i + 1],
+            sums=partial.sums[i : i + 1],
+            counts=partial.counts[i : i + 1],
+        )
+        for i in range(len(partial.indices))
+    ]
 
 
 class Recording:
@@ -191,8 +216,13 @@ def test_resume_after_interruption_loses_nothing(tiny, monkeypatch, tmp_path):
     assert not (tmp_path / "rep" / "heads.csv").exists()
 
     computed: list[int] = []
-    monkeypatch.setattr(engines_module, "stats_partial",
-                        lambda loaded, group, *a, **k: computed.extend(t.index for t in group) or original(loaded, group, *a, **k))
+    monkeypatch.setattr(
+        engines_module,
+        "stats_partial",
+        lambda loaded, group, *a, **k: (
+            computed.extend(t.index for t in group) or original(loaded, group, *a, **k)
+        ),
+    )
     resumed = head_report(model, texts, batch_size=4, out=tmp_path / "rep")
     assert computed == list(range(8, 15))  # only the texts not finished before
     pd.testing.assert_frame_equal(resumed.table, full.table, check_exact=True)
@@ -206,7 +236,9 @@ def test_resume_after_interruption_loses_nothing(tiny, monkeypatch, tmp_path):
     changed = texts[:5] + ["A different fifth text."] + texts[6:]
     with pytest.raises(HeadmapError, match=r"different corpus \(text 5 changed\)"):
         head_report(model, changed, batch_size=4, out=tmp_path / "rep")
-    (tmp_path / "rep" / "partials" / "stats-0000000-0000003.safetensors").write_bytes(b"not a safetensors file")
+    (tmp_path / "rep" / "partials" / "stats-0000000-0000003.safetensors").write_bytes(
+        b"not a safetensors file"
+    )
     with pytest.raises(HeadmapError, match="unreadable.*delete it"):
         head_report(model, texts, batch_size=4, out=tmp_path / "rep")
 
@@ -223,8 +255,19 @@ def test_saved_folder_and_page(tiny, tmp_path):
     report = head_report(tiny["llama"], TEXTS, out=tmp_path / "rep")
     folder = tmp_path / "rep"
     names = {p.name for p in folder.iterdir()}
-    expected = {"heads.csv", "heads.parquet", "distances.csv", "near_duplicates.csv", "report.html", "profile.png",
-                "roles.png", "dendrogram.png", "mds.png", "partials", *(f"stat_{s}.png" for s in CORPUS_STATS)}
+    expected = {
+        "heads.csv",
+        "heads.parquet",
+        "distances.csv",
+        "near_duplicates.csv",
+        "report.html",
+        "profile.png",
+        "roles.png",
+        "dendrogram.png",
+        "mds.png",
+        "partials",
+        *(f"stat_{s}.png" for s in CORPUS_STATS),
+    }
     assert expected <= names
     for png in folder.glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -240,9 +283,10 @@ def test_saved_folder_and_page(tiny, tmp_path):
     assert "correlation, not causation" in page and "Read each value against its depth" in page
     assert "Gu et al. 2025" in page and "Clark et al. 2019" in page
     assert page.count("data:image/png;base64,") == len(list(folder.glob("*.png")))
-    assert "<script" not in page and "src=\"http" not in page
-    assert report.render(tmp_path / "again.html").read_text(encoding="utf-8").count("data:image/png") == page.count(
-        "data:image/png")
+    assert "<script" not in page and 'src="http' not in page
+    assert report.render(tmp_path / "again.html").read_text(encoding="utf-8").count(
+        "data:image/png"
+    ) == page.count("data:image/png")
     with pytest.raises(HeadmapError, match="renders to .html"):
         report.render(tmp_path / "x.png")
     assert "<table" in report._repr_html_() and "correlation, not causation" in report._repr_html_()
@@ -250,8 +294,12 @@ def test_saved_folder_and_page(tiny, tmp_path):
 
 def test_page_escapes_names(tiny):
     report = head_report(tiny["bert"], TEXTS[:2], diversity=False)
-    hostile = dataclasses.replace(report, combined=dataclasses.replace(
-        report.combined, spec=dataclasses.replace(report.spec, model="<script>alert(1)</script>")))
+    hostile = dataclasses.replace(
+        report,
+        combined=dataclasses.replace(
+            report.combined, spec=dataclasses.replace(report.spec, model="<script>alert(1)</script>")
+        ),
+    )
     page = hostile.to_html()
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert hostile.distances is None
@@ -264,7 +312,9 @@ def test_bad_input_errors(tiny, tmp_path):
     with pytest.raises(HeadmapError, match="text 1 is empty"):
         head_report(model, ["fine", ""])
     too_long = "word " * 80  # the tiny BERT takes 64 positions
-    with pytest.raises(HeadmapError, match=r"text 1: the text has \d+ tokens but this model accepts at most 64"):
+    with pytest.raises(
+        HeadmapError, match=r"text 1: the text has \d+ tokens but this model accepts at most 64"
+    ):
         head_report(model, ["fine", too_long])
     (tmp_path / "file").write_text("x")
     with pytest.raises(HeadmapError, match="is a file, not a folder"):
@@ -278,8 +328,14 @@ def known_block(weights: torch.Tensor, rows: torch.Tensor) -> Block:
     """A block as the capture hands it over, built from chosen ``[head, row, key]`` weights."""
     lowest = torch.finfo(torch.float32).min
     scores = weights.log().clamp(min=lowest)
-    return Block(weights=weights, rows=rows, visible=(weights > 0).sum(-1).amax(0), scores_max=scores.amax(-1),
-                 scores=scores, causal=True)
+    return Block(
+        weights=weights,
+        rows=rows,
+        visible=(weights > 0).sum(-1).amax(0),
+        scores_max=scores.amax(-1),
+        scores=scores,
+        causal=True,
+    )
 
 
 def test_known_distributions_through_the_collector():
@@ -289,8 +345,16 @@ def test_known_distributions_through_the_collector():
     lengths = (5, 3)
     texts = ["a b c d e", "f g h"]
     tokens = [tokens_from(t, [(i, i + 1) for i in range(0, len(t), 2)]) for t in texts]
-    plan = CapturePlan(model="hand", layers=(key,), heads=(0, 1), sources=tuple(tokens), targets=(None, None),
-                       rows=tuple({key: tuple(range(n))} for n in lengths), num_layers={Stack.SELF: 1}, num_heads=2)
+    plan = CapturePlan(
+        model="hand",
+        layers=(key,),
+        heads=(0, 1),
+        sources=tuple(tokens),
+        targets=(None, None),
+        rows=tuple({key: tuple(range(n))} for n in lengths),
+        num_layers={Stack.SELF: 1},
+        num_heads=2,
+    )
     collector = CorpusCollector(diversity=True)
     collector.begin(plan)
     for item, n in enumerate(lengths):
@@ -299,13 +363,23 @@ def test_known_distributions_through_the_collector():
             w[0, r, : r + 1] = 1.0 / (r + 1)
             w[1, r, max(r - 1, 0)] = 1.0
         for start in range(n):  # one row per block, as long inputs arrive
-            collector.consume(item, key, start, known_block(w[:, start : start + 1, : start + 1], torch.tensor([start])))
+            collector.consume(
+                item, key, start, known_block(w[:, start : start + 1, : start + 1], torch.tensor([start]))
+            )
     spec = ReportSpec("hand", ("layer.0",), (0, 1))
     parts = []
     for item, n in enumerate(lengths):
         sums, counts = collector.text_sums(item)
-        parts.append(Partial(indices=np.array([item]), digests=(str(item),), n_tokens=np.array([n]), sums=sums[None],
-                             counts=counts[None], js=pack_upper(collector.js[item])))
+        parts.append(
+            Partial(
+                indices=np.array([item]),
+                digests=(str(item),),
+                n_tokens=np.array([n]),
+                sums=sums[None],
+                counts=counts[None],
+                js=pack_upper(collector.js[item]),
+            )
+        )
     c = combine(parts, spec)
     rows_total = sum(lengths)
     entropy = sum(math.log(r + 1) for n in lengths for r in range(n)) / rows_total
@@ -314,11 +388,17 @@ def test_known_distributions_through_the_collector():
     # Normalized entropy of a uniform row is 1, over the rows that see more than one key.
     assert c.mean["entropy_norm"][0, 0] == pytest.approx(1.0, abs=1e-6)
     assert c.mean["prev_share"][0, 1] == 1.0 and c.mean["diag_share"][0, 1] == pytest.approx(2 / rows_total)
-    assert c.mean["first_share"][0, 0] == pytest.approx(sum(1 / (r + 1) for n in lengths for r in range(n)) / rows_total)
-    assert c.mean["next_share"][0, 0] == 0.0 and c.mean["distance"][0, 1] == pytest.approx((rows_total - 2) / rows_total)
+    assert c.mean["first_share"][0, 0] == pytest.approx(
+        sum(1 / (r + 1) for n in lengths for r in range(n)) / rows_total
+    )
+    assert c.mean["next_share"][0, 0] == 0.0 and c.mean["distance"][0, 1] == pytest.approx(
+        (rows_total - 2) / rows_total
+    )
     per_text = [sum(math.log(r + 1) for r in range(n)) / n for n in lengths]
     assert c.std["entropy"][0, 0] == pytest.approx(np.std(per_text, ddof=1), abs=1e-6)
     # Distance of the two heads: JS per row, summed over rows, averaged over the two texts.
-    js_rows = [sum(jensenshannon(np.full(r + 1, 1 / (r + 1)), np.eye(r + 1)[max(r - 1, 0)]) ** 2 for r in range(n))
-               for n in lengths]
+    js_rows = [
+        sum(jensenshannon(np.full(r + 1, 1 / (r + 1)), np.eye(r + 1)[max(r - 1, 0)]) ** 2 for r in range(n))
+        for n in lengths
+    ]
     assert c.distances[0, 1] == pytest.approx(np.mean(js_rows), abs=1e-6)

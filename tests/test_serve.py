@@ -12,8 +12,7 @@ from headmap import HeadmapError
 from headmap.analysis.stats import collect_stats
 from headmap.serve.cache import BoundedCache
 from headmap.serve.display import ViewSpec
-from headmap.serve.views import VIEWS, Request
-from headmap.serve.views import depth, head, layer
+from headmap.serve.views import VIEWS, Request, depth, head, layer
 from headmap.serve.workbench import Workbench
 from headmap.view.downsample import max_pool
 
@@ -28,7 +27,9 @@ def decode(payload: dict) -> list[np.ndarray]:
     for i, panel in enumerate(payload["panels"]):
         n = panel["shape"][0] * panel["shape"][1]
         step = (data["hi"][i] - data["lo"][i]) / 65535
-        out.append((data["lo"][i] + codes[panel["start"] : panel["start"] + n] * step).reshape(panel["shape"]))
+        out.append(
+            (data["lo"][i] + codes[panel["start"] : panel["start"] + n] * step).reshape(panel["shape"])
+        )
     return out
 
 
@@ -55,7 +56,10 @@ def test_cache_computes_each_key_once_across_threads():
         time.sleep(0.2)
         return len(key)
 
-    threads = [threading.Thread(target=lambda k=k: cache.get_or_compute(k, lambda: slow(k))) for k in ["aa", "bbb"] * 6]
+    threads = [
+        threading.Thread(target=lambda k=k: cache.get_or_compute(k, lambda: slow(k)))
+        for k in ["aa", "bbb"] * 6
+    ]
     start = time.perf_counter()
     for t in threads:
         t.start()
@@ -98,7 +102,9 @@ def test_picture_codes_travel_beside_the_json(minilm):
     assert client.get("/headmap/blob/not-a-token").status_code == 404
     # The same picture twice has one fingerprint (the page skips redrawing it); another colormap does not.
     again = finish(payload, bench.publish)
-    assert again["digest"] == finish(payload, None)["digest"] != finish({**payload, "cmap": "x"}, None)["digest"]
+    assert (
+        again["digest"] == finish(payload, None)["digest"] != finish({**payload, "cmap": "x"}, None)["digest"]
+    )
 
 
 # -- maps ----------------------------------------------------------------------------------------
@@ -108,8 +114,14 @@ def bench(minilm):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("spec", [ViewSpec(), ViewSpec(words=True, mask_special=True, renormalize=True, norm="topk:3"),
-                                  ViewSpec(mask_first=True, norm="log")])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        ViewSpec(),
+        ViewSpec(words=True, mask_special=True, renormalize=True, norm="topk:3"),
+        ViewSpec(mask_first=True, norm="log"),
+    ],
+)
 def test_streamed_maps_equal_maps_from_a_full_capture(minilm, spec):
     """Long texts stream layer by layer; the pictures must not depend on which path made them."""
     full = Workbench(["minilm"], loader=lambda name, **_: minilm, max_cells=7)
@@ -120,7 +132,12 @@ def test_streamed_maps_equal_maps_from_a_full_capture(minilm, spec):
     for i in range(len(a.keys)):
         x, y = a.layer(i), b.layer(i)
         np.testing.assert_allclose(x.values, y.values, atol=1e-6)
-        assert (x.labels(), x.notes, x.factors, x.normalization) == (y.labels(), y.notes, y.factors, y.normalization)
+        assert (x.labels(), x.notes, x.factors, x.normalization) == (
+            y.labels(),
+            y.notes,
+            y.factors,
+            y.normalization,
+        )
         # ... and equal the pooled maps of headmap's own pipeline, computed here directly.
         weights = result.layers[i].weights
         fq, fk = -(-weights.shape[1] // 7), -(-weights.shape[2] // 7)
@@ -137,7 +154,9 @@ def test_views_send_the_maps_they_name(bench, minilm):
     (sent,) = decode(shown)
     step = (shown["data"]["hi"][0] - shown["data"]["lo"][0]) / 65535
     assert np.abs(sent - values).max() <= step / 2 + 1e-9
-    assert shown["title"] == "minilm · layer 3 · head 5" and shown["caption"][0].startswith("layer 3 · head 5 · words")
+    assert shown["title"] == "minilm · layer 3 · head 5" and shown["caption"][0].startswith(
+        "layer 3 · head 5 · words"
+    )
     assert "not causation" in shown["caption"][-1] and shown["rows"][1] == "The [1]"
     assert shown["key"].endswith("|words|raw|layer.3|5")
     grid = layer.draw(bench, request, ())
@@ -146,7 +165,9 @@ def test_views_send_the_maps_they_name(bench, minilm):
         assert np.abs(sent - maps.layer(3).values[h]).max() <= 1.0 / 65535 + 1e-9
     table = depth.draw(bench, request, ("first_share",))
     expected = collect_stats(minilm, TEXT).first_share
-    np.testing.assert_allclose(np.asarray(table["panels"][0]["values"], dtype=float).reshape(6, 12), expected, rtol=1e-7)
+    np.testing.assert_allclose(
+        np.asarray(table["panels"][0]["values"], dtype=float).reshape(6, 12), expected, rtol=1e-7
+    )
     assert table["rows"][0] == "layer 0" and table["cols"][11] == "head 11"
 
 
@@ -170,16 +191,32 @@ def test_bad_input_becomes_a_message(bench):
     starts = np.cumsum([0, *counts])
     layout = Layout(VIEWS, tuple((int(a), int(a + n)) for a, n in zip(starts, counts)))
     extras = ["entropy", "", "", ["attention"], "a question?", "one chunk", ""]  # depth, explanation, rag
-    base = dict(model="minilm", text=TEXT, layer=0, head=0, words=False, mask_special=False, mask_first=False,
-                renorm=False, norm="raw", cmap="viridis")
+    base = dict(
+        model="minilm",
+        text=TEXT,
+        layer=0,
+        head=0,
+        words=False,
+        mask_special=False,
+        mask_first=False,
+        renorm=False,
+        norm="raw",
+        cmap="viridis",
+    )
 
     def shown(**changes):  # type: ignore[no-untyped-def]
         return draw(bench, layout, "single head", [*Shared(**{**base, **changes}).items(), *extras])
 
     assert shown()["kind"] == "maps"
-    cases = {"empty": dict(text="   "), "at most 64": dict(text="word " * 80), "layer 9 is out of range": dict(layer=9),
-             "head 12 is out of range": dict(head=12), "unknown normalization": dict(norm="bogus"),
-             "unknown colormap": dict(cmap="nope"), "unknown model": dict(model="gpt5")}
+    cases = {
+        "empty": dict(text="   "),
+        "at most 64": dict(text="word " * 80),
+        "layer 9 is out of range": dict(layer=9),
+        "head 12 is out of range": dict(head=12),
+        "unknown normalization": dict(norm="bogus"),
+        "unknown colormap": dict(cmap="nope"),
+        "unknown model": dict(model="gpt5"),
+    }
     for needle, change in cases.items():
         payload = shown(**change)
         assert payload["kind"] == "message" and needle in payload["message"], (needle, payload)
@@ -249,8 +286,12 @@ def test_rag_view_shows_the_report_of_the_same_inputs(bert_tokenizer):
     request = Request("minilm", "ignored", layer=0, head=0, spec=ViewSpec(), cmap="viridis")
     chunks = "the vault code is 7428 .\n\nthe garage opens at nine .\n\n\nvisitors sign in ."
     shown = rag_view.draw(bench, request, ("what is the vault code ?", chunks, "7428"))
-    direct = rag(tiny, "what is the vault code ?", ["the vault code is 7428 .", "the garage opens at nine .",
-                                                     "visitors sign in ."], answer="7428")
+    direct = rag(
+        tiny,
+        "what is the vault code ?",
+        ["the vault code is 7428 .", "the garage opens at nine .", "visitors sign in ."],
+        answer="7428",
+    )
     sent = np.asarray(shown["panels"][0]["values"], dtype=float).reshape(len(direct.answer_tokens), 3)
     np.testing.assert_allclose(sent, direct.token_attention, atol=1e-7)
     assert shown["cols"] == ["chunk 1", "chunk 2", "chunk 3"]

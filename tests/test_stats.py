@@ -8,16 +8,17 @@ from conftest import TROPHY
 from test_parity import eager_maps
 from tiny_models import build
 
+from headmap.analysis.stats import STATS, collect_stats
 from headmap.capture import fused as fused_module
 from headmap.result import Stack
-from headmap.analysis.stats import STATS, collect_stats
 
 TOL = 1e-5
 LONG = " ".join([TROPHY] * 4)
 
 
-def reference_stats(w: np.ndarray, rows: np.ndarray, special_keys: np.ndarray, special_rows: np.ndarray,
-                    cross: bool = False) -> dict[str, np.ndarray]:
+def reference_stats(
+    w: np.ndarray, rows: np.ndarray, special_keys: np.ndarray, special_rows: np.ndarray, cross: bool = False
+) -> dict[str, np.ndarray]:
     """Textbook definitions over full ``[head, row, key]`` maps, written without any streaming trick."""
     w = w.astype(np.float64)
     plogp = np.where(w > 0, w * np.log(np.where(w > 0, w, 1.0)), 0.0)
@@ -47,10 +48,17 @@ def check(stats, reference_layers: dict[str, list], source, target=None) -> None
         w = reference_layers[key.stack.value][key.index][0].numpy()
         q_tokens = target if key.stack in (Stack.DECODER, Stack.CROSS) else source
         k_tokens = target if key.stack is Stack.DECODER else source
-        ref = reference_stats(w, np.arange(w.shape[1]), np.array(k_tokens.special),
-                              np.array(q_tokens.special), cross=key.stack is Stack.CROSS)
+        ref = reference_stats(
+            w,
+            np.arange(w.shape[1]),
+            np.array(k_tokens.special),
+            np.array(q_tokens.special),
+            cross=key.stack is Stack.CROSS,
+        )
         for name in STATS:
-            np.testing.assert_allclose(stats.stat(name)[li], ref[name], atol=TOL, rtol=0, err_msg=f"{key.name} {name}")
+            np.testing.assert_allclose(
+                stats.stat(name)[li], ref[name], atol=TOL, rtol=0, err_msg=f"{key.name} {name}"
+            )
 
 
 @pytest.mark.parametrize("arch", ["bert", "llama", "mistral", "gemma2", "gpt2", "t5"])
@@ -68,7 +76,9 @@ def test_real_models_stats_match_eager(minilm, smollm2):
     from headmap.capture import capture
 
     for loaded, cls in ((minilm, AutoModel), (smollm2, AutoModelForCausalLM)):
-        eager = cls.from_pretrained(loaded.model.name_or_path, attn_implementation="eager", use_safetensors=True).eval()
+        eager = cls.from_pretrained(
+            loaded.model.name_or_path, attn_implementation="eager", use_safetensors=True
+        ).eval()
         stats = collect_stats(loaded, LONG, block_bytes=1 << 16)
         check(stats, eager_maps(eager, loaded.tokenizer, LONG), capture(loaded, LONG, layers=0).source)
 

@@ -38,7 +38,14 @@ def test_encoder_decoder_names(bert_tokenizer, tmp_path):
     fast, _ = build("bart", bert_tokenizer)
     result = capture(fast, "Short input.", target="Kurz.")
     back = load_result(result.save(tmp_path / "ed.safetensors"))
-    assert [k.name for k in back.keys] == ["encoder.0", "encoder.1", "decoder.0", "decoder.1", "cross.0", "cross.1"]
+    assert [k.name for k in back.keys] == [
+        "encoder.0",
+        "encoder.1",
+        "decoder.0",
+        "decoder.1",
+        "cross.0",
+        "cross.1",
+    ]
     assert back.target == result.target
 
 
@@ -86,5 +93,7 @@ def test_float16_and_topk_storage_state_their_loss(smollm2, tmp_path):
     with safe_open(str(sparse_path), framework="numpy") as handle:
         storage = json.loads(handle.metadata()["storage"])
     dropped = storage["loss"]["layer.2"]["max_dropped_mass"]
-    assert dropped == pytest.approx(float((1 - np.sort(result.layer(2).weights, -1)[..., -8:].sum(-1)).max()), abs=1e-5)
+    assert dropped == pytest.approx(
+        float((1 - np.sort(result.layer(2).weights, -1)[..., -8:].sum(-1)).max()), abs=1e-5
+    )
     assert any("top-8" in n for n in sparse.notes)

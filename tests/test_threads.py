@@ -22,7 +22,8 @@ THREADS, ROUNDS = 4, 5
 
 def _same(a, b) -> bool:
     return a.source.tokens == b.source.tokens and all(
-        x.key == y.key and x.rows == y.rows and np.array_equal(x.weights, y.weights) for x, y in zip(a.layers, b.layers)
+        x.key == y.key and x.rows == y.rows and np.array_equal(x.weights, y.weights)
+        for x, y in zip(a.layers, b.layers)
     )
 
 

@@ -31,8 +31,11 @@ def tokens_of(encoding: object, text: str) -> Tokens:
 
 
 def word_strings(tokens: Tokens, split_punctuation: bool = False) -> list[str]:
-    return list(aggregate_words(make_result(tokens, softmax_rows((1, len(tokens), len(tokens)))),
-                                split_punctuation).source.tokens)
+    return list(
+        aggregate_words(
+            make_result(tokens, softmax_rows((1, len(tokens), len(tokens)))), split_punctuation
+        ).source.tokens
+    )
 
 
 def reference(weights: np.ndarray, rows: list[int], groups: list[list[int]]) -> np.ndarray:
@@ -49,14 +52,26 @@ def reference(weights: np.ndarray, rows: list[int], groups: list[list[int]]) -> 
 def test_values_by_hand():
     # "I unhappy cat": tokens "I" "un" "happy" "cat" (WordPiece offsets) -> words [0], [1, 2], [3]
     tokens = tokens_from("I unhappy cat", [(0, 1), (2, 4), (4, 9), (10, 13)])
-    w = np.array([[[0.40, 0.30, 0.20, 0.10],
-                   [0.10, 0.50, 0.20, 0.20],
-                   [0.25, 0.25, 0.25, 0.25],
-                   [0.00, 0.60, 0.30, 0.10]]], dtype=np.float32)
+    w = np.array(
+        [
+            [
+                [0.40, 0.30, 0.20, 0.10],
+                [0.10, 0.50, 0.20, 0.20],
+                [0.25, 0.25, 0.25, 0.25],
+                [0.00, 0.60, 0.30, 0.10],
+            ]
+        ],
+        dtype=np.float32,
+    )
     words = make_result(tokens, w).to_words()
-    expected = np.array([[0.40, 0.50, 0.10],                      # from "I": keys 1+2 summed
-                         [(0.10 + 0.25) / 2, (0.70 + 0.50) / 2, (0.20 + 0.25) / 2],  # mean of rows 1, 2
-                         [0.00, 0.90, 0.10]], dtype=np.float32)
+    expected = np.array(
+        [
+            [0.40, 0.50, 0.10],  # from "I": keys 1+2 summed
+            [(0.10 + 0.25) / 2, (0.70 + 0.50) / 2, (0.20 + 0.25) / 2],  # mean of rows 1, 2
+            [0.00, 0.90, 0.10],
+        ],
+        dtype=np.float32,
+    )
     np.testing.assert_allclose(words.layers[0].weights[0], expected, atol=1e-7)
     np.testing.assert_allclose(words.layers[0].weights.sum(-1), 1.0, atol=1e-6)
     assert words.layers[0].weights.dtype == np.float32
@@ -142,8 +157,9 @@ def byte_level_bpe() -> Tokenizer:
     """A GPT-2 style tokenizer: byte-level pieces whose offsets include the leading space."""
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trainer = trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
     bpe.train_from_iterator(["the cat sat on the mat", "a trophy and a suitcase"] * 5, trainer)
     return bpe
 
@@ -162,7 +178,7 @@ def test_byte_level_multibyte_characters_and_newlines(byte_level_bpe):
     text = "naïve café 😀\n\nThe  end"
     tokens = tokens_of(byte_level_bpe.encode(text), text)
     groups = word_groups(tokens)
-    spans = [text[tokens.offsets[g[0]][0]:max(tokens.offsets[i][1] for i in g)] for g in groups]
+    spans = [text[tokens.offsets[g[0]][0] : max(tokens.offsets[i][1] for i in g)] for g in groups]
     # Byte pieces of one character share its span and stay in its word; a newline is its own
     # word (often a sink), a lone space token starts the word after it as GPT-2's 'Ġ' does.
     assert spans == ["naïve", " café", " 😀", "\n", "\n", "The", " ", " end"]
@@ -173,8 +189,9 @@ def test_byte_level_multibyte_characters_and_newlines(byte_level_bpe):
 
 def test_special_tokens_are_their_own_words():
     # BOS at (0, 0) before a token that starts at 0, and an EOS that also claims (0, 0)
-    tokens = tokens_from("hello world", [(0, 0), (0, 3), (3, 5), (5, 11), (0, 0)],
-                         special=[True, False, False, False, True])
+    tokens = tokens_from(
+        "hello world", [(0, 0), (0, 3), (3, 5), (5, 11), (0, 0)], special=[True, False, False, False, True]
+    )
     assert word_groups(tokens) == [[0], [1, 2], [3], [4]]
     # A non-special token with an empty span never merges either
     empty = tokens_from("ab", [(0, 1), (1, 1), (1, 2)])
@@ -191,23 +208,31 @@ def test_split_punctuation_by_hand():
 # -- sides, errors, immutability ---------------------------------------------------------------
 def test_encoder_decoder_sides():
     source = tokens_from("unhappy", [(0, 2), (2, 7)])  # one source word of two pieces
-    target = tokens_from("le chat noir", [(0, 0), (0, 2), (3, 5), (5, 7), (8, 12)],
-                         special=[True, False, False, False, False])
+    target = tokens_from(
+        "le chat noir", [(0, 0), (0, 2), (3, 5), (5, 7), (8, 12)], special=[True, False, False, False, False]
+    )
     cross = softmax_rows((2, 5, 2), seed=1)
     decoder = softmax_rows((2, 5, 5), seed=2)
     result = AttentionResult(
-        model="hand-made", source=source, target=target, num_heads=2,
+        model="hand-made",
+        source=source,
+        target=target,
+        num_heads=2,
         num_layers={Stack.ENCODER: 1, Stack.DECODER: 1, Stack.CROSS: 1},
-        layers=(LayerMap(LayerKey(Stack.DECODER, 0), (0, 1), tuple(range(5)), decoder),
-                LayerMap(LayerKey(Stack.CROSS, 0), (0, 1), tuple(range(5)), cross)))
+        layers=(
+            LayerMap(LayerKey(Stack.DECODER, 0), (0, 1), tuple(range(5)), decoder),
+            LayerMap(LayerKey(Stack.CROSS, 0), (0, 1), tuple(range(5)), cross),
+        ),
+    )
     words = result.to_words()
     assert words.source.tokens == ("unhappy",) and words.target.tokens == ("[S]", "le", "chat", "noir")
     target_groups = [[0], [1], [2, 3], [4]]
     # cross-attention: target word rows over the single source word, which gets every row's mass
     assert words.layer("cross.0").weights.shape == (2, 4, 1)
     np.testing.assert_allclose(words.layer("cross.0").weights, 1.0, atol=1e-6)
-    np.testing.assert_allclose(words.layer("decoder.0").weights,
-                               reference(decoder, list(range(5)), target_groups), atol=1e-6)
+    np.testing.assert_allclose(
+        words.layer("decoder.0").weights, reference(decoder, list(range(5)), target_groups), atol=1e-6
+    )
 
 
 def test_errors_and_input_untouched():

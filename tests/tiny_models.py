@@ -15,7 +15,9 @@ from headmap.models import LoadedModel
 
 VOCAB = 30522  # the MiniLM tokenizer's vocabulary, reused as the tokenizer of every tiny model
 
-_COMMON = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+_COMMON = dict(
+    vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64
+)
 _ROPE = dict(_COMMON, num_key_value_heads=2, max_position_embeddings=256)
 
 CONFIGS: dict[str, transformers.PretrainedConfig] = {
@@ -30,21 +32,39 @@ CONFIGS: dict[str, transformers.PretrainedConfig] = {
     ),
     "gpt_neox": transformers.GPTNeoXConfig(**_COMMON, max_position_embeddings=256, rotary_pct=0.5),
     "t5": transformers.T5Config(
-        vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4,
-        decoder_start_token_id=0, pad_token_id=0,
+        vocab_size=VOCAB,
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=4,
+        decoder_start_token_id=0,
+        pad_token_id=0,
     ),
     # Positions count from padding_idx + 1 when the model is given none.
     "roberta": transformers.RobertaConfig(**_COMMON, max_position_embeddings=66, pad_token_id=1),
     "xlm_roberta": transformers.XLMRobertaConfig(**_COMMON, max_position_embeddings=66, pad_token_id=1),
     # One attention module shared by all three layers.
     "albert": transformers.AlbertConfig(
-        vocab_size=VOCAB, embedding_size=16, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
-        intermediate_size=64, num_hidden_groups=1, max_position_embeddings=64,
+        vocab_size=VOCAB,
+        embedding_size=16,
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=64,
+        num_hidden_groups=1,
+        max_position_embeddings=64,
     ),
     # Disentangled attention (content-to-position and position-to-content terms), eager only.
     "deberta_v2": transformers.DebertaV2Config(
-        **_COMMON, max_position_embeddings=64, relative_attention=True, pos_att_type=["p2c", "c2p"],
-        position_buckets=8, max_relative_positions=16, position_biased_input=False,
+        **_COMMON,
+        max_position_embeddings=64,
+        relative_attention=True,
+        pos_att_type=["p2c", "c2p"],
+        position_buckets=8,
+        max_relative_positions=16,
+        position_biased_input=False,
     ),
     # ALiBi, eager only.
     "bloom": transformers.BloomConfig(vocab_size=VOCAB, hidden_size=32, n_layer=2, n_head=4),
@@ -52,12 +72,24 @@ CONFIGS: dict[str, transformers.PretrainedConfig] = {
     "mpt": transformers.MptConfig(vocab_size=VOCAB, d_model=32, n_layers=2, n_heads=4, max_seq_len=64),
     # Falcon calls torch's SDPA itself: rotary, multi-query.
     "falcon": transformers.FalconConfig(
-        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, alibi=False,
-        new_decoder_architecture=False, multi_query=True,
+        vocab_size=VOCAB,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        alibi=False,
+        new_decoder_architecture=False,
+        multi_query=True,
     ),
     "bart": transformers.BartConfig(
-        vocab_size=VOCAB, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
-        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64,
+        vocab_size=VOCAB,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=64,
     ),
 }
 
@@ -65,7 +97,12 @@ CONFIGS: dict[str, transformers.PretrainedConfig] = {
 #: Models with no SDPA path at all (Gemma 2's softcapping, DeBERTa's disentangled terms, Bloom's ALiBi).
 EAGER_ONLY = ("gemma2", "deberta_v2", "bloom", "mpt")
 #: How each model is captured where it is not the dispatch tap.
-PATHS = {"deberta_v2": "eager-weights", "bloom": "eager-weights", "mpt": "eager-weights", "falcon": "torch-sdpa"}
+PATHS = {
+    "deberta_v2": "eager-weights",
+    "bloom": "eager-weights",
+    "mpt": "eager-weights",
+    "falcon": "torch-sdpa",
+}
 
 ENCODERS = ("bert", "roberta", "xlm-roberta", "albert", "deberta-v2")
 
@@ -74,8 +111,13 @@ ENCODERS = ("bert", "roberta", "xlm-roberta", "albert", "deberta-v2")
 #: checked against the kernel the model really runs instead.
 KERNEL_REFERENCE: dict[str, transformers.PretrainedConfig] = {
     "falcon_alibi": transformers.FalconConfig(
-        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, alibi=True,
-        new_decoder_architecture=False, multi_query=False,
+        vocab_size=VOCAB,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        alibi=True,
+        new_decoder_architecture=False,
+        multi_query=False,
     ),
 }
 

@@ -15,7 +15,14 @@ Attention is correlation, not causation: a map shows where a head looks, not why
 
 from headmap import result as _result
 from headmap.analysis import (
-    HeadImportance, HeadReport, HeadStats, StatsCollector, ablate, collect_stats, head_importance, head_report,
+    HeadImportance,
+    HeadReport,
+    HeadStats,
+    StatsCollector,
+    ablate,
+    collect_stats,
+    head_importance,
+    head_report,
     record_heads,
 )
 from headmap.analysis.engines import LocalEngine
@@ -35,24 +42,61 @@ from headmap.storage import load_result
 from headmap.tokens import Tokens
 from headmap.view import aggregate_words, mask_tokens, normalize_result
 
-_result.bind_stages(_result.Stages(
-    to_words=aggregate_words,
-    mask=mask_tokens,
-    normalize=normalize_result,
-    plot_head=plot_head,
-    plot_grid=plot_grid,
-    render=render_to_file,
-    notebook_html=notebook_view,
-))
+_result.bind_stages(
+    _result.Stages(
+        to_words=aggregate_words,
+        mask=mask_tokens,
+        normalize=normalize_result,
+        plot_head=plot_head,
+        plot_grid=plot_grid,
+        render=render_to_file,
+        notebook_html=notebook_view,
+    )
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CAUSATION_WARNING", "AttentionResult", "BiasReport", "Block", "CapturePlan", "Encoded", "Explanation",
-    "HeadImportance", "HeadMonitor", "HeadReport", "HeadStats", "HeadmapError", "LayerKey", "LayerMap", "LoadedModel",
-    "LocalEngine", "MapStore", "PruneReport", "RagReport", "RayEngine", "Stack", "StatsCollector", "Tokens", "ablate", "bias_probe",
-    "capture", "collect_stats", "encode_parts", "explain", "head_importance", "head_report", "interactive_html", "load",
-    "load_result", "plot_monitor", "prune", "prune_heads", "rag", "record_heads", "stream",
+    "CAUSATION_WARNING",
+    "AttentionResult",
+    "BiasReport",
+    "Block",
+    "CapturePlan",
+    "Encoded",
+    "Explanation",
+    "HeadImportance",
+    "HeadMonitor",
+    "HeadReport",
+    "HeadStats",
+    "HeadmapError",
+    "LayerKey",
+    "LayerMap",
+    "LoadedModel",
+    "LocalEngine",
+    "MapStore",
+    "PruneReport",
+    "RagReport",
+    "RayEngine",
+    "Stack",
+    "StatsCollector",
+    "Tokens",
+    "ablate",
+    "bias_probe",
+    "capture",
+    "collect_stats",
+    "encode_parts",
+    "explain",
+    "head_importance",
+    "head_report",
+    "interactive_html",
+    "load",
+    "load_result",
+    "plot_monitor",
+    "prune",
+    "prune_heads",
+    "rag",
+    "record_heads",
+    "stream",
 ]
 
 

@@ -21,6 +21,7 @@ from headmap.tokens import Tokens
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+
 @dataclass(frozen=True)
 class Stages:
     """The functions of higher stages behind :class:`AttentionResult`'s convenience methods.
@@ -185,7 +186,11 @@ class AttentionResult:
             key = LayerKey(stack or self.default_stack, int(layer))
         if key.stack not in self.num_layers:
             raise HeadmapError(f"this model has no {key.stack.value} layers: it has {self._stacks_text()}")
-        index = check_index(key.index, self.num_layers[key.stack], "layer" if key.stack is Stack.SELF else f"{key.stack.value} layer")
+        index = check_index(
+            key.index,
+            self.num_layers[key.stack],
+            "layer" if key.stack is Stack.SELF else f"{key.stack.value} layer",
+        )
         return LayerKey(key.stack, index)
 
     @property
@@ -263,7 +268,9 @@ class AttentionResult:
         self.plot(layer, head, **kwargs)
         plt.show()
 
-    def render(self, path: str | Path, layer: int | str | LayerKey = 0, head: int | None = 0, **kwargs: object) -> Path:
+    def render(
+        self, path: str | Path, layer: int | str | LayerKey = 0, head: int | None = 0, **kwargs: object
+    ) -> Path:
         """Write a picture; the format follows the extension (``.png``, ``.svg``, ``.pdf``, ``.html``)."""
         return _stages().render(self, path, self.resolve(layer), head, **kwargs)
 

@@ -35,7 +35,9 @@ def _metadata(result: AttentionResult) -> dict[str, str]:
     }
 
 
-def save_result(result: AttentionResult, path: str | Path, precision: str = "float32", topk: int | None = None) -> Path:
+def save_result(
+    result: AttentionResult, path: str | Path, precision: str = "float32", topk: int | None = None
+) -> Path:
     """Write ``result`` to ``path`` (``.safetensors``) and return the path.
 
     ``precision="float16"`` halves the file (relative error <= 2^-11 per weight); ``topk=K`` keeps
@@ -47,7 +49,9 @@ def save_result(result: AttentionResult, path: str | Path, precision: str = "flo
 
     path = Path(path)
     if path.suffix != ".safetensors":
-        raise HeadmapError(f"captured maps are saved as .safetensors, not {path.suffix or 'no extension'!r}: rename {path}")
+        raise HeadmapError(
+            f"captured maps are saved as .safetensors, not {path.suffix or 'no extension'!r}: rename {path}"
+        )
     if not path.parent.is_dir():
         raise HeadmapError(f"cannot write {path}: the folder {path.parent} does not exist")
     if precision not in ("float32", "float16"):
@@ -67,7 +71,9 @@ def save_result(result: AttentionResult, path: str | Path, precision: str = "flo
     return path
 
 
-def _encode_layer(layer: LayerMap, precision: str, topk: int | None, loss: dict[str, dict[str, float]]) -> dict[str, np.ndarray]:
+def _encode_layer(
+    layer: LayerMap, precision: str, topk: int | None, loss: dict[str, dict[str, float]]
+) -> dict[str, np.ndarray]:
     name, weights = layer.key.name, np.ascontiguousarray(layer.weights, dtype=np.float32)
     dtype = np.float16 if precision == "float16" else np.float32
     if topk is None or topk >= weights.shape[-1]:
@@ -104,16 +110,22 @@ def load_result(path: str | Path) -> AttentionResult:
         with safe_open(str(path), framework="numpy") as handle:
             meta = handle.metadata() or {}
             if meta.get("format") != FORMAT:
-                raise HeadmapError(f"{path} is a safetensors file but not one saved by headmap (no '{FORMAT}' marker)")
+                raise HeadmapError(
+                    f"{path} is a safetensors file but not one saved by headmap (no '{FORMAT}' marker)"
+                )
             arrays = {name: handle.get_tensor(name) for name in handle.keys()}
     except HeadmapError:
         raise
     except Exception as exc:  # noqa: BLE001 - safetensors raises several types for a damaged header
-        raise HeadmapError(f"{path} is not a readable safetensors file (corrupt or truncated): {exc}") from exc
+        raise HeadmapError(
+            f"{path} is not a readable safetensors file (corrupt or truncated): {exc}"
+        ) from exc
     try:
         return _from_parts(meta, arrays)
     except (KeyError, ValueError, TypeError, json.JSONDecodeError) as exc:
-        raise HeadmapError(f"{path} has damaged headmap metadata ({type(exc).__name__}: {exc}): capture it again") from exc
+        raise HeadmapError(
+            f"{path} has damaged headmap metadata ({type(exc).__name__}: {exc}): capture it again"
+        ) from exc
 
 
 def _from_parts(meta: dict[str, str], arrays: dict[str, np.ndarray]) -> AttentionResult:
@@ -156,5 +168,7 @@ def _from_parts(meta: dict[str, str], arrays: dict[str, np.ndarray]) -> Attentio
     )
     for layer in result.layers:
         if layer.weights.shape[2] != len(result.key_tokens(layer.key)):
-            raise ValueError(f"{layer.key.name} has {layer.weights.shape[2]} keys for {len(result.key_tokens(layer.key))} tokens")
+            raise ValueError(
+                f"{layer.key.name} has {layer.weights.shape[2]} keys for {len(result.key_tokens(layer.key))} tokens"
+            )
     return result

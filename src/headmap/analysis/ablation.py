@@ -40,8 +40,13 @@ HeadSpec = Sequence[tuple[int | str | LayerKey, int]]
 
 
 @contextmanager
-def ablate(model: LoadedModel | torch.nn.Module, heads: HeadSpec, mode: str = "zero",
-           reference: Sequence[str] | None = None, tokenizer: object | None = None) -> Iterator[dict[LayerKey, list[int]]]:
+def ablate(
+    model: LoadedModel | torch.nn.Module,
+    heads: HeadSpec,
+    mode: str = "zero",
+    reference: Sequence[str] | None = None,
+    tokenizer: object | None = None,
+) -> Iterator[dict[LayerKey, list[int]]]:
     """Remove ``heads`` (``[(layer, head), ...]``) from ``model``'s forwards inside the ``with`` block.
 
     ``mode`` is ``"zero"`` or ``"mean"`` (see the module docstring); ``reference`` texts set the mean
@@ -85,8 +90,12 @@ def _input_mean(picked: torch.Tensor, real: torch.Tensor | None) -> torch.Tensor
     return mean.expand_as(picked)
 
 
-def reference_means(model: LoadedModel | torch.nn.Module, chosen: dict[LayerKey, list[int]], texts: Sequence[str],
-                    tokenizer: object | None = None) -> dict[LayerKey, torch.Tensor]:
+def reference_means(
+    model: LoadedModel | torch.nn.Module,
+    chosen: dict[LayerKey, list[int]],
+    texts: Sequence[str],
+    tokenizer: object | None = None,
+) -> dict[LayerKey, torch.Tensor]:
     """``{layer: [head, dim]}``: each chosen head's output averaged over every token of ``texts``.
 
     Every text runs alone (no padding) through the unablated model; every token counts once.

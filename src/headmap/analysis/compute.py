@@ -64,7 +64,9 @@ class CorpusCollector:
         if self.diversity:
             self._keep(item, key, start, block)
 
-    def consume_moments(self, item: int, key: LayerKey, plan_index: torch.Tensor, moments: RowMoments) -> None:
+    def consume_moments(
+        self, item: int, key: LayerKey, plan_index: torch.Tensor, moments: RowMoments
+    ) -> None:
         self.stats.consume_moments(item, key, plan_index, moments)
         self._next_share(item, key, moments)
 
@@ -115,8 +117,9 @@ def token_counts(loaded: LoadedModel, texts: Sequence[CorpusText]) -> list[int]:
     return [len(encode_text(loaded.tokenizer, text, limit)[0]) for text in texts]
 
 
-def plan_groups(texts: Sequence[CorpusText], tokens: Sequence[int], spec: ReportSpec, batch_size: int,
-                budget_bytes: int) -> list[list[int]]:
+def plan_groups(
+    texts: Sequence[CorpusText], tokens: Sequence[int], spec: ReportSpec, batch_size: int, budget_bytes: int
+) -> list[list[int]]:
     """Positions (into ``texts``) of each forward's group, in corpus order: at most ``batch_size`` texts
     and, with distances, at most ``budget_bytes`` of maps (a text over budget goes alone)."""
     groups: list[list[int]] = []
@@ -134,8 +137,13 @@ def plan_groups(texts: Sequence[CorpusText], tokens: Sequence[int], spec: Report
     return groups
 
 
-def stats_partial(loaded: LoadedModel, texts: Sequence[CorpusText], spec: ReportSpec, tokens: Sequence[int],
-                  budget_bytes: int = DEFAULT_BUDGET_BYTES) -> Partial:
+def stats_partial(
+    loaded: LoadedModel,
+    texts: Sequence[CorpusText],
+    spec: ReportSpec,
+    tokens: Sequence[int],
+    budget_bytes: int = DEFAULT_BUDGET_BYTES,
+) -> Partial:
     """The stats (and distance) partial of ``texts``, computed together in one forward where they fit."""
     keys, heads = spec_keys(spec), list(spec.heads)
     chunks: list[slice | None] = [None]
@@ -148,8 +156,15 @@ def stats_partial(loaded: LoadedModel, texts: Sequence[CorpusText], spec: Report
     js_total = np.zeros((spec.n_heads, spec.n_heads)) if spec.diversity else None
     for rows in chunks:
         collector = CorpusCollector(diversity=spec.diversity)
-        stream(loaded, [t.text for t in texts], collector, layers=keys, heads=heads, rows=rows,
-               batch_size=len(texts))
+        stream(
+            loaded,
+            [t.text for t in texts],
+            collector,
+            layers=keys,
+            heads=heads,
+            rows=rows,
+            batch_size=len(texts),
+        )
         for item in range(len(texts)):
             s, c = collector.text_sums(item)
             sums[item] += s
@@ -160,7 +175,8 @@ def stats_partial(loaded: LoadedModel, texts: Sequence[CorpusText], spec: Report
         indices=np.array([t.index for t in texts], dtype=np.int64),
         digests=tuple(t.digest for t in texts),
         n_tokens=np.array(tokens, dtype=np.int64),
-        sums=sums, counts=counts,
+        sums=sums,
+        counts=counts,
         js=None if js_total is None else pack_upper(js_total),
     )
 
@@ -170,6 +186,8 @@ def check_diversity(spec_layers: Sequence[LayerKey]) -> str | None:
     must attend from and to the same tokens, which layers of different stacks do not."""
     sides = {(k.stack in (Stack.DECODER, Stack.CROSS), k.stack is Stack.DECODER) for k in spec_layers}
     if len(sides) > 1:
-        return ("head distances skipped: encoder, decoder and cross-attention layers attend over different "
-                "tokens; report the layers of one stack (e.g. --layers encoder.0,...) to compare their heads")
+        return (
+            "head distances skipped: encoder, decoder and cross-attention layers attend over different "
+            "tokens; report the layers of one stack (e.g. --layers encoder.0,...) to compare their heads"
+        )
     return None

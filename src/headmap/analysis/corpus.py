@@ -46,14 +46,18 @@ def read_corpus(path: str | Path, max_texts: int | None = None) -> list[CorpusTe
     if path.is_dir():
         texts = _read_folder(path, max_texts)
     elif not path.exists():
-        raise HeadmapError(f"corpus {path} does not exist: give a .txt file, a .jsonl file or a folder of .txt files")
+        raise HeadmapError(
+            f"corpus {path} does not exist: give a .txt file, a .jsonl file or a folder of .txt files"
+        )
     elif path.suffix.lower() == ".txt":
         texts = _read_lines(path, max_texts, _plain_line)
     elif path.suffix.lower() == ".jsonl":
         texts = _read_lines(path, max_texts, _json_line)
     else:
-        raise HeadmapError(f"unknown corpus type {path.suffix or '(no extension)'!r} for {path}: "
-                           f"use a .txt file (one text per line), a .jsonl file (a 'text' field per line) or a folder")
+        raise HeadmapError(
+            f"unknown corpus type {path.suffix or '(no extension)'!r} for {path}: "
+            f"use a .txt file (one text per line), a .jsonl file (a 'text' field per line) or a folder"
+        )
     if not texts:
         raise HeadmapError(f"corpus {path} holds no text: add at least one non-empty line or file")
     return texts
@@ -67,15 +71,19 @@ def corpus_from_texts(texts: Sequence[str], max_texts: int | None = None) -> lis
     out = []
     for i, text in enumerate(picked):
         if not isinstance(text, str) or not text.strip():
-            raise HeadmapError(f"text {i} is {'empty' if isinstance(text, str) else type(text).__name__}: "
-                               "every text must be a non-empty string")
+            raise HeadmapError(
+                f"text {i} is {'empty' if isinstance(text, str) else type(text).__name__}: "
+                "every text must be a non-empty string"
+            )
         out.append(CorpusText(i, text, f"text {i}"))
     if not out:
         raise HeadmapError("no texts given: pass at least one text")
     return out
 
 
-def as_corpus(texts: Sequence[str] | Sequence[CorpusText] | str | Path, max_texts: int | None = None) -> list[CorpusText]:
+def as_corpus(
+    texts: Sequence[str] | Sequence[CorpusText] | str | Path, max_texts: int | None = None
+) -> list[CorpusText]:
     """A list of texts, a corpus already read (:func:`read_corpus`), or a corpus path (a ``str``
     counts as a path only when it names one)."""
     if not isinstance(texts, (str, Path)) and texts and all(isinstance(t, CorpusText) for t in texts):
@@ -86,7 +94,9 @@ def as_corpus(texts: Sequence[str] | Sequence[CorpusText] | str | Path, max_text
     if isinstance(texts, Path) or (isinstance(texts, str) and len(texts) < 4096 and Path(texts).exists()):
         return read_corpus(texts, max_texts)
     if isinstance(texts, str):
-        raise HeadmapError(f"texts must be a list of strings or a corpus path; {texts[:60]!r} is not a file or folder")
+        raise HeadmapError(
+            f"texts must be a list of strings or a corpus path; {texts[:60]!r} is not a file or folder"
+        )
     return corpus_from_texts(texts, max_texts)
 
 
@@ -100,8 +110,10 @@ def _json_line(line: str, where: str) -> str | None:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
-        raise HeadmapError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno}); "
-                           'each line must be an object such as {"text": "..."}') from None
+        raise HeadmapError(
+            f"{where}: not valid JSON ({exc.msg} at column {exc.colno}); "
+            'each line must be an object such as {"text": "..."}'
+        ) from None
     if not isinstance(record, dict) or "text" not in record:
         raise HeadmapError(f'{where}: no "text" field; each line must be an object such as {{"text": "..."}}')
     text = record["text"]
@@ -125,7 +137,9 @@ def _read_lines(path: Path, max_texts: int | None, parse) -> list[CorpusText]:  
                         break
     except UnicodeDecodeError as exc:
         line = _bad_line(path)
-        raise HeadmapError(f"{path.name}:{line}: not UTF-8 text ({exc.reason}); save the corpus as UTF-8") from None
+        raise HeadmapError(
+            f"{path.name}:{line}: not UTF-8 text ({exc.reason}); save the corpus as UTF-8"
+        ) from None
     except OSError as exc:
         raise HeadmapError(f"cannot read corpus {path}: {exc.strerror or exc}") from None
     return texts
@@ -151,7 +165,9 @@ def _read_folder(folder: Path, max_texts: int | None) -> list[CorpusText]:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:
             line = path.read_bytes()[: exc.start].count(b"\n") + 1
-            raise HeadmapError(f"{path.name}:{line}: not UTF-8 text ({exc.reason}); save it as UTF-8") from None
+            raise HeadmapError(
+                f"{path.name}:{line}: not UTF-8 text ({exc.reason}); save it as UTF-8"
+            ) from None
         except OSError as exc:
             raise HeadmapError(f"cannot read {path}: {exc.strerror or exc}") from None
         if not text.strip():

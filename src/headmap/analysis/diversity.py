@@ -59,7 +59,9 @@ def js_reference(p: np.ndarray, q: np.ndarray) -> float:
     return 0.5 * kl(p) + 0.5 * kl(q)
 
 
-def near_duplicates(distances: np.ndarray, labels: list[str], count: int = 10) -> list[tuple[str, str, float]]:
+def near_duplicates(
+    distances: np.ndarray, labels: list[str], count: int = 10
+) -> list[tuple[str, str, float]]:
     """The ``count`` closest pairs of distinct heads, closest first: ``(head a, head b, distance)``."""
     n = distances.shape[0]
     rows, cols = np.triu_indices(n, 1)

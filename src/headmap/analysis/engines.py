@@ -12,12 +12,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from headmap.analysis.compute import stats_partial
+from headmap.analysis.compute import spec_keys, stats_partial
 from headmap.analysis.corpus import CorpusText
 from headmap.analysis.importance import importance_partial
 from headmap.analysis.losses import Loss
 from headmap.analysis.partials import Partial, ReportSpec
-from headmap.analysis.compute import spec_keys
 from headmap.models import LoadedModel
 
 STATS_JOB, IMPORTANCE_JOB = "stats", "importance"

@@ -56,8 +56,9 @@ def model_of(model: LoadedModel | torch.nn.Module) -> torch.nn.Module:
     return model.model if isinstance(model, LoadedModel) else model
 
 
-def resolve_pairs(model: LoadedModel | torch.nn.Module,
-                  heads: Sequence[tuple[int | str | LayerKey, int]]) -> dict[LayerKey, list[int]]:
+def resolve_pairs(
+    model: LoadedModel | torch.nn.Module, heads: Sequence[tuple[int | str | LayerKey, int]]
+) -> dict[LayerKey, list[int]]:
     """``[(layer, head), ...]`` -> ``{LayerKey: [head, ...]}``, checked against the model.
 
     A layer is an index (for encoder-decoder models it means that depth in every stack), a name such
@@ -68,7 +69,9 @@ def resolve_pairs(model: LoadedModel | torch.nn.Module,
     pairs = list(heads)
     for pair in pairs:
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-            raise HeadmapError(f"heads are (layer, head) pairs, such as [(3, 5), ('layer.4', 0)], not {pair!r}")
+            raise HeadmapError(
+                f"heads are (layer, head) pairs, such as [(3, 5), ('layer.4', 0)], not {pair!r}"
+            )
         layer, head = pair
         for key in resolve_layers(arch, layer):
             # A pruned model's layers have different head counts: check against the layer's own.
@@ -82,7 +85,8 @@ def _needs_kernel(model: torch.nn.Module, what: str) -> HeadmapError:
     return HeadmapError(
         f"{type(model).__name__} ({getattr(model.config, 'model_type', '?')}) computes its attention in its own "
         f"eager code, so headmap sees its weights but has no kernel output to change: {what} needs a model "
-        "whose attention goes through transformers' attention dispatch or torch SDPA")
+        "whose attention goes through transformers' attention dispatch or torch SDPA"
+    )
 
 
 @contextmanager
@@ -99,8 +103,12 @@ def eval_mode(model: torch.nn.Module) -> Iterator[None]:
 
 
 @contextmanager
-def gate_heads(model: LoadedModel | torch.nn.Module, layers: Sequence[LayerKey], advice: Advice,
-               what: str = "gating heads") -> Iterator[None]:
+def gate_heads(
+    model: LoadedModel | torch.nn.Module,
+    layers: Sequence[LayerKey],
+    advice: Advice,
+    what: str = "gating heads",
+) -> Iterator[None]:
     """Run ``advice`` on the kernel output of every layer in ``layers`` during forwards on this thread."""
     module = model_of(model)
     arch = discover(module)
@@ -122,7 +130,10 @@ def gate_heads(model: LoadedModel | torch.nn.Module, layers: Sequence[LayerKey],
     def reset(_module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         current = state()
         current.calls.clear()
-        current.masks = {"source": kwargs.get("attention_mask"), "target": kwargs.get("decoder_attention_mask")}
+        current.masks = {
+            "source": kwargs.get("attention_mask"),
+            "target": kwargs.get("decoder_attention_mask"),
+        }
 
     def around(call: AttentionCall, proceed: Callable[[], torch.Tensor]) -> torch.Tensor:
         out = proceed()

@@ -37,8 +37,13 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
-def importance_partial(loaded: LoadedModel, texts: Sequence[CorpusText], keys: Sequence[LayerKey],
-                       heads: Sequence[int], loss: Loss) -> Partial:
+def importance_partial(
+    loaded: LoadedModel,
+    texts: Sequence[CorpusText],
+    keys: Sequence[LayerKey],
+    heads: Sequence[int],
+    loss: Loss,
+) -> Partial:
     """``Partial.importance`` ``[text, layer, head]``: ``|d loss_text / d gate|`` for every text of ``texts``."""
     model = loaded.model
     arch = discover(model)
@@ -47,33 +52,52 @@ def importance_partial(loaded: LoadedModel, texts: Sequence[CorpusText], keys: S
     for text in texts:
         ids, tokens = encode_text(loaded.tokenizer, text, limit)
         if len(ids) < loss.min_tokens:
-            raise HeadmapError(f"{text.origin}: {len(ids)} token(s); the {loss.name} needs at least {loss.min_tokens}")
+            raise HeadmapError(
+                f"{text.origin}: {len(ids)} token(s); the {loss.name} needs at least {loss.min_tokens}"
+            )
         encoded.append((ids, tokens))
     ids, mask, _ = pad_batch([e[0] for e in encoded], pad_token_id(loaded.tokenizer), "right")
     param = next(model.parameters())
-    inputs = loss.prepare({"input_ids": ids, "attention_mask": mask}, [e[1] for e in encoded],
-                          getattr(loaded.tokenizer, "mask_token_id", None))
+    inputs = loss.prepare(
+        {"input_ids": ids, "attention_mask": mask},
+        [e[1] for e in encoded],
+        getattr(loaded.tokenizer, "mask_token_id", None),
+    )
     inputs = {k: v.to(param.device) for k, v in inputs.items()}
     dtype = param.dtype if param.dtype.is_floating_point else torch.float32
-    gates = torch.ones(len(texts), len(keys), arch.num_heads, dtype=dtype, device=param.device, requires_grad=True)
+    gates = torch.ones(
+        len(texts), len(keys), arch.num_heads, dtype=dtype, device=param.device, requires_grad=True
+    )
     slot = {key: i for i, key in enumerate(keys)}
 
     def advice(key, out, call, forward):  # type: ignore[no-untyped-def]
         return out * gates[:, slot[key], None, :, None].to(out.dtype)  # [batch, 1, head, 1]
 
     model_inputs = {k: v for k, v in inputs.items() if k != "labels"}
-    with eval_mode(model), gate_heads(loaded, list(keys), advice, what="head importance"), torch.enable_grad():
+    with (
+        eval_mode(model),
+        gate_heads(loaded, list(keys), advice, what="head importance"),
+        torch.enable_grad(),
+    ):
         output = model(**model_inputs, use_cache=False) if _takes_cache(model) else model(**model_inputs)
         losses = loss.compute(output, inputs)
         if not isinstance(losses, torch.Tensor) or losses.reshape(-1).shape[0] != len(texts):
             got = tuple(losses.shape) if isinstance(losses, torch.Tensor) else type(losses).__name__
-            raise HeadmapError(f"the loss returned {got}; it must return one value per text ({len(texts)} here)")
+            raise HeadmapError(
+                f"the loss returned {got}; it must return one value per text ({len(texts)} here)"
+            )
         if not losses.requires_grad:
-            raise HeadmapError("the loss does not depend on the model's output (no gradient): check the loss function")
+            raise HeadmapError(
+                "the loss does not depend on the model's output (no gradient): check the loss function"
+            )
         (grad,) = torch.autograd.grad(losses.sum(), gates)
     picked = grad.detach().abs().double().cpu().numpy()[:, :, list(heads)]
-    return Partial(indices=np.array([t.index for t in texts], dtype=np.int64), digests=tuple(t.digest for t in texts),
-                   n_tokens=np.array([len(e[0]) for e in encoded], dtype=np.int64), importance=picked)
+    return Partial(
+        indices=np.array([t.index for t in texts], dtype=np.int64),
+        digests=tuple(t.digest for t in texts),
+        n_tokens=np.array([len(e[0]) for e in encoded], dtype=np.int64),
+        importance=picked,
+    )
 
 
 def _takes_cache(model: torch.nn.Module) -> bool:
@@ -98,17 +122,32 @@ class HeadImportance:
     def table(self) -> pd.DataFrame:
         import pandas as pd
 
-        return pd.DataFrame([{"layer": k.name, "head": h, "importance": float(self.raw[li, hi]),
-                              "importance_norm": float(self.normalized[li, hi])}
-                             for li, k in enumerate(self.layers) for hi, h in enumerate(self.heads)])
+        return pd.DataFrame(
+            [
+                {
+                    "layer": k.name,
+                    "head": h,
+                    "importance": float(self.raw[li, hi]),
+                    "importance_norm": float(self.normalized[li, hi]),
+                }
+                for li, k in enumerate(self.layers)
+                for hi, h in enumerate(self.heads)
+            ]
+        )
 
     def plot(self, normalized: bool = True) -> Figure:
         from headmap.analysis.report_plots import plot_layer_head
 
         values = self.normalized if normalized else self.raw
         what = "importance, l2-normalized per layer" if normalized else "importance |d loss / d gate|"
-        return plot_layer_head(values, [k.name for k in self.layers], list(self.heads), self.model,
-                               f"{what} · {self.loss}, mean over {self.n_texts} texts", cmap="magma")
+        return plot_layer_head(
+            values,
+            [k.name for k in self.layers],
+            list(self.heads),
+            self.model,
+            f"{what} · {self.loss}, mean over {self.n_texts} texts",
+            cmap="magma",
+        )
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -123,10 +162,17 @@ class HeadImportance:
         return self.table.to_html(index=False) + f"<p><em>{html.escape(CAUSATION_WARNING)}</em></p>"
 
 
-def head_importance(model: LoadedModel | str, texts: Sequence[str] | str | Path, *,
-                    loss: str | LossFn | Loss | None = None, layers: LayerSpec | Sequence[LayerSpec] | None = None,
-                    heads: int | Sequence[int] | None = None, batch_size: int = 8, max_texts: int | None = None,
-                    progress: bool = False) -> HeadImportance:
+def head_importance(
+    model: LoadedModel | str,
+    texts: Sequence[str] | str | Path,
+    *,
+    loss: str | LossFn | Loss | None = None,
+    layers: LayerSpec | Sequence[LayerSpec] | None = None,
+    heads: int | Sequence[int] | None = None,
+    batch_size: int = 8,
+    max_texts: int | None = None,
+    progress: bool = False,
+) -> HeadImportance:
     """Importance of every head over ``texts`` (a list, or a corpus path), Michel et al. 2019.
 
     ``loss``: None (next-token cross-entropy for decoders, masked-LM loss for models with an MLM
@@ -136,8 +182,10 @@ def head_importance(model: LoadedModel | str, texts: Sequence[str] | str | Path,
     corpus = as_corpus(texts, max_texts)
     arch = discover(loaded.model)
     if arch.layer_heads:
-        raise HeadmapError(f"{loaded.name} has layers with different head counts (a pruned model): head importance "
-                           "gates every layer's heads alike, so compute it on the model before pruning")
+        raise HeadmapError(
+            f"{loaded.name} has layers with different head counts (a pruned model): head importance "
+            "gates every layer's heads alike, so compute it on the model before pruning"
+        )
     keys, picked = resolve_layers(arch, layers), resolve_heads(arch, heads)
     chosen = resolve_loss(loaded.model, loss)
     parts = []

@@ -30,7 +30,9 @@ class Loss:
     masks_tokens: bool = False  # True: the masked-LM loss masks tokens before the forward
     min_tokens: int = 1  # shorter texts have no loss (one token has no next token)
 
-    def prepare(self, inputs: dict[str, torch.Tensor], tokens: Sequence[Tokens], mask_id: int | None) -> dict[str, torch.Tensor]:
+    def prepare(
+        self, inputs: dict[str, torch.Tensor], tokens: Sequence[Tokens], mask_id: int | None
+    ) -> dict[str, torch.Tensor]:
         if not self.masks_tokens:
             return inputs
         return mask_inputs(inputs, tokens, mask_id)
@@ -42,7 +44,9 @@ def next_token_loss(output: object, inputs: dict[str, torch.Tensor]) -> torch.Te
     ids, mask = inputs["input_ids"], inputs["attention_mask"].bool()
     targets = ids[:, 1:]
     valid = mask[:, 1:] & mask[:, :-1]
-    ce = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), targets, reduction="none")  # [batch, token-1]
+    ce = torch.nn.functional.cross_entropy(
+        logits[:, :-1].transpose(1, 2), targets, reduction="none"
+    )  # [batch, token-1]
     return (ce * valid).sum(1) / valid.sum(1).clamp(min=1)
 
 
@@ -68,7 +72,9 @@ def masked_positions(tokens: Tokens, rate: float = MLM_RATE) -> list[int]:
     return sorted(plain[int(i)] for i in order[:count])
 
 
-def mask_inputs(inputs: dict[str, torch.Tensor], tokens: Sequence[Tokens], mask_id: int | None) -> dict[str, torch.Tensor]:
+def mask_inputs(
+    inputs: dict[str, torch.Tensor], tokens: Sequence[Tokens], mask_id: int | None
+) -> dict[str, torch.Tensor]:
     if mask_id is None:
         raise HeadmapError("the tokenizer has no mask token: the masked-LM loss cannot be used; pass loss=")
     ids = inputs["input_ids"].clone()
@@ -93,16 +99,21 @@ def default_loss(model: torch.nn.Module) -> Loss:
     """Next-token cross-entropy for decoders, the masked-LM loss where the model has an MLM head."""
     name = type(model).__name__
     if getattr(model.config, "is_encoder_decoder", False):
-        raise HeadmapError(f"{name} is an encoder-decoder model: pass loss=function(output, inputs) returning one "
-                           "loss per text (headmap's default losses are for decoders and masked-LM encoders)")
+        raise HeadmapError(
+            f"{name} is an encoder-decoder model: pass loss=function(output, inputs) returning one "
+            "loss per text (headmap's default losses are for decoders and masked-LM encoders)"
+        )
     if name in _class_names("MODEL_FOR_CAUSAL_LM_MAPPING_NAMES"):
         return Loss("next-token cross-entropy", next_token_loss, min_tokens=2)
     if name in _class_names("MODEL_FOR_MASKED_LM_MAPPING_NAMES"):
-        return Loss(f"masked-LM cross-entropy ({MLM_RATE:.0%} of tokens masked)", masked_lm_loss, masks_tokens=True)
+        return Loss(
+            f"masked-LM cross-entropy ({MLM_RATE:.0%} of tokens masked)", masked_lm_loss, masks_tokens=True
+        )
     raise HeadmapError(
         f"{name} has no language-model head (a sentence encoder such as all-MiniLM-L6-v2 outputs embeddings): "
         "pass loss=function(output, inputs) returning one loss per text, e.g. 1 - cosine similarity of the "
-        "mean-pooled embedding to a reference embedding")
+        "mean-pooled embedding to a reference embedding"
+    )
 
 
 def resolve_loss(model: torch.nn.Module, loss: str | LossFn | Loss | None) -> Loss:
@@ -113,10 +124,22 @@ def resolve_loss(model: torch.nn.Module, loss: str | LossFn | Loss | None) -> Lo
     if loss in ("causal", "next-token"):
         return Loss("next-token cross-entropy", next_token_loss, min_tokens=2)
     if loss in ("mlm", "masked-lm"):
-        return Loss(f"masked-LM cross-entropy ({MLM_RATE:.0%} of tokens masked)", masked_lm_loss, masks_tokens=True)
+        return Loss(
+            f"masked-LM cross-entropy ({MLM_RATE:.0%} of tokens masked)", masked_lm_loss, masks_tokens=True
+        )
     if callable(loss):
         return Loss(f"user function {getattr(loss, '__qualname__', type(loss).__name__)}", loss)
-    raise HeadmapError(f"unknown loss {loss!r}: use 'causal', 'mlm' or a function(output, inputs) -> one loss per text")
+    raise HeadmapError(
+        f"unknown loss {loss!r}: use 'causal', 'mlm' or a function(output, inputs) -> one loss per text"
+    )
 
 
-__all__ = ["Loss", "LossFn", "default_loss", "masked_lm_loss", "masked_positions", "next_token_loss", "resolve_loss"]
+__all__ = [
+    "Loss",
+    "LossFn",
+    "default_loss",
+    "masked_lm_loss",
+    "masked_positions",
+    "next_token_loss",
+    "resolve_loss",
+]

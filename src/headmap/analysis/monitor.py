@@ -34,29 +34,49 @@ MONITOR_EXTENSIONS = (".csv", ".parquet")
 KEY_COLUMNS = ("step", "layer", "head")
 
 
-def probe_frame(model: LoadedModel, probes: Sequence[str], step: int,
-                layers: LayerSpec | Sequence[LayerSpec] | None = None, heads: int | Sequence[int] | None = None,
-                batch_size: int = 8) -> pd.DataFrame:
+def probe_frame(
+    model: LoadedModel,
+    probes: Sequence[str],
+    step: int,
+    layers: LayerSpec | Sequence[LayerSpec] | None = None,
+    heads: int | Sequence[int] | None = None,
+    batch_size: int = 8,
+) -> pd.DataFrame:
     """``step, layer, head, <stat>...``: corpus means of every statistic over the probe texts."""
     import pandas as pd
 
     corpus = corpus_from_texts(probes)
     arch = discover(model.model)
-    spec = ReportSpec(model.name, tuple(k.name for k in resolve_layers(arch, layers)), resolve_heads(arch, heads),
-                      diversity=False)
+    spec = ReportSpec(
+        model.name,
+        tuple(k.name for k in resolve_layers(arch, layers)),
+        resolve_heads(arch, heads),
+        diversity=False,
+    )
     with eval_mode(model.model):
         tokens = token_counts(model, corpus)
-        parts = [stats_partial(model, [corpus[i] for i in group], spec, [tokens[i] for i in group])
-                 for group in plan_groups(corpus, tokens, spec, batch_size, 0)]
+        parts = [
+            stats_partial(model, [corpus[i] for i in group], spec, [tokens[i] for i in group])
+            for group in plan_groups(corpus, tokens, spec, batch_size, 0)
+        ]
     combined = combine(parts, spec)
-    return pd.DataFrame([
-        {"step": int(step), "layer": layer, "head": head,
-         **{name: float(combined.mean[name][li, hi]) for name in spec.stats}}
-        for li, layer in enumerate(spec.layers) for hi, head in enumerate(spec.heads)
-    ])
+    return pd.DataFrame(
+        [
+            {
+                "step": int(step),
+                "layer": layer,
+                "head": head,
+                **{name: float(combined.mean[name][li, hi]) for name in spec.stats},
+            }
+            for li, layer in enumerate(spec.layers)
+            for hi, head in enumerate(spec.heads)
+        ]
+    )
 
 
-def _as_loaded(model: LoadedModel | torch.nn.Module, tokenizer: object | None, name: str | None) -> LoadedModel:
+def _as_loaded(
+    model: LoadedModel | torch.nn.Module, tokenizer: object | None, name: str | None
+) -> LoadedModel:
     if isinstance(model, LoadedModel):
         return model
     if tokenizer is None:
@@ -101,17 +121,28 @@ def read_monitor(path: str | Path) -> pd.DataFrame:
     try:
         frame = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
     except Exception as exc:  # noqa: BLE001 - pandas and pyarrow raise many kinds for a bad file
-        raise HeadmapError(f"cannot read monitor file {path} ({type(exc).__name__}): is it a headmap monitor file?") from None
+        raise HeadmapError(
+            f"cannot read monitor file {path} ({type(exc).__name__}): is it a headmap monitor file?"
+        ) from None
     missing = [c for c in KEY_COLUMNS if c not in frame.columns]
     if missing or len(frame.columns) <= len(KEY_COLUMNS):
-        raise HeadmapError(f"{path} is not a headmap monitor file: it lacks the columns {', '.join(missing) or 'of statistics'}")
+        raise HeadmapError(
+            f"{path} is not a headmap monitor file: it lacks the columns {', '.join(missing) or 'of statistics'}"
+        )
     return frame
 
 
-def record_heads(model: LoadedModel | torch.nn.Module, probes: Sequence[str], step: int,
-                 path: str | Path | None = None, *, tokenizer: object | None = None, name: str | None = None,
-                 layers: LayerSpec | Sequence[LayerSpec] | None = None,
-                 heads: int | Sequence[int] | None = None) -> pd.DataFrame:
+def record_heads(
+    model: LoadedModel | torch.nn.Module,
+    probes: Sequence[str],
+    step: int,
+    path: str | Path | None = None,
+    *,
+    tokenizer: object | None = None,
+    name: str | None = None,
+    layers: LayerSpec | Sequence[LayerSpec] | None = None,
+    heads: int | Sequence[int] | None = None,
+) -> pd.DataFrame:
     """Measure ``model`` on ``probes`` now, as ``step``; append the rows to ``path`` if given; return them.
 
     Call it from a training loop every N steps (a bare ``torch.nn.Module`` needs ``tokenizer``).
@@ -127,20 +158,41 @@ def record_heads(model: LoadedModel | torch.nn.Module, probes: Sequence[str], st
 class _Recorder:
     """State shared by the callback: what to measure, where, and the last step written."""
 
-    def __init__(self, tokenizer: object, probes: Sequence[str], path: str | Path, every: int,
-                 layers: LayerSpec | Sequence[LayerSpec] | None, heads: int | Sequence[int] | None, name: str | None) -> None:
+    def __init__(
+        self,
+        tokenizer: object,
+        probes: Sequence[str],
+        path: str | Path,
+        every: int,
+        layers: LayerSpec | Sequence[LayerSpec] | None,
+        heads: int | Sequence[int] | None,
+        name: str | None,
+    ) -> None:
         if every < 1:
             raise HeadmapError(f"every must be at least 1 step, not {every}")
         corpus_from_texts(probes)  # fail now, not at the first step
-        self.tokenizer, self.probes, self.path, self.every = tokenizer, list(probes), check_monitor_path(path), every
+        self.tokenizer, self.probes, self.path, self.every = (
+            tokenizer,
+            list(probes),
+            check_monitor_path(path),
+            every,
+        )
         self.layers, self.heads, self.name = layers, heads, name
         self.last: int | None = None
 
     def record(self, model: torch.nn.Module | None, step: int) -> None:
         if model is None or step == self.last:
             return
-        record_heads(model, self.probes, step, self.path, tokenizer=self.tokenizer, name=self.name,
-                     layers=self.layers, heads=self.heads)
+        record_heads(
+            model,
+            self.probes,
+            step,
+            self.path,
+            tokenizer=self.tokenizer,
+            name=self.name,
+            layers=self.layers,
+            heads=self.heads,
+        )
         self.last = step
 
 
@@ -151,9 +203,16 @@ def _callback_class() -> type:
         """A Trainer callback recording per-head statistics on ``probes`` at step 0, every ``every``
         steps and at the end of training, into ``path`` (``.csv`` or ``.parquet``)."""
 
-        def __init__(self, tokenizer: object, probes: Sequence[str], path: str | Path, every: int = 50,
-                     layers: LayerSpec | Sequence[LayerSpec] | None = None, heads: int | Sequence[int] | None = None,
-                     name: str | None = None) -> None:
+        def __init__(
+            self,
+            tokenizer: object,
+            probes: Sequence[str],
+            path: str | Path,
+            every: int = 50,
+            layers: LayerSpec | Sequence[LayerSpec] | None = None,
+            heads: int | Sequence[int] | None = None,
+            name: str | None = None,
+        ) -> None:
             self.recorder = _Recorder(tokenizer, probes, path, every, layers, heads, name)
 
         def on_train_begin(self, args, state, control, model=None, **kwargs):  # type: ignore[no-untyped-def]

@@ -5,15 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+# After headmap.render.static, which picks a headless backend before pyplot loads.
+import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np
 
 from headmap.analysis.monitor import KEY_COLUMNS, read_monitor
 from headmap.analysis.report_plots import STAT_LABELS
 from headmap.errors import HeadmapError
 from headmap.render.static import DEPTH_NOTE, new_figure
-
-# After headmap.render.static, which picks a headless backend before pyplot loads.
-import matplotlib.pyplot as plt  # noqa: E402
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -37,7 +36,9 @@ def plot_monitor(data: pd.DataFrame | str | Path, stat: str = "entropy", title: 
     steps = np.sort(frame["step"].unique())
     cmap = plt.get_cmap("viridis")
     color = {name: cmap(0.9 * i / max(1, len(layers) - 1)) for i, name in enumerate(layers)}
-    fig = new_figure(11.0, 4.6, [f"{len(steps)} recorded steps; probe-text statistics in eval mode", DEPTH_NOTE])
+    fig = new_figure(
+        11.0, 4.6, [f"{len(steps)} recorded steps; probe-text statistics in eval mode", DEPTH_NOTE]
+    )
     left, right = fig.subplots(1, 2, sharey=True)
     for (layer, head), rows in frame.groupby(["layer", "head"], sort=False):
         rows = rows.sort_values("step")
@@ -45,8 +46,14 @@ def plot_monitor(data: pd.DataFrame | str | Path, stat: str = "entropy", title: 
     means = frame.groupby(["layer", "step"])[stat].mean()
     for layer in layers:
         series = means.loc[layer]
-        right.plot(series.index, series.values, color=color[layer], lw=1.8, marker="." if len(steps) < 40 else None,
-                   label=layer)
+        right.plot(
+            series.index,
+            series.values,
+            color=color[layer],
+            lw=1.8,
+            marker="." if len(steps) < 40 else None,
+            label=layer,
+        )
     for ax, what in ((left, "every head"), (right, "mean over each layer's heads")):
         ax.set_xlabel("training step")
         ax.set_title(what, fontsize=9)
@@ -58,12 +65,19 @@ def plot_monitor(data: pd.DataFrame | str | Path, stat: str = "entropy", title: 
         from matplotlib.cm import ScalarMappable
         from matplotlib.colors import Normalize
 
-        bar = fig.colorbar(ScalarMappable(Normalize(0, (len(layers) - 1) / 0.9), cmap), ax=right, fraction=0.05)
+        bar = fig.colorbar(
+            ScalarMappable(Normalize(0, (len(layers) - 1) / 0.9), cmap), ax=right, fraction=0.05
+        )
         ticks = list(range(0, len(layers), max(1, len(layers) // 6)))
         bar.set_ticks(ticks, labels=[layers[i] for i in ticks])
         bar.set_label("layer")
-    fig.suptitle(title or f"{STAT_LABELS.get(stat, stat)} during training", fontsize=10, x=0.02, ha="left",
-                 parse_math=False)
+    fig.suptitle(
+        title or f"{STAT_LABELS.get(stat, stat)} during training",
+        fontsize=10,
+        x=0.02,
+        ha="left",
+        parse_math=False,
+    )
     return fig
 
 

@@ -51,13 +51,27 @@ class ReportSpec:
         return [f"{layer}/head.{head}" for layer in self.layers for head in self.heads]
 
     def to_json(self) -> str:
-        return json.dumps({"model": self.model, "layers": list(self.layers), "heads": list(self.heads),
-                           "stats": list(self.stats), "diversity": self.diversity}, sort_keys=True)
+        return json.dumps(
+            {
+                "model": self.model,
+                "layers": list(self.layers),
+                "heads": list(self.heads),
+                "stats": list(self.stats),
+                "diversity": self.diversity,
+            },
+            sort_keys=True,
+        )
 
     @classmethod
     def from_json(cls, text: str) -> ReportSpec:
         data = json.loads(text)
-        return cls(data["model"], tuple(data["layers"]), tuple(data["heads"]), tuple(data["stats"]), data["diversity"])
+        return cls(
+            data["model"],
+            tuple(data["layers"]),
+            tuple(data["heads"]),
+            tuple(data["stats"]),
+            data["diversity"],
+        )
 
 
 @dataclass(frozen=True)
@@ -93,9 +107,15 @@ class Partial:
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], digests: Sequence[str]) -> Partial:
-        return cls(indices=arrays["indices"], digests=tuple(digests), n_tokens=arrays["n_tokens"],
-                   sums=arrays.get("sums"), counts=arrays.get("counts"), js=arrays.get("js"),
-                   importance=arrays.get("importance"))
+        return cls(
+            indices=arrays["indices"],
+            digests=tuple(digests),
+            n_tokens=arrays["n_tokens"],
+            sums=arrays.get("sums"),
+            counts=arrays.get("counts"),
+            js=arrays.get("js"),
+            importance=arrays.get("importance"),
+        )
 
 
 def pack_upper(matrix: np.ndarray) -> np.ndarray:
@@ -185,10 +205,15 @@ def combine(partials: Iterable[Partial], spec: ReportSpec) -> Combined:
         importance, imp_texts = grads.mean(0), len(imp_indices)
     n_tokens = int(np.concatenate([p.n_tokens for p in stats_parts]).sum())
     return Combined(
-        spec=spec, indices=indices, n_tokens=n_tokens, n_rows=total_counts[spec.stats.index("entropy")],
+        spec=spec,
+        indices=indices,
+        n_tokens=n_tokens,
+        n_rows=total_counts[spec.stats.index("entropy")],
         mean={name: means[i] for i, name in enumerate(spec.stats)},
         std={name: std[i] for i, name in enumerate(spec.stats)},
-        distances=distances, importance=importance, importance_texts=imp_texts,
+        distances=distances,
+        importance=importance,
+        importance_texts=imp_texts,
     )
 
 

@@ -33,7 +33,12 @@ FAULT_ONCE = "HEADMAP_RAY_FAULT_ONCE"
 
 def _job_record(index: int, job: Job) -> dict[str, object]:
     texts = [{"index": t.index, "text": t.text, "origin": t.origin} for t in job.texts]
-    return {"job": index, "kind": job.kind, "texts": json.dumps(texts), "tokens": json.dumps(list(job.tokens))}
+    return {
+        "job": index,
+        "kind": job.kind,
+        "texts": json.dumps(texts),
+        "tokens": json.dumps(list(job.tokens)),
+    }
 
 
 def _job_from(kind: str, texts: str, tokens: str) -> Job:
@@ -44,8 +49,15 @@ def _job_from(kind: str, texts: str, tokens: str) -> Job:
 class PartialWorker:
     """A Ray Data actor: loads the model once, then turns batches of job records into partials."""
 
-    def __init__(self, source: str, spec: str, budget_bytes: int, loss: str | None, threads: int,
-                 trust_remote_code: bool) -> None:
+    def __init__(
+        self,
+        source: str,
+        spec: str,
+        budget_bytes: int,
+        loss: str | None,
+        threads: int,
+        trust_remote_code: bool,
+    ) -> None:
         import torch
 
         torch.set_num_threads(max(1, threads))
@@ -62,8 +74,11 @@ class PartialWorker:
             partial = run_job(self.loaded, _job_from(str(kind), str(texts), str(tokens)), self.work)
             payloads.append(save(partial.arrays()))
             digests.append(json.dumps(list(partial.digests)))
-        return {"job": np.asarray(batch["job"]), "payload": np.array(payloads, dtype=object),
-                "digests": np.array(digests, dtype=object)}
+        return {
+            "job": np.asarray(batch["job"]),
+            "payload": np.array(payloads, dtype=object),
+            "digests": np.array(digests, dtype=object),
+        }
 
 
 def _maybe_fail() -> None:
@@ -105,7 +120,9 @@ class RayEngine:
         if self.workers < 1:
             raise HeadmapError(f"--workers must be at least 1, not {self.workers}")
         if work.loss is not None and work.loss.name not in ("causal", "mlm"):
-            raise HeadmapError("the Ray engine ships losses by name: use the causal or mlm loss, or the local engine")
+            raise HeadmapError(
+                "the Ray engine ships losses by name: use the causal or mlm loss, or the local engine"
+            )
         source = _model_source(loaded)
         started = self._connect(ray)
         try:
@@ -118,17 +135,24 @@ class RayEngine:
         """Start or join Ray; True when this call started it (and so stops it afterwards)."""
         if ray.is_initialized():
             return False
-        options: dict[str, object] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False,
-                                      "runtime_env": self.runtime_env or None}
+        options: dict[str, object] = {
+            "include_dashboard": False,
+            "log_to_driver": False,
+            "configure_logging": False,
+            "runtime_env": self.runtime_env or None,
+        }
         if self.address:
             options["address"] = self.address
         else:
-            options.update(num_cpus=max(1, int(self.workers * self.cpus_per_worker)),
-                           object_store_memory=256 * 2**20)
+            options.update(
+                num_cpus=max(1, int(self.workers * self.cpus_per_worker)), object_store_memory=256 * 2**20
+            )
         try:
             ray.init(**options)
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise HeadmapError(f"cannot start or reach Ray ({exc}); check --address, or drop it to run Ray here") from exc
+            raise HeadmapError(
+                f"cannot start or reach Ray ({exc}); check --address, or drop it to run Ray here"
+            ) from exc
         return True
 
     def _run(self, ray, source: str, jobs: Sequence[Job], work: Work) -> Iterator[Partial]:  # type: ignore[no-untyped-def]
@@ -140,9 +164,14 @@ class RayEngine:
         records = ray.data.from_items([_job_record(i, job) for i, job in enumerate(jobs)])
         results = records.map_batches(
             PartialWorker,
-            fn_constructor_args=(source, work.spec.to_json(), work.budget_bytes,
-                                 work.loss.name if work.loss else None, max(1, int(self.cpus_per_worker)),
-                                 self.trust_remote_code),
+            fn_constructor_args=(
+                source,
+                work.spec.to_json(),
+                work.budget_bytes,
+                work.loss.name if work.loss else None,
+                max(1, int(self.cpus_per_worker)),
+                self.trust_remote_code,
+            ),
             batch_size=1,
             compute=ray.data.ActorPoolStrategy(size=self.workers),
             num_cpus=self.cpus_per_worker,
@@ -157,8 +186,10 @@ class RayEngine:
             yield Partial.from_arrays(load_arrays(bytes(row["payload"])), json.loads(row["digests"]))
         missing = set(range(len(jobs))) - seen
         if missing:
-            raise HeadmapError(f"Ray returned no result for {len(missing)} of {len(jobs)} groups of texts: run again "
-                               "(finished texts are kept)")
+            raise HeadmapError(
+                f"Ray returned no result for {len(missing)} of {len(jobs)} groups of texts: run again "
+                "(finished texts are kept)"
+            )
 
 
 def _import_ray():  # type: ignore[no-untyped-def]

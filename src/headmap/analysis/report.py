@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from headmap.analysis.compute import DEFAULT_BUDGET_BYTES, check_diversity, plan_groups, token_counts
-from headmap.analysis.engines import IMPORTANCE_JOB, STATS_JOB, Engine, Job, LocalEngine, Work
 from headmap.analysis.corpus import CorpusText, as_corpus
 from headmap.analysis.diversity import linkage, mds_embedding, near_duplicates
+from headmap.analysis.engines import IMPORTANCE_JOB, STATS_JOB, Engine, Job, LocalEngine, Work
 from headmap.analysis.losses import Loss, LossFn, resolve_loss
 from headmap.analysis.partials import Combined, Partial, ReportSpec, combine
 from headmap.analysis.roles import THRESHOLDS, assign_roles, describe_thresholds
@@ -74,8 +74,12 @@ class HeadReport:
         records = []
         for li, layer in enumerate(spec.layers):
             for hi, head in enumerate(spec.heads):
-                record: dict[str, object] = {"layer": layer, "head": head, "n_texts": c.n_texts,
-                                             "n_rows": int(c.n_rows[li])}
+                record: dict[str, object] = {
+                    "layer": layer,
+                    "head": head,
+                    "n_texts": c.n_texts,
+                    "n_rows": int(c.n_rows[li]),
+                }
                 record.update({name: float(c.mean[name][li, hi]) for name in spec.stats})
                 record.update({f"{name}_std": float(c.std[name][li, hi]) for name in spec.stats})
                 if c.importance is not None:
@@ -114,8 +118,14 @@ class HeadReport:
 
         if name not in self.spec.stats:
             raise HeadmapError(f"unknown statistic {name!r}: choose from {', '.join(self.spec.stats)}")
-        return plot_layer_head(self.combined.mean[name], self.spec.layers, self.spec.heads, self.model,
-                               f"{STAT_LABELS.get(name, name)} · mean over all query rows of {self._corpus()}", cmap)
+        return plot_layer_head(
+            self.combined.mean[name],
+            self.spec.layers,
+            self.spec.heads,
+            self.model,
+            f"{STAT_LABELS.get(name, name)} · mean over all query rows of {self._corpus()}",
+            cmap,
+        )
 
     def plot_profile(self) -> Figure:
         from headmap.analysis.report_plots import plot_profile
@@ -125,8 +135,14 @@ class HeadReport:
     def plot_roles(self) -> Figure:
         from headmap.analysis.report_plots import plot_roles
 
-        return plot_roles(self.roles, self.spec.layers, self.spec.heads, self.model, self._corpus(),
-                          ["thresholds: " + "; ".join(line.split(" (")[0] for line in describe_thresholds())])
+        return plot_roles(
+            self.roles,
+            self.spec.layers,
+            self.spec.heads,
+            self.model,
+            self._corpus(),
+            ["thresholds: " + "; ".join(line.split(" (")[0] for line in describe_thresholds())],
+        )
 
     def _layer_of(self) -> list[int]:
         return [li for li in range(len(self.spec.layers)) for _ in self.spec.heads]
@@ -135,8 +151,14 @@ class HeadReport:
         from headmap.analysis.report_plots import plot_dendrogram
 
         d = self._need_distances()
-        return plot_dendrogram(linkage(d), self.spec.head_labels(), self._layer_of(), self.spec.layers, self.model,
-                               self._corpus())
+        return plot_dendrogram(
+            linkage(d),
+            self.spec.head_labels(),
+            self._layer_of(),
+            self.spec.layers,
+            self.model,
+            self._corpus(),
+        )
 
     def plot_mds(self, pairs: int = 5) -> Figure:
         from headmap.analysis.report_plots import plot_mds
@@ -144,18 +166,28 @@ class HeadReport:
         d = self._need_distances()
         labels = self.spec.head_labels()
         close = [(labels.index(a), labels.index(b)) for a, b, _ in near_duplicates(d, labels, pairs)]
-        return plot_mds(mds_embedding(d), labels, self._layer_of(), self.spec.layers, self.model, self._corpus(), close)
+        return plot_mds(
+            mds_embedding(d), labels, self._layer_of(), self.spec.layers, self.model, self._corpus(), close
+        )
 
     def plot_importance(self, normalized: bool = True) -> Figure:
         from headmap.analysis.report_plots import plot_layer_head
 
         c = self.combined
         if c.importance is None:
-            raise HeadmapError("this report has no importance: compute it with importance=True (--importance)")
+            raise HeadmapError(
+                "this report has no importance: compute it with importance=True (--importance)"
+            )
         values = c.importance_norm if normalized else c.importance
         what = "importance, l2-normalized per layer" if normalized else "importance |d loss / d gate|"
-        return plot_layer_head(values, self.spec.layers, self.spec.heads, self.model,  # type: ignore[arg-type]
-                               f"{what} · {self.loss} · mean over {c.importance_texts} texts", cmap="magma")
+        return plot_layer_head(
+            values,
+            self.spec.layers,
+            self.spec.heads,
+            self.model,  # type: ignore[arg-type]
+            f"{what} · {self.loss} · mean over {c.importance_texts} texts",
+            cmap="magma",
+        )
 
     def _need_distances(self) -> np.ndarray:
         if self.combined.distances is None:
@@ -194,7 +226,9 @@ class HeadReport:
         """Write the self-contained report page to ``path`` (``.html``)."""
         path = Path(path)
         if path.suffix.lower() != ".html":
-            raise HeadmapError(f"a report renders to .html, not {path.suffix or '(none)'!r}; save(folder) writes every file")
+            raise HeadmapError(
+                f"a report renders to .html, not {path.suffix or '(none)'!r}; save(folder) writes every file"
+            )
         if not path.parent.is_dir():
             raise HeadmapError(f"cannot write {path}: the folder {path.parent} does not exist")
         path.write_text(self.to_html(), encoding="utf-8")
@@ -206,30 +240,44 @@ class HeadReport:
         import matplotlib.pyplot as plt
 
         if picture.startswith("stat_"):
-            self.plot_stat(picture[len("stat_"):])
+            self.plot_stat(picture[len("stat_") :])
         elif picture in ("profile", "roles", "dendrogram", "mds", "importance"):
             getattr(self, f"plot_{picture}")()
         else:
-            raise HeadmapError(f"unknown picture {picture!r}: profile, roles, dendrogram, mds, importance or stat_<name>")
+            raise HeadmapError(
+                f"unknown picture {picture!r}: profile, roles, dendrogram, mds, importance or stat_<name>"
+            )
         plt.show()
 
     def _repr_html_(self) -> str:
         import html
 
         head = self.table.head(20).to_html(index=False, float_format=lambda v: f"{v:.3f}")
-        return (f"<p>{html.escape(self.model)}: {self.spec.n_heads} heads over {html.escape(self._corpus())} "
-                f"(first 20 rows)</p>{head}<p><em>{html.escape(CAUSATION_WARNING)}</em></p>")
+        return (
+            f"<p>{html.escape(self.model)}: {self.spec.n_heads} heads over {html.escape(self._corpus())} "
+            f"(first 20 rows)</p>{head}<p><em>{html.escape(CAUSATION_WARNING)}</em></p>"
+        )
 
     def __repr__(self) -> str:
         return f"HeadReport(model={self.model!r}, heads={self.spec.n_heads}, texts={self.n_texts})"
 
 
-def head_report(model: LoadedModel | str, texts: Sequence[str] | str | Path, *,
-                layers: LayerSpec | Sequence[LayerSpec] | None = None, heads: int | Sequence[int] | None = None,
-                max_texts: int | None = None, batch_size: int = 8, diversity: bool = True, importance: bool = False,
-                loss: str | LossFn | Loss | None = None, out: str | Path | None = None,
-                budget_bytes: int = DEFAULT_BUDGET_BYTES, engine: Engine | None = None,
-                progress: bool = False) -> HeadReport:
+def head_report(
+    model: LoadedModel | str,
+    texts: Sequence[str] | str | Path,
+    *,
+    layers: LayerSpec | Sequence[LayerSpec] | None = None,
+    heads: int | Sequence[int] | None = None,
+    max_texts: int | None = None,
+    batch_size: int = 8,
+    diversity: bool = True,
+    importance: bool = False,
+    loss: str | LossFn | Loss | None = None,
+    out: str | Path | None = None,
+    budget_bytes: int = DEFAULT_BUDGET_BYTES,
+    engine: Engine | None = None,
+    progress: bool = False,
+) -> HeadReport:
     """Measure every head over ``texts`` (a list of strings, or a ``.txt``/``.jsonl`` file or folder).
 
     Statistics are streamed (no ``N x N`` map is kept beyond ``budget_bytes`` for the distances).
@@ -254,7 +302,9 @@ def head_report(model: LoadedModel | str, texts: Sequence[str] | str | Path, *,
         notes.append(why_not)
     spec = ReportSpec(loaded.name, tuple(k.name for k in keys), picked, diversity=diversity and not why_not)
     store = _store(out, spec, chosen_loss)
-    parts = _parts(loaded, corpus, spec, store, batch_size, budget_bytes, chosen_loss, engine or LocalEngine(), progress)
+    parts = _parts(
+        loaded, corpus, spec, store, batch_size, budget_bytes, chosen_loss, engine or LocalEngine(), progress
+    )
     report = HeadReport(combine(parts, spec), tuple(notes), chosen_loss.name if chosen_loss else None)
     if out is not None:
         report.save(out)
@@ -268,7 +318,9 @@ def _store(out: str | Path | None, spec: ReportSpec, loss: Loss | None) -> Parti
     if folder.exists() and not folder.is_dir():
         raise HeadmapError(f"cannot write the report into {folder}: it is a file, not a folder")
     if not folder.parent.is_dir():
-        raise HeadmapError(f"cannot write the report into {folder}: the folder {folder.parent} does not exist")
+        raise HeadmapError(
+            f"cannot write the report into {folder}: the folder {folder.parent} does not exist"
+        )
     return PartialStore(folder / PARTIALS, spec, loss.name if loss else None)
 
 
@@ -280,8 +332,17 @@ def _bar(progress: bool, total: int, done: int, what: str):  # type: ignore[no-u
     return tqdm(total=total, initial=done, desc=what, unit="text")
 
 
-def _parts(loaded: LoadedModel, corpus: list[CorpusText], spec: ReportSpec, store: PartialStore | None,
-           batch_size: int, budget_bytes: int, loss: Loss | None, engine: Engine, progress: bool) -> list[Partial]:
+def _parts(
+    loaded: LoadedModel,
+    corpus: list[CorpusText],
+    spec: ReportSpec,
+    store: PartialStore | None,
+    batch_size: int,
+    budget_bytes: int,
+    loss: Loss | None,
+    engine: Engine,
+    progress: bool,
+) -> list[Partial]:
     """Every partial of the report: kept ones from ``store``, the rest from ``engine`` (kept as they come)."""
     work = Work(spec, budget_bytes, loss)
     parts: list[Partial] = []
@@ -306,8 +367,14 @@ def _parts(loaded: LoadedModel, corpus: list[CorpusText], spec: ReportSpec, stor
     return parts
 
 
-def _jobs(kind: str, loaded: LoadedModel, todo: list[CorpusText], spec: ReportSpec, batch_size: int,
-          budget_bytes: int) -> list[Job]:
+def _jobs(
+    kind: str,
+    loaded: LoadedModel,
+    todo: list[CorpusText],
+    spec: ReportSpec,
+    batch_size: int,
+    budget_bytes: int,
+) -> list[Job]:
     """Groups of texts per forward: stats jobs bounded by ``batch_size`` and the distance budget."""
     tokens = token_counts(loaded, todo)
     if kind == IMPORTANCE_JOB:

@@ -30,11 +30,13 @@ TITLES = {
     "mds": "Head map (MDS)",
     "importance": "Head importance",
 }
-_STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-          "img{max-width:100%;border:1px solid #ddd}table{border-collapse:collapse;font-size:12px}"
-          "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#f3f3f3}"
-          ".warn{background:#fff4e0;border-left:4px solid #e69500;padding:.6em 1em}"
-          "details{margin:1em 0}summary{cursor:pointer;font-weight:600}")
+_STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+    "img{max-width:100%;border:1px solid #ddd}table{border-collapse:collapse;font-size:12px}"
+    "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#f3f3f3}"
+    ".warn{background:#fff4e0;border-left:4px solid #e69500;padding:.6em 1em}"
+    "details{margin:1em 0}summary{cursor:pointer;font-weight:600}"
+)
 
 
 def figure_png(fig: Figure) -> bytes:
@@ -54,8 +56,10 @@ def _title(stem: str) -> str:
 
 def _image(stem: str, png: bytes) -> str:
     data = base64.b64encode(png).decode("ascii")
-    return (f'<figure><figcaption><b>{html.escape(_title(stem))}</b></figcaption>'
-            f'<img alt="{html.escape(_title(stem))}" src="data:image/png;base64,{data}"></figure>')
+    return (
+        f"<figure><figcaption><b>{html.escape(_title(stem))}</b></figcaption>"
+        f'<img alt="{html.escape(_title(stem))}" src="data:image/png;base64,{data}"></figure>'
+    )
 
 
 def report_page(report: HeadReport, pngs: dict[str, bytes]) -> str:
@@ -73,8 +77,10 @@ def report_page(report: HeadReport, pngs: dict[str, bytes]) -> str:
         "head looks on average over this corpus, not what it computes.</p>",
     ]
     parts += [f"<p>{esc(note)}</p>" for note in report.notes]
-    parts.append("<h2>Role thresholds</h2><p>Fixed for every model; a head takes the first role it passes, in "
-                 "this order.</p><ul>" + "".join(f"<li>{esc(line)}</li>" for line in describe_thresholds()) + "</ul>")
+    parts.append(
+        "<h2>Role thresholds</h2><p>Fixed for every model; a head takes the first role it passes, in "
+        "this order.</p><ul>" + "".join(f"<li>{esc(line)}</li>" for line in describe_thresholds()) + "</ul>"
+    )
     counts = report.table["role"].value_counts()
     parts.append("<p>" + ", ".join(f"{esc(str(role))}: {int(n)}" for role, n in counts.items()) + "</p>")
     overview = [s for s in ("roles", "profile", "importance") if s in pngs]
@@ -82,9 +88,11 @@ def report_page(report: HeadReport, pngs: dict[str, bytes]) -> str:
     parts.append("<h2>Statistics per layer and head</h2>")
     parts += [_image(s, png) for s, png in pngs.items() if s.startswith("stat_")]
     if c.distances is not None:
-        parts.append("<h2>Diversity</h2><p>Distance between two heads: for each text the sum over its query "
-                     "tokens of the Jensen-Shannon divergence (natural log) between the two heads' rows, "
-                     "averaged over texts (Clark et al. 2019). 0 means identical maps.</p>")
+        parts.append(
+            "<h2>Diversity</h2><p>Distance between two heads: for each text the sum over its query "
+            "tokens of the Jensen-Shannon divergence (natural log) between the two heads' rows, "
+            "averaged over texts (Clark et al. 2019). 0 means identical maps.</p>"
+        )
         parts += [_image(s, pngs[s]) for s in ("dendrogram", "mds") if s in pngs]
         parts.append("<h3>Closest pairs of heads</h3>")
         parts.append(report.near_duplicates(10).to_html(index=False, float_format=lambda v: f"{v:.4f}"))
@@ -92,8 +100,10 @@ def report_page(report: HeadReport, pngs: dict[str, bytes]) -> str:
     parts.append(report.table.to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep=""))
     parts.append("</details>")
     if report.loss:
-        parts.append(f"<p>Importance loss: {esc(report.loss)} (Michel et al. 2019: mean over texts of "
-                     "|d loss / d gate| of a gate on each head's output).</p>")
+        parts.append(
+            f"<p>Importance loss: {esc(report.loss)} (Michel et al. 2019: mean over texts of "
+            "|d loss / d gate| of a gate on each head's output).</p>"
+        )
     parts.append(f"<p><em>{esc(CAUSATION_WARNING)}</em></p></body></html>")
     return "\n".join(parts)
 

@@ -21,24 +21,36 @@ class RoleThresholds:
     """Each threshold with where it comes from (``<name>_source``)."""
 
     previous: float = 0.5
-    previous_source: str = ("more than half of the head's attention on the previous token: the positional heads "
-                            "Clark et al. 2019 (sec. 3, relative position) find in BERT")
+    previous_source: str = (
+        "more than half of the head's attention on the previous token: the positional heads "
+        "Clark et al. 2019 (sec. 3, relative position) find in BERT"
+    )
     next: float = 0.5
-    next_source: str = "more than half on the next token: the mirror pattern, same source (Clark et al. 2019, sec. 3)"
+    next_source: str = (
+        "more than half on the next token: the mirror pattern, same source (Clark et al. 2019, sec. 3)"
+    )
     diagonal: float = 0.5
-    diagonal_source: str = ("more than half on the query token itself (Clark et al. 2019 measure attention to the "
-                            "current token; the half is headmap's convention, as for previous/next)")
+    diagonal_source: str = (
+        "more than half on the query token itself (Clark et al. 2019 measure attention to the "
+        "current token; the half is headmap's convention, as for previous/next)"
+    )
     sink: float = 0.3
     sink_source: str = "first-token share above 0.3, the attention-sink criterion of Gu et al. 2025"
     special: float = 0.5
-    special_source: str = ("more than half on special tokens ([CLS], [SEP], BOS): Clark et al. 2019 (sec. 3) report "
-                           "over half of BERT's attention in layers 6-10 on [SEP]")
+    special_source: str = (
+        "more than half on special tokens ([CLS], [SEP], BOS): Clark et al. 2019 (sec. 3) report "
+        "over half of BERT's attention in layers 6-10 on [SEP]"
+    )
     broad: float = 0.78
-    broad_source: str = ("normalized entropy above 0.78: Clark et al. 2019 call heads above 3.8 nats broad at "
-                         "n ~ 128 tokens, and 3.8 / log(128) = 0.78")
+    broad_source: str = (
+        "normalized entropy above 0.78: Clark et al. 2019 call heads above 3.8 nats broad at "
+        "n ~ 128 tokens, and 3.8 / log(128) = 0.78"
+    )
     local: float = 2.0
-    local_source: str = ("mean attention distance of at most 2 tokens: headmap's convention for heads that stay "
-                         "within the +-2 neighbourhood of the positional heads above (no published cut-off)")
+    local_source: str = (
+        "mean attention distance of at most 2 tokens: headmap's convention for heads that stay "
+        "within the +-2 neighbourhood of the positional heads above (no published cut-off)"
+    )
 
 
 THRESHOLDS = RoleThresholds()
@@ -82,7 +94,9 @@ def describe_thresholds(thresholds: RoleThresholds = THRESHOLDS) -> list[str]:
     lines = []
     for role, stat, attr in ROLE_ORDER:
         sign = "<=" if stat == "distance" else ">"
-        lines.append(f"{role}: {stat} {sign} {getattr(thresholds, attr):g} ({getattr(thresholds, attr + '_source')})")
+        lines.append(
+            f"{role}: {stat} {sign} {getattr(thresholds, attr):g} ({getattr(thresholds, attr + '_source')})"
+        )
     lines.append(f"{MIXED}: none of the above")
     return lines
 
@@ -91,4 +105,12 @@ def threshold_values(thresholds: RoleThresholds = THRESHOLDS) -> dict[str, float
     return {f.name: getattr(thresholds, f.name) for f in fields(thresholds) if not f.name.endswith("_source")}
 
 
-__all__ = ["MIXED", "ROLES", "ROLE_ORDER", "THRESHOLDS", "RoleThresholds", "assign_roles", "describe_thresholds"]
+__all__ = [
+    "MIXED",
+    "ROLES",
+    "ROLE_ORDER",
+    "THRESHOLDS",
+    "RoleThresholds",
+    "assign_roles",
+    "describe_thresholds",
+]

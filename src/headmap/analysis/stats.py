@@ -25,14 +25,23 @@ import numpy as np
 import torch
 
 from headmap.capture import CapturePlan
-from headmap.errors import HeadmapError
 from headmap.capture.encoding import Encoded
 from headmap.capture.moments import RowMoments, block_moments, pool_keys
 from headmap.capture.recompute import Block
+from headmap.errors import HeadmapError
 from headmap.result import CAUSATION_WARNING, LayerKey, Stack
 from headmap.tokens import Tokens
 
-STATS = ("entropy", "entropy_norm", "distance", "first_share", "special_share", "confidence", "prev_share", "diag_share")
+STATS = (
+    "entropy",
+    "entropy_norm",
+    "distance",
+    "first_share",
+    "special_share",
+    "confidence",
+    "prev_share",
+    "diag_share",
+)
 
 
 @dataclass(frozen=True)
@@ -90,12 +99,18 @@ class HeadStats:
 
         head = "".join(f"<th>{html.escape(n)}</th>" for n in ("layer", "head", *STATS))
         body = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(str(r[c]) if c in ('layer', 'head') else f'{r[c]:.3f}')}</td>"
-                             for c in ("layer", "head", *STATS)) + "</tr>"
+            "<tr>"
+            + "".join(
+                f"<td>{html.escape(str(r[c]) if c in ('layer', 'head') else f'{r[c]:.3f}')}</td>"
+                for c in ("layer", "head", *STATS)
+            )
+            + "</tr>"
             for r in self.rows()
         )
-        return (f"<p>{html.escape(self.model)}: {len(self.tokens)} tokens</p><table><tr>{head}</tr>{body}</table>"
-                f"<p><em>{html.escape(CAUSATION_WARNING)}</em></p>")
+        return (
+            f"<p>{html.escape(self.model)}: {len(self.tokens)} tokens</p><table><tr>{head}</tr>{body}</table>"
+            f"<p><em>{html.escape(CAUSATION_WARNING)}</em></p>"
+        )
 
 
 @dataclass
@@ -166,7 +181,9 @@ class StatsCollector:
             self._pool(acc, torch.arange(start, start + len(block.rows)) // cells[0], pooled)
         return moments
 
-    def consume_moments(self, item: int, key: LayerKey, plan_index: torch.Tensor, moments: RowMoments) -> None:
+    def consume_moments(
+        self, item: int, key: LayerKey, plan_index: torch.Tensor, moments: RowMoments
+    ) -> None:
         acc = self._accumulator(item, key)
         self._add(acc, key, moments)
         if self.pool and moments.pooled is not None:
@@ -180,11 +197,16 @@ class StatsCollector:
     def _new(self, item: int, key: LayerKey) -> _Accumulator:
         assert self.plan is not None
         cr, ck = self._cells(item, key)
-        shape = (math.ceil(len(self.plan.rows[item][key]) / cr), math.ceil(len(self.plan.key_tokens(item, key)) / ck))
+        shape = (
+            math.ceil(len(self.plan.rows[item][key]) / cr),
+            math.ceil(len(self.plan.key_tokens(item, key)) / ck),
+        )
         heads = len(self.plan.heads_of(key))
         keys, queries = self.plan.key_tokens(item, key), self.plan.query_tokens(item, key)
         return _Accumulator(
-            {n: np.zeros(heads) for n in STATS}, {n: 0.0 for n in STATS}, torch.zeros(shape),
+            {n: np.zeros(heads) for n in STATS},
+            {n: 0.0 for n in STATS},
+            torch.zeros(shape),
             special_keys=torch.tensor([i for i, s in enumerate(keys.special) if s], dtype=torch.long),
             special_queries=torch.tensor(queries.special, dtype=torch.bool),
         )
@@ -204,8 +226,12 @@ class StatsCollector:
         """
         assert self.plan is not None
         accs = [self._acc[(item, key)] for key in self.plan.layers]
-        sums = np.stack([np.stack([self._padded(key, a.sums[name]) for key, a in zip(self.plan.layers, accs)])
-                         for name in STATS]).astype(np.float64)
+        sums = np.stack(
+            [
+                np.stack([self._padded(key, a.sums[name]) for key, a in zip(self.plan.layers, accs)])
+                for name in STATS
+            ]
+        ).astype(np.float64)
         counts = np.array([[a.counts[name] for a in accs] for name in STATS], dtype=np.float64)
         return sums, counts
 
@@ -227,17 +253,30 @@ class StatsCollector:
         for item, tokens in enumerate(plan.sources):
             accs = [self._acc[(item, key)] for key in plan.layers]
             values = {
-                name: np.stack([self._padded(key, a.sums[name] / a.counts[name]) if a.counts[name]
-                                else np.full(len(plan.heads), np.nan) for key, a in zip(plan.layers, accs)]
-                               ).astype(np.float64)
+                name: np.stack(
+                    [
+                        self._padded(key, a.sums[name] / a.counts[name])
+                        if a.counts[name]
+                        else np.full(len(plan.heads), np.nan)
+                        for key, a in zip(plan.layers, accs)
+                    ]
+                ).astype(np.float64)
                 for name in STATS
             }
-            out.append(HeadStats(
-                model=plan.model, tokens=tokens, layers=plan.layers, heads=plan.heads,
-                overview=np.stack([a.overview.numpy() for a in accs]) if self.pool and _same_shape(accs) else np.empty(0),
-                overview_cell=self._cells(item, plan.layers[0]) if self.pool else (0, 0),
-                notes=(*plan.notes, *plan.kernel_notes()), **values,
-            ))
+            out.append(
+                HeadStats(
+                    model=plan.model,
+                    tokens=tokens,
+                    layers=plan.layers,
+                    heads=plan.heads,
+                    overview=np.stack([a.overview.numpy() for a in accs])
+                    if self.pool and _same_shape(accs)
+                    else np.empty(0),
+                    overview_cell=self._cells(item, plan.layers[0]) if self.pool else (0, 0),
+                    notes=(*plan.notes, *plan.kernel_notes()),
+                    **values,
+                )
+            )
         return out
 
 
@@ -251,7 +290,9 @@ def _nan_sum(values: torch.Tensor) -> tuple[np.ndarray, float]:
     return values[:, defined].sum(1).numpy(), float(defined.sum())
 
 
-def _moment_sums(m: RowMoments, key: LayerKey, special_queries: torch.Tensor) -> dict[str, tuple[np.ndarray, float]]:
+def _moment_sums(
+    m: RowMoments, key: LayerKey, special_queries: torch.Tensor
+) -> dict[str, tuple[np.ndarray, float]]:
     """Per-head sums over the rows of ``m``, with the number of rows each statistic averages over."""
     n_rows = len(m.rows)
     entropy = m.entropy
@@ -276,8 +317,14 @@ def _moment_sums(m: RowMoments, key: LayerKey, special_queries: torch.Tensor) ->
     return out
 
 
-def collect_stats(model, text, *, fused: bool = True, overview_size: int | None = None,  # type: ignore[no-untyped-def]
-                  **capture_options) -> HeadStats | list[HeadStats]:
+def collect_stats(
+    model,
+    text,
+    *,
+    fused: bool = True,
+    overview_size: int | None = None,  # type: ignore[no-untyped-def]
+    **capture_options,
+) -> HeadStats | list[HeadStats]:
     """Statistics of every (or the asked) layers and heads of ``text``; see :func:`headmap.capture.capture`
     for the options. Memory stays bounded by one block of rows, whatever the input length.
 
@@ -289,7 +336,9 @@ def collect_stats(model, text, *, fused: bool = True, overview_size: int | None 
     """
     from headmap.capture import stream
 
-    collector = StatsCollector(overview_size=overview_size or 256, pool=overview_size is not None, fused=fused)
+    collector = StatsCollector(
+        overview_size=overview_size or 256, pool=overview_size is not None, fused=fused
+    )
     stream(model, text, collector, **capture_options)
     results = collector.results()
     return results[0] if isinstance(text, (str, Encoded)) else results

@@ -35,7 +35,12 @@ class PartialStore:
             raise HeadmapError(f"cannot keep partial results in {self.folder}: it is a file, not a folder")
 
     def _metadata(self, partial: Partial) -> dict[str, str]:
-        meta = {"format": FORMAT, "kind": partial.kind, "spec": self.spec.to_json(), "digests": json.dumps(partial.digests)}
+        meta = {
+            "format": FORMAT,
+            "kind": partial.kind,
+            "spec": self.spec.to_json(),
+            "digests": json.dumps(partial.digests),
+        }
         if partial.kind == "importance":
             meta["loss"] = self.loss or ""
         return meta
@@ -53,7 +58,9 @@ class PartialStore:
             os.replace(tmp, path)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
-            raise HeadmapError(f"cannot write partial results to {self.folder}: {exc.strerror or exc}") from None
+            raise HeadmapError(
+                f"cannot write partial results to {self.folder}: {exc.strerror or exc}"
+            ) from None
         return path
 
     def load(self, kind: str, corpus: Sequence[CorpusText]) -> list[Partial]:
@@ -75,7 +82,8 @@ class PartialStore:
                 if corpus[index].digest != digest:
                     raise HeadmapError(
                         f"{self.folder} holds results of a different corpus ({corpus[index].origin} changed): "
-                        "delete that folder, or choose another output folder, to start over")
+                        "delete that folder, or choose another output folder, to start over"
+                    )
             seen.update(indices)
             taken.append(partial)
         return taken
@@ -89,13 +97,18 @@ class PartialStore:
                 arrays = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
             digests = json.loads(meta.get("digests", "null"))
         except Exception as exc:  # noqa: BLE001 - any unreadable file is the same fix for the user
-            raise HeadmapError(f"partial result {path} is unreadable ({type(exc).__name__}): delete it and rerun") from None
+            raise HeadmapError(
+                f"partial result {path} is unreadable ({type(exc).__name__}): delete it and rerun"
+            ) from None
         if meta.get("format") != FORMAT or meta.get("kind") != kind or not isinstance(digests, list):
             raise HeadmapError(f"{path} is not a headmap partial result: remove it from {self.folder}")
-        if meta.get("spec") != self.spec.to_json() or (kind == "importance" and meta.get("loss") != (self.loss or "")):
+        if meta.get("spec") != self.spec.to_json() or (
+            kind == "importance" and meta.get("loss") != (self.loss or "")
+        ):
             raise HeadmapError(
                 f"{self.folder} holds results of another model or other settings ({_difference(meta, self)}): "
-                "delete that folder, or choose another output folder, to start over")
+                "delete that folder, or choose another output folder, to start over"
+            )
         if "indices" not in arrays or len(arrays["indices"]) != len(digests) or not len(digests):
             raise HeadmapError(f"partial result {path} is inconsistent: delete it and rerun")
         return Partial.from_arrays(arrays, digests)

@@ -23,9 +23,11 @@ def svg_bar(value: float, limit: float, color: str, width: int = 180) -> str:
     scale = (width / 2 if signed else width) / limit
     length = float(np.clip(value * scale, -zero, width - zero)) if np.isfinite(value) else 0.0
     x = zero + min(0.0, length)
-    return (f"<svg width='{width}' height='12' role='img' aria-label='{value:.4g}'>"
-            f"<rect x='{x:.1f}' y='1' width='{abs(length):.1f}' height='10' fill='{color}'/>"
-            f"<line x1='{zero:.1f}' x2='{zero:.1f}' y1='0' y2='12' stroke='#888' stroke-width='1'/></svg>")
+    return (
+        f"<svg width='{width}' height='12' role='img' aria-label='{value:.4g}'>"
+        f"<rect x='{x:.1f}' y='1' width='{abs(length):.1f}' height='10' fill='{color}'/>"
+        f"<line x1='{zero:.1f}' x2='{zero:.1f}' y1='0' y2='12' stroke='#888' stroke-width='1'/></svg>"
+    )
 
 
 def bar_limit(values: np.ndarray) -> float:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import warnings
 from collections.abc import Mapping
-
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,7 +21,16 @@ if TYPE_CHECKING:
     import pandas as pd
 
 REFERENCE = "occlusion"
-COLUMNS = ("method_a", "method_b", "spearman", "kendall", "spearman_abs", "kendall_abs", "n", "with_occlusion")
+COLUMNS = (
+    "method_a",
+    "method_b",
+    "spearman",
+    "kendall",
+    "spearman_abs",
+    "kendall_abs",
+    "n",
+    "with_occlusion",
+)
 
 
 def rank_agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float, int]:
@@ -65,5 +73,7 @@ def agreement_table(scores: Mapping[str, np.ndarray], include: np.ndarray) -> pd
 def causal_agreement(table: pd.DataFrame) -> pd.DataFrame:
     """Each method's agreement with occlusion (rows of ``table`` that pair a method with it)."""
     picked = table.loc[table["with_occlusion"].astype(bool).to_numpy()]
-    out = picked.assign(method=np.where(picked["method_a"] == REFERENCE, picked["method_b"], picked["method_a"]))
+    out = picked.assign(
+        method=np.where(picked["method_a"] == REFERENCE, picked["method_b"], picked["method_a"])
+    )
     return out[["method", "spearman", "kendall", "spearman_abs", "kendall_abs", "n"]].reset_index(drop=True)

@@ -40,10 +40,18 @@ class Attention:
     def attribute(self, problem: Problem) -> Attribution:
         weights = problem.target.query_weights(problem.n)
         rows = [int(r) for r in np.flatnonzero(weights)]
-        result = capture(problem.loaded, problem.tokens.text, layers=list(self.layers), heads=self.heads, rows=rows)
+        result = capture(
+            problem.loaded, problem.tokens.text, layers=list(self.layers), heads=self.heads, rows=rows
+        )
         assert isinstance(result, AttentionResult)
         if result.source.tokens != problem.tokens.tokens:
             raise HeadmapError("the capture tokenized the text differently from the explanation")
-        return Attribution(self.name, explained_row(result, weights), signed=False,
-                           info={"layers": [k.name for k in result.keys],
-                                 "heads": "all" if self.heads is None else list(result.layers[0].heads)})
+        return Attribution(
+            self.name,
+            explained_row(result, weights),
+            signed=False,
+            info={
+                "layers": [k.name for k in result.keys],
+                "heads": "all" if self.heads is None else list(result.layers[0].heads),
+            },
+        )

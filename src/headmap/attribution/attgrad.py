@@ -67,7 +67,9 @@ class AttentionXGradient:
                 "is no kernel to take the gradient at: use ig or input_x_gradient instead"
             )
         layer_of = {(id(site.module), site.occurrence): key for key, site in sites.items()}
-        calls_seen: dict[int, int] = {}  # per module: its calls so far (a shared module serves several layers)
+        calls_seen: dict[
+            int, int
+        ] = {}  # per module: its calls so far (a shared module serves several layers)
         recorded: dict[LayerKey, tuple[AttentionCall, torch.Tensor]] = {}
 
         def around(call: AttentionCall, proceed: Proceed) -> torch.Tensor:
@@ -95,6 +97,9 @@ class AttentionXGradient:
             call = recorded[key][0]
             if grad is not None:  # a layer the output does not depend on contributes nothing
                 total += weight_times_gradient(call, grad, heads.to(call.key.device))  # type: ignore[union-attr]
-        return Attribution(self.name, total / len(keys), signed=True,
-                           info={"layers": [k.name for k in keys],
-                                 "heads": "all" if self.heads is None else heads.tolist()})
+        return Attribution(
+            self.name,
+            total / len(keys),
+            signed=True,
+            info={"layers": [k.name for k in keys], "heads": "all" if self.heads is None else heads.tolist()},
+        )

@@ -69,10 +69,14 @@ def _causal_lines(ex: Explanation) -> list[str]:
     table = ex.causal_agreement()
     if table.empty:
         return ["how causal is this picture: occlusion did not run, so there is no causal reference"]
-    lines = [f"how causal is this picture (rank agreement with occlusion over {int(table['n'].iloc[0])} {ex.unit}s):"]
+    lines = [
+        f"how causal is this picture (rank agreement with occlusion over {int(table['n'].iloc[0])} {ex.unit}s):"
+    ]
     for row in table.itertuples():
-        lines.append(f"  {row.method:<22} Spearman {row.spearman:+.2f}  Kendall {row.kendall:+.2f}  "
-                     f"Spearman of |scores| {row.spearman_abs:+.2f}")
+        lines.append(
+            f"  {row.method:<22} Spearman {row.spearman:+.2f}  Kendall {row.kendall:+.2f}  "
+            f"Spearman of |scores| {row.spearman_abs:+.2f}"
+        )
     return lines
 
 
@@ -89,18 +93,26 @@ def figure(ex: Explanation, max_label: int = 14) -> Figure:
     cell = 0.55 if n <= ANNOTATE_MAX_UNITS else max(0.12, 10.0 / n)
     width = max(6.0, 1.8 + cell * n)
     title = wrap_lines(headline(ex), width - 0.5, font=9.0)
-    legend = (f"colour: score / max |score| per method over the included {ex.unit}s; red raises the output, "
-              "blue lowers it; grey: left out (special, unseen or not measured)")
+    legend = (
+        f"colour: score / max |score| per method over the included {ex.unit}s; red raises the output, "
+        "blue lowers it; grey: left out (special, unseen or not measured)"
+    )
     text_lines = [*_causal_lines(ex), *wrap_lines([legend], width - 1.0, font=8.5)]
     label_room = max(len(t) for t in labels) * 7.0 * 0.6 / 72 * 0.82 + 0.25
     heat, text_height = 0.42 * len(methods), len(text_lines) * 7.0 * 1.45 / 72 + 0.1
-    fig = new_figure(width, heat + label_room + len(title) * 9 * 1.4 / 72 + text_height + 0.45, ex.caveats()[1:])
+    fig = new_figure(
+        width, heat + label_room + len(title) * 9 * 1.4 / 72 + text_height + 0.45, ex.caveats()[1:]
+    )
     grid = fig.add_gridspec(2, 1, height_ratios=[heat, text_height])
     ax = fig.add_subplot(grid[0])
     cmap = matplotlib.colormaps[CMAP].with_extremes(bad="#d9d9d9")
-    ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=-1, vmax=1, aspect="auto", interpolation="nearest")
+    ax.imshow(
+        np.ma.masked_invalid(values), cmap=cmap, vmin=-1, vmax=1, aspect="auto", interpolation="nearest"
+    )
     ax.set_yticks(range(len(methods)), methods, fontsize=8)
-    ax.set_xticks(range(n), labels, fontsize=7, rotation=55, ha="right", rotation_mode="anchor", parse_math=False)
+    ax.set_xticks(
+        range(n), labels, fontsize=7, rotation=55, ha="right", rotation_mode="anchor", parse_math=False
+    )
     ax.set_xticks(np.arange(-0.5, n, 1), minor=True)
     ax.set_yticks(np.arange(-0.5, len(methods), 1), minor=True)
     ax.grid(which="minor", color="white", linewidth=1.2)
@@ -110,13 +122,31 @@ def figure(ex: Explanation, max_label: int = 14) -> Figure:
             for j, raw in enumerate(ex.scores[method]):
                 shown = values[i, j]
                 color = "white" if np.isfinite(shown) and abs(shown) > 0.6 else "#222222"
-                ax.text(j, i, format_score(raw), ha="center", va="center", fontsize=5.5, color=color, parse_math=False)
+                ax.text(
+                    j,
+                    i,
+                    format_score(raw),
+                    ha="center",
+                    va="center",
+                    fontsize=5.5,
+                    color=color,
+                    parse_math=False,
+                )
     ax.set_title("\n".join(title), fontsize=9, loc="left", parse_math=False)
     text_ax = fig.add_subplot(grid[1])
     text_ax.axis("off")
     # Outside the layout: a wide line would otherwise squeeze the heatmap's column.
-    text_ax.text(0.0, 1.0, "\n".join(text_lines), ha="left", va="top", family="monospace", fontsize=7,
-                 transform=text_ax.transAxes, parse_math=False).set_in_layout(False)
+    text_ax.text(
+        0.0,
+        1.0,
+        "\n".join(text_lines),
+        ha="left",
+        va="top",
+        family="monospace",
+        fontsize=7,
+        transform=text_ax.transAxes,
+        parse_math=False,
+    ).set_in_layout(False)
     return fig
 
 
@@ -126,7 +156,9 @@ def write(ex: Explanation, path: Path, **options: object) -> Path:
 
     suffix = path.suffix.lower()
     if suffix not in EXTENSIONS:
-        raise HeadmapError(f"unknown output extension {suffix or '(none)'!r} for {path}: use one of {', '.join(EXTENSIONS)}")
+        raise HeadmapError(
+            f"unknown output extension {suffix or '(none)'!r} for {path}: use one of {', '.join(EXTENSIONS)}"
+        )
     check_writable(path)
     try:
         if suffix == ".json":

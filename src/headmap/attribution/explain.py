@@ -11,7 +11,7 @@ from headmap.attribution.attgrad import AttentionXGradient
 from headmap.attribution.base import Attribution, Method, Problem, sum_words
 from headmap.attribution.explanation import Explanation
 from headmap.attribution.flow import FLOW_MAX_TOKENS, Flow
-from headmap.attribution.gradients import IntegratedGradients, InputXGradient
+from headmap.attribution.gradients import InputXGradient, IntegratedGradients
 from headmap.attribution.occlusion import Occlusion
 from headmap.attribution.rollout import Rollout
 from headmap.attribution.target import ScoreFunction, encode_text, resolve_target
@@ -31,20 +31,32 @@ def method_names(methods: str | Sequence[str] | None) -> list[str]:
     names = [str(m).strip().lower().replace("-", "_") for m in wanted if str(m).strip()]
     unknown = [m for m in names if m not in METHODS]
     if unknown or not names:
-        raise HeadmapError(f"unknown method(s) {', '.join(unknown) or '(none given)'}: choose from {', '.join(METHODS)}")
+        raise HeadmapError(
+            f"unknown method(s) {', '.join(unknown) or '(none given)'}: choose from {', '.join(METHODS)}"
+        )
     return list(dict.fromkeys(names))
 
 
-def build_methods(names: Sequence[str], *, layers: Sequence[int | str], heads: Sequence[int] | None, n_steps: int,
-                  max_steps: int, internal_batch_size: int, baseline: str | int, batch_size: int) -> list[Method]:
+def build_methods(
+    names: Sequence[str],
+    *,
+    layers: Sequence[int | str],
+    heads: Sequence[int] | None,
+    n_steps: int,
+    max_steps: int,
+    internal_batch_size: int,
+    baseline: str | int,
+    batch_size: int,
+) -> list[Method]:
     heads_t = None if heads is None else tuple(int(h) for h in heads)
     layers_t = tuple(layers)
     table: dict[str, Method] = {
         "attention": Attention(layers=layers_t, heads=heads_t),
         "rollout": Rollout(heads=heads_t),
         "flow": Flow(heads=heads_t),
-        "ig": IntegratedGradients(n_steps=n_steps, max_steps=max_steps, internal_batch_size=internal_batch_size,
-                                  baseline=baseline),
+        "ig": IntegratedGradients(
+            n_steps=n_steps, max_steps=max_steps, internal_batch_size=internal_batch_size, baseline=baseline
+        ),
         "attention_x_gradient": AttentionXGradient(layers=layers_t, heads=heads_t),
         "input_x_gradient": InputXGradient(),
         "occlusion": Occlusion(batch_size=batch_size),
@@ -88,21 +100,36 @@ def explain(
     notes: list[str] = []
     if methods is None and problem.n > FLOW_MAX_TOKENS:
         names = [m for m in METHODS if m != "flow"]
-        notes.append(f"flow skipped: {problem.n} tokens is above its limit of {FLOW_MAX_TOKENS} (rollout shown)")
+        notes.append(
+            f"flow skipped: {problem.n} tokens is above its limit of {FLOW_MAX_TOKENS} (rollout shown)"
+        )
     else:
         names = None if methods is None else methods  # type: ignore[assignment]
     if names is not None and not isinstance(names, str) and names and not isinstance(names[0], str):
         chosen: list[Method] = list(names)  # type: ignore[arg-type]
     else:
-        chosen = build_methods(method_names(names), layers=layers, heads=heads, n_steps=n_steps,  # type: ignore[arg-type]
-                               max_steps=max_steps, internal_batch_size=internal_batch_size, baseline=baseline,
-                               batch_size=batch_size)
+        chosen = build_methods(
+            method_names(names),
+            layers=layers,
+            heads=heads,
+            n_steps=n_steps,  # type: ignore[arg-type]
+            max_steps=max_steps,
+            internal_batch_size=internal_batch_size,
+            baseline=baseline,
+            batch_size=batch_size,
+        )
     results = _run(problem, chosen, progress)
     return assemble(problem, results, notes)
 
 
-def problem_for(model: LoadedModel | str, text: str, target: str | int | ScoreFunction | None = None, *,
-                compare: str | None = None, position: int | None = None) -> Problem:
+def problem_for(
+    model: LoadedModel | str,
+    text: str,
+    target: str | int | ScoreFunction | None = None,
+    *,
+    compare: str | None = None,
+    position: int | None = None,
+) -> Problem:
     """The :class:`Problem` that :func:`explain` solves (see there for the arguments)."""
     loaded = load(model) if isinstance(model, str) else model
     ids, tokens = encode_text(loaded, text)
@@ -123,7 +150,9 @@ def _run(problem: Problem, methods: list[Method], progress: bool) -> list[Attrib
                 bar.set_postfix_str(method.name)
             result = method.attribute(problem)
             if np.shape(result.tokens) != (problem.n,):
-                raise HeadmapError(f"method {method.name} gave {np.shape(result.tokens)} scores for {problem.n} tokens")
+                raise HeadmapError(
+                    f"method {method.name} gave {np.shape(result.tokens)} scores for {problem.n} tokens"
+                )
             results.append(result)
             if bar is not None:
                 bar.update(1)
@@ -139,8 +168,14 @@ def _run(problem: Problem, methods: list[Method], progress: bool) -> list[Attrib
 def assemble(problem: Problem, results: list[Attribution], notes: Sequence[str] = ()) -> Explanation:
     """The :class:`Explanation` of ``problem`` from the methods' results."""
     tokens = {r.method: np.asarray(r.tokens, dtype=np.float64) for r in results}
-    words = {r.method: (np.asarray(r.words, dtype=np.float64) if r.words is not None
-                        else sum_words(r.tokens, problem.groups)) for r in results}
+    words = {
+        r.method: (
+            np.asarray(r.words, dtype=np.float64)
+            if r.words is not None
+            else sum_words(r.tokens, problem.groups)
+        )
+        for r in results
+    }
     return Explanation(
         model=problem.loaded.name,
         tokens=problem.tokens,

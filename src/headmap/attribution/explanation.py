@@ -33,14 +33,14 @@ EXTENSIONS = (".html", ".png", ".svg", ".pdf", ".json")
 METHOD_NOTES = {
     "attention": "attention: where the chosen heads look from the explained position, not why the model decides",
     "rollout": "rollout: attention traced through the layers as if tokens mixed linearly (0.5 A + 0.5 I); "
-               "it ignores the values, the MLPs and the nonlinearities",
+    "it ignores the values, the MLPs and the nonlinearities",
     "flow": "flow: max-flow through the same layered graph as rollout, normalized to sum 1; same assumptions",
     "ig": "ig: Integrated Gradients on the input embeddings; scores sum to F(x) - F(baseline) up to the delta",
     "input_x_gradient": "input_x_gradient: a first-order (local) estimate; it can miss saturated effects",
     "attention_x_gradient": "attention_x_gradient: attention weight times its gradient, summed over heads "
-                            "and query rows of the chosen layer; local, like every gradient",
+    "and query rows of the chosen layer; local, like every gradient",
     "occlusion": "occlusion: the drop of the output when the word is removed (the causal reference); "
-                 "a shortened text may be unnatural to the model, and words can matter only together",
+    "a shortened text may be unnatural to the model, and words can matter only together",
 }
 
 
@@ -91,7 +91,11 @@ class Explanation:
     @property
     def included(self) -> np.ndarray:
         """``[unit]`` True where agreement is measured: not special, and visible to the output."""
-        visible = self.visible if self.unit == "token" else np.array([self.visible[list(g)].any() for g in self.groups])
+        visible = (
+            self.visible
+            if self.unit == "token"
+            else np.array([self.visible[list(g)].any() for g in self.groups])
+        )
         return visible & ~np.array(self.axis.special, dtype=bool)
 
     def to_words(self) -> Explanation:
@@ -133,11 +137,15 @@ class Explanation:
         ig = self.info.get("ig")
         if ig:
             verdict = "converged" if ig.get("converged") else "did NOT converge"
-            lines.append(f"IG {verdict}: delta {float(ig['delta']):+.2e} with {ig['steps']} steps "  # type: ignore[arg-type]
-                         f"(rule: |delta| <= {float(ig['tolerance']):.0%} of |F(x) - F(baseline)|); "  # type: ignore[arg-type]
-                         f"baseline: {ig['baseline']}")
-        lines.append("word scores are the sum over the word's tokens, except occlusion, which removes the whole "
-                     "word; agreement leaves out special tokens and tokens the output cannot see")
+            lines.append(
+                f"IG {verdict}: delta {float(ig['delta']):+.2e} with {ig['steps']} steps "  # type: ignore[arg-type]
+                f"(rule: |delta| <= {float(ig['tolerance']):.0%} of |F(x) - F(baseline)|); "  # type: ignore[arg-type]
+                f"baseline: {ig['baseline']}"
+            )
+        lines.append(
+            "word scores are the sum over the word's tokens, except occlusion, which removes the whole "
+            "word; agreement leaves out special tokens and tokens the output cannot see"
+        )
         return [*lines, *self.notes]
 
     # -- output ------------------------------------------------------------------------------
@@ -152,18 +160,26 @@ class Explanation:
             "target": self.target,
             "output": self.output,
             "baseline_output": baseline,
-            "ig": {k: ig.get(k) for k in ("delta", "steps", "converged", "tolerance", "baseline")} if ig else None,
+            "ig": {k: ig.get(k) for k in ("delta", "steps", "converged", "tolerance", "baseline")}
+            if ig
+            else None,
             "tokens": self.tokens.to_dict(),
             "words": self.words.to_dict(),
             "word_groups": [list(g) for g in self.groups],
             "visible": [bool(v) for v in self.visible],
             "methods": {
-                name: {"signed": self.signed[name], "token_scores": self.token_scores[name].tolist(),
-                       "word_scores": self.word_scores[name].tolist(), "info": self.info.get(name, {})}
+                name: {
+                    "signed": self.signed[name],
+                    "token_scores": self.token_scores[name].tolist(),
+                    "word_scores": self.word_scores[name].tolist(),
+                    "info": self.info.get(name, {}),
+                }
                 for name in self.methods
             },
-            "agreement": {"words": self.to_words().agreement().to_dict("records"),
-                          "tokens": self.to_tokens().agreement().to_dict("records")},
+            "agreement": {
+                "words": self.to_words().agreement().to_dict("records"),
+                "tokens": self.to_tokens().agreement().to_dict("records"),
+            },
             "notes": list(self.notes),
             "caveats": self.caveats(),
         }
@@ -173,17 +189,21 @@ class Explanation:
     def from_dict(cls, data: dict[str, object]) -> Explanation:
         """Inverse of :meth:`to_dict`."""
         if data.get("format") != FORMAT:
-            raise HeadmapError(f"not a headmap explanation (format {data.get('format')!r}, expected {FORMAT!r})")
+            raise HeadmapError(
+                f"not a headmap explanation (format {data.get('format')!r}, expected {FORMAT!r})"
+            )
         methods: dict[str, dict] = data["methods"]  # type: ignore[assignment]
 
         def array(values: list) -> np.ndarray:
             return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
 
         return cls(
-            model=str(data["model"]), tokens=Tokens.from_dict(data["tokens"]),  # type: ignore[arg-type]
+            model=str(data["model"]),
+            tokens=Tokens.from_dict(data["tokens"]),  # type: ignore[arg-type]
             words=Tokens.from_dict(data["words"]),  # type: ignore[arg-type]
             groups=tuple(tuple(int(i) for i in g) for g in data["word_groups"]),  # type: ignore[union-attr]
-            target=dict(data["target"]), output=float(data["output"]),  # type: ignore[arg-type]
+            target=dict(data["target"]),
+            output=float(data["output"]),  # type: ignore[arg-type]
             token_scores={m: array(v["token_scores"]) for m, v in methods.items()},
             word_scores={m: array(v["word_scores"]) for m, v in methods.items()},
             signed={m: bool(v["signed"]) for m, v in methods.items()},
@@ -207,7 +227,9 @@ class Explanation:
         try:
             return cls.from_dict(data)
         except (KeyError, TypeError, ValueError) as exc:
-            raise HeadmapError(f"{path} is a corrupt headmap explanation ({type(exc).__name__}: {exc})") from None
+            raise HeadmapError(
+                f"{path} is a corrupt headmap explanation ({type(exc).__name__}: {exc})"
+            ) from None
 
     def save(self, path: str | Path) -> Path:
         """Write the explanation as JSON (see :meth:`to_dict`)."""
@@ -237,8 +259,10 @@ class Explanation:
         return fragment(self)
 
     def __repr__(self) -> str:
-        return (f"Explanation(model={self.model!r}, {self.unit}s={len(self.axis)}, target={self.target.get('description')!r}, "
-                f"output={self.output:.6g}, methods={list(self.methods)})")
+        return (
+            f"Explanation(model={self.model!r}, {self.unit}s={len(self.axis)}, target={self.target.get('description')!r}, "
+            f"output={self.output:.6g}, methods={list(self.methods)})"
+        )
 
 
 def _json_ready(value: object) -> object:

@@ -52,8 +52,9 @@ def flow_graph(augmented: Sequence[np.ndarray], weights: np.ndarray) -> tuple[nx
     top = len(augmented)
     for layer, aug in enumerate(augmented, start=1):
         rows, keys = np.nonzero(aug > 0)
-        graph.add_edges_from(((layer, int(i)), (layer - 1, int(j)), {"capacity": float(aug[i, j])})
-                             for i, j in zip(rows, keys))
+        graph.add_edges_from(
+            ((layer, int(i)), (layer - 1, int(j)), {"capacity": float(aug[i, j])}) for i, j in zip(rows, keys)
+        )
     picked = np.flatnonzero(weights > 0)
     if len(picked) == 1:
         return graph, (top, int(picked[0]))
@@ -73,7 +74,9 @@ def max_flows(augmented: Sequence[np.ndarray], weights: np.ndarray) -> np.ndarra
     out = np.zeros(n)
     for j in range(n):
         if (0, j) in graph and source in graph:
-            out[j] = preflow_push(graph, source, (0, j), residual=residual, value_only=True).graph["flow_value"]
+            out[j] = preflow_push(graph, source, (0, j), residual=residual, value_only=True).graph[
+                "flow_value"
+            ]
     return out
 
 
@@ -97,5 +100,9 @@ class Flow:
         total = flows.sum()
         scores = flows / total if total > 0 else flows
         heads = "all" if self.heads is None else list(plan.heads)
-        return Attribution(self.name, scores, signed=False,
-                           info={"layers": len(plan.layers), "heads": heads, "unnormalized_total": float(total)})
+        return Attribution(
+            self.name,
+            scores,
+            signed=False,
+            info={"layers": len(plan.layers), "heads": heads, "unnormalized_total": float(total)},
+        )

@@ -32,6 +32,7 @@ TOLERANCE = 0.05
 #: Below this gap (float32 noise of a log-probability) the rule compares to this floor instead.
 ABSOLUTE_FLOOR = 1e-5
 
+
 class EmbeddingLookup(torch.nn.Module):
     """A per-call stand-in for the model's input embedding layer: ``ids -> embeddings``.
 
@@ -79,7 +80,9 @@ def baseline_ids(problem: Problem, token: int) -> list[int]:
 def _lookup(problem: Problem) -> EmbeddingLookup:
     layer = problem.loaded.model.get_input_embeddings()
     if layer is None:
-        raise HeadmapError(f"{problem.loaded.name} exposes no input embedding layer: gradient methods need one")
+        raise HeadmapError(
+            f"{problem.loaded.name} exposes no input embedding layer: gradient methods need one"
+        )
     return EmbeddingLookup(layer)
 
 
@@ -118,8 +121,9 @@ class IntegratedGradients:
         inputs = problem.inputs()
         base = torch.tensor([baseline_ids(problem, token)], dtype=torch.long, device=inputs.ids.device)
         with torch.inference_mode():
-            base_output = float(problem.target.score(problem.loaded.model,
-                                                     ModelInputs(base, inputs.mask, inputs.position))[0])
+            base_output = float(
+                problem.target.score(problem.loaded.model, ModelInputs(base, inputs.mask, inputs.position))[0]
+            )
         output = problem.output()
         gap = output - base_output
         steps = self.n_steps
@@ -128,8 +132,12 @@ class IntegratedGradients:
             method = LayerIntegratedGradients(_forward(problem, lookup), lookup)
             while True:
                 attributions, delta_t = method.attribute(
-                    inputs.ids, baselines=base, additional_forward_args=(inputs.mask, inputs.position),
-                    n_steps=steps, internal_batch_size=self.internal_batch_size, return_convergence_delta=True,
+                    inputs.ids,
+                    baselines=base,
+                    additional_forward_args=(inputs.mask, inputs.position),
+                    n_steps=steps,
+                    internal_batch_size=self.internal_batch_size,
+                    return_convergence_delta=True,
                 )
                 delta = float(delta_t.reshape(-1)[0])
                 ok = converged(delta, gap, self.tolerance)
@@ -137,12 +145,23 @@ class IntegratedGradients:
                     break
                 steps *= 2
         scores = attributions[0].detach().double().sum(-1).cpu().numpy()
-        return Attribution(self.name, scores, signed=True, info={
-            "steps": steps, "delta": delta, "converged": ok, "tolerance": self.tolerance,
-            "baseline": f"every ordinary token replaced by {token_name!r} (id {token}); special tokens kept",
-            "baseline_token_id": token, "baseline_output": base_output, "output": output,
-            "method": "gausslegendre", "internal_batch_size": self.internal_batch_size,
-        })
+        return Attribution(
+            self.name,
+            scores,
+            signed=True,
+            info={
+                "steps": steps,
+                "delta": delta,
+                "converged": ok,
+                "tolerance": self.tolerance,
+                "baseline": f"every ordinary token replaced by {token_name!r} (id {token}); special tokens kept",
+                "baseline_token_id": token,
+                "baseline_output": base_output,
+                "output": output,
+                "method": "gausslegendre",
+                "internal_batch_size": self.internal_batch_size,
+            },
+        )
 
 
 @dataclass(frozen=True)
@@ -158,6 +177,8 @@ class InputXGradient:
         lookup = _lookup(problem)
         with torch.enable_grad():
             method = LayerGradientXActivation(_forward(problem, lookup), lookup)
-            attributions = method.attribute(inputs.ids, additional_forward_args=(inputs.mask, inputs.position))
+            attributions = method.attribute(
+                inputs.ids, additional_forward_args=(inputs.mask, inputs.position)
+            )
         scores = attributions[0].detach().double().sum(-1).cpu().numpy()
         return Attribution(self.name, scores, signed=True)

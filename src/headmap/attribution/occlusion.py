@@ -43,7 +43,9 @@ def without(problem: Problem, removed: Sequence[int]) -> tuple[list[int], int] |
     return (ids, moved) if moved >= 0 else None
 
 
-def occlusion_scores(problem: Problem, units: Sequence[Sequence[int]], output: float, batch_size: int = 16) -> np.ndarray:
+def occlusion_scores(
+    problem: Problem, units: Sequence[Sequence[int]], output: float, batch_size: int = 16
+) -> np.ndarray:
     """``[unit]``: ``output - F(text without the unit)`` for every unit (a group of token indices)."""
     scores = np.full(len(units), np.nan)
     todo: list[tuple[int, list[int], int]] = []
@@ -59,8 +61,11 @@ def occlusion_scores(problem: Problem, units: Sequence[Sequence[int]], output: f
     for first in range(0, len(todo), max(1, batch_size)):
         chunk = todo[first : first + max(1, batch_size)]
         ids, mask, _ = pad_batch([ids for _, ids, _ in chunk], pad, "right")
-        inputs = ModelInputs(ids.to(device), mask.to(device),
-                             torch.tensor([p for _, _, p in chunk], dtype=torch.long, device=device))
+        inputs = ModelInputs(
+            ids.to(device),
+            mask.to(device),
+            torch.tensor([p for _, _, p in chunk], dtype=torch.long, device=device),
+        )
         with torch.inference_mode():
             values = problem.target.score(problem.loaded.model, inputs).double().cpu().numpy()
         for (u, _, _), value in zip(chunk, values):
@@ -79,6 +84,13 @@ class Occlusion:
         output = problem.output()
         tokens = occlusion_scores(problem, [(i,) for i in range(problem.n)], output, self.batch_size)
         words = occlusion_scores(problem, problem.groups, output, self.batch_size)
-        return Attribution(self.name, tokens, signed=True, words=words,
-                           info={"output": output, "removal": "tokens taken out of the input ids; "
-                                 "a word's score removes the whole word"})
+        return Attribution(
+            self.name,
+            tokens,
+            signed=True,
+            words=words,
+            info={
+                "output": output,
+                "removal": "tokens taken out of the input ids; a word's score removes the whole word",
+            },
+        )

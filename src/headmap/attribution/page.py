@@ -38,8 +38,13 @@ _STYLE = """
 def script_json(data: object) -> str:
     """JSON safe inside ``<script>``: ``<``, ``>``, ``&``, U+2028 and U+2029 as ``\\u`` escapes."""
     text = json.dumps(data, allow_nan=False)
-    for raw, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
-                         ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+    for raw, escaped in (
+        ("<", "\\u003c"),
+        (">", "\\u003e"),
+        ("&", "\\u0026"),
+        ("\u2028", "\\u2028"),
+        ("\u2029", "\\u2029"),
+    ):
         text = text.replace(raw, escaped)
     return text
 
@@ -51,7 +56,9 @@ def _row(ex: Explanation, method: str) -> str:
     for unit, value, scaled in zip(ex.axis.tokens, raw, shown):
         background, text = color_of(scaled)
         title = escape(f"{unit}: {format_score(value)}")
-        spans.append(f'<span class="u" style="background:{background};color:{text}" title="{title}">{escape(unit)}</span>')
+        spans.append(
+            f'<span class="u" style="background:{background};color:{text}" title="{title}">{escape(unit)}</span>'
+        )
     return f'<tr><th>{escape(method)}</th><td class="text">{" ".join(spans)}</td></tr>'
 
 
@@ -78,9 +85,12 @@ def _ig_check(ex: Explanation) -> str:
     total = float(np.nansum(ex.token_scores["ig"]))
     baseline = ex.baseline_output
     rows = [
-        ("F(x)", f"{ex.output:.6g}"), ("F(baseline)", f"{baseline:.6g}" if baseline is not None else "n/a"),
-        ("sum of IG scores", f"{total:.6g}"), ("convergence delta", f"{float(ig['delta']):+.3e}"),  # type: ignore[arg-type]
-        ("steps", str(ig["steps"])), ("converged (|delta| <= 5% of |F(x) - F(baseline)|)", "yes" if ig["converged"] else "NO"),
+        ("F(x)", f"{ex.output:.6g}"),
+        ("F(baseline)", f"{baseline:.6g}" if baseline is not None else "n/a"),
+        ("sum of IG scores", f"{total:.6g}"),
+        ("convergence delta", f"{float(ig['delta']):+.3e}"),  # type: ignore[arg-type]
+        ("steps", str(ig["steps"])),
+        ("converged (|delta| <= 5% of |F(x) - F(baseline)|)", "yes" if ig["converged"] else "NO"),
         ("baseline", str(ig["baseline"])),
     ]
     cells = "".join(f"<tr><th>{escape(a)}</th><td>{escape(b)}</td></tr>" for a, b in rows)
@@ -91,25 +101,34 @@ def fragment(ex: Explanation) -> str:
     """The explanation as an HTML fragment (also the notebook display)."""
     title = "".join(f"<p><strong>{escape(line)}</strong></p>" for line in headline(ex))
     rows = "".join(_row(ex, m) for m in ex.methods)
-    legend = (f"<p class='note'>One row per method over the same {escape(ex.unit)}s. Colour: score divided by the "
-              "method's largest |score| (red raises the output, blue lowers it); grey: special tokens, tokens the "
-              "output cannot see, or not measured. Hover a word for its score.</p>")
+    legend = (
+        f"<p class='note'>One row per method over the same {escape(ex.unit)}s. Colour: score divided by the "
+        "method's largest |score| (red raises the output, blue lowers it); grey: special tokens, tokens the "
+        "output cannot see, or not measured. Hover a word for its score.</p>"
+    )
     agreement = ex.agreement()
     causal = ex.causal_agreement()
-    causal_html = (_frame(causal) if not causal.empty
-                   else "<p class='note'>Occlusion did not run: there is no causal reference.</p>")
+    causal_html = (
+        _frame(causal)
+        if not causal.empty
+        else "<p class='note'>Occlusion did not run: there is no causal reference.</p>"
+    )
     caveats = "".join(f"<li>{escape(line)}</li>" for line in ex.caveats())
-    return (f'<div class="hm-ex"><style>{_STYLE}</style>{title}<table>{rows}</table>{legend}'
-            f"<h3>How causal is this picture: rank agreement with occlusion</h3>{causal_html}"
-            f"<h3>Agreement between every pair of methods</h3>{_frame(agreement, 'with_occlusion')}"
-            f"<p class='note'>Spearman and Kendall (tau-b) over {escape(ex.unit)}s, signed scores; *_abs compare "
-            "magnitudes. Highlighted: pairs with occlusion.</p>"
-            f"{_ig_check(ex)}<h3>Caveats</h3><ul>{caveats}</ul></div>")
+    return (
+        f'<div class="hm-ex"><style>{_STYLE}</style>{title}<table>{rows}</table>{legend}'
+        f"<h3>How causal is this picture: rank agreement with occlusion</h3>{causal_html}"
+        f"<h3>Agreement between every pair of methods</h3>{_frame(agreement, 'with_occlusion')}"
+        f"<p class='note'>Spearman and Kendall (tau-b) over {escape(ex.unit)}s, signed scores; *_abs compare "
+        "magnitudes. Highlighted: pairs with occlusion.</p>"
+        f"{_ig_check(ex)}<h3>Caveats</h3><ul>{caveats}</ul></div>"
+    )
 
 
 def page(ex: Explanation) -> str:
     """A full, self-contained HTML document."""
     data = script_json(ex.to_dict())
-    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            f"<title>{escape(f'headmap explain · {ex.model}')}</title>\n</head>\n<body>\n{fragment(ex)}\n"
-            f'<script type="application/json" id="headmap-explanation">{data}</script>\n</body>\n</html>\n')
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{escape(f'headmap explain · {ex.model}')}</title>\n</head>\n<body>\n{fragment(ex)}\n"
+        f'<script type="application/json" id="headmap-explanation">{data}</script>\n</body>\n</html>\n'
+    )

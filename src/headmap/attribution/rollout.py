@@ -69,13 +69,16 @@ class LayerMeans:
             self._open[key] = (buffer, filled)
 
 
-def stream_layer_means(problem: Problem, heads: Sequence[int] | None,
-                       on_layer: Callable[[LayerKey, np.ndarray], None]) -> CapturePlan:
+def stream_layer_means(
+    problem: Problem, heads: Sequence[int] | None, on_layer: Callable[[LayerKey, np.ndarray], None]
+) -> CapturePlan:
     """Stream every layer of the problem's text, all rows, the mean over ``heads`` (None: all)."""
     plan = stream(problem.loaded, problem.tokens.text, LayerMeans(on_layer), heads=heads)
     if set(plan.num_layers) != {Stack.SELF}:
-        raise HeadmapError("rollout and flow follow one stack of self-attention layers: "
-                           "encoder-decoder models are not supported")
+        raise HeadmapError(
+            "rollout and flow follow one stack of self-attention layers: "
+            "encoder-decoder models are not supported"
+        )
     if plan.sources[0].tokens != problem.tokens.tokens:
         raise HeadmapError("the capture tokenized the text differently from the explanation")
     return plan
@@ -101,7 +104,14 @@ class Rollout:
         plan = stream_layer_means(problem, self.heads, on_layer)
         scores = problem.target.query_weights(problem.n) @ joint[0]
         heads = "all" if self.heads is None else list(plan.heads)
-        return Attribution(self.name, scores, signed=False,
-                           info={"layers": len(plan.layers), "heads": heads,
-                                 "definition": "0.5 A + 0.5 I per layer (A: head mean), rows renormalized, "
-                                               "product from the first layer up; the explained row"})
+        return Attribution(
+            self.name,
+            scores,
+            signed=False,
+            info={
+                "layers": len(plan.layers),
+                "heads": heads,
+                "definition": "0.5 A + 0.5 I per layer (A: head mean), rows renormalized, "
+                "product from the first layer up; the explained row",
+            },
+        )

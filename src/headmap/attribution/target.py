@@ -202,7 +202,9 @@ class Cosine(Target):
 
     def score(self, model: torch.nn.Module, inputs: ModelInputs) -> torch.Tensor:
         pooled = mean_pooled(model, inputs).float()
-        return torch.nn.functional.cosine_similarity(pooled, self.compare_vector.to(pooled.device)[None], dim=-1)
+        return torch.nn.functional.cosine_similarity(
+            pooled, self.compare_vector.to(pooled.device)[None], dim=-1
+        )
 
     def to_dict(self) -> dict[str, object]:
         return {**super().to_dict(), "compare": self.compare}
@@ -276,7 +278,9 @@ def _top_token(loaded: LoadedModel, ids: list[int], position: int) -> tuple[int,
     with torch.inference_mode():
         inputs = single(ids, position)
         device = _device(loaded.model)
-        logits = _logits_at(loaded.model, ModelInputs(inputs.ids.to(device), inputs.mask.to(device), inputs.position))
+        logits = _logits_at(
+            loaded.model, ModelInputs(inputs.ids.to(device), inputs.mask.to(device), inputs.position)
+        )
     top = int(logits[0].argmax())
     return top, loaded.tokenizer.decode([top])  # type: ignore[attr-defined]
 
@@ -313,13 +317,17 @@ def resolve_target(
         return Custom(position=where, causal=causal, fn=target, name=getattr(target, "__name__", "custom"))
     if compare is not None:
         if target is not None:
-            raise HeadmapError("give either a target token or a compare text, not both: "
-                               "the target token is for language models, compare for the embedding cosine")
+            raise HeadmapError(
+                "give either a target token or a compare text, not both: "
+                "the target token is for language models, compare for the embedding cosine"
+            )
         compare_ids, _ = encode_text(loaded, compare)
         with torch.inference_mode():
             device = _device(loaded.model)
             batch = torch.tensor([compare_ids], device=device)
-            one = ModelInputs(batch, torch.ones_like(batch), torch.tensor([len(compare_ids) - 1], device=device))
+            one = ModelInputs(
+                batch, torch.ones_like(batch), torch.tensor([len(compare_ids) - 1], device=device)
+            )
             vector = mean_pooled(loaded.model, one)[0].float().cpu()
         return Cosine(position=None, causal=causal, compare=compare, compare_vector=vector)
     if kind == "encoder":
@@ -333,12 +341,16 @@ def resolve_target(
         masks = [i for i, t in enumerate(ids) if t == mask_id]
         mask_text = getattr(loaded.tokenizer, "mask_token", "[MASK]")
         if not masks:
-            raise HeadmapError(f"{loaded.name} is a masked language model: put {mask_text} in the text where "
-                               "the token to explain goes, or pass compare=TEXT")
+            raise HeadmapError(
+                f"{loaded.name} is a masked language model: put {mask_text} in the text where "
+                "the token to explain goes, or pass compare=TEXT"
+            )
         if position is None:
             position = masks[0]
         elif position not in masks:
-            raise HeadmapError(f"token {position} is not a {mask_text}: the {mask_text} tokens are at {masks}")
+            raise HeadmapError(
+                f"token {position} is not a {mask_text}: the {mask_text} tokens are at {masks}"
+            )
     elif position is None:
         position = n - 1
     token_id, token = _top_token(loaded, ids, position) if target is None else _single_token(loaded, target)

@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
-
 import torch
 
 from headmap.capture.moments import RowMoments
@@ -40,7 +39,9 @@ class MomentConsumer(Consumer, Protocol):
     def key_cells(self, item: int, key: LayerKey) -> tuple[int, int] | None:
         """``(keys per cell, cells)`` of the pooled overview wanted for this layer, or None."""
 
-    def consume_moments(self, item: int, key: LayerKey, plan_index: torch.Tensor, moments: RowMoments) -> None:
+    def consume_moments(
+        self, item: int, key: LayerKey, plan_index: torch.Tensor, moments: RowMoments
+    ) -> None:
         """``moments`` of the rows ``plan.rows[item][key][i]`` for ``i`` in ``plan_index``."""
 
 
@@ -59,7 +60,11 @@ class MapStore:
         assert self.plan is not None
         out = self.maps.get((item, key))
         if out is None:
-            shape = (len(self.plan.heads_of(key)), len(self.plan.rows[item][key]), len(self.plan.key_tokens(item, key)))
+            shape = (
+                len(self.plan.heads_of(key)),
+                len(self.plan.rows[item][key]),
+                len(self.plan.key_tokens(item, key)),
+            )
             out = self.maps[(item, key)] = np.zeros(shape, dtype=np.float32)
         out[:, start : start + len(block.rows), : block.width] = block.weights.numpy()
 
@@ -72,7 +77,8 @@ class MapStore:
                 source=plan.sources[item],
                 target=plan.targets[item],
                 layers=tuple(
-                    LayerMap(key, plan.heads_of(key), plan.rows[item][key], self.maps[(item, key)]) for key in plan.layers
+                    LayerMap(key, plan.heads_of(key), plan.rows[item][key], self.maps[(item, key)])
+                    for key in plan.layers
                 ),
                 num_layers=plan.num_layers,
                 num_heads=plan.num_heads,
@@ -80,5 +86,3 @@ class MapStore:
             )
             for item in range(len(plan.sources))
         ]
-
-

@@ -49,7 +49,7 @@ class Path(enum.Enum):
             Path.DISPATCH: "tapped at transformers' attention dispatch; the model kept its own kernel",
             Path.TORCH_SDPA: "tapped at torch's scaled_dot_product_attention; the model kept its own kernel",
             Path.EAGER_WEIGHTS: "taken from the weights the model computes itself (eager-only attention), "
-                                "one layer at a time",
+            "one layer at a time",
         }[self]
 
 
@@ -151,7 +151,9 @@ def _kernel_calls(runner: torch.nn.Module, inputs: dict) -> list[AttentionCall]:
     return calls
 
 
-def _returned_weights(runner: torch.nn.Module, inputs: dict) -> list[tuple[torch.nn.Module, int, torch.Tensor]]:
+def _returned_weights(
+    runner: torch.nn.Module, inputs: dict
+) -> list[tuple[torch.nn.Module, int, torch.Tensor]]:
     """For models that compute weights themselves: ``(module, index in its output, weights)`` per
     layer in depth order, found as the innermost module that returns each of the tensors the model
     hands back under ``output_attentions=True``."""
@@ -160,7 +162,9 @@ def _returned_weights(runner: torch.nn.Module, inputs: dict) -> list[tuple[torch
 
     def record(module: torch.nn.Module, args: object, output: object) -> None:
         if threading.get_ident() == owner and isinstance(output, tuple):
-            seen.extend((module, i, t) for i, t in enumerate(output) if isinstance(t, torch.Tensor) and t.ndim == 4)
+            seen.extend(
+                (module, i, t) for i, t in enumerate(output) if isinstance(t, torch.Tensor) and t.ndim == 4
+            )
 
     handles = [m.register_forward_hook(record) for m in runner.modules() if m is not runner]
     try:
@@ -196,7 +200,9 @@ def _classify(q_len: int, k_len: int, is_enc_dec: bool) -> Stack:
     return Stack.CROSS
 
 
-def _layer_sites(entries: list[tuple[torch.nn.Module, int, int, Path, int | None]], is_enc_dec: bool) -> dict[LayerKey, Site]:
+def _layer_sites(
+    entries: list[tuple[torch.nn.Module, int, int, Path, int | None]], is_enc_dec: bool
+) -> dict[LayerKey, Site]:
     """``(module, q_len, k_len, path, weights_index)`` per call in depth order -> sites by layer."""
     sites: dict[LayerKey, Site] = {}
     counts: dict[Stack, int] = {}
@@ -214,7 +220,9 @@ def _layer_sites(entries: list[tuple[torch.nn.Module, int, int, Path, int | None
 def _discover(model: torch.nn.Module) -> Architecture:
     config = getattr(model, "config", None)
     if config is None:
-        raise HeadmapError(f"{type(model).__name__} is not a Hugging Face transformers model (it has no config)")
+        raise HeadmapError(
+            f"{type(model).__name__} is not a Hugging Face transformers model (it has no config)"
+        )
     is_enc_dec = bool(getattr(config, "is_encoder_decoder", False))
     runner = forward_module(model)
     inputs = _probe_inputs(config, is_enc_dec)
@@ -261,7 +269,9 @@ def _first_layer_state(runner: torch.nn.Module, inputs: dict, site: Site) -> lis
     return [calls[0].query.clone(), calls[0].key.clone()] if calls else []  # type: ignore[union-attr]
 
 
-def _position_offset(runner: torch.nn.Module, config: object, inputs: dict, sites: dict[LayerKey, Site]) -> int | None:
+def _position_offset(
+    runner: torch.nn.Module, config: object, inputs: dict, sites: dict[LayerKey, Site]
+) -> int | None:
     """Where the model starts counting positions when given none, or None if neither guess fits."""
     first = sites[min(sites, key=lambda k: k.sort_key)]
     reference = _first_layer_state(runner, inputs, first)

@@ -68,12 +68,15 @@ def encode_parts(tokenizer: object, parts: Sequence[str | Sequence[int]]) -> Enc
             ids.append(i)
             offsets.append((start, end))
             names.append(_display(text[start:end], str(r), i in special_ids))
-    tokens = Tokens(text=text, tokens=tuple(names), offsets=tuple(offsets),
-                    special=tuple(i in special_ids for i in ids))
+    tokens = Tokens(
+        text=text, tokens=tuple(names), offsets=tuple(offsets), special=tuple(i in special_ids for i in ids)
+    )
     return Encoded(tuple(ids), tokens)
 
 
-def encode(tokenizer: object, text: str | Encoded, max_positions: int | None = None) -> tuple[list[int], Tokens]:
+def encode(
+    tokenizer: object, text: str | Encoded, max_positions: int | None = None
+) -> tuple[list[int], Tokens]:
     """Token ids and :class:`Tokens` of ``text``: ``tokenizer(text)`` with special tokens, no chat template.
 
     Display strings come from the text itself through the offsets, so byte-level markers such as
@@ -97,7 +100,9 @@ def encode(tokenizer: object, text: str | Encoded, max_positions: int | None = N
 
 def _check_length(n: int, max_positions: int | None) -> None:
     if max_positions is not None and n > max_positions:
-        raise HeadmapError(f"the text has {n} tokens but this model accepts at most {max_positions}: shorten the text")
+        raise HeadmapError(
+            f"the text has {n} tokens but this model accepts at most {max_positions}: shorten the text"
+        )
 
 
 def pad_batch(

@@ -20,9 +20,18 @@ import torch
 from headmap.capture.consumers import Consumer, MapStore, MomentConsumer
 from headmap.capture.discovery import Architecture, Path, Site, discover, forward_module
 from headmap.capture.encoding import Encoded, encode, pad_batch, pad_token_id
-from headmap.capture.plan import (EXACT, WEIGHTS, CapturePlan, LayerSpec, RowSpec, resolve_heads, resolve_layer_heads,
-                                  resolve_layers, resolve_rows)
 from headmap.capture.fused import FusedRows, fused_attention, route
+from headmap.capture.plan import (
+    EXACT,
+    WEIGHTS,
+    CapturePlan,
+    LayerSpec,
+    RowSpec,
+    resolve_heads,
+    resolve_layer_heads,
+    resolve_layers,
+    resolve_rows,
+)
 from headmap.capture.recompute import attention_block, head_states, rows_per_block, weights_block
 from headmap.capture.tap import AttentionCall, Proceed, module_scope, tap_around, weights_scope
 from headmap.errors import HeadmapError
@@ -64,8 +73,19 @@ def capture(
     (defaults to the input text). The model keeps its own attention implementation.
     """
     store = MapStore()
-    stream(model, text, store, layers=layers, heads=heads, rows=rows, target=target, batch_size=batch_size,
-           padding_side=padding_side, block_bytes=block_bytes, progress=progress)
+    stream(
+        model,
+        text,
+        store,
+        layers=layers,
+        heads=heads,
+        rows=rows,
+        target=target,
+        batch_size=batch_size,
+        padding_side=padding_side,
+        block_bytes=block_bytes,
+        progress=progress,
+    )
     results = store.results()
     return results[0] if isinstance(text, (str, Encoded)) else results
 
@@ -103,8 +123,12 @@ def stream(
         sources=tuple(tokens for _, tokens in encoded),
         targets=tuple(tokens for _, tokens in targets) if targets else (None,) * len(texts),
         rows=tuple(
-            {k: resolve_rows(rows, len((targets[i][1] if k.stack in (Stack.DECODER, Stack.CROSS) else encoded[i][1])))
-             for k in keys}
+            {
+                k: resolve_rows(
+                    rows, len(targets[i][1] if k.stack in (Stack.DECODER, Stack.CROSS) else encoded[i][1])
+                )
+                for k in keys
+            }
             for i in range(len(texts))
         ),
         num_layers=arch.num_layers,
@@ -119,8 +143,13 @@ def stream(
     try:
         for first in range(0, len(texts), step):
             batch = range(first, min(len(texts), first + step))
-            inputs, valid = _batch_inputs(arch, [encoded[i][0] for i in batch],
-                                          [targets[i][0] for i in batch] if targets else None, pad, padding_side)
+            inputs, valid = _batch_inputs(
+                arch,
+                [encoded[i][0] for i in batch],
+                [targets[i][0] for i in batch] if targets else None,
+                pad,
+                padding_side,
+            )
             _run_batch(loaded, arch, plan, consumer, batch, inputs, valid, block_bytes, bar)
     finally:
         if bar is not None:
@@ -137,7 +166,9 @@ def max_tokens(loaded: LoadedModel, arch: Architecture) -> int | None:
 
 def _path_notes(arch: Architecture, keys: Sequence[LayerKey]) -> tuple[str, ...]:
     paths = {arch.sites[k].path for k in keys} - {Path.DISPATCH}
-    return tuple(f"capture path: {path.value} ({path.describe()})" for path in sorted(paths, key=lambda p: p.value))
+    return tuple(
+        f"capture path: {path.value} ({path.describe()})" for path in sorted(paths, key=lambda p: p.value)
+    )
 
 
 def _fused_notes(loaded: LoadedModel, consumer: Consumer) -> tuple[str, ...]:
@@ -147,15 +178,18 @@ def _fused_notes(loaded: LoadedModel, consumer: Consumer) -> tuple[str, ...]:
         return ()
     parameter = next(loaded.model.parameters(), None)
     if parameter is not None and parameter.dtype != torch.float32:
-        return (f"statistics: exact recomputation after the model's kernel (the model runs in {parameter.dtype}; "
-                "the fused kernel reproduces float32 attention only)",)
+        return (
+            f"statistics: exact recomputation after the model's kernel (the model runs in {parameter.dtype}; "
+            "the fused kernel reproduces float32 attention only)",
+        )
     if loaded.model.training:
         return ("statistics: exact recomputation after the model's kernel (the model is in training mode)",)
     return ()
 
 
-def _batch_inputs(arch: Architecture, sources: list[list[int]], targets: list[list[int]] | None, pad: int,
-                  side: str) -> tuple[dict[str, torch.Tensor], dict[str, list[torch.Tensor]]]:
+def _batch_inputs(
+    arch: Architecture, sources: list[list[int]], targets: list[list[int]] | None, pad: int, side: str
+) -> tuple[dict[str, torch.Tensor], dict[str, list[torch.Tensor]]]:
     """Model inputs for one batch, and each text's real (non-padding) positions per side.
 
     A text alone, or a batch of equal lengths, gets exactly ``tokenizer(text)``'s inputs. Padding
@@ -224,10 +258,14 @@ def _run_batch(loaded, arch, plan, consumer, batch, inputs, valid, block_bytes, 
             _emit(call, key, plan, consumer, batch, valid, head_index[key], block_bytes)
             done(key)
             return proceed()
-        out, moments = fused_attention(call, _fused_asks(call, key, plan, consumer, batch, valid), block_bytes, kernel)
+        out, moments = fused_attention(
+            call, _fused_asks(call, key, plan, consumer, batch, valid), block_bytes, kernel
+        )
         for found, item in zip(moments, batch):
             assert found is not None
-            consumer.consume_moments(item, key, torch.arange(len(found.rows)), found.select_heads(head_index[key]))
+            consumer.consume_moments(
+                item, key, torch.arange(len(found.rows)), found.select_heads(head_index[key])
+            )
         done(key)
         return out
 
@@ -247,11 +285,19 @@ def _run_batch(loaded, arch, plan, consumer, batch, inputs, valid, block_bytes, 
             pass
     if remaining:
         missing = ", ".join(k.name for k in sorted(remaining, key=lambda k: k.sort_key))
-        raise HeadmapError(f"the forward pass never reached {missing}: the model skipped these attention modules")
+        raise HeadmapError(
+            f"the forward pass never reached {missing}: the model skipped these attention modules"
+        )
 
 
-def _fused_asks(call: AttentionCall, key: LayerKey, plan: CapturePlan, consumer: MomentConsumer, batch: range,
-                valid: dict[str, list[torch.Tensor]]) -> list[FusedRows]:
+def _fused_asks(
+    call: AttentionCall,
+    key: LayerKey,
+    plan: CapturePlan,
+    consumer: MomentConsumer,
+    batch: range,
+    valid: dict[str, list[torch.Tensor]],
+) -> list[FusedRows]:
     """What each text of the batch asks of this layer, in the fused kernel's terms."""
     q_side = "target" if key.stack in (Stack.DECODER, Stack.CROSS) else "source"
     k_side = "target" if key.stack is Stack.DECODER else "source"
@@ -261,22 +307,32 @@ def _fused_asks(call: AttentionCall, key: LayerKey, plan: CapturePlan, consumer:
         text_rows = torch.tensor(plan.rows[item][key], dtype=torch.long)
         special = [i for i, s in enumerate(plan.key_tokens(item, key).special) if s]
         cells = consumer.key_cells(item, key)
-        asks.append(FusedRows(
-            keys=valid[k_side][b].to(device),
-            rows=valid[q_side][b].to(device)[text_rows.to(device)],
-            plan_index=torch.arange(len(text_rows)),
-            text_rows=text_rows,
-            special=torch.tensor(special, dtype=torch.long, device=device),
-            cross=key.stack is Stack.CROSS,
-            heads=torch.tensor(plan.heads_of(key), dtype=torch.long, device=device),
-            key_cell=cells[0] if cells else None,
-            n_cells=cells[1] if cells else 0,
-        ))
+        asks.append(
+            FusedRows(
+                keys=valid[k_side][b].to(device),
+                rows=valid[q_side][b].to(device)[text_rows.to(device)],
+                plan_index=torch.arange(len(text_rows)),
+                text_rows=text_rows,
+                special=torch.tensor(special, dtype=torch.long, device=device),
+                cross=key.stack is Stack.CROSS,
+                heads=torch.tensor(plan.heads_of(key), dtype=torch.long, device=device),
+                key_cell=cells[0] if cells else None,
+                n_cells=cells[1] if cells else 0,
+            )
+        )
     return asks
 
 
-def _emit(call: AttentionCall, key: LayerKey, plan: CapturePlan, consumer: Consumer, batch: range,
-          valid: dict[str, list[torch.Tensor]], head_index: torch.Tensor, block_bytes: int) -> None:
+def _emit(
+    call: AttentionCall,
+    key: LayerKey,
+    plan: CapturePlan,
+    consumer: Consumer,
+    batch: range,
+    valid: dict[str, list[torch.Tensor]],
+    head_index: torch.Tensor,
+    block_bytes: int,
+) -> None:
     """Recompute (or cut) the asked rows of one layer, block by block, for every text of the batch."""
     q_side = "target" if key.stack in (Stack.DECODER, Stack.CROSS) else "source"
     k_side = "target" if key.stack is Stack.DECODER else "source"
@@ -293,13 +349,20 @@ def _emit(call: AttentionCall, key: LayerKey, plan: CapturePlan, consumer: Consu
             if states is None:
                 block = weights_block(call, b, heads, picked, key_pos, keep_scores=consumer.keeps_scores)
             else:
-                block = attention_block(call, states, b, heads, picked, key_pos, keep_scores=consumer.keeps_scores)
+                block = attention_block(
+                    call, states, b, heads, picked, key_pos, keep_scores=consumer.keeps_scores
+                )
             # The one place blocks leave the device: every consumer works on host tensors.
             consumer.consume(item, key, start, replace(block.to_host(), rows=text_rows[start : start + step]))
 
 
-def _encode_targets(loaded: LoadedModel, arch: Architecture, texts: list[str], target: str | Sequence[str] | None,
-                    limit: int | None) -> list[tuple[list[int], Tokens]]:
+def _encode_targets(
+    loaded: LoadedModel,
+    arch: Architecture,
+    texts: list[str],
+    target: str | Sequence[str] | None,
+    limit: int | None,
+) -> list[tuple[list[int], Tokens]]:
     """Decoder inputs of encoder-decoder models: the decoder start token, then the target's tokens."""
     if not arch.is_encoder_decoder:
         if target is not None:

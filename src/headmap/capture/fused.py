@@ -85,8 +85,9 @@ def route(call: AttentionCall, pooled: bool) -> str | None:
     return TORCH if q.device.type != "cpu" or q.shape[2] >= TORCH_MIN_TOKENS else None
 
 
-def fused_attention(call: AttentionCall, asks: list[FusedRows | None], block_bytes: int, kernel: str | None = None
-                    ) -> tuple[torch.Tensor, list[RowMoments | None]]:
+def fused_attention(
+    call: AttentionCall, asks: list[FusedRows | None], block_bytes: int, kernel: str | None = None
+) -> tuple[torch.Tensor, list[RowMoments | None]]:
     """The layer's attention output ``[batch, query, head, dim]`` and, per batch element, the
     moments of its asked rows (None where nothing is asked). ``kernel`` picks :data:`COMPILED` or
     :data:`TORCH` (default: the compiled one where it can serve)."""
@@ -96,7 +97,11 @@ def fused_attention(call: AttentionCall, asks: list[FusedRows | None], block_byt
     out = torch.empty(batch, n_q, heads, v.shape[-1], dtype=q.dtype, device=q.device)
     moments: list[RowMoments | None] = []
     if kernel is None:
-        kernel = COMPILED if native.eligible(call) and all(a is None or a.key_cell is None for a in asks) else TORCH
+        kernel = (
+            COMPILED
+            if native.eligible(call) and all(a is None or a.key_cell is None for a in asks)
+            else TORCH
+        )
     compiled = native.module() if kernel == COMPILED else None
     for b in range(batch):
         ask = asks[b] if b < len(asks) else None
@@ -108,8 +113,9 @@ def fused_attention(call: AttentionCall, asks: list[FusedRows | None], block_byt
     return out, moments
 
 
-def _element(call: AttentionCall, b: int, ask: FusedRows | None, block_bytes: int
-             ) -> tuple[torch.Tensor, RowMoments | None]:
+def _element(
+    call: AttentionCall, b: int, ask: FusedRows | None, block_bytes: int
+) -> tuple[torch.Tensor, RowMoments | None]:
     q, k, v = call.query, call.key, call.value
     assert q is not None and k is not None and v is not None
     heads, n_q, dim = q.shape[1:]
@@ -121,8 +127,14 @@ def _element(call: AttentionCall, b: int, ask: FusedRows | None, block_bytes: in
     if ask is not None:
         text_pos[ask.keys] = torch.arange(len(ask.keys), dtype=torch.float32, device=device)
     # Z = sum e and sum e * (key position) ride along with the values in the one product E [V | 1 | pos].
-    augmented = torch.cat([v[b].float(), torch.ones(kv_heads, n_k, 1, device=device),
-                           text_pos.expand(kv_heads, n_k)[..., None]], dim=-1)  # [kv, key, v_dim + 2]
+    augmented = torch.cat(
+        [
+            v[b].float(),
+            torch.ones(kv_heads, n_k, 1, device=device),
+            text_pos.expand(kv_heads, n_k)[..., None],
+        ],
+        dim=-1,
+    )  # [kv, key, v_dim + 2]
     grouped = (q[b].float() * call.scaling).view(kv_heads, rep, n_q, dim)
     keys_t = k[b].float().transpose(1, 2)  # [kv, dim, key]
     out = torch.empty(n_q, heads, v_dim, dtype=q.dtype, device=device)
@@ -139,7 +151,9 @@ def _element(call: AttentionCall, b: int, ask: FusedRows | None, block_bytes: in
         keys = torch.arange(lo, hi, device=device)
         size, n = heads * (r1 - r0) * (hi - lo), r1 - r0
         query = grouped[:, :, r0:r1].reshape(kv_heads, rep * n, dim)
-        scores = torch.matmul(query, keys_t[:, :, lo:hi], out=scores_buf[:size].view(kv_heads, rep * n, hi - lo))
+        scores = torch.matmul(
+            query, keys_t[:, :, lo:hi], out=scores_buf[:size].view(kv_heads, rep * n, hi - lo)
+        )
         scores = _finish_scores(call, b, scores.view(heads, n, hi - lo), rows, keys)
         top = scores.amax(-1, keepdim=True)  # [head, row, 1]
         # Unnormalized weights: the row max has weight exactly 1.
@@ -148,7 +162,9 @@ def _element(call: AttentionCall, b: int, ask: FusedRows | None, block_bytes: in
         # distance row - E[pos] would otherwise cancel two numbers as large as the text is long.
         origin = float(text_pos[r0])
         augmented[:, lo:hi, -1] = text_pos[lo:hi] - origin
-        summed = torch.matmul(weights.view(kv_heads, rep * n, hi - lo), augmented[:, lo:hi]).view(heads, n, -1)
+        summed = torch.matmul(weights.view(kv_heads, rep * n, hi - lo), augmented[:, lo:hi]).view(
+            heads, n, -1
+        )
         total = summed[..., -2]  # [head, row]
         out[r0:r1] = (summed[..., :v_dim] / total[..., None]).transpose(0, 1).to(out.dtype)
         if ask is None:
@@ -159,7 +175,9 @@ def _element(call: AttentionCall, b: int, ask: FusedRows | None, block_bytes: in
         # sum_k e_k s_k for the entropy: one pass (measured faster than vecdot, and than the keys as
         # extra value columns, which double the second product).
         weighted = (weights * scores).sum(-1)  # [head, row]
-        block = _BlockSums(weights, top[..., 0], total, weighted, summed[..., -1], origin, rows, keys, text_pos[lo:hi])
+        block = _BlockSums(
+            weights, top[..., 0], total, weighted, summed[..., -1], origin, rows, keys, text_pos[lo:hi]
+        )
         found.append((wanted[r0:r1][picked], _row_moments(call, b, ask, block, picked)))
     return out, (_assemble(ask, found) if ask is not None else None)
 
@@ -197,8 +215,9 @@ def _key_range(call: AttentionCall, r0: int, r1: int, n_k: int) -> tuple[int, in
     return lo, hi
 
 
-def _finish_scores(call: AttentionCall, b: int, scores: torch.Tensor, rows: torch.Tensor,
-                   keys: torch.Tensor) -> torch.Tensor:
+def _finish_scores(
+    call: AttentionCall, b: int, scores: torch.Tensor, rows: torch.Tensor, keys: torch.Tensor
+) -> torch.Tensor:
     """Softcap, position bias and mask, exactly as :func:`headmap.capture.recompute.attention_block`."""
     all_heads = torch.arange(scores.shape[0], device=scores.device)
     if call.softcap is not None:
@@ -223,8 +242,9 @@ def _visible(call: AttentionCall, b: int, rows: torch.Tensor, keys: torch.Tensor
     return visible.sum(-1).amax(0)
 
 
-def _row_moments(call: AttentionCall, b: int, ask: FusedRows, block: _BlockSums, picked: torch.Tensor
-                 ) -> dict[str, torch.Tensor]:
+def _row_moments(
+    call: AttentionCall, b: int, ask: FusedRows, block: _BlockSums, picked: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """Moments of the rows ``picked`` (positions in the block) of one block; nothing block-sized is copied."""
     weights, keys = block.weights, block.keys
     rows = block.rows[picked]
@@ -246,14 +266,18 @@ def _row_moments(call: AttentionCall, b: int, ask: FusedRows, block: _BlockSums,
         last = len(ask.keys) - 1
 
         def at(text_index: torch.Tensor, defined: torch.Tensor) -> torch.Tensor:
-            values = _pick(weights, picked, ask.keys[text_index.clamp(0, last)] - lo, width).double() / total64
+            values = (
+                _pick(weights, picked, ask.keys[text_index.clamp(0, last)] - lo, width).double() / total64
+            )
             return torch.where(defined[None, :], values, torch.full_like(values, float("nan")))
 
         found["p_diag"] = at(text_rows, torch.ones_like(text_rows, dtype=torch.bool))
         found["p_prev"] = at(text_rows - 1, text_rows >= 1)
         found["p_next"] = at(text_rows + 1, text_rows < last)
         if call.mask is None and call.is_causal:
-            found["distance"] = (text_rows.double() - block.origin)[None, :] - block.expected_pos[:, picked].double() / total64
+            found["distance"] = (text_rows.double() - block.origin)[None, :] - block.expected_pos[
+                :, picked
+            ].double() / total64
         else:
             gap = (text_rows[:, None].float() - block.key_text[None, :]).abs_()  # [row, key]
             distance = torch.einsum("hrk,rk->hr", weights[:, picked], gap)
@@ -278,8 +302,9 @@ def _pick(weights: torch.Tensor, picked: torch.Tensor, local: torch.Tensor, widt
     return values
 
 
-def _pooled(weights: torch.Tensor, total: torch.Tensor, ask: FusedRows, keys: torch.Tensor,
-            key_text: torch.Tensor) -> torch.Tensor:
+def _pooled(
+    weights: torch.Tensor, total: torch.Tensor, ask: FusedRows, keys: torch.Tensor, key_text: torch.Tensor
+) -> torch.Tensor:
     """``[row, cell]``: head-mean weights over the text's keys, max-pooled over key cells."""
     mean = (weights[ask.heads] / total[ask.heads, :, None]).mean(0)  # [row, key]
     real = torch.isin(keys, ask.keys)
@@ -297,7 +322,9 @@ def _assemble(ask: FusedRows, parts: list[tuple[torch.Tensor, dict[str, torch.Te
     inverse[order] = torch.arange(len(order))
 
     def joined(name: str, row_axis: int) -> torch.Tensor:
-        return torch.cat([found[name].cpu() for _, found in parts], dim=row_axis).index_select(row_axis, inverse)
+        return torch.cat([found[name].cpu() for _, found in parts], dim=row_axis).index_select(
+            row_axis, inverse
+        )
 
     pooled = joined("pooled", 0) if ask.key_cell is not None else None
     return RowMoments(

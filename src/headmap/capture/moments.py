@@ -27,7 +27,17 @@ from headmap.capture.recompute import Block
 
 _NAN = float("nan")
 #: The ``[head, row]`` fields of :class:`RowMoments`.
-MOMENT_FIELDS = ("log_z", "mean_score", "p_max", "p_first", "p_special", "p_diag", "p_prev", "p_next", "distance")
+MOMENT_FIELDS = (
+    "log_z",
+    "mean_score",
+    "p_max",
+    "p_first",
+    "p_special",
+    "p_diag",
+    "p_prev",
+    "p_next",
+    "distance",
+)
 
 
 @dataclass(frozen=True)
@@ -51,8 +61,7 @@ class RowMoments:
 
     def select_heads(self, index: torch.Tensor) -> RowMoments:
         """The moments of the heads at ``index`` only."""
-        picked = {name: getattr(self, name).index_select(0, index)
-                  for name in MOMENT_FIELDS}
+        picked = {name: getattr(self, name).index_select(0, index) for name in MOMENT_FIELDS}
         return RowMoments(rows=self.rows, visible=self.visible, pooled=self.pooled, **picked)
 
     @property
@@ -104,8 +113,9 @@ def block_moments(block: Block, special_keys: torch.Tensor, cross: bool, n_keys:
         seen = has_next & (rows + 1 < width)
         following[:, seen] = w[:, index[seen], rows[seen] + 1].double()
         fields.update(p_diag=diag, p_prev=prev, p_next=following, distance=distance)
-    return RowMoments(rows=rows, log_z=log_z, mean_score=mean_score, p_max=p_max.double(),
-                      visible=block.visible, **fields)
+    return RowMoments(
+        rows=rows, log_z=log_z, mean_score=mean_score, p_max=p_max.double(), visible=block.visible, **fields
+    )
 
 
 def pool_keys(mean_map: torch.Tensor, key_cell: int, n_cells: int) -> torch.Tensor:

@@ -36,8 +36,15 @@ from headmap.capture.tap import AttentionCall
 MIN_TOKENS = 1024
 SOURCE = Path(__file__).with_name("kernels") / "fused_stats.cpp"
 _FLAGS = {
-    "AVX512": ["-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512", "-mavx512f", "-mavx512bw", "-mavx512vl",
-               "-mavx512dq", "-mfma"],
+    "AVX512": [
+        "-DCPU_CAPABILITY=AVX512",
+        "-DCPU_CAPABILITY_AVX512",
+        "-mavx512f",
+        "-mavx512bw",
+        "-mavx512vl",
+        "-mavx512dq",
+        "-mfma",
+    ],
     "AVX2": ["-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2", "-mavx2", "-mfma"],
 }
 
@@ -78,7 +85,9 @@ def module() -> ModuleType | None:
         try:
             _state["module"] = _build()
         except Exception as exc:  # noqa: BLE001 - no compiler, a failed build: keep the torch kernel
-            _state["error"] = f"the compiled kernel could not be built ({type(exc).__name__}: {str(exc)[:200]})"
+            _state["error"] = (
+                f"the compiled kernel could not be built ({type(exc).__name__}: {str(exc)[:200]})"
+            )
             log.warning("headmap: %s; using the pure-torch kernel", _state["error"])
             return None
         return _state["module"]  # type: ignore[return-value]
@@ -92,7 +101,9 @@ def _folder() -> Path:
     """The build folder of this source, these flags and this torch (so a change rebuilds)."""
     from headmap.models.gguf_cache import cache_root
 
-    key = hashlib.sha256(SOURCE.read_bytes() + " ".join(_flags()).encode() + torch.__version__.encode()).hexdigest()[:12]
+    key = hashlib.sha256(
+        SOURCE.read_bytes() + " ".join(_flags()).encode() + torch.__version__.encode()
+    ).hexdigest()[:12]
     return cache_root() / "kernels" / f"headmap_fused_{key}"
 
 
@@ -120,20 +131,30 @@ def _build() -> ModuleType:
     bin_dir = str(Path(sys.executable).parent)
     if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
-    return load(name=name, sources=[str(SOURCE)], extra_cflags=flags, build_directory=str(folder), verbose=False)
+    return load(
+        name=name, sources=[str(SOURCE)], extra_cflags=flags, build_directory=str(folder), verbose=False
+    )
 
 
 def eligible(call: AttentionCall) -> bool:
     """Whether this layer call can take the compiled kernel (flags-only masks, plain scores, CPU):
     texts of :data:`MIN_TOKENS` and more, which pay for building it, and any text once it is built."""
     q = call.query
-    return (q is not None and q.device.type == "cpu" and (q.shape[2] >= MIN_TOKENS or built()) and call.mask is None
-            and call.softcap is None and call.position_bias is None and q.shape[2] == call.key.shape[2]  # type: ignore[union-attr]
-            and unavailable() is None)
+    return (
+        q is not None
+        and q.device.type == "cpu"
+        and (q.shape[2] >= MIN_TOKENS or built())
+        and call.mask is None
+        and call.softcap is None
+        and call.position_bias is None
+        and q.shape[2] == call.key.shape[2]  # type: ignore[union-attr]
+        and unavailable() is None
+    )
 
 
-def native_element(call: AttentionCall, b: int, ask: FusedRows | None, kernel: ModuleType
-                   ) -> tuple[torch.Tensor, RowMoments | None]:
+def native_element(
+    call: AttentionCall, b: int, ask: FusedRows | None, kernel: ModuleType
+) -> tuple[torch.Tensor, RowMoments | None]:
     """One batch element through the compiled kernel: its output ``[query, head, dim]`` and moments."""
     q, k, v = call.query, call.key, call.value
     assert q is not None and k is not None and v is not None
@@ -149,8 +170,16 @@ def native_element(call: AttentionCall, b: int, ask: FusedRows | None, kernel: M
         track[ask.keys[:-1], 3] = ask.keys[1:]
         special = ask.keys[ask.special].to(torch.long)
     vaug = v[b].float().contiguous()
-    out, sums = kernel.fused_stats((q[b].float() * call.scaling).contiguous(), k[b].float().transpose(1, 2).contiguous(), vaug,
-                                   bool(call.is_causal), int(call.sliding_window or -1), track, special, text_pos)
+    out, sums = kernel.fused_stats(
+        (q[b].float() * call.scaling).contiguous(),
+        k[b].float().transpose(1, 2).contiguous(),
+        vaug,
+        bool(call.is_causal),
+        int(call.sliding_window or -1),
+        track,
+        special,
+        text_pos,
+    )
     return out, (None if ask is None else _moments(call, ask, sums, n_k))
 
 

@@ -22,7 +22,7 @@ KERNEL_NOTES = {
     COMPILED: "statistics: compiled fused kernel (each layer's attention output and statistics in one pass)",
     TORCH: "statistics: fused kernel in torch (each layer's attention output and statistics in one pass)",
     EXACT: "statistics: exact recomputation after the model's own kernel (on a CPU without the compiled "
-           "kernel, faster than fusing on short texts)",
+    "kernel, faster than fusing on short texts)",
     WEIGHTS: "statistics: from the model's own weights (eager-only attention)",
 }
 
@@ -65,9 +65,9 @@ class CapturePlan:
         return self.targets[item] if key.stack is Stack.DECODER else self.sources[item]  # type: ignore[return-value]
 
 
-
-
-def resolve_layers(arch: Architecture, layers: LayerSpec | Sequence[LayerSpec] | None) -> tuple[LayerKey, ...]:
+def resolve_layers(
+    arch: Architecture, layers: LayerSpec | Sequence[LayerSpec] | None
+) -> tuple[LayerKey, ...]:
     """Validated, de-duplicated layer keys in depth order."""
     if layers is None:
         return tuple(sorted(arch.modules, key=lambda k: k.sort_key))
@@ -79,7 +79,9 @@ def resolve_layers(arch: Architecture, layers: LayerSpec | Sequence[LayerSpec] |
             try:
                 spec = int(spec)
             except ValueError:
-                raise HeadmapError(f"{spec!r} is not a layer: give a number or a name like 'layer.3'") from None
+                raise HeadmapError(
+                    f"{spec!r} is not a layer: give a number or a name like 'layer.3'"
+                ) from None
         if isinstance(spec, (int, np.integer)):
             stacks = list(counts)
             keys += [LayerKey(s, check_index(int(spec), counts[s], _layer_word(s))) for s in stacks]
@@ -105,8 +107,9 @@ def resolve_heads(arch: Architecture, heads: int | Sequence[int] | None) -> tupl
     return tuple(dict.fromkeys(check_index(int(h), arch.num_heads, "head") for h in wanted))
 
 
-def resolve_layer_heads(arch: Architecture, keys: Sequence[LayerKey], heads: int | Sequence[int] | None
-                        ) -> dict[LayerKey, tuple[int, ...]]:
+def resolve_layer_heads(
+    arch: Architecture, keys: Sequence[LayerKey], heads: int | Sequence[int] | None
+) -> dict[LayerKey, tuple[int, ...]]:
     """Per layer, the heads to capture where the model's layers have different head counts; else ``{}``.
 
     All heads (``None``) means every head of each layer; heads asked by number must exist in every
@@ -123,8 +126,10 @@ def resolve_layer_heads(arch: Architecture, keys: Sequence[LayerKey], heads: int
             continue
         beyond = [h for h in asked if h >= count]
         if beyond:
-            raise HeadmapError(f"{key.name} has only {count} heads (its layers differ, as in a pruned model): "
-                               f"head {beyond[0]} is not there; ask for heads below {count}, or for all heads")
+            raise HeadmapError(
+                f"{key.name} has only {count} heads (its layers differ, as in a pruned model): "
+                f"head {beyond[0]} is not there; ask for heads below {count}, or for all heads"
+            )
         out[key] = asked
     return out
 
@@ -142,5 +147,3 @@ def resolve_rows(rows: RowSpec, length: int) -> tuple[int, ...]:
     if not wanted:
         raise HeadmapError("no query rows asked for: pass row indices, a slice, or None for all")
     return tuple(dict.fromkeys(check_index(int(r), length, "query row") for r in wanted))
-
-

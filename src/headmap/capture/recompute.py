@@ -46,9 +46,15 @@ class Block:
         """The block with every tensor in host memory (a no-op on CPU): consumers use numpy."""
         if self.weights.device.type == "cpu":
             return self
-        move = (lambda t: None if t is None else t.cpu())
-        return replace(self, weights=self.weights.cpu(), rows=self.rows.cpu(), visible=self.visible.cpu(),
-                       scores_max=self.scores_max.cpu(), scores=move(self.scores))
+        move = lambda t: None if t is None else t.cpu()
+        return replace(
+            self,
+            weights=self.weights.cpu(),
+            rows=self.rows.cpu(),
+            visible=self.visible.cpu(),
+            scores_max=self.scores_max.cpu(),
+            scores=move(self.scores),
+        )
 
 
 @dataclass(frozen=True)
@@ -116,12 +122,24 @@ def attention_block(
         visible = mask.sum(-1).amax(0)
     scores_max = scores.amax(-1)
     weights = torch.softmax(scores, dim=-1)
-    return Block(weights=weights, rows=rows, visible=visible, scores_max=scores_max,
-                 scores=scores if keep_scores else None, causal=implicit and call.is_causal)
+    return Block(
+        weights=weights,
+        rows=rows,
+        visible=visible,
+        scores_max=scores_max,
+        scores=scores if keep_scores else None,
+        causal=implicit and call.is_causal,
+    )
 
 
-def weights_block(call: AttentionCall, batch: int, heads: torch.Tensor, rows: torch.Tensor, keys: torch.Tensor,
-                  keep_scores: bool = False) -> Block:
+def weights_block(
+    call: AttentionCall,
+    batch: int,
+    heads: torch.Tensor,
+    rows: torch.Tensor,
+    keys: torch.Tensor,
+    keep_scores: bool = False,
+) -> Block:
     """A :class:`Block` cut from weights the model computed itself (``call.weights``, eager-weights path).
 
     Padding keys are dropped; the model gave them exactly zero weight. Which keys a row could see
@@ -131,8 +149,13 @@ def weights_block(call: AttentionCall, batch: int, heads: torch.Tensor, rows: to
     weights = call.weights[batch, heads][:, rows][:, :, keys].float()  # type: ignore[index]
     lowest = torch.finfo(torch.float32).min
     scores = weights.log().clamp_(min=lowest) if keep_scores else None
-    return Block(weights=weights, rows=rows, visible=(weights > 0).sum(-1).amax(0),
-                 scores_max=weights.amax(-1).log().clamp_(min=lowest), scores=scores)
+    return Block(
+        weights=weights,
+        rows=rows,
+        visible=(weights > 0).sum(-1).amax(0),
+        scores_max=weights.amax(-1).log().clamp_(min=lowest),
+        scores=scores,
+    )
 
 
 def mask_implicit_(scores: torch.Tensor, call: AttentionCall, rows: torch.Tensor, keys: torch.Tensor) -> None:

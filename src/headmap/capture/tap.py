@@ -98,8 +98,14 @@ def _chain(call: AttentionCall, taps: list[_Tap], base: Proceed) -> torch.Tensor
     return proceed()
 
 
-def _make_call(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-               mask: object, kwargs: dict) -> AttentionCall:
+def _make_call(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: object,
+    kwargs: dict,
+) -> AttentionCall:
     if mask is not None and not isinstance(mask, torch.Tensor):
         raise TypeError(
             f"{type(module).__name__} passed a {type(mask).__name__} mask (flex attention?); headmap needs "
@@ -151,13 +157,31 @@ def _wrap_dispatched(kernel: Callable) -> Callable:
     return tapped
 
 
-def _tapped_sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,  # type: ignore[no-untyped-def]
-                 enable_gqa=False, **kwargs):
+def _tapped_sdpa(
+    query,
+    key,
+    value,
+    attn_mask=None,
+    dropout_p=0.0,
+    is_causal=False,
+    scale=None,  # type: ignore[no-untyped-def]
+    enable_gqa=False,
+    **kwargs,
+):
     state = _state()
 
     def base() -> torch.Tensor:
-        return _original_sdpa(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
-                              scale=scale, enable_gqa=enable_gqa, **kwargs)
+        return _original_sdpa(
+            query,
+            key,
+            value,
+            attn_mask=attn_mask,
+            dropout_p=dropout_p,
+            is_causal=is_causal,
+            scale=scale,
+            enable_gqa=enable_gqa,
+            **kwargs,
+        )
 
     module = state.scopes[-1] if state.scopes else None
     taps = [t for t in state.taps if module is not None and t.wants(module)] if not state.in_dispatch else []
@@ -165,7 +189,10 @@ def _tapped_sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=Fal
         return base()
     call = AttentionCall(
         module=module,  # type: ignore[arg-type]
-        query=query, key=key, value=value, mask=attn_mask,
+        query=query,
+        key=key,
+        value=value,
+        mask=attn_mask,
         scaling=float(scale) if scale is not None else query.shape[-1] ** -0.5,
         is_causal=bool(is_causal) and attn_mask is None and query.shape[2] > 1,
         via="torch-sdpa",
@@ -226,7 +253,9 @@ def tap_around(around: Around, modules: list[torch.nn.Module] | None = None) -> 
 
 
 @contextmanager
-def tap(handler: Callable[[AttentionCall], None], modules: list[torch.nn.Module] | None = None) -> Iterator[None]:
+def tap(
+    handler: Callable[[AttentionCall], None], modules: list[torch.nn.Module] | None = None
+) -> Iterator[None]:
     """Call ``handler`` with every :class:`AttentionCall` of ``modules`` (all if None), then the kernel."""
 
     def observe(call: AttentionCall, proceed: Proceed) -> torch.Tensor:
@@ -253,7 +282,9 @@ _shared: dict[tuple[str, int], tuple[int, list]] = {}
 
 
 @contextmanager
-def _shared_hooks(kind: str, modules: list[torch.nn.Module], register: Callable[[torch.nn.Module], list]) -> Iterator[None]:
+def _shared_hooks(
+    kind: str, modules: list[torch.nn.Module], register: Callable[[torch.nn.Module], list]
+) -> Iterator[None]:
     with _lock:
         for module in modules:
             users, handles = _shared.get((kind, id(module)), (0, []))
@@ -274,8 +305,11 @@ def _shared_hooks(kind: str, modules: list[torch.nn.Module], register: Callable[
 
 def module_scope(modules: list[torch.nn.Module]):  # type: ignore[no-untyped-def]
     """Track, per thread, which of ``modules`` is running, so torch SDPA calls can be attributed."""
-    return _shared_hooks("scope", modules, lambda m: [m.register_forward_pre_hook(_enter),
-                                                      m.register_forward_hook(_leave, always_call=True)])
+    return _shared_hooks(
+        "scope",
+        modules,
+        lambda m: [m.register_forward_pre_hook(_enter), m.register_forward_hook(_leave, always_call=True)],
+    )
 
 
 def _weights_hook(index: int) -> Callable:
@@ -283,13 +317,21 @@ def _weights_hook(index: int) -> Callable:
         taps = [t for t in _state().taps if t.wants(module)]
         if not taps or not isinstance(output, tuple) or not isinstance(output[index], torch.Tensor):
             return None
-        call = AttentionCall(module=module, query=None, key=None, mask=None, scaling=1.0, is_causal=False,
-                             weights=output[index], via="eager-weights")
+        call = AttentionCall(
+            module=module,
+            query=None,
+            key=None,
+            mask=None,
+            scaling=1.0,
+            is_causal=False,
+            weights=output[index],
+            via="eager-weights",
+        )
         for tap_ in taps:
             tap_.around(call, lambda: output[0])
         # The model would otherwise keep every layer's full weights for its own return value, which
         # a capture never reads: dropping them keeps memory at one layer.
-        return (*output[:index], None, *output[index + 1:])
+        return (*output[:index], None, *output[index + 1 :])
 
     return hook
 
@@ -301,5 +343,8 @@ def weights_scope(modules: list[tuple[torch.nn.Module, int]]):  # type: ignore[n
     change the output on this path.
     """
     index_of = {id(m): i for m, i in modules}
-    return _shared_hooks("weights", [m for m, _ in modules],
-                         lambda m: [m.register_forward_hook(_weights_hook(index_of[id(m)]))])
+    return _shared_hooks(
+        "weights",
+        [m for m, _ in modules],
+        lambda m: [m.register_forward_hook(_weights_hook(index_of[id(m)]))],
+    )

@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from headmap.cli.common import add_model_args, check_output, load_model, note_paths, parse_heads, parse_layers, read_text
+from headmap.cli.common import (
+    add_model_args,
+    check_output,
+    load_model,
+    note_paths,
+    parse_heads,
+    parse_layers,
+    read_text,
+)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -23,12 +31,22 @@ def run(args: argparse.Namespace) -> None:
     check_output(args.output, (".safetensors",))
     text = read_text(args.text)
     model = load_model(args)
-    result = capture(model, text, layers=parse_layers(args.layers), heads=parse_heads(args.heads),
-                     target=args.target, progress=True)
+    result = capture(
+        model,
+        text,
+        layers=parse_layers(args.layers),
+        heads=parse_heads(args.heads),
+        target=args.target,
+        progress=True,
+    )
     note_paths(result)
     path = result.save(args.output)
     size = path.stat().st_size / 2**20
     counts = sorted({len(layer.heads) for layer in result.layers})
-    heads = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"  # a pruned model's layers differ
-    print(f"wrote {path}: {len(result.layers)} layers x {heads} heads, "
-          f"{len(result.source)} tokens, {size:.1f} MiB")
+    heads = (
+        str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    )  # a pruned model's layers differ
+    print(
+        f"wrote {path}: {len(result.layers)} layers x {heads} heads, "
+        f"{len(result.source)} tokens, {size:.1f} MiB"
+    )

@@ -31,7 +31,9 @@ def check_output(path: Path, extensions: Sequence[str]) -> Path:
     from headmap.render.files import check_writable
 
     if path.suffix.lower() not in extensions:
-        raise HeadmapError(f"unknown output extension {path.suffix or '(none)'!r} for {path}: use one of {', '.join(extensions)}")
+        raise HeadmapError(
+            f"unknown output extension {path.suffix or '(none)'!r} for {path}: use one of {', '.join(extensions)}"
+        )
     check_writable(path)
     return path
 
@@ -43,7 +45,9 @@ def parse_heads(value: str) -> list[int] | None:
     try:
         return [int(v) for v in value.split(",")]
     except ValueError:
-        raise HeadmapError(f"--head takes a number, a comma-separated list, or 'all', not {value!r}") from None
+        raise HeadmapError(
+            f"--head takes a number, a comma-separated list, or 'all', not {value!r}"
+        ) from None
 
 
 def int_arg(value: str, flag: str) -> int:
@@ -63,20 +67,44 @@ def parse_layers(value: str) -> list[int | str] | None:
 def add_model_args(parser: argparse.ArgumentParser, text: bool = True) -> None:
     if text:
         parser.add_argument("text", help="the input text, a path to a UTF-8 text file, or - for stdin")
-    parser.add_argument("--model", "-m", default=DEFAULT_MODEL,
-                        help=f"bundled name ({', '.join(BUNDLED)}), local model folder, .gguf file or hub id (default: %(default)s)")
+    parser.add_argument(
+        "--model",
+        "-m",
+        default=DEFAULT_MODEL,
+        help=f"bundled name ({', '.join(BUNDLED)}), local model folder, .gguf file or hub id (default: %(default)s)",
+    )
     parser.add_argument("--target", help="decoder text for encoder-decoder models (default: the input text)")
-    parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the model folder (off by default)")
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow model code from the model folder (off by default)",
+    )
 
 
 def add_display_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--words", action="store_true", help="aggregate sub-tokens into words (sum over keys, mean over queries)")
-    parser.add_argument("--norm", default="raw", help="display normalization: raw (default), topk:K, window:W, threshold:T, log, renorm; join with commas")
-    parser.add_argument("--mask-special", action="store_true", help="hide special tokens ([CLS], [SEP], BOS, ...)")
-    parser.add_argument("--mask-first", action="store_true", help="hide the first token (a common attention sink)")
+    parser.add_argument(
+        "--words",
+        action="store_true",
+        help="aggregate sub-tokens into words (sum over keys, mean over queries)",
+    )
+    parser.add_argument(
+        "--norm",
+        default="raw",
+        help="display normalization: raw (default), topk:K, window:W, threshold:T, log, renorm; join with commas",
+    )
+    parser.add_argument(
+        "--mask-special", action="store_true", help="hide special tokens ([CLS], [SEP], BOS, ...)"
+    )
+    parser.add_argument(
+        "--mask-first", action="store_true", help="hide the first token (a common attention sink)"
+    )
     parser.add_argument("--renorm-masked", action="store_true", help="renormalize rows after masking")
-    parser.add_argument("--cmap", default="viridis", help="colormap: sequential (viridis, magma, Blues) or diverging (RdBu_r)")
-    parser.add_argument("--max-tokens", type=int, default=None, help="downsample (max-pool) beyond this many tokens per axis")
+    parser.add_argument(
+        "--cmap", default="viridis", help="colormap: sequential (viridis, magma, Blues) or diverging (RdBu_r)"
+    )
+    parser.add_argument(
+        "--max-tokens", type=int, default=None, help="downsample (max-pool) beyond this many tokens per axis"
+    )
 
 
 def load_model(args: argparse.Namespace):  # type: ignore[no-untyped-def]

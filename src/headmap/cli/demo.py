@@ -13,7 +13,12 @@ DEMO_TEXT = "The trophy didn't fit in the suitcase because it was too big."
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser("demo", help="render example maps of a bundled model into a folder")
     demo.add_argument("--model", "-m", default=DEFAULT_MODEL, help="model to demo (default: %(default)s)")
-    demo.add_argument("--out", type=Path, default=Path("headmap-demo"), help="folder for the pictures (default: %(default)s)")
+    demo.add_argument(
+        "--out",
+        type=Path,
+        default=Path("headmap-demo"),
+        help="folder for the pictures (default: %(default)s)",
+    )
     demo.add_argument("--text", default=DEMO_TEXT)
     demo.set_defaults(run=run)
 

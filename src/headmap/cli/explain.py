@@ -24,30 +24,72 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "methods on the same words, and measure how far they agree. Attention is correlation, not causation.",
     )
     explain.add_argument("text", help="the input text, a path to a UTF-8 text file, or - for stdin")
-    explain.add_argument("--model", "-m", default=DEFAULT_MODEL,
-                         help=f"bundled name ({', '.join(BUNDLED)}), local model folder, .gguf file or hub id")
-    explain.add_argument("--target", "-t",
-                         help="token whose log-probability is explained (decoders: the next token after the text; "
-                         "masked LMs: at the [MASK]); default: the model's top token. Mind leading spaces: ' big'")
-    explain.add_argument("--compare", "-c",
-                         help="explain the cosine similarity of the mean-pooled embedding with this text "
-                         "(the choice for encoders without an LM head, such as minilm)")
-    explain.add_argument("--position", "-p", default=None,
-                         help="explained token (decoders: the next token after it; default the last; masked: a [MASK])")
-    explain.add_argument("--methods", default=None,
-                         help=f"comma-separated, from {', '.join(METHODS)} (default: all; flow only up to "
-                         f"{FLOW_MAX_TOKENS} tokens)")
-    explain.add_argument("--layer", "-l", default="-1", help="layer(s) that attention and attention_x_gradient read (default: the last)")
-    explain.add_argument("--head", default="all", help="head number(s), comma-separated, or 'all' (default; averaged)")
-    explain.add_argument("--steps", type=int, default=50, help="Integrated Gradients steps to start from (default: %(default)s)")
-    explain.add_argument("--max-steps", type=int, default=400,
-                         help="double the IG steps until |delta| <= 5%% of |F(x) - F(baseline)|, up to this (default: %(default)s)")
-    explain.add_argument("--baseline", default="auto",
-                         help="IG baseline token: auto ([MASK] where the tokenizer has one, else pad), mask, pad, or a token id")
-    explain.add_argument("--internal-batch-size", type=int, default=16, help="IG steps per forward pass (bounds memory)")
+    explain.add_argument(
+        "--model",
+        "-m",
+        default=DEFAULT_MODEL,
+        help=f"bundled name ({', '.join(BUNDLED)}), local model folder, .gguf file or hub id",
+    )
+    explain.add_argument(
+        "--target",
+        "-t",
+        help="token whose log-probability is explained (decoders: the next token after the text; "
+        "masked LMs: at the [MASK]); default: the model's top token. Mind leading spaces: ' big'",
+    )
+    explain.add_argument(
+        "--compare",
+        "-c",
+        help="explain the cosine similarity of the mean-pooled embedding with this text "
+        "(the choice for encoders without an LM head, such as minilm)",
+    )
+    explain.add_argument(
+        "--position",
+        "-p",
+        default=None,
+        help="explained token (decoders: the next token after it; default the last; masked: a [MASK])",
+    )
+    explain.add_argument(
+        "--methods",
+        default=None,
+        help=f"comma-separated, from {', '.join(METHODS)} (default: all; flow only up to "
+        f"{FLOW_MAX_TOKENS} tokens)",
+    )
+    explain.add_argument(
+        "--layer",
+        "-l",
+        default="-1",
+        help="layer(s) that attention and attention_x_gradient read (default: the last)",
+    )
+    explain.add_argument(
+        "--head", default="all", help="head number(s), comma-separated, or 'all' (default; averaged)"
+    )
+    explain.add_argument(
+        "--steps",
+        type=int,
+        default=50,
+        help="Integrated Gradients steps to start from (default: %(default)s)",
+    )
+    explain.add_argument(
+        "--max-steps",
+        type=int,
+        default=400,
+        help="double the IG steps until |delta| <= 5%% of |F(x) - F(baseline)|, up to this (default: %(default)s)",
+    )
+    explain.add_argument(
+        "--baseline",
+        default="auto",
+        help="IG baseline token: auto ([MASK] where the tokenizer has one, else pad), mask, pad, or a token id",
+    )
+    explain.add_argument(
+        "--internal-batch-size", type=int, default=16, help="IG steps per forward pass (bounds memory)"
+    )
     explain.add_argument("--tokens", action="store_true", help="show and draw tokens instead of words")
     explain.add_argument("--output", "-o", type=Path, help="write .html, .png, .svg, .pdf or .json")
-    explain.add_argument("--trust-remote-code", action="store_true", help="allow model code from the model folder (off by default)")
+    explain.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow model code from the model folder (off by default)",
+    )
     explain.set_defaults(run=run)
 
 
@@ -70,15 +112,21 @@ def summary(ex) -> str:  # type: ignore[no-untyped-def]
     lines.append(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     causal = ex.causal_agreement()
     if not causal.empty:
-        lines.append(f"how causal is each picture: rank agreement with occlusion over {int(causal.n.iloc[0])} {ex.unit}s")
+        lines.append(
+            f"how causal is each picture: rank agreement with occlusion over {int(causal.n.iloc[0])} {ex.unit}s"
+        )
         lines.append(f"  {'method':<22} {'Spearman':>8} {'Kendall':>8} {'Spearman of |scores|':>21}")
-        lines += [f"  {r.method:<22} {r.spearman:>+8.2f} {r.kendall:>+8.2f} {r.spearman_abs:>+21.2f}"
-                  for r in causal.itertuples()]
+        lines += [
+            f"  {r.method:<22} {r.spearman:>+8.2f} {r.kendall:>+8.2f} {r.spearman_abs:>+21.2f}"
+            for r in causal.itertuples()
+        ]
     ig = ex.info.get("ig")
     if ig:
         verdict = "converged" if ig["converged"] else "did NOT converge"
-        lines.append(f"IG {verdict}: delta {ig['delta']:+.3e} after {ig['steps']} steps "
-                     f"(F(x) - F(baseline) = {ex.output - ig['baseline_output']:.4g})")
+        lines.append(
+            f"IG {verdict}: delta {ig['delta']:+.3e} after {ig['steps']} steps "
+            f"(F(x) - F(baseline) = {ex.output - ig['baseline_output']:.4g})"
+        )
     lines += [f"# {note}" for note in ex.notes]
     lines.append(f"# {ex.caveats()[0]}")
     return "\n".join(lines)
@@ -93,10 +141,21 @@ def run(args: argparse.Namespace) -> None:
         raise HeadmapError("--steps must be at least 2 and --max-steps at least --steps")
     text = read_text(args.text)
     model = load_model(args)
-    ex = explain(model, text, args.target, compare=args.compare, position=_position(args.position),
-                 methods=args.methods, layers=_layers(args.layer), heads=parse_heads(args.head),
-                 n_steps=args.steps, max_steps=args.max_steps, internal_batch_size=args.internal_batch_size,
-                 baseline=_baseline(args.baseline), progress=sys.stderr.isatty())
+    ex = explain(
+        model,
+        text,
+        args.target,
+        compare=args.compare,
+        position=_position(args.position),
+        methods=args.methods,
+        layers=_layers(args.layer),
+        heads=parse_heads(args.head),
+        n_steps=args.steps,
+        max_steps=args.max_steps,
+        internal_batch_size=args.internal_batch_size,
+        baseline=_baseline(args.baseline),
+        progress=sys.stderr.isatty(),
+    )
     if not args.tokens:
         ex = ex.to_words()
     print(summary(ex))

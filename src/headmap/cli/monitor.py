@@ -10,9 +10,12 @@ from headmap.cli.common import check_output
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    plot = sub.add_parser("monitor-plot", help="draw a training monitor file: each head's statistic over steps",
-                          description="Draw a file written by headmap.record_heads or headmap.HeadMonitor: every "
-                          "head's statistic against the training step (coloured by layer) and each layer's mean.")
+    plot = sub.add_parser(
+        "monitor-plot",
+        help="draw a training monitor file: each head's statistic over steps",
+        description="Draw a file written by headmap.record_heads or headmap.HeadMonitor: every "
+        "head's statistic against the training step (coloured by layer) and each layer's mean.",
+    )
     plot.add_argument("file", type=Path, help="a monitor file (.csv or .parquet)")
     plot.add_argument("--output", "-o", type=Path, required=True, help="picture: .png, .svg or .pdf")
     plot.add_argument("--stat", default="entropy", help="statistic to draw (default: %(default)s)")

@@ -13,29 +13,54 @@ from headmap.models import BUNDLED
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     rag = sub.add_parser(
-        "rag", help="RAG debugging: attention on each retrieved chunk beside the answer's log-probability without it",
+        "rag",
+        help="RAG debugging: attention on each retrieved chunk beside the answer's log-probability without it",
         description="Build the prompt from the question and the numbered chunks (chat template when the model has "
         "one), generate the answer greedily or take --answer, then report per chunk the attention the answer pays it "
         "(raw, position-calibrated, lookback ratio per head) and the drop in the answer's teacher-forced "
         "log-probability when the chunk is removed, with their Spearman agreement. Attention is correlation, "
-        "not causation: the removal is the causal check.")
+        "not causation: the removal is the causal check.",
+    )
     rag.add_argument("--question", "-q", required=True, help="the question the chunks should answer")
-    rag.add_argument("--chunks", "-c", required=True, type=Path,
-                     help="a .jsonl file (one {\"text\": ..., \"id\": ...} per line) or a .txt file (chunks separated "
-                     "by blank lines)")
-    rag.add_argument("--model", "-m", default="smollm2",
-                     help=f"a causal LM: bundled name ({', '.join(BUNDLED)}), local folder, .gguf file or hub id "
-                     "(default: %(default)s)")
+    rag.add_argument(
+        "--chunks",
+        "-c",
+        required=True,
+        type=Path,
+        help='a .jsonl file (one {"text": ..., "id": ...} per line) or a .txt file (chunks separated '
+        "by blank lines)",
+    )
+    rag.add_argument(
+        "--model",
+        "-m",
+        default="smollm2",
+        help=f"a causal LM: bundled name ({', '.join(BUNDLED)}), local folder, .gguf file or hub id "
+        "(default: %(default)s)",
+    )
     answer = rag.add_mutually_exclusive_group()
     answer.add_argument("--answer", "-a", help="check this answer (teacher-forced) instead of generating one")
-    answer.add_argument("--answer-ids", help="exact answer token ids, comma-separated (as in a report's JSON)")
-    rag.add_argument("--max-new-tokens", type=int, default=48, help="longest generated answer (default: %(default)s)")
-    rag.add_argument("--layers", default="all", help="layers to capture and average: comma-separated, or 'all'")
+    answer.add_argument(
+        "--answer-ids", help="exact answer token ids, comma-separated (as in a report's JSON)"
+    )
+    rag.add_argument(
+        "--max-new-tokens", type=int, default=48, help="longest generated answer (default: %(default)s)"
+    )
+    rag.add_argument(
+        "--layers", default="all", help="layers to capture and average: comma-separated, or 'all'"
+    )
     rag.add_argument("--heads", default="all", help="heads to capture and average: comma-separated, or 'all'")
-    rag.add_argument("--output", "-o", type=Path, action="append", default=[],
-                     help="write the report: .html, .png, .svg, .pdf or .json (repeat -o for several)")
+    rag.add_argument(
+        "--output",
+        "-o",
+        type=Path,
+        action="append",
+        default=[],
+        help="write the report: .html, .png, .svg, .pdf or .json (repeat -o for several)",
+    )
     rag.add_argument("--quiet", action="store_true", help="do not print the table")
-    rag.add_argument("--trust-remote-code", action="store_true", help="allow model code from the model folder")
+    rag.add_argument(
+        "--trust-remote-code", action="store_true", help="allow model code from the model folder"
+    )
     rag.set_defaults(run=run)
 
 
@@ -43,7 +68,9 @@ def _answer_ids(value: str) -> list[int]:
     try:
         return [int(v) for v in value.replace(" ", "").strip("[]").split(",") if v]
     except ValueError:
-        raise HeadmapError(f"--answer-ids takes comma-separated token ids such as 504,1594, not {value!r}") from None
+        raise HeadmapError(
+            f"--answer-ids takes comma-separated token ids such as 504,1594, not {value!r}"
+        ) from None
 
 
 def run(args: argparse.Namespace) -> None:
@@ -55,8 +82,16 @@ def run(args: argparse.Namespace) -> None:
     chunks = read_chunks(args.chunks)
     answer = _answer_ids(args.answer_ids) if args.answer_ids is not None else args.answer
     model = load_model(args)
-    report = rag(model, args.question, chunks, answer=answer, max_new_tokens=args.max_new_tokens,
-                 layers=parse_layers(args.layers), heads=parse_heads(args.heads), progress=sys.stderr.isatty())
+    report = rag(
+        model,
+        args.question,
+        chunks,
+        answer=answer,
+        max_new_tokens=args.max_new_tokens,
+        layers=parse_layers(args.layers),
+        heads=parse_heads(args.heads),
+        progress=sys.stderr.isatty(),
+    )
     if not args.quiet:
         import pandas as pd
 

@@ -6,18 +6,34 @@ import argparse
 from pathlib import Path
 
 from headmap.cli.common import (
-    RENDER_EXTENSIONS, add_display_args, add_model_args, check_output, int_arg, load_model, note_paths,
-    parse_heads, read_text,
+    RENDER_EXTENSIONS,
+    add_display_args,
+    add_model_args,
+    check_output,
+    int_arg,
+    load_model,
+    note_paths,
+    parse_heads,
+    read_text,
 )
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     render = sub.add_parser("render", help="draw one head, or all heads of a layer, to PNG/SVG/PDF/HTML")
     add_model_args(render)
-    render.add_argument("--layer", "-l", default="0", help="layer index (negative counts from the end) or name such as cross.2")
-    render.add_argument("--head", default="0", help="head number, or 'all' for a grid of every head of the layer")
+    render.add_argument(
+        "--layer",
+        "-l",
+        default="0",
+        help="layer index (negative counts from the end) or name such as cross.2",
+    )
+    render.add_argument(
+        "--head", default="0", help="head number, or 'all' for a grid of every head of the layer"
+    )
     add_display_args(render)
-    render.add_argument("--output", "-o", required=True, type=Path, help="output file: .png, .svg, .pdf or .html")
+    render.add_argument(
+        "--output", "-o", required=True, type=Path, help="output file: .png, .svg, .pdf or .html"
+    )
     render.set_defaults(run=run_render)
 
     plot = sub.add_parser("plot", help="draw a map from a saved .safetensors capture")
@@ -48,7 +64,9 @@ def draw(result, args) -> None:  # type: ignore[no-untyped-def]
     if args.max_tokens:
         options["max_tokens"] = args.max_tokens
     path = result.render(args.output, key, head, **options)
-    print(f"wrote {path} ({key.title()}, {'all heads' if head is None else f'head {head}'}, {result.normalization})")
+    print(
+        f"wrote {path} ({key.title()}, {'all heads' if head is None else f'head {head}'}, {result.normalization})"
+    )
 
 
 def run_render(args: argparse.Namespace) -> None:

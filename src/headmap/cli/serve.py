@@ -9,16 +9,36 @@ from headmap.models import BUNDLED, DEFAULT_MODEL
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     serve = sub.add_parser(
-        "serve", help="live dashboard: type a text, move the layer and head sliders, hover for values",
-        description="Start the headmap dashboard. Attention is correlation, not causation.")
-    serve.add_argument("--model", "-m", action="append", default=None,
-                       help=f"a model to offer: bundled name ({', '.join(BUNDLED)}), local folder or .gguf file; "
-                       f"repeat for several, the first is selected (default: {DEFAULT_MODEL}; the bundled ones are always offered)")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
+        "serve",
+        help="live dashboard: type a text, move the layer and head sliders, hover for values",
+        description="Start the headmap dashboard. Attention is correlation, not causation.",
+    )
+    serve.add_argument(
+        "--model",
+        "-m",
+        action="append",
+        default=None,
+        help=f"a model to offer: bundled name ({', '.join(BUNDLED)}), local folder or .gguf file; "
+        f"repeat for several, the first is selected (default: {DEFAULT_MODEL}; the bundled ones are always offered)",
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)"
+    )
     serve.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")
-    serve.add_argument("--max-tokens", type=int, default=4096, help="longest text the dashboard draws (default: %(default)s)")
-    serve.add_argument("--cache-mb", type=int, default=1024, help="memory for cached captures and maps (default: %(default)s)")
-    serve.add_argument("--trust-remote-code", action="store_true", help="allow model code from model folders (off by default)")
+    serve.add_argument(
+        "--max-tokens", type=int, default=4096, help="longest text the dashboard draws (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--cache-mb",
+        type=int,
+        default=1024,
+        help="memory for cached captures and maps (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow model code from model folders (off by default)",
+    )
     serve.set_defaults(run=run)
 
 
@@ -28,9 +48,15 @@ def run(args: argparse.Namespace) -> None:
 
     if args.max_tokens < 1 or args.cache_mb < 1:
         raise HeadmapError("--max-tokens and --cache-mb take positive numbers")
-    bench = Workbench(args.model or [DEFAULT_MODEL], max_tokens=args.max_tokens, cache_bytes=args.cache_mb << 20,
-                      trust_remote_code=args.trust_remote_code)
-    bench.info(bench.default_model)  # load the first model now: a bad one fails here, before the server starts
+    bench = Workbench(
+        args.model or [DEFAULT_MODEL],
+        max_tokens=args.max_tokens,
+        cache_bytes=args.cache_mb << 20,
+        trust_remote_code=args.trust_remote_code,
+    )
+    bench.info(
+        bench.default_model
+    )  # load the first model now: a bad one fails here, before the server starts
     try:
         from headmap.serve.app import launch
     except ImportError as exc:
@@ -39,6 +65,8 @@ def run(args: argparse.Namespace) -> None:
     try:
         demo = launch(bench, host=args.host, port=args.port, block=False, quiet=True)
     except OSError as exc:  # the port is taken, or the address is not this machine's
-        raise HeadmapError(f"cannot serve on {args.host}:{args.port}: {str(exc).split('.')[0]}; choose another --port") from None
+        raise HeadmapError(
+            f"cannot serve on {args.host}:{args.port}: {str(exc).split('.')[0]}; choose another --port"
+        ) from None
     print(f"headmap: serving on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
     demo.block_thread()

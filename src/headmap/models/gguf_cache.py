@@ -17,7 +17,6 @@ import torch
 
 from headmap.errors import HeadmapError
 
-
 #: Bumped whenever the layout of a converted folder changes, so stale copies are rebuilt.
 CACHE_VERSION = 2
 
@@ -47,7 +46,9 @@ def converted_folder(gguf: Path, cache_dir: str | Path | None = None) -> Path:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise HeadmapError(f"cannot create the cache folder {target.parent}: {exc.strerror}; set XDG_CACHE_HOME") from exc
+        raise HeadmapError(
+            f"cannot create the cache folder {target.parent}: {exc.strerror}; set XDG_CACHE_HOME"
+        ) from exc
     _convert(gguf, target)
     return target
 
@@ -64,7 +65,9 @@ def _convert(gguf: Path, target: Path) -> None:
         tokenizer = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=name)
         model = transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     except (OSError, ValueError, KeyError) as exc:
-        raise HeadmapError(f"cannot read GGUF file {gguf}: {str(exc).splitlines()[0] if str(exc) else exc!r}") from exc
+        raise HeadmapError(
+            f"cannot read GGUF file {gguf}: {str(exc).splitlines()[0] if str(exc) else exc!r}"
+        ) from exc
     # Write to a temporary sibling and rename, so an interrupted conversion never leaves a
     # half-written folder that later loads would trust.
     tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))

@@ -162,7 +162,9 @@ def _load_folder(
 def _load_hub(repo_id: str, *, trust_remote_code: bool, dtype: torch.dtype) -> LoadedModel:
     # The local hub cache first: it works offline and costs no network round trip.
     try:
-        return _load_folder(repo_id, repo_id, trust_remote_code=trust_remote_code, dtype=dtype, local_files_only=True)
+        return _load_folder(
+            repo_id, repo_id, trust_remote_code=trust_remote_code, dtype=dtype, local_files_only=True
+        )
     except HeadmapError:
         pass
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):

@@ -49,10 +49,28 @@ class Family:
 
 
 FAMILIES = (
-    Family("llama", ("llama", "mistral", "qwen2"), "layers", "self_attn", "q_proj", "k_proj", "v_proj",
-           "self_attn.o_proj", grouped=True),
-    Family("bert", ("bert", "roberta", "xlm-roberta"), "encoder.layer", "attention.self", "query", "key", "value",
-           "attention.output.dense", grouped=False),
+    Family(
+        "llama",
+        ("llama", "mistral", "qwen2"),
+        "layers",
+        "self_attn",
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "self_attn.o_proj",
+        grouped=True,
+    ),
+    Family(
+        "bert",
+        ("bert", "roberta", "xlm-roberta"),
+        "encoder.layer",
+        "attention.self",
+        "query",
+        "key",
+        "value",
+        "attention.output.dense",
+        grouped=False,
+    ),
 )
 
 
@@ -66,7 +84,8 @@ def family_of(model: torch.nn.Module) -> Family:
     raise HeadmapError(
         f"physical head pruning does not support {type(model).__name__} ({model_type}): it cuts the attention "
         f"projections of the Llama and BERT families ({known}); for other models remove heads by gating "
-        "them with headmap.ablate(model, heads)")
+        "them with headmap.ablate(model, heads)"
+    )
 
 
 @dataclass(frozen=True)
@@ -89,13 +108,20 @@ class HeadLayout:
         return len(self.query) // max(1, slots)
 
     def to_json(self) -> dict:
-        return {"query": list(self.query), "kv": list(self.kv), "slots": None if self.slots is None else list(self.slots)}
+        return {
+            "query": list(self.query),
+            "kv": list(self.kv),
+            "slots": None if self.slots is None else list(self.slots),
+        }
 
     @classmethod
     def from_json(cls, data: dict) -> HeadLayout:
         slots = data.get("slots")
-        return cls(tuple(int(h) for h in data["query"]), tuple(int(h) for h in data["kv"]),
-                   None if slots is None else tuple(int(s) for s in slots))
+        return cls(
+            tuple(int(h) for h in data["query"]),
+            tuple(int(h) for h in data["kv"]),
+            None if slots is None else tuple(int(s) for s in slots),
+        )
 
 
 class SlotLinear(torch.nn.Linear):
@@ -105,8 +131,16 @@ class SlotLinear(torch.nn.Linear):
     slot ``s`` a copy of head ``slots[s]``.
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool, head_dim: int, slots: Sequence[int],
-                 device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool,
+        head_dim: int,
+        slots: Sequence[int],
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         self.head_dim = head_dim
         # Not saved with the weights: the layout in the config holds it.
@@ -161,26 +195,34 @@ def current_layouts(model: torch.nn.Module) -> list[HeadLayout]:
         return [original_layout(model)] * n_layers
     layouts = [HeadLayout.from_json(item) for item in recorded["layers"]]
     if len(layouts) != n_layers:
-        raise HeadmapError(f"the config's {CONFIG_KEY} lists {len(layouts)} layers but the model has {n_layers}")
+        raise HeadmapError(
+            f"the config's {CONFIG_KEY} lists {len(layouts)} layers but the model has {n_layers}"
+        )
     return layouts
 
 
-def _cut(linear: torch.nn.Linear, keep: torch.Tensor, dim: int, slots: Sequence[int] | None = None,
-         head: int = 0) -> torch.nn.Linear:
+def _cut(
+    linear: torch.nn.Linear, keep: torch.Tensor, dim: int, slots: Sequence[int] | None = None, head: int = 0
+) -> torch.nn.Linear:
     """A new linear layer holding ``linear``'s weight at indices ``keep`` of ``dim`` (0: outputs, 1: inputs)."""
     weight = linear.weight.detach().index_select(dim, keep.to(linear.weight.device)).clone()
     out_features, in_features = weight.shape
     bias = linear.bias is not None
     kwargs = {"device": "meta", "dtype": weight.dtype}
-    cut = (SlotLinear(in_features, out_features, bias, head, slots, **kwargs) if slots is not None
-           else torch.nn.Linear(in_features, out_features, bias=bias, **kwargs))
+    cut = (
+        SlotLinear(in_features, out_features, bias, head, slots, **kwargs)
+        if slots is not None
+        else torch.nn.Linear(in_features, out_features, bias=bias, **kwargs)
+    )
     if slots is not None:
         cut.slots = torch.tensor(list(slots), dtype=torch.long, device=weight.device)
     cut.weight = torch.nn.Parameter(weight, requires_grad=linear.weight.requires_grad)
     if bias:
         b = linear.bias.detach()
-        cut.bias = torch.nn.Parameter(b.index_select(0, keep.to(b.device)).clone() if dim == 0 else b.clone(),
-                                      requires_grad=linear.bias.requires_grad)
+        cut.bias = torch.nn.Parameter(
+            b.index_select(0, keep.to(b.device)).clone() if dim == 0 else b.clone(),
+            requires_grad=linear.bias.requires_grad,
+        )
     cut.train(linear.training)
     return cut
 
@@ -203,11 +245,15 @@ def cut_heads(model: torch.nn.Module, layouts: Sequence[HeadLayout]) -> None:
     size = head_dim(model)
     for index, (layer, current, new) in enumerate(zip(layers, current_layouts(model), layouts)):
         if not new.query:
-            raise HeadmapError(f"layer {index} would keep no head: a layer needs at least one (its attention "
-                               "module cannot run without heads)")
+            raise HeadmapError(
+                f"layer {index} would keep no head: a layer needs at least one (its attention "
+                "module cannot run without heads)"
+            )
         missing = set(new.query) - set(current.query) or set(new.kv) - set(current.kv)
         if missing:
-            raise HeadmapError(f"layer {index} keeps heads {sorted(missing)} that its current layout no longer has")
+            raise HeadmapError(
+                f"layer {index} keeps heads {sorted(missing)} that its current layout no longer has"
+            )
         attention = _get(layer, family.attention)
         queries = _columns([current.query.index(h) for h in new.query], size)
         kv = _columns([current.kv.index(g) for g in new.kv], size)
@@ -220,7 +266,9 @@ def cut_heads(model: torch.nn.Module, layouts: Sequence[HeadLayout]) -> None:
         else:
             attention.num_attention_heads = len(new.query)
             attention.all_head_size = len(new.query) * size
-    setattr(model.config, CONFIG_KEY, {"family": family.name, "layers": [layout.to_json() for layout in layouts]})
+    setattr(
+        model.config, CONFIG_KEY, {"family": family.name, "layers": [layout.to_json() for layout in layouts]}
+    )
 
 
 def is_pruned(config: object) -> bool:
@@ -238,7 +286,9 @@ def _weight_files(folder: Path) -> list[Path]:
         except (OSError, ValueError, KeyError) as exc:
             raise HeadmapError(f"{index} is not a valid safetensors index: {exc}") from None
         return [folder / name for name in names]
-    raise HeadmapError(f"{folder} holds a pruned model but no model.safetensors (headmap loads safetensors only)")
+    raise HeadmapError(
+        f"{folder} holds a pruned model but no model.safetensors (headmap loads safetensors only)"
+    )
 
 
 def load_pruned(folder: Path, config: object, cls: type, dtype: torch.dtype) -> torch.nn.Module:
@@ -259,13 +309,19 @@ def load_pruned(folder: Path, config: object, cls: type, dtype: torch.dtype) -> 
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:
-        raise HeadmapError(f"the weights in {folder} do not fit its pruned layout: {str(exc).splitlines()[0]}") from None
+        raise HeadmapError(
+            f"the weights in {folder} do not fit its pruned layout: {str(exc).splitlines()[0]}"
+        ) from None
     loaded = {model.get_parameter(n).data_ptr() for n in state if _is_parameter(model, n)}
     # A tied output embedding is saved once, as the input embedding: it is missing by name only.
-    untied = [n for n in missing if not _is_parameter(model, n) or model.get_parameter(n).data_ptr() not in loaded]
+    untied = [
+        n for n in missing if not _is_parameter(model, n) or model.get_parameter(n).data_ptr() not in loaded
+    ]
     if untied or unexpected:
-        raise HeadmapError(f"the weights in {folder} do not match its config: missing {untied[:3]}, "
-                           f"unexpected {list(unexpected)[:3]}")
+        raise HeadmapError(
+            f"the weights in {folder} do not match its config: missing {untied[:3]}, "
+            f"unexpected {list(unexpected)[:3]}"
+        )
     return model.to(dtype)
 
 
@@ -277,5 +333,18 @@ def _is_parameter(model: torch.nn.Module, name: str) -> bool:
     return True
 
 
-__all__ = ["CONFIG_KEY", "FAMILIES", "Family", "HeadLayout", "SlotLinear", "attention_modules", "current_layouts", "cut_heads",
-           "family_of", "head_dim", "is_pruned", "load_pruned", "original_layout"]
+__all__ = [
+    "CONFIG_KEY",
+    "FAMILIES",
+    "Family",
+    "HeadLayout",
+    "SlotLinear",
+    "attention_modules",
+    "current_layouts",
+    "cut_heads",
+    "family_of",
+    "head_dim",
+    "is_pruned",
+    "load_pruned",
+    "original_layout",
+]

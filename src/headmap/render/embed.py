@@ -43,7 +43,10 @@ def script_json(data: object) -> str:
 
 def finite_list(values: np.ndarray, digits: int = 9) -> list[float | None]:
     """Floats for JSON, rounded to ``digits`` significant digits; NaN and infinities become ``None``."""
-    return [float(f"{v:.{digits}g}") if np.isfinite(v) else None for v in np.asarray(values, dtype=np.float64).ravel()]
+    return [
+        float(f"{v:.{digits}g}") if np.isfinite(v) else None
+        for v in np.asarray(values, dtype=np.float64).ravel()
+    ]
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,9 @@ def quantize_ragged(maps: Sequence[np.ndarray], bits: int) -> Quantized:
     """Maps of different shapes quantized one by one; ``codes`` is their concatenation, flat ``[cell]``."""
     parts = [quantize(np.asarray(m).reshape(1, 1, -1), bits) for m in maps]
     codes = np.concatenate([p.codes.ravel() for p in parts]) if parts else np.zeros(0, np.uint8)
-    return Quantized(codes, np.concatenate([p.lo for p in parts]), np.concatenate([p.hi for p in parts]), bits)
+    return Quantized(
+        codes, np.concatenate([p.lo for p in parts]), np.concatenate([p.hi for p in parts]), bits
+    )
 
 
 def dequantize(quantized: Quantized) -> np.ndarray:

@@ -27,7 +27,9 @@ def check_extension(path: Path) -> str:
     """The lower-case extension of ``path`` if headmap can write it, else a one-line error."""
     suffix = path.suffix.lower()
     if suffix not in EXTENSIONS:
-        raise HeadmapError(f"unknown output extension {suffix or '(none)'!r} for {path}: use one of {', '.join(EXTENSIONS)}")
+        raise HeadmapError(
+            f"unknown output extension {suffix or '(none)'!r} for {path}: use one of {', '.join(EXTENSIONS)}"
+        )
     return suffix
 
 
@@ -42,7 +44,9 @@ def check_writable(path: Path) -> None:
         raise HeadmapError(f"cannot write {path}: permission denied")
 
 
-def save_figure(fig: Figure, target: str | Path | IO[bytes], fmt: str | None = None, dpi: int = PNG_DPI) -> None:
+def save_figure(
+    fig: Figure, target: str | Path | IO[bytes], fmt: str | None = None, dpi: int = PNG_DPI
+) -> None:
     """Save and close ``fig`` (pyplot keeps every figure alive until closed).
 
     Warnings about glyphs missing from the font (CJK or emoji tokens) are silenced: the text is
@@ -53,7 +57,9 @@ def save_figure(fig: Figure, target: str | Path | IO[bytes], fmt: str | None = N
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r"Glyph .* missing from font", category=UserWarning)
-            warnings.filterwarnings("ignore", message=r"Matplotlib currently does not support", category=UserWarning)
+            warnings.filterwarnings(
+                "ignore", message=r"Matplotlib currently does not support", category=UserWarning
+            )
             # No bbox_inches="tight": the constrained layout already fits every label and the caption,
             # and "tight" would draw the figure twice (a third of the time for a long map).
             fig.savefig(target, format=fmt, dpi=dpi)
@@ -61,7 +67,9 @@ def save_figure(fig: Figure, target: str | Path | IO[bytes], fmt: str | None = N
         plt.close(fig)
 
 
-def render_to_file(result: AttentionResult, path: str | Path, key: LayerKey, head: int | None, **options: object) -> Path:
+def render_to_file(
+    result: AttentionResult, path: str | Path, key: LayerKey, head: int | None, **options: object
+) -> Path:
     """Draw one head (``head=None``: all captured heads of the layer as a grid) into ``path``.
 
     The extension picks the format: ``.png``/``.svg``/``.pdf`` via
@@ -86,7 +94,9 @@ def render_to_file(result: AttentionResult, path: str | Path, key: LayerKey, hea
         if interactive:
             page = interactive_page(result, key, head, **options)
         else:
-            page = grid_html(result, key, **options) if head is None else head_html(result, key, head, **options)  # type: ignore[arg-type]
+            page = (
+                grid_html(result, key, **options) if head is None else head_html(result, key, head, **options)
+            )  # type: ignore[arg-type]
         try:
             path.write_text(page, encoding="utf-8")
         except OSError as exc:

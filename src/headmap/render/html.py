@@ -19,8 +19,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from headmap.view.downsample import color_limits, pooled_labels, prepare, value_label, visible
 from headmap.result import CAUSATION_WARNING, AttentionResult, LayerKey
+from headmap.view.downsample import color_limits, pooled_labels, prepare, value_label, visible
 
 HEAD_MAX_TOKENS = 512
 GRID_MAX_TOKENS = 256
@@ -58,7 +58,9 @@ def unique(labels: Sequence[str]) -> list[str]:
 
 def axis_categories(labels: Sequence[str], factor: int) -> list[str]:
     """Escaped, unique category names of one axis: token labels or pooled ranges ``a…b [i-j]``."""
-    return unique([escape(label) for label in pooled_labels(labels, factor, width=16 if factor > 1 else None)])
+    return unique(
+        [escape(label) for label in pooled_labels(labels, factor, width=16 if factor > 1 else None)]
+    )
 
 
 def plotly_colorscale(cmap: str, steps: int = 17) -> list[list[object]]:
@@ -68,7 +70,10 @@ def plotly_colorscale(cmap: str, steps: int = 17) -> list[list[object]]:
     from headmap.render.static import check_cmap
 
     colors = matplotlib.colormaps[check_cmap(cmap)](np.linspace(0.0, 1.0, steps))
-    return [[i / (steps - 1), f"rgb({r * 255:.0f},{g * 255:.0f},{b * 255:.0f})"] for i, (r, g, b, _) in enumerate(colors)]
+    return [
+        [i / (steps - 1), f"rgb({r * 255:.0f},{g * 255:.0f},{b * 255:.0f})"]
+        for i, (r, g, b, _) in enumerate(colors)
+    ]
 
 
 def hover_template(normalization: str, pooled: bool, head: int | None = None) -> str:
@@ -86,8 +91,12 @@ def _title(result: AttentionResult, what: str) -> str:
 
 def _page(fig: object, title: str, notes: Sequence[str]) -> str:
     """A full HTML document: the figure with plotly.js inlined, and the escaped caption below it."""
-    plot = fig.to_html(full_html=False, include_plotlyjs=True, include_mathjax=False,  # type: ignore[attr-defined]
-                       config={"displaylogo": False, "responsive": True})
+    plot = fig.to_html(
+        full_html=False,
+        include_plotlyjs=True,
+        include_mathjax=False,  # type: ignore[attr-defined]
+        config={"displaylogo": False, "responsive": True},
+    )
     caption = "<br>".join(escape(line) for line in [*notes, CAUSATION_WARNING] if line)
     return _PAGE.format(title=escape(title), plot=plot, caption=caption)
 
@@ -96,8 +105,15 @@ def _side(n: int, lo: int, hi: int) -> int:
     return int(np.clip(14 * n + 200, lo, hi))
 
 
-def head_html(result: AttentionResult, key: LayerKey | int | str, head: int, cmap: str = "viridis",
-              max_tokens: int = HEAD_MAX_TOKENS, vmin: float | None = None, vmax: float | None = None) -> str:
+def head_html(
+    result: AttentionResult,
+    key: LayerKey | int | str,
+    head: int,
+    cmap: str = "viridis",
+    max_tokens: int = HEAD_MAX_TOKENS,
+    vmin: float | None = None,
+    vmax: float | None = None,
+) -> str:
     """A full HTML document with one interactive heatmap ``[query, key]`` of one head.
 
     Hover shows the query token, the key token and the weight. Beyond ``max_tokens`` tokens a
@@ -110,22 +126,37 @@ def head_html(result: AttentionResult, key: LayerKey | int | str, head: int, cma
     (fq, fk), z = prep.factors, prep.values[0]
     rows, cols = axis_categories(prep.row_labels, fq), axis_categories(prep.key_labels, fk)
     zmin, zmax = color_limits(z, result.normalization, vmin, vmax)
-    trace = go.Heatmap(z=z, x=cols, y=rows, zmin=zmin, zmax=zmax, colorscale=plotly_colorscale(cmap),
-                       hovertemplate=hover_template(result.normalization, fq * fk > 1),
-                       colorbar={"title": {"text": value_label(result.normalization)}})
+    trace = go.Heatmap(
+        z=z,
+        x=cols,
+        y=rows,
+        zmin=zmin,
+        zmax=zmax,
+        colorscale=plotly_colorscale(cmap),
+        hovertemplate=hover_template(result.normalization, fq * fk > 1),
+        colorbar={"title": {"text": value_label(result.normalization)}},
+    )
     fig = go.Figure(trace)
     what = f"{key.title()} · head {prep.heads[0]}"
     fig.update_layout(
-        title={"text": _title(result, what), "x": 0.01}, width=_side(len(cols), 520, 1200) + 140,
-        height=_side(len(rows), 420, 1100) + 120, margin={"t": 90},
+        title={"text": _title(result, what), "x": 0.01},
+        width=_side(len(cols), 520, 1200) + 140,
+        height=_side(len(rows), 420, 1100) + 120,
+        margin={"t": 90},
         xaxis={"type": "category", "title": {"text": "key (attended to)"}, "tickangle": -90},
         yaxis={"type": "category", "autorange": "reversed", "title": {"text": "query (attending)"}},
     )
     return _page(fig, f"{result.model} · {what}", prep.notes)
 
 
-def grid_html(result: AttentionResult, key: LayerKey | int | str, cmap: str = "viridis",
-              max_tokens: int = GRID_MAX_TOKENS, vmin: float | None = None, vmax: float | None = None) -> str:
+def grid_html(
+    result: AttentionResult,
+    key: LayerKey | int | str,
+    cmap: str = "viridis",
+    max_tokens: int = GRID_MAX_TOKENS,
+    vmin: float | None = None,
+    vmax: float | None = None,
+) -> str:
     """All captured heads of a layer, one interactive panel each, on one shared colour scale."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
@@ -136,12 +167,25 @@ def grid_html(result: AttentionResult, key: LayerKey | int | str, cmap: str = "v
     rows, cols = axis_categories(prep.row_labels, fq), axis_categories(prep.key_labels, fk)
     ncols = math.ceil(math.sqrt(n))
     nrows = math.ceil(n / ncols)
-    fig = make_subplots(rows=nrows, cols=ncols, subplot_titles=[f"head {h}" for h in prep.heads],
-                        horizontal_spacing=0.04, vertical_spacing=0.08 / max(1, nrows / 3))
+    fig = make_subplots(
+        rows=nrows,
+        cols=ncols,
+        subplot_titles=[f"head {h}" for h in prep.heads],
+        horizontal_spacing=0.04,
+        vertical_spacing=0.08 / max(1, nrows / 3),
+    )
     for i, head in enumerate(prep.heads):
-        fig.add_trace(go.Heatmap(z=prep.values[i], x=cols, y=rows, coloraxis="coloraxis",
-                                 hovertemplate=hover_template(result.normalization, fq * fk > 1, head)),
-                      row=i // ncols + 1, col=i % ncols + 1)
+        fig.add_trace(
+            go.Heatmap(
+                z=prep.values[i],
+                x=cols,
+                y=rows,
+                coloraxis="coloraxis",
+                hovertemplate=hover_template(result.normalization, fq * fk > 1, head),
+            ),
+            row=i // ncols + 1,
+            col=i % ncols + 1,
+        )
     labelled = max(len(rows), len(cols)) <= 24
     fig.update_xaxes(type="category", showticklabels=labelled, tickangle=-90)
     fig.update_yaxes(type="category", autorange="reversed", showticklabels=labelled)
@@ -149,10 +193,16 @@ def grid_html(result: AttentionResult, key: LayerKey | int | str, cmap: str = "v
     what = f"{key.title()} · all {n} captured heads"
     panel = 300 if labelled else 240
     fig.update_layout(
-        title={"text": _title(result, what), "x": 0.01}, margin={"t": 110},
-        coloraxis={"colorscale": plotly_colorscale(cmap), "cmin": zmin, "cmax": zmax,
-                   "colorbar": {"title": {"text": value_label(result.normalization)}}},
-        width=min(1800, panel * ncols + 160), height=panel * nrows + 140,
+        title={"text": _title(result, what), "x": 0.01},
+        margin={"t": 110},
+        coloraxis={
+            "colorscale": plotly_colorscale(cmap),
+            "cmin": zmin,
+            "cmax": zmax,
+            "colorbar": {"title": {"text": value_label(result.normalization)}},
+        },
+        width=min(1800, panel * ncols + 160),
+        height=panel * nrows + 140,
     )
     return _page(fig, f"{result.model} · {what}", prep.notes)
 
@@ -182,8 +232,10 @@ def notebook_html(result: AttentionResult, dpi: int = 80) -> str:
     from headmap.render.files import save_figure
     from headmap.render.static import plot_head
 
-    cells = "".join(f"<tr><th style='text-align:left'>{escape(a)}</th><td style='text-align:left'>{escape(b)}</td></tr>"
-                    for a, b in summary_rows(result))
+    cells = "".join(
+        f"<tr><th style='text-align:left'>{escape(a)}</th><td style='text-align:left'>{escape(b)}</td></tr>"
+        for a, b in summary_rows(result)
+    )
     image = ""
     if result.layers:
         first = result.layers[0]
@@ -193,5 +245,4 @@ def notebook_html(result: AttentionResult, dpi: int = 80) -> str:
         data = base64.b64encode(buffer.getvalue()).decode("ascii")
         alt = escape(f"{first.key.title()}, head {head}")
         image = f"<img alt='{alt}' src='data:image/png;base64,{data}' style='max-width:100%'/>"
-    return (f"<div><table>{cells}</table>{image}"
-            f"<p><em>{escape(CAUSATION_WARNING)}</em></p></div>")
+    return f"<div><table>{cells}</table>{image}<p><em>{escape(CAUSATION_WARNING)}</em></p></div>"

@@ -67,8 +67,11 @@ def preset_json(spec: str) -> dict[str, object]:
     """
     norm = parse_normalization(spec)
     return {
-        "spec": norm.spec(), "label": norm.describe(), "steps": [step_json(s) for s in norm.steps],
-        "log": norm.is_log, "pooledOk": all(isinstance(s, (Threshold, Log)) for s in norm.steps),
+        "spec": norm.spec(),
+        "label": norm.describe(),
+        "steps": [step_json(s) for s in norm.steps],
+        "log": norm.is_log,
+        "pooledOk": all(isinstance(s, (Threshold, Log)) for s in norm.steps),
     }
 
 
@@ -81,13 +84,18 @@ def cell_side(result: AttentionResult, max_tokens: int) -> int:
 
 def axis_json(tokens: Tokens, words: bool) -> dict[str, object]:
     """Labels of one token axis and, when the word toggle applies, each token's word."""
-    out: dict[str, object] = {"unit": tokens.unit, "labels": [visible(t) for t in tokens.tokens],
-                              "special": list(tokens.special)}
+    out: dict[str, object] = {
+        "unit": tokens.unit,
+        "labels": [visible(t) for t in tokens.tokens],
+        "special": list(tokens.special),
+    }
     if words:
         groups = word_groups(tokens)
         names = word_tokens(tokens, groups)
-        out["words"] = {"labels": [visible(t) for t in names.tokens],
-                        "of": [w for w, group in enumerate(groups) for _ in group]}
+        out["words"] = {
+            "labels": [visible(t) for t in names.tokens],
+            "of": [w for w, group in enumerate(groups) for _ in group],
+        }
     return out
 
 
@@ -106,12 +114,21 @@ def pool_layer(layer: LayerMap, side: int) -> PooledLayer:
     return PooledLayer(layer, max_pool(layer.weights, fq, fk), (fq, fk))
 
 
-def layer_json(result: AttentionResult, pooled: PooledLayer, axes: list[Tokens], offset: int) -> dict[str, object]:
+def layer_json(
+    result: AttentionResult, pooled: PooledLayer, axes: list[Tokens], offset: int
+) -> dict[str, object]:
     layer, (fq, fk) = pooled.layer, pooled.factors
     queries, keys = result.query_tokens(layer.key), result.key_tokens(layer.key)
     out: dict[str, object] = {
-        "title": layer.key.title(), "name": layer.key.name, "q": axes.index(queries), "k": axes.index(keys),
-        "rows": list(layer.rows), "heads": list(layer.heads), "offset": offset, "fq": fq, "fk": fk,
+        "title": layer.key.title(),
+        "name": layer.key.name,
+        "q": axes.index(queries),
+        "k": axes.index(keys),
+        "rows": list(layer.rows),
+        "heads": list(layer.heads),
+        "offset": offset,
+        "fq": fq,
+        "fk": fk,
         "shape": list(pooled.values.shape[-2:]),
     }
     notes = [downsample_note(tuple(layer.weights.shape[-2:]), fq, fk)]  # type: ignore[arg-type]
@@ -120,9 +137,13 @@ def layer_json(result: AttentionResult, pooled: PooledLayer, axes: list[Tokens],
     out["notes"] = [n for n in notes if n]
     if fq > 1 or fk > 1:  # the script labels unpooled maps itself; pooled ones get range labels
         rows = [visible(queries.tokens[r]) for r in layer.rows]
-        out["rowLabels"] = pooled_labels(rows, fq, width=16) if fq > 1 else [f"{t} [{r}]" for t, r in zip(rows, layer.rows)]
+        out["rowLabels"] = (
+            pooled_labels(rows, fq, width=16) if fq > 1 else [f"{t} [{r}]" for t, r in zip(rows, layer.rows)]
+        )
         cols = [visible(t) for t in keys.tokens]
-        out["colLabels"] = pooled_labels(cols, fk, width=16) if fk > 1 else [f"{t} [{k}]" for k, t in enumerate(cols)]
+        out["colLabels"] = (
+            pooled_labels(cols, fk, width=16) if fk > 1 else [f"{t} [{k}]" for k, t in enumerate(cols)]
+        )
     return out
 
 
@@ -136,7 +157,9 @@ def choose_bits(maps: Sequence[np.ndarray], precision: str) -> int:
     return 16 if len(zlib.compress(codes.tobytes(), 6)) <= AUTO_16_BITS_BYTES else 8
 
 
-def embedded_maps(result: AttentionResult, max_tokens: int, precision: str) -> tuple[list[PooledLayer], Quantized]:
+def embedded_maps(
+    result: AttentionResult, max_tokens: int, precision: str
+) -> tuple[list[PooledLayer], Quantized]:
     """The pooled layers and their maps quantized in page order (layer by layer, head by head)."""
     side = cell_side(result, max_tokens)
     pooled = [pool_layer(layer, side) for layer in result.layers]
@@ -144,9 +167,15 @@ def embedded_maps(result: AttentionResult, max_tokens: int, precision: str) -> t
     return pooled, quantize_ragged(maps, choose_bits(maps, precision))
 
 
-def view_payload(result: AttentionResult, layer: int | str | LayerKey | None = None, head: int | None = None,
-                 cmap: str = "viridis", max_tokens: int = MAX_TOKENS, precision: str = "auto",
-                 presets: Sequence[str] = PRESETS) -> dict[str, object]:
+def view_payload(
+    result: AttentionResult,
+    layer: int | str | LayerKey | None = None,
+    head: int | None = None,
+    cmap: str = "viridis",
+    max_tokens: int = MAX_TOKENS,
+    precision: str = "auto",
+    presets: Sequence[str] = PRESETS,
+) -> dict[str, object]:
     """Everything the page's script needs, as plain JSON-able data (see ``assets/heatmap.js``).
 
     Maps are stored layer by layer, head by head; layer ``i``'s head ``j`` is map
@@ -165,10 +194,16 @@ def view_payload(result: AttentionResult, layer: int | str | LayerKey | None = N
     start_key = result.resolve(layer) if layer is not None else result.layers[0].key
     start_layer = result.keys.index(start_key) if start_key in result.keys else 0
     start_heads = result.layers[start_layer].heads
-    offered = [] if is_log(result.normalization) else [p for p in presets if parse_normalization(p).spec() != "raw"]
+    offered = (
+        [] if is_log(result.normalization) else [p for p in presets if parse_normalization(p).spec() != "raw"]
+    )
     return {
-        "version": 1, "model": visible(result.model), "normalization": result.normalization,
-        "log": is_log(result.normalization), "warning": CAUSATION_WARNING, "notes": list(result.notes),
+        "version": 1,
+        "model": visible(result.model),
+        "normalization": result.normalization,
+        "log": is_log(result.normalization),
+        "warning": CAUSATION_WARNING,
+        "notes": list(result.notes),
         "axes": [axis_json(tokens, words) for tokens in axes],
         "layers": [layer_json(result, p, axes, offsets[i]) for i, p in enumerate(pooled)],
         "data": pack_quantized(quantized, deflate=True),
@@ -180,14 +215,22 @@ def view_payload(result: AttentionResult, layer: int | str | LayerKey | None = N
 
 
 def _details(result: AttentionResult) -> str:
-    cells = "".join(f"<tr><th style='text-align:left'>{escape(a)}</th><td style='text-align:left'>{escape(b)}</td></tr>"
-                    for a, b in summary_rows(result))
+    cells = "".join(
+        f"<tr><th style='text-align:left'>{escape(a)}</th><td style='text-align:left'>{escape(b)}</td></tr>"
+        for a, b in summary_rows(result)
+    )
     return f"<details class='hmv-details'><summary>capture details</summary><table>{cells}</table></details>"
 
 
-def interactive_html(result: AttentionResult, layer: int | str | LayerKey | None = None, head: int | None = None,
-                     cmap: str = "viridis", max_tokens: int = MAX_TOKENS, precision: str = "auto",
-                     presets: Sequence[str] = PRESETS) -> str:
+def interactive_html(
+    result: AttentionResult,
+    layer: int | str | LayerKey | None = None,
+    head: int | None = None,
+    cmap: str = "viridis",
+    max_tokens: int = MAX_TOKENS,
+    precision: str = "auto",
+    presets: Sequence[str] = PRESETS,
+) -> str:
     """An HTML fragment (for a notebook cell or any page) with the interactive view of ``result``.
 
     ``layer``/``head`` choose the map shown first; ``max_tokens`` caps the cells a side (longer
@@ -196,8 +239,10 @@ def interactive_html(result: AttentionResult, layer: int | str | LayerKey | None
     """
     payload = view_payload(result, layer, head, cmap, max_tokens, precision, presets)
     root = f"hmv-{uuid.uuid4().hex[:12]}"
-    fallback = ("The interactive heatmap needs JavaScript: in Jupyter, trust the notebook "
-                "(or re-run the cell); elsewhere use result.render('map.png').")
+    fallback = (
+        "The interactive heatmap needs JavaScript: in Jupyter, trust the notebook "
+        "(or re-run the cell); elsewhere use result.render('map.png')."
+    )
     return (
         f"<div class='hmv' id='{root}'>"
         f"<style>{asset('heatmap.css')}</style>"
@@ -230,8 +275,12 @@ _PAGE = """<!DOCTYPE html>
 """
 
 
-def interactive_page(result: AttentionResult, layer: int | str | LayerKey | None = None, head: int | None = None,
-                     **options: object) -> str:
+def interactive_page(
+    result: AttentionResult,
+    layer: int | str | LayerKey | None = None,
+    head: int | None = None,
+    **options: object,
+) -> str:
     """A full, self-contained HTML document with :func:`interactive_html` (no network at view time)."""
     title = f"{result.model} · attention maps"
     return _PAGE.format(title=escape(title), body=interactive_html(result, layer, head, **options))  # type: ignore[arg-type]

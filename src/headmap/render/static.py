@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING
 import matplotlib
 import numpy as np
 
-from headmap.view.downsample import Prepared, axis_labels, color_limits, is_log, prepare, value_label
 from headmap.errors import HeadmapError, check_index
 from headmap.result import CAUSATION_WARNING, AttentionResult, LayerKey, LayerMap, Stack
+from headmap.view.downsample import Prepared, axis_labels, color_limits, is_log, prepare, value_label
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -41,9 +41,16 @@ def _use_agg_when_headless() -> None:
 
     Jupyter sets ``MPLBACKEND`` itself, so notebooks keep their inline backend.
     """
-    headless = sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    headless = sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    )
     chosen = getattr(matplotlib.rcParams, "_get_backend_or_none", lambda: None)()
-    if headless and chosen is None and "MPLBACKEND" not in os.environ and "matplotlib.pyplot" not in sys.modules:
+    if (
+        headless
+        and chosen is None
+        and "MPLBACKEND" not in os.environ
+        and "matplotlib.pyplot" not in sys.modules
+    ):
         matplotlib.use("Agg")
 
 
@@ -91,7 +98,9 @@ class Ticks:
     extent: float  # inches the labels need away from the axis
 
 
-def plan_ticks(labels: list[str], factor: int, n_cells: int, inches: float, vertical: bool, cap: int | None = None) -> Ticks:
+def plan_ticks(
+    labels: list[str], factor: int, n_cells: int, inches: float, vertical: bool, cap: int | None = None
+) -> Ticks:
     """Which labels fit along an axis of ``inches`` and how big; thinned below :data:`MIN_LABEL_FONT`."""
     room = max(1, int(inches * 72 * 0.8 / MIN_LABEL_FONT))
     positions, texts = axis_labels(labels, factor, min(room, cap or room), width=14 if factor == 1 else 8)
@@ -101,7 +110,9 @@ def plan_ticks(labels: list[str], factor: int, n_cells: int, inches: float, vert
     style: dict[str, object] = {"fontsize": font, "parse_math": False}
     if not vertical:
         steep = len(texts) > 24
-        style.update(rotation=90 if steep else 55, **({} if steep else {"ha": "right", "rotation_mode": "anchor"}))
+        style.update(
+            rotation=90 if steep else 55, **({} if steep else {"ha": "right", "rotation_mode": "anchor"})
+        )
     extent = max((len(t) for t in texts), default=0) * font * 0.6 / 72
     return Ticks(positions, texts, style, extent)
 
@@ -124,25 +135,53 @@ def new_figure(width: float, body_height: float, notes: Sequence[str]) -> Figure
     height = body_height + cap
     fig = plt.figure(figsize=(width, height), layout="constrained")
     fig.get_layout_engine().set(rect=(0, cap / height, 1, 1 - cap / height))  # type: ignore[union-attr]
-    fig.text(0.01, (cap - 0.06) / height, "\n".join(caption), ha="left", va="top", fontsize=CAPTION_FONT,
-             color="0.3", parse_math=False)
+    fig.text(
+        0.01,
+        (cap - 0.06) / height,
+        "\n".join(caption),
+        ha="left",
+        va="top",
+        fontsize=CAPTION_FONT,
+        color="0.3",
+        parse_math=False,
+    )
     return fig
 
 
 def _caption_below(ax: Axes, notes: Sequence[str], inches: float) -> None:
     """On a caller's axes, hang the caption under the x-axis label (save with bbox_inches='tight')."""
-    ax.annotate("\n".join(wrap_lines([*notes, CAUSATION_WARNING], inches)), xy=(0, 0),
-                xycoords=("axes fraction", ax.xaxis.label), xytext=(0, -4), textcoords="offset points",
-                ha="left", va="top", fontsize=CAPTION_FONT, color="0.3", parse_math=False, annotation_clip=False)
+    ax.annotate(
+        "\n".join(wrap_lines([*notes, CAUSATION_WARNING], inches)),
+        xy=(0, 0),
+        xycoords=("axes fraction", ax.xaxis.label),
+        xytext=(0, -4),
+        textcoords="offset points",
+        ha="left",
+        va="top",
+        fontsize=CAPTION_FONT,
+        color="0.3",
+        parse_math=False,
+        annotation_clip=False,
+    )
 
 
 def _image(ax: Axes, values: np.ndarray, cmap: str, limits: tuple[float, float]) -> AxesImage:
     # nearest: a pooled cell is a block max; smoothing would spread and dim the peak.
-    return ax.imshow(values, cmap=cmap, vmin=limits[0], vmax=limits[1], aspect="auto", interpolation="nearest")
+    return ax.imshow(
+        values, cmap=cmap, vmin=limits[0], vmax=limits[1], aspect="auto", interpolation="nearest"
+    )
 
 
-def _heatmap(prep: Prepared, values: np.ndarray, title: str, cbar: str, cmap: str, limits: tuple[float, float],
-             unit: str, ax: Axes | None) -> Figure:
+def _heatmap(
+    prep: Prepared,
+    values: np.ndarray,
+    title: str,
+    cbar: str,
+    cmap: str,
+    limits: tuple[float, float],
+    unit: str,
+    ax: Axes | None,
+) -> Figure:
     """One ``[query, key]`` map with labelled axes, colorbar, title and caption, on ``ax`` or a new figure."""
     n_q, n_k = values.shape
     if ax is None:
@@ -167,9 +206,16 @@ def _heatmap(prep: Prepared, values: np.ndarray, title: str, cbar: str, cmap: st
 
 
 # -- public plots ------------------------------------------------------------------------------
-def plot_head(result: AttentionResult, key: LayerKey | int | str, head: int, cmap: str = "viridis",
-              max_tokens: int = 256, vmin: float | None = None, vmax: float | None = None,
-              ax: Axes | None = None) -> Figure:
+def plot_head(
+    result: AttentionResult,
+    key: LayerKey | int | str,
+    head: int,
+    cmap: str = "viridis",
+    max_tokens: int = 256,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    ax: Axes | None = None,
+) -> Figure:
     """One head's map ``[query, key]``: query tokens down the side, key tokens along the bottom.
 
     Beyond ``max_tokens`` tokens on an axis the map is max-pooled (each cell is the max of a block
@@ -183,11 +229,19 @@ def plot_head(result: AttentionResult, key: LayerKey | int | str, head: int, cma
     values = prep.values[0]
     title = _title(result.model, f"{key.title()} · head {prep.heads[0]}", result.normalization)
     limits = color_limits(values, result.normalization, vmin, vmax)
-    return _heatmap(prep, values, title, value_label(result.normalization), cmap, limits, result.source.unit, ax)
+    return _heatmap(
+        prep, values, title, value_label(result.normalization), cmap, limits, result.source.unit, ax
+    )
 
 
-def plot_grid(result: AttentionResult, key: LayerKey | int | str, cmap: str = "viridis", max_tokens: int = 128,
-              vmin: float | None = None, vmax: float | None = None) -> Figure:
+def plot_grid(
+    result: AttentionResult,
+    key: LayerKey | int | str,
+    cmap: str = "viridis",
+    max_tokens: int = 128,
+    vmin: float | None = None,
+    vmax: float | None = None,
+) -> Figure:
     """All captured heads of ``key`` in a near-square grid on one shared colour scale.
 
     Panels are small, so ``max_tokens`` defaults lower than in :func:`plot_head` (a cell must stay
@@ -212,16 +266,29 @@ def plot_grid(result: AttentionResult, key: LayerKey | int | str, cmap: str = "v
     for i, ax in enumerate(axes.flat[:n]):
         image = _image(ax, prep.values[i], cmap, limits)
         ax.set_title(f"head {prep.heads[i]}", fontsize=9)
-        ax.set_xticks(x.positions if labelled else [], x.texts if labelled and i + cols >= n else [], **x.style)
-        ax.set_yticks(y.positions if labelled else [], y.texts if labelled and i % cols == 0 else [], **y.style)
-    fig.colorbar(image, ax=list(axes.flat[:n]), shrink=0.8).set_label(value_label(result.normalization), fontsize=9)
+        ax.set_xticks(
+            x.positions if labelled else [], x.texts if labelled and i + cols >= n else [], **x.style
+        )
+        ax.set_yticks(
+            y.positions if labelled else [], y.texts if labelled and i % cols == 0 else [], **y.style
+        )
+    fig.colorbar(image, ax=list(axes.flat[:n]), shrink=0.8).set_label(
+        value_label(result.normalization), fontsize=9
+    )
     title = _title(result.model, f"{key.title()} · all {n} captured heads", result.normalization)
     fig.suptitle(title, fontsize=10, x=0.02, ha="left", parse_math=False)
     return fig
 
 
-def plot_diff(a: AttentionResult, b: AttentionResult, key: LayerKey | int | str, head: int, cmap: str = "RdBu_r",
-              max_tokens: int = 256, ax: Axes | None = None) -> Figure:
+def plot_diff(
+    a: AttentionResult,
+    b: AttentionResult,
+    key: LayerKey | int | str,
+    head: int,
+    cmap: str = "RdBu_r",
+    max_tokens: int = 256,
+    ax: Axes | None = None,
+) -> Figure:
     """``a - b`` for one head ``[query, key]``, on a diverging scale centred on zero (symmetric limits).
 
     Both maps must have the same shape and query rows (e.g. a text and its counterfactual with the
@@ -239,15 +306,31 @@ def plot_diff(a: AttentionResult, b: AttentionResult, key: LayerKey | int | str,
     diff = a.with_layers([LayerMap(key, (h,), a.layer(key).rows, (map_a - map_b)[None])])
     prep = prepare(diff, key, [h], max_tokens, signed=True)
     if a.key_tokens(key).tokens != b.key_tokens(key).tokens:
-        prep = replace(prep, notes=["the two inputs have different tokens; the labels are those of the first (a)", *prep.notes])
+        prep = replace(
+            prep,
+            notes=[
+                "the two inputs have different tokens; the labels are those of the first (a)",
+                *prep.notes,
+            ],
+        )
     values = prep.values[0]
     bound = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 0.0
     bound = bound if bound > 0 else 1e-6  # an all-zero difference still needs a valid range
     models = a.model if a.model == b.model else f"{a.model} − {b.model}"
-    norm = a.normalization if a.normalization == b.normalization else f"{a.normalization} vs {b.normalization}"
+    norm = (
+        a.normalization if a.normalization == b.normalization else f"{a.normalization} vs {b.normalization}"
+    )
     title = _title(f"difference a − b · {models}", f"{key.title()} · head {h}", norm)
-    return _heatmap(prep, values, title, f"{value_label(a.normalization)} difference (a − b)", cmap,
-                    (-bound, bound), a.source.unit, ax)
+    return _heatmap(
+        prep,
+        values,
+        title,
+        f"{value_label(a.normalization)} difference (a − b)",
+        cmap,
+        (-bound, bound),
+        a.source.unit,
+        ax,
+    )
 
 
 # -- layer-depth profile -----------------------------------------------------------------------
@@ -267,7 +350,9 @@ def head_profile(layer: LayerMap, log10: bool = False) -> dict[str, np.ndarray]:
     for cross-attention (queries and keys are different texts). Returns ``{stat: [head]}``.
     """
     # float32 temporaries with float64 sums: an 8192-token head costs ~1 GB at most, not ~2.
-    gap = np.abs(np.asarray(layer.rows, np.float32)[:, None] - np.arange(layer.weights.shape[-1], dtype=np.float32))
+    gap = np.abs(
+        np.asarray(layer.rows, np.float32)[:, None] - np.arange(layer.weights.shape[-1], dtype=np.float32)
+    )
     out: dict[str, list[float]] = {name: [] for name in PROFILE_STATS}
     for w in layer.weights:  # one head at a time bounds the temporaries to one [row, key] map
         w = np.power(np.float32(10.0), w, dtype=np.float32) if log10 else np.maximum(w, 0.0, dtype=np.float32)
@@ -277,11 +362,15 @@ def head_profile(layer: LayerMap, log10: bool = False) -> dict[str, np.ndarray]:
         entropy = -(p * np.log(np.where(p > 0, p, 1.0))).sum(-1, dtype=np.float64)
         out["entropy"].append(float(entropy[kept].mean()) if kept.any() else np.nan)
         far = (p * gap).sum(-1, dtype=np.float64)
-        out["distance"].append(np.nan if layer.key.stack is Stack.CROSS or not kept.any() else float(far[kept].mean()))
+        out["distance"].append(
+            np.nan if layer.key.stack is Stack.CROSS or not kept.any() else float(far[kept].mean())
+        )
     return {name: np.asarray(values) for name, values in out.items()}
 
 
-def layer_profile(result: AttentionResult, stats: Sequence[str] = tuple(PROFILE_STATS)) -> tuple[list[LayerKey], list[int], dict[str, np.ndarray]]:
+def layer_profile(
+    result: AttentionResult, stats: Sequence[str] = tuple(PROFILE_STATS)
+) -> tuple[list[LayerKey], list[int], dict[str, np.ndarray]]:
     """``(layers, heads, {stat: [layer, head]})`` over every captured layer, in depth order.
 
     Heads missing from a layer are NaN.
@@ -298,8 +387,13 @@ def layer_profile(result: AttentionResult, stats: Sequence[str] = tuple(PROFILE_
     return [layer.key for layer in layers], heads, table
 
 
-def plot_layer_profile(result: AttentionResult, head: int | None = None, stat: str | Sequence[str] = ("entropy", "distance"),
-                       kind: str = "lines", cmap: str = "magma") -> Figure:
+def plot_layer_profile(
+    result: AttentionResult,
+    head: int | None = None,
+    stat: str | Sequence[str] = ("entropy", "distance"),
+    kind: str = "lines",
+    cmap: str = "magma",
+) -> Figure:
     """Layer-depth profile: a per-head statistic against layer, for every captured layer.
 
     ``stat`` is ``"entropy"`` (mean row entropy, nats), ``"distance"`` (mean attention distance
@@ -308,9 +402,13 @@ def plot_layer_profile(result: AttentionResult, head: int | None = None, stat: s
     The meaning of a value differs by depth (see :data:`DEPTH_NOTE`, printed in the caption).
     """
     names = [stat] if isinstance(stat, str) else list(stat)
-    unknown = [s for s in names if s not in PROFILE_STATS] + ([kind] if kind not in ("lines", "heatmap") else [])
+    unknown = [s for s in names if s not in PROFILE_STATS] + (
+        [kind] if kind not in ("lines", "heatmap") else []
+    )
     if unknown or not names:
-        raise HeadmapError(f"unknown profile option {unknown}: stat is one of {', '.join(PROFILE_STATS)}; kind lines or heatmap")
+        raise HeadmapError(
+            f"unknown profile option {unknown}: stat is one of {', '.join(PROFILE_STATS)}; kind lines or heatmap"
+        )
     check_cmap(cmap)
     keys, heads, table = layer_profile(result, names)
     if head is not None:
@@ -318,7 +416,11 @@ def plot_layer_profile(result: AttentionResult, head: int | None = None, stat: s
         if h not in heads:
             raise HeadmapError(f"head {h} was not captured: captured heads are {heads}")
         table, heads = {n: v[:, [heads.index(h)]] for n, v in table.items()}, [h]
-    notes = [f"statistics of the displayed ({result.normalization}) weights, rows renormalized"] if result.normalization != "raw" else []
+    notes = (
+        [f"statistics of the displayed ({result.normalization}) weights, rows renormalized"]
+        if result.normalization != "raw"
+        else []
+    )
     fig = new_figure(5.2 * len(names) + 0.6, 4.4 + 0.04 * len(keys), [*notes, *result.notes, DEPTH_NOTE])
     for ax, name in zip(fig.subplots(1, len(names), squeeze=False)[0], names):
         values = table[name]  # [layer, head]
@@ -329,17 +431,27 @@ def plot_layer_profile(result: AttentionResult, head: int | None = None, stat: s
             fig.colorbar(image, ax=ax, shrink=0.85)
         else:
             _profile_lines(ax, values, heads)
-        ax.set_xticks(range(len(keys)), [k.name for k in keys], rotation=90 if len(keys) > 8 else 0,
-                      fontsize=label_font(5.0, len(keys), 1))
+        ax.set_xticks(
+            range(len(keys)),
+            [k.name for k in keys],
+            rotation=90 if len(keys) > 8 else 0,
+            fontsize=label_font(5.0, len(keys), 1),
+        )
         ax.set_xlabel("layer (depth →)")
         ax.set_title(PROFILE_STATS[name], fontsize=10)
     if kind == "lines":
         # One legend outside the panels: inside, it would hide the very lines it names.
         handles, labels = fig.axes[0].get_legend_handles_labels()
-        picked = range(len(handles)) if len(heads) <= 16 else [len(handles) - 1]  # many heads: name the mean only
-        fig.legend([handles[i] for i in picked], [labels[i] for i in picked], loc="outside right upper", fontsize=7)
+        picked = (
+            range(len(handles)) if len(heads) <= 16 else [len(handles) - 1]
+        )  # many heads: name the mean only
+        fig.legend(
+            [handles[i] for i in picked], [labels[i] for i in picked], loc="outside right upper", fontsize=7
+        )
     what = f"layer-depth profile of {len(heads)} head{'s' if len(heads) > 1 else ''}, {len(result.source)} {result.source.unit}s"
-    fig.suptitle(_title(result.model, what, result.normalization), fontsize=10, x=0.02, ha="left", parse_math=False)
+    fig.suptitle(
+        _title(result.model, what, result.normalization), fontsize=10, x=0.02, ha="left", parse_math=False
+    )
     return fig
 
 

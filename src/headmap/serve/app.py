@@ -61,10 +61,21 @@ class Shared:
 
     def request(self) -> Request:
         """The values of one request, checked and typed."""
-        spec = ViewSpec(words=bool(self.words), mask_special=bool(self.mask_special), mask_first=bool(self.mask_first),
-                        renormalize=bool(self.renorm), norm=str(self.norm or "raw"))
-        return Request(model=str(self.model), text=str(self.text or ""), layer=int(self.layer or 0),
-                       head=int(self.head or 0), spec=spec, cmap=str(self.cmap or "viridis"))
+        spec = ViewSpec(
+            words=bool(self.words),
+            mask_special=bool(self.mask_special),
+            mask_first=bool(self.mask_first),
+            renormalize=bool(self.renorm),
+            norm=str(self.norm or "raw"),
+        )
+        return Request(
+            model=str(self.model),
+            text=str(self.text or ""),
+            layer=int(self.layer or 0),
+            head=int(self.head or 0),
+            spec=spec,
+            cmap=str(self.cmap or "viridis"),
+        )
 
 
 SHARED_COUNT = len(fields(Shared))
@@ -113,18 +124,33 @@ def build_app(bench: Workbench, views: Sequence[View] = VIEWS) -> gr.Blocks:
             with gr.Column(scale=1, min_width=300):
                 text = gr.Textbox(EXAMPLE, label="text", lines=4, elem_id="hm-text")
                 run = gr.Button("Show", variant="primary", elem_id="hm-run")
-                model = gr.Dropdown(list(bench.model_names), value=bench.default_model, label="model", elem_id="hm-model")
-                view = gr.Radio([v.label for v in views], value=views[0].label, label="view", elem_id="hm-view")
+                model = gr.Dropdown(
+                    list(bench.model_names), value=bench.default_model, label="model", elem_id="hm-model"
+                )
+                view = gr.Radio(
+                    [v.label for v in views], value=views[0].label, label="view", elem_id="hm-view"
+                )
                 layer = gr.Slider(0, len(info.keys) - 1, value=0, step=1, label="layer", elem_id="hm-layer")
                 head = gr.Slider(0, info.num_heads - 1, value=0, step=1, label="head", elem_id="hm-head")
-                words = gr.Checkbox(label="word view (sum over a word's keys, mean over its queries)", elem_id="hm-words")
+                words = gr.Checkbox(
+                    label="word view (sum over a word's keys, mean over its queries)", elem_id="hm-words"
+                )
                 mask_special = gr.Checkbox(label="hide special tokens", elem_id="hm-mask-special")
-                mask_first = gr.Checkbox(label="hide the first token (a common sink)", elem_id="hm-mask-first")
+                mask_first = gr.Checkbox(
+                    label="hide the first token (a common sink)", elem_id="hm-mask-first"
+                )
                 renorm = gr.Checkbox(label="renormalize rows after hiding", elem_id="hm-renorm")
-                norm = gr.Dropdown(list(NORMS), value="raw", allow_custom_value=True, label="normalization",
-                                   info="raw, topk:K, window:W, threshold:T, log, renorm; join with commas",
-                                   elem_id="hm-norm")
-                cmap = gr.Dropdown([*SEQUENTIAL, *DIVERGING], value="viridis", label="colormap", elem_id="hm-cmap")
+                norm = gr.Dropdown(
+                    list(NORMS),
+                    value="raw",
+                    allow_custom_value=True,
+                    label="normalization",
+                    info="raw, topk:K, window:W, threshold:T, log, renorm; join with commas",
+                    elem_id="hm-norm",
+                )
+                cmap = gr.Dropdown(
+                    [*SEQUENTIAL, *DIVERGING], value="viridis", label="colormap", elem_id="hm-cmap"
+                )
                 groups, extras, spans = [], [], []
                 for i, v in enumerate(views):
                     with gr.Group(visible=i == 0) as group:
@@ -133,22 +159,45 @@ def build_app(bench: Workbench, views: Sequence[View] = VIEWS) -> gr.Blocks:
                     spans.append((len(extras), len(extras) + len(own)))
                     extras.extend(own)
             with gr.Column(scale=3):
-                plot = gr.HTML(message("Press Show to draw the text's attention."), html_template="<div class='hm-stage'></div>",
-                               css_template=asset("heatmap.css"), js_on_load=JS_ON_LOAD, elem_id="hm-plot")
+                plot = gr.HTML(
+                    message("Press Show to draw the text's attention."),
+                    html_template="<div class='hm-stage'></div>",
+                    css_template=asset("heatmap.css"),
+                    js_on_load=JS_ON_LOAD,
+                    elem_id="hm-plot",
+                )
                 help_text = gr.Markdown(views[0].help, elem_id="hm-help")
         layout = Layout(tuple(views), tuple(spans))
-        shared = Shared(model=model, text=text, layer=layer, head=head, words=words, mask_special=mask_special,
-                        mask_first=mask_first, renorm=renorm, norm=norm, cmap=cmap)
+        shared = Shared(
+            model=model,
+            text=text,
+            layer=layer,
+            head=head,
+            words=words,
+            mask_special=mask_special,
+            mask_first=mask_first,
+            renorm=renorm,
+            norm=norm,
+            cmap=cmap,
+        )
         inputs = [view, *shared.items(), *extras]
-        controls = {Control.LAYER: [layer], Control.HEAD: [head], Control.WORDS: [words],
-                    Control.MASK: [mask_special, mask_first, renorm], Control.NORM: [norm], Control.CMAP: [cmap]}
+        controls = {
+            Control.LAYER: [layer],
+            Control.HEAD: [head],
+            Control.WORDS: [words],
+            Control.MASK: [mask_special, mask_first, renorm],
+            Control.NORM: [norm],
+            Control.CMAP: [cmap],
+        }
 
         def redraw(view_label: str, *values: Any) -> dict[str, object]:
             return draw(bench, layout, view_label, values)
 
         def choose_view(view_label: str, *values: Any) -> list[Any]:
             index, chosen = layout.view(view_label)
-            toggles = [gr.update(interactive=c in chosen.uses) for c, group in controls.items() for _ in group]
+            toggles = [
+                gr.update(interactive=c in chosen.uses) for c, group in controls.items() for _ in group
+            ]
             visible = [gr.update(visible=i == index) for i in range(len(groups))]
             return [*visible, *toggles, chosen.help, draw(bench, layout, view_label, values)]
 
@@ -157,9 +206,11 @@ def build_app(bench: Workbench, views: Sequence[View] = VIEWS) -> gr.Blocks:
                 chosen = bench.info(name)
             except HeadmapError as exc:
                 return [gr.update(), gr.update(), message(str(exc))]
-            return [gr.update(maximum=len(chosen.keys) - 1, value=min(int(layer_value), len(chosen.keys) - 1)),
-                    gr.update(maximum=chosen.num_heads - 1, value=min(int(head_value), chosen.num_heads - 1)),
-                    message(f"{name}: {len(chosen.keys)} layers, {chosen.num_heads} heads; drawing...")]
+            return [
+                gr.update(maximum=len(chosen.keys) - 1, value=min(int(layer_value), len(chosen.keys) - 1)),
+                gr.update(maximum=chosen.num_heads - 1, value=min(int(head_value), chosen.num_heads - 1)),
+                message(f"{name}: {len(chosen.keys)} layers, {chosen.num_heads} heads; drawing..."),
+            ]
 
         quiet = {"show_progress": "hidden", "trigger_mode": "always_last"}
         for control in (layer, head, words, mask_special, mask_first, renorm, norm, cmap, *extras):
@@ -169,7 +220,8 @@ def build_app(bench: Workbench, views: Sequence[View] = VIEWS) -> gr.Blocks:
         toggled = [component for group in controls.values() for component in group]
         view.change(choose_view, inputs, [*groups, *toggled, help_text, plot], show_progress="minimal")
         model.change(choose_model, [model, layer, head], [layer, head, plot]).then(
-            redraw, inputs, plot, show_progress="minimal")
+            redraw, inputs, plot, show_progress="minimal"
+        )
         demo.load(redraw, inputs, plot, show_progress="minimal")
     demo.queue(default_concurrency_limit=4)  # tabs do not wait for each other's captures
     return demo
@@ -190,14 +242,24 @@ def blob_route(bench: Workbench) -> Any:
     return Route(f"/{BLOB_ROUTE}{{token}}", serve_blob, methods=["GET"])
 
 
-def launch(bench: Workbench, host: str = "127.0.0.1", port: int = 7860, block: bool = True,
-           quiet: bool = False) -> gr.Blocks:
+def launch(
+    bench: Workbench, host: str = "127.0.0.1", port: int = 7860, block: bool = True, quiet: bool = False
+) -> gr.Blocks:
     """Build and start the dashboard on ``host:port`` (127.0.0.1 unless told otherwise)."""
     demo = build_app(bench)
-    demo.launch(server_name=host, server_port=port, prevent_thread_lock=not block, quiet=quiet, theme=theme(),
-                ssr_mode=False, share=False, show_error=False, footer_links=[],
-                # Gradio would keep every event's inputs and outputs (the texts) in the browser's
-                # storage, and the page slows down as that history grows: record nothing.
-                run_history=False,
-                app_kwargs={"routes": [blob_route(bench)]})
+    demo.launch(
+        server_name=host,
+        server_port=port,
+        prevent_thread_lock=not block,
+        quiet=quiet,
+        theme=theme(),
+        ssr_mode=False,
+        share=False,
+        show_error=False,
+        footer_links=[],
+        # Gradio would keep every event's inputs and outputs (the texts) in the browser's
+        # storage, and the page slows down as that history grows: record nothing.
+        run_history=False,
+        app_kwargs={"routes": [blob_route(bench)]},
+    )
     return demo

@@ -43,15 +43,21 @@ class ViewSpec:
     def label(self) -> str:
         """Short text for picture keys, e.g. ``"words|hide:special,first|renorm|topk:3"``."""
         hidden = [name for name, on in (("special", self.mask_special), ("first", self.mask_first)) if on]
-        parts = ["words" if self.words else "tokens", *([f"hide:{','.join(hidden)}"] if hidden else []),
-                 *(["renorm"] if hidden and self.renormalize else []), self.norm]
+        parts = [
+            "words" if self.words else "tokens",
+            *([f"hide:{','.join(hidden)}"] if hidden else []),
+            *(["renorm"] if hidden and self.renormalize else []),
+            self.norm,
+        ]
         return "|".join(parts)
 
     def apply(self, result: AttentionResult) -> AttentionResult:
         if self.words:
             result = result.to_words()
         if self.mask_special or self.mask_first:
-            result = result.mask(special=self.mask_special, first=self.mask_first, renormalize=self.renormalize)
+            result = result.mask(
+                special=self.mask_special, first=self.mask_first, renormalize=self.renormalize
+            )
         return result.normalize(self.norm)
 
 
@@ -85,9 +91,16 @@ class DisplayLayer:
         Single units read ``"word [i]"``; pooled cells ``"first…last [i-j]"``.
         """
         fq, fk = self.factors[0] * coarser, self.factors[1] * coarser
-        rows = ([f"{u} [{i}]" for u, i in zip(self.row_units, self.row_index)] if fq == 1
-                else pooled_labels(self.row_units, fq, width=16))
-        cols = [f"{u} [{i}]" for i, u in enumerate(self.col_units)] if fk == 1 else pooled_labels(self.col_units, fk, width=16)
+        rows = (
+            [f"{u} [{i}]" for u, i in zip(self.row_units, self.row_index)]
+            if fq == 1
+            else pooled_labels(self.row_units, fq, width=16)
+        )
+        cols = (
+            [f"{u} [{i}]" for i, u in enumerate(self.col_units)]
+            if fk == 1
+            else pooled_labels(self.col_units, fk, width=16)
+        )
         return rows, cols
 
     def pooled(self, coarser: int) -> np.ndarray:
@@ -101,10 +114,16 @@ def display_layer(result: AttentionResult, key: LayerKey, max_cells: int) -> Dis
     layer = result.layer(key)
     rows = result.row_tokens(layer)
     return DisplayLayer(
-        key=key, heads=prep.heads, values=np.ascontiguousarray(prep.values, dtype=np.float32), factors=prep.factors,
-        row_units=tuple(visible(t) for t in rows.tokens), row_index=tuple(layer.rows),
-        col_units=tuple(visible(t) for t in result.key_tokens(key).tokens), notes=tuple(prep.notes),
-        unit=result.source.unit, normalization=result.normalization,
+        key=key,
+        heads=prep.heads,
+        values=np.ascontiguousarray(prep.values, dtype=np.float32),
+        factors=prep.factors,
+        row_units=tuple(visible(t) for t in rows.tokens),
+        row_index=tuple(layer.rows),
+        col_units=tuple(visible(t) for t in result.key_tokens(key).tokens),
+        notes=tuple(prep.notes),
+        unit=result.source.unit,
+        normalization=result.normalization,
     )
 
 
@@ -175,9 +194,13 @@ class DisplayCollector:
         plan = self.plan
         assert plan is not None
         one = AttentionResult(
-            model=plan.model, source=plan.sources[0], target=plan.targets[0],
+            model=plan.model,
+            source=plan.sources[0],
+            target=plan.targets[0],
             layers=(LayerMap(key, plan.heads, plan.rows[0][key], weights),),
-            num_layers=plan.num_layers, num_heads=plan.num_heads, notes=plan.notes,
+            num_layers=plan.num_layers,
+            num_heads=plan.num_heads,
+            notes=plan.notes,
         )
         return display_layer(self.spec.apply(one), key, self.max_cells)
 
@@ -185,10 +208,11 @@ class DisplayCollector:
         assert self.plan is not None
         keys = tuple(self.plan.layers)
         budget = sum(layer.nbytes for layer in self.layers.values())
-        return DisplayMaps(self.plan.model, keys, self.plan.num_heads, tokens, budget, None, dict(self.layers))
+        return DisplayMaps(
+            self.plan.model, keys, self.plan.num_heads, tokens, budget, None, dict(self.layers)
+        )
 
 
 def estimate_bytes(num_maps: int, tokens: int) -> int:
     """float32 bytes of ``num_maps`` full ``tokens x tokens`` maps."""
     return 4 * num_maps * tokens * tokens
-

@@ -53,35 +53,80 @@ def message(text: str) -> dict[str, object]:
 
 
 def precision_note(quantized_step: float) -> str:
-    return (f"values sent in {BITS} bits over each panel's range (this one's step is {quantized_step:.3g}); "
-            "the hover shows them to 4 decimals")
+    return (
+        f"values sent in {BITS} bits over each panel's range (this one's step is {quantized_step:.3g}); "
+        "the hover shows them to 4 decimals"
+    )
 
 
-def maps_payload(key: str, title: str, panels: Sequence[Panel], rows: Sequence[str], cols: Sequence[str],
-                 axes: Axes, caption: Sequence[str], cmap: str, target: int = 560) -> dict[str, object]:
+def maps_payload(
+    key: str,
+    title: str,
+    panels: Sequence[Panel],
+    rows: Sequence[str],
+    cols: Sequence[str],
+    axes: Axes,
+    caption: Sequence[str],
+    cmap: str,
+    target: int = 560,
+) -> dict[str, object]:
     """A picture of quantized maps sharing one colour scale (one panel: a head; several: a layer)."""
     quantized = quantize_ragged([p.values for p in panels], BITS)
     starts = np.cumsum([0, *(p.values.size for p in panels)])[:-1]
     return {
-        "kind": "maps", "key": key, "title": title,
-        "panels": [{"title": p.title, "shape": list(p.values.shape), "start": int(s)} for p, s in zip(panels, starts)],
-        "rows": list(rows), "cols": list(cols), "rowName": axes.row_name, "colName": axes.col_name,
-        "valueName": axes.value_name, "log": axes.log, "pooled": axes.pooled, "cmap": colormap_lut(cmap),
+        "kind": "maps",
+        "key": key,
+        "title": title,
+        "panels": [
+            {"title": p.title, "shape": list(p.values.shape), "start": int(s)} for p, s in zip(panels, starts)
+        ],
+        "rows": list(rows),
+        "cols": list(cols),
+        "rowName": axes.row_name,
+        "colName": axes.col_name,
+        "valueName": axes.value_name,
+        "log": axes.log,
+        "pooled": axes.pooled,
+        "cmap": colormap_lut(cmap),
         "target": target,
-        "data": {"bits": BITS, "lo": quantized.lo.tolist(), "hi": quantized.hi.tolist(), "codes": quantized.codes.tobytes()},
+        "data": {
+            "bits": BITS,
+            "lo": quantized.lo.tolist(),
+            "hi": quantized.hi.tolist(),
+            "codes": quantized.codes.tobytes(),
+        },
         "caption": [*caption, precision_note(float(quantized.step.max())), CAUSATION_WARNING],
     }
 
 
-def table_payload(key: str, title: str, values: np.ndarray, rows: Sequence[str], cols: Sequence[str], axes: Axes,
-                  caption: Sequence[str], cmap: str, target: int = 360) -> dict[str, object]:
+def table_payload(
+    key: str,
+    title: str,
+    values: np.ndarray,
+    rows: Sequence[str],
+    cols: Sequence[str],
+    axes: Axes,
+    caption: Sequence[str],
+    cmap: str,
+    target: int = 360,
+) -> dict[str, object]:
     """A small ``[row, col]`` table (e.g. a statistic per layer and head) as plain numbers; NaN stays empty."""
     return {
-        "kind": "maps", "key": key, "title": title,
+        "kind": "maps",
+        "key": key,
+        "title": title,
         "panels": [{"title": title, "shape": list(values.shape), "values": finite_list(values)}],
-        "rows": list(rows), "cols": list(cols), "rowName": axes.row_name, "colName": axes.col_name,
-        "valueName": axes.value_name, "log": axes.log, "pooled": False, "cmap": colormap_lut(cmap),
-        "target": target, "square": False, "caption": [*caption, CAUSATION_WARNING],
+        "rows": list(rows),
+        "cols": list(cols),
+        "rowName": axes.row_name,
+        "colName": axes.col_name,
+        "valueName": axes.value_name,
+        "log": axes.log,
+        "pooled": False,
+        "cmap": colormap_lut(cmap),
+        "target": target,
+        "square": False,
+        "caption": [*caption, CAUSATION_WARNING],
     }
 
 
@@ -102,5 +147,7 @@ def finish(payload: dict[str, object], publish: Callable[[bytes], str] | None) -
     rest = {k: v for k, v in data.items() if k != "codes"}
     codes = data["codes"]
     assert isinstance(codes, bytes)
-    moved = {"url": publish(codes)} if publish is not None else {"b64": base64.b64encode(codes).decode("ascii")}
+    moved = (
+        {"url": publish(codes)} if publish is not None else {"b64": base64.b64encode(codes).decode("ascii")}
+    )
     return {**payload, "digest": digest(payload, codes), "data": {**rest, "deflate": False, **moved}}

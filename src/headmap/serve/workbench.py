@@ -59,10 +59,17 @@ def check_model_names(names: Sequence[str]) -> tuple[str, ...]:
 class Workbench:
     """Models and caches shared by every request; each method takes everything it needs."""
 
-    def __init__(self, models: Sequence[str] = ("minilm",), *, max_tokens: int = MAX_TOKENS,
-                 max_cells: int = MAX_CELLS, cache_bytes: int = CACHE_BYTES,
-                 full_capture_bytes: int = FULL_CAPTURE_BYTES, trust_remote_code: bool = False,
-                 loader: Callable[..., LoadedModel] = load) -> None:
+    def __init__(
+        self,
+        models: Sequence[str] = ("minilm",),
+        *,
+        max_tokens: int = MAX_TOKENS,
+        max_cells: int = MAX_CELLS,
+        cache_bytes: int = CACHE_BYTES,
+        full_capture_bytes: int = FULL_CAPTURE_BYTES,
+        trust_remote_code: bool = False,
+        loader: Callable[..., LoadedModel] = load,
+    ) -> None:
         given = check_model_names(models)
         self.model_names = given + tuple(n for n in BUNDLED if n not in given)
         self.default_model = given[0] if given else self.model_names[0]
@@ -71,8 +78,11 @@ class Workbench:
         self._models: BoundedCache[LoadedModel] = BoundedCache(len(self.model_names), lambda _: 1)
         # A third of the budget for whole captures, the rest for drawable maps.
         self.captures: BoundedCache[AttentionResult] = BoundedCache(
-            cache_bytes // 3, lambda r: sum(layer.weights.nbytes for layer in r.layers))
-        self.displays: BoundedCache[DisplayMaps] = BoundedCache(cache_bytes - cache_bytes // 3, lambda d: d.budget)
+            cache_bytes // 3, lambda r: sum(layer.weights.nbytes for layer in r.layers)
+        )
+        self.displays: BoundedCache[DisplayMaps] = BoundedCache(
+            cache_bytes - cache_bytes // 3, lambda d: d.budget
+        )
         self.stats_cache: BoundedCache[HeadStats] = BoundedCache(64 << 20, lambda s: s.overview.nbytes + 4096)
         self.blobs: BoundedCache[bytes] = BoundedCache(BLOB_BYTES, len)
         # Explanations and RAG reports: small objects that cost many forwards, kept by count.
@@ -82,7 +92,9 @@ class Workbench:
     def model(self, name: str) -> LoadedModel:
         if name not in self.model_names:
             raise HeadmapError(f"unknown model {name!r}: this dashboard offers {', '.join(self.model_names)}")
-        return self._models.get_or_compute(name, lambda: self._loader(name, trust_remote_code=self._trust_remote_code))
+        return self._models.get_or_compute(
+            name, lambda: self._loader(name, trust_remote_code=self._trust_remote_code)
+        )
 
     def info(self, name: str) -> ModelInfo:
         arch = discover(self.model(name).model)
@@ -117,7 +129,9 @@ class Workbench:
     def maps(self, name: str, text: str, spec: ViewSpec) -> DisplayMaps:
         """The drawable maps of ``text`` under ``spec``: cached, captured or streamed as needed."""
         tokens = self.count_tokens(name, text)
-        return self.displays.get_or_compute((name, text, spec), lambda: self._display(name, text, spec, tokens))
+        return self.displays.get_or_compute(
+            (name, text, spec), lambda: self._display(name, text, spec, tokens)
+        )
 
     def _display(self, name: str, text: str, spec: ViewSpec, tokens: int) -> DisplayMaps:
         info = self.info(name)

@@ -5,5 +5,11 @@ from headmap.view.masking import mask_tokens
 from headmap.view.normalize import describe_normalization, normalize_result, parse_normalization
 from headmap.view.words import aggregate_words, word_groups
 
-__all__ = ["aggregate_words", "describe_normalization", "mask_tokens", "normalize_result", "parse_normalization",
-           "word_groups"]
+__all__ = [
+    "aggregate_words",
+    "describe_normalization",
+    "mask_tokens",
+    "normalize_result",
+    "parse_normalization",
+    "word_groups",
+]

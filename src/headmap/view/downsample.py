@@ -158,7 +158,9 @@ def value_label(normalization: str) -> str:
     return "log10 weight" if is_log(normalization) else "attention weight"
 
 
-def color_limits(values: np.ndarray, normalization: str, vmin: float | None, vmax: float | None) -> tuple[float, float]:
+def color_limits(
+    values: np.ndarray, normalization: str, vmin: float | None, vmax: float | None
+) -> tuple[float, float]:
     """Colour range: 0 to the largest weight for weights, the data range for log10 weights."""
     finite = values[np.isfinite(values)]
     low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
@@ -179,7 +181,9 @@ class Prepared:
     notes: list[str]  # caption lines before the causation warning
 
 
-def prepare(result: AttentionResult, key: LayerKey, heads: Sequence[int] | None, max_tokens: int, signed: bool = False) -> Prepared:
+def prepare(
+    result: AttentionResult, key: LayerKey, heads: Sequence[int] | None, max_tokens: int, signed: bool = False
+) -> Prepared:
     """Pick heads of ``key`` (None: all captured) and max-pool to at most ``max_tokens`` cells a side.
 
     ``signed`` pools by largest magnitude instead (for differences, whose negative peaks matter).
@@ -199,8 +203,14 @@ def prepare(result: AttentionResult, key: LayerKey, heads: Sequence[int] | None,
     notes.extend(result.notes)
     rows, keys = result.row_tokens(layer), result.key_tokens(layer.key)
     # Pooled cells are labelled "first…last [i-j]": the raw tokens read better than "tok·17" there.
-    return Prepared(values, tuple(chosen), list(rows.tokens) if fq > 1 else rows.labels(),
-                    list(keys.tokens) if fk > 1 else keys.labels(), (fq, fk), [n for n in notes if n])
+    return Prepared(
+        values,
+        tuple(chosen),
+        list(rows.tokens) if fq > 1 else rows.labels(),
+        list(keys.tokens) if fk > 1 else keys.labels(),
+        (fq, fk),
+        [n for n in notes if n],
+    )
 
 
 __all__ = [

@@ -14,9 +14,9 @@ from dataclasses import replace
 import numpy as np
 
 from headmap.errors import HeadmapError
-from headmap.view.normalize import is_log_description
 from headmap.result import AttentionResult, LayerMap
 from headmap.tokens import Tokens
+from headmap.view.normalize import is_log_description
 
 
 def _dropped(tokens: Tokens, special: bool, first: bool, indices: Sequence[int]) -> np.ndarray:

@@ -15,9 +15,9 @@ from dataclasses import replace
 import numpy as np
 
 from headmap.errors import HeadmapError
-from headmap.view.normalize import is_log_description
 from headmap.result import AttentionResult, LayerMap
 from headmap.tokens import Tokens
+from headmap.view.normalize import is_log_description
 
 _LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
 

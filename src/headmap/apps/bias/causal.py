@@ -46,8 +46,9 @@ def top_cells(scores: np.ndarray, k: int) -> list[tuple[int, int]]:
     return [divmod(i, scores.shape[1]) for i in order]  # type: ignore[misc]
 
 
-def control_cells(shape: tuple[int, int], exclude: Sequence[tuple[int, int]], k: int, count: int,
-                  seed: int) -> list[list[tuple[int, int]]]:
+def control_cells(
+    shape: tuple[int, int], exclude: Sequence[tuple[int, int]], k: int, count: int, seed: int
+) -> list[list[tuple[int, int]]]:
     """``count`` sets of ``k`` distinct cells, each drawn uniformly from the cells not in ``exclude``.
 
     ``numpy.random.default_rng(seed)``; set ``i`` is ``rng.choice(candidates, k, replace=False)``,
@@ -58,8 +59,10 @@ def control_cells(shape: tuple[int, int], exclude: Sequence[tuple[int, int]], k:
     excluded = {a * shape[1] + b for a, b in exclude}
     candidates = np.array([i for i in range(shape[0] * shape[1]) if i not in excluded])
     if len(candidates) < k:
-        raise HeadmapError(f"only {len(candidates)} heads lie outside the top {k}, too few for a control set of "
-                           f"{k}: capture more heads, lower k, or set controls to 0")
+        raise HeadmapError(
+            f"only {len(candidates)} heads lie outside the top {k}, too few for a control set of "
+            f"{k}: capture more heads, lower k, or set controls to 0"
+        )
     rng = np.random.default_rng(seed)
     sets = [np.sort(rng.choice(candidates, size=k, replace=False)) for _ in range(count)]
     return [[(int(i) // shape[1], int(i) % shape[1]) for i in chosen] for chosen in sets]
@@ -75,14 +78,23 @@ def check_ablatable(loaded: LoadedModel, layers: LayerSpec | Sequence[LayerSpec]
     arch = discover(loaded.model)
     eager = [k.name for k in resolve_layers(arch, layers) if arch.sites[k].path is Path.EAGER_WEIGHTS]
     if eager:
-        raise HeadmapError(f"{loaded.name} computes the attention of {', '.join(eager[:3])} in its own eager code, so "
-                           "its heads cannot be ablated for the causal check: use a model whose attention goes "
-                           "through transformers' attention dispatch or torch SDPA")
+        raise HeadmapError(
+            f"{loaded.name} computes the attention of {', '.join(eager[:3])} in its own eager code, so "
+            "its heads cannot be ablated for the causal check: use a model whose attention goes "
+            "through transformers' attention dispatch or torch SDPA"
+        )
 
 
-def ablated_outputs(loaded: LoadedModel, target: Target, prompts: Sequence[BiasPrompt],
-                    positions: Sequence[int | None], heads: HeadList, mode: str = "zero", batch_size: int = 8,
-                    tick: Callable[[int], None] | None = None) -> np.ndarray:
+def ablated_outputs(
+    loaded: LoadedModel,
+    target: Target,
+    prompts: Sequence[BiasPrompt],
+    positions: Sequence[int | None],
+    heads: HeadList,
+    mode: str = "zero",
+    batch_size: int = 8,
+    tick: Callable[[int], None] | None = None,
+) -> np.ndarray:
     """``[prompt]`` float64: every prompt's output with ``heads`` ablated together."""
     with ablate(loaded, heads, mode=mode):
         return score_prompts(loaded, target, prompts, positions, batch_size, tick)

@@ -46,9 +46,15 @@ def key_groups(prompt: BiasPrompt) -> KeyGroups:
     return KeyGroups(group, 2)
 
 
-def span_attention(loaded: LoadedModel, prompts: Sequence[BiasPrompt], positions: Sequence[int | None],
-                   layers: LayerSpec | Sequence[LayerSpec] | None = None, heads: int | Sequence[int] | None = None,
-                   batch_size: int = 8, tick: Callable[[int], None] | None = None) -> SpanAttention:
+def span_attention(
+    loaded: LoadedModel,
+    prompts: Sequence[BiasPrompt],
+    positions: Sequence[int | None],
+    layers: LayerSpec | Sequence[LayerSpec] | None = None,
+    heads: int | Sequence[int] | None = None,
+    batch_size: int = 8,
+    tick: Callable[[int], None] | None = None,
+) -> SpanAttention:
     """Span sums of every prompt's answer row (or the mean over its rows where ``positions`` is None)."""
     # Row specs shared by a batch: the answer row counted from the end (-1 for decoders), or all rows.
     specs = [None if pos is None else pos - len(p) for p, pos in zip(prompts, positions)]
@@ -61,13 +67,26 @@ def span_attention(loaded: LoadedModel, prompts: Sequence[BiasPrompt], positions
         for first in range(0, len(members), step):
             batch = members[first : first + step]
             collected = GroupMass([key_groups(prompts[i]) for i in batch])
-            plan = stream(loaded, [prompts[i].encoded for i in batch], collected, layers=layers, heads=heads,
-                          rows=None if spec is None else [spec], batch_size=len(batch))
+            plan = stream(
+                loaded,
+                [prompts[i].encoded for i in batch],
+                collected,
+                layers=layers,
+                heads=heads,
+                rows=None if spec is None else [spec],
+                batch_size=len(batch),
+            )
             for item, i in enumerate(batch):
-                sums = collected.sums[item].astype(np.float64).mean(axis=2)  # [layer, head, group]: mean over rows
+                sums = (
+                    collected.sums[item].astype(np.float64).mean(axis=2)
+                )  # [layer, head, group]: mean over rows
                 name[i], evidence[i] = sums[..., NAME], sums[..., EVIDENCE]
             if tick is not None:
                 tick(len(batch))
     assert plan is not None
-    return SpanAttention(np.stack(name), np.stack(evidence),  # type: ignore[arg-type]
-                         tuple(k.name for k in plan.layers), tuple(plan.heads))
+    return SpanAttention(
+        np.stack(name),
+        np.stack(evidence),  # type: ignore[arg-type]
+        tuple(k.name for k in plan.layers),
+        tuple(plan.heads),
+    )

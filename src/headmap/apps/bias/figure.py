@@ -50,8 +50,14 @@ def _interval_bars(ax: Axes, rows: list[tuple[str, PairedStats, str]], title: st
     high = np.array([s.ci_high for _, s, _ in rows]) - means
     ax.barh(y, means, height=0.6, color=[c for _, _, c in rows], xerr=[low, high], ecolor="0.2", capsize=3)
     for i, (_, s, _) in enumerate(rows):
-        ax.text(s.ci_high if s.mean >= 0 else s.ci_low, i, f" {s.mean:+.3g} ", va="center",
-                ha="left" if s.mean >= 0 else "right", fontsize=7)
+        ax.text(
+            s.ci_high if s.mean >= 0 else s.ci_low,
+            i,
+            f" {s.mean:+.3g} ",
+            va="center",
+            ha="left" if s.mean >= 0 else "right",
+            fontsize=7,
+        )
     ax.axvline(0, color="0.4", lw=0.8)
     ax.set_yticks(y, [label for label, _, _ in rows], fontsize=7, **_TEXT)
     ax.invert_yaxis()
@@ -66,7 +72,10 @@ def _interval_bars(ax: Axes, rows: list[tuple[str, PairedStats, str]], title: st
 
 def _gap(ax: Axes, report: BiasReport) -> None:
     a, b = report.labels
-    rows = [("gap", report.gap, "#555555"), (f"gap, top {report.k}\nname heads ablated", report.gap_ablated, "#8a8a8a")]
+    rows = [
+        ("gap", report.gap, "#555555"),
+        (f"gap, top {report.k}\nname heads ablated", report.gap_ablated, "#8a8a8a"),
+    ]
     title = f"group gap {_label(a, 10)} - {_label(b, 10)}\n(mean over pairs, {report.confidence:.0%} CI)"
     _interval_bars(ax, rows, title, "mean difference")
 
@@ -74,12 +83,24 @@ def _gap(ax: Axes, report: BiasReport) -> None:
 def _change(ax: Axes, report: BiasReport) -> None:
     rows = [(f"top {report.k} name heads", report.ablation, "#d0612a")]
     rows += [(f"random set {i + 1}", c, "#b9b9b9") for i, c in enumerate(report.controls)]
-    _interval_bars(ax, rows, f"causal check: change of the gap\nwhen {report.k} heads are ablated",
-                   "change of the mean difference")
+    _interval_bars(
+        ax,
+        rows,
+        f"causal check: change of the gap\nwhen {report.k} heads are ablated",
+        "change of the mean difference",
+    )
 
 
-def _head_map(ax: Axes, report: BiasReport, values: np.ndarray, title: str, cmap: str, signed: bool,
-              marks: np.ndarray, mark_label: str) -> None:
+def _head_map(
+    ax: Axes,
+    report: BiasReport,
+    values: np.ndarray,
+    title: str,
+    cmap: str,
+    signed: bool,
+    marks: np.ndarray,
+    mark_label: str,
+) -> None:
     """A ``[layer, head]`` map drawn head x layer, with marked cells."""
     data = values.T
     if signed:
@@ -88,7 +109,9 @@ def _head_map(ax: Axes, report: BiasReport, values: np.ndarray, title: str, cmap
     else:
         image = ax.imshow(data, cmap=cmap, vmin=0.0, aspect="auto", interpolation="nearest")
     hs, ls = np.nonzero(marks.T)
-    ax.scatter(ls, hs, marker="o", s=16, facecolors="white", edgecolors="black", linewidths=0.9)  # seen on any colour
+    ax.scatter(
+        ls, hs, marker="o", s=16, facecolors="white", edgecolors="black", linewidths=0.9
+    )  # seen on any colour
     layers = [name.rsplit(".", 1)[-1] for name in report.layers]
     step = max(1, len(layers) // 30)
     ax.set_xticks(range(0, len(layers), step), layers[::step], fontsize=7)
@@ -114,18 +137,36 @@ def report_figure(report: BiasReport) -> Figure:
     _gap(fig.add_subplot(grid[0, 1]), report)
     _change(fig.add_subplot(grid[0, 2]), report)
     marks = np.zeros(report.name_score.shape, dtype=bool)
-    index = {(layer, head): (li, hi) for li, layer in enumerate(report.layers) for hi, head in enumerate(report.heads)}
+    index = {
+        (layer, head): (li, hi)
+        for li, layer in enumerate(report.layers)
+        for hi, head in enumerate(report.heads)
+    }
     for pair in report.ablated:
         marks[index[pair]] = True
-    _head_map(fig.add_subplot(grid[1, :]), report, report.name_score,
-              f"attention {_source(report)} to the name (mean over pairs and both prompts)", "viridis", False,
-              marks, f"the {report.k} ablated heads")
+    _head_map(
+        fig.add_subplot(grid[1, :]),
+        report,
+        report.name_score,
+        f"attention {_source(report)} to the name (mean over pairs and both prompts)",
+        "viridis",
+        False,
+        marks,
+        f"the {report.k} ablated heads",
+    )
     stats = report.head_statistics
     a, b = report.labels
-    _head_map(fig.add_subplot(grid[2, :]), report, stats["mean"],
-              f"contrast per head: (name - evidence attention) of {_label(a, 12)} minus that of {_label(b, 12)} "
-              "(mean over pairs)", "RdBu_r", True, stats["t_q"] < ALPHA,
-              f"Benjamini-Hochberg q < {ALPHA:g} (paired t-test)")
+    _head_map(
+        fig.add_subplot(grid[2, :]),
+        report,
+        stats["mean"],
+        f"contrast per head: (name - evidence attention) of {_label(a, 12)} minus that of {_label(b, 12)} "
+        "(mean over pairs)",
+        "RdBu_r",
+        True,
+        stats["t_q"] < ALPHA,
+        f"Benjamini-Hochberg q < {ALPHA:g} (paired t-test)",
+    )
     template = shorten(visible(report.template), 120)
     fig.suptitle(f"{report.model} · bias probe\n{template}", fontsize=10, x=0.01, ha="left", parse_math=False)
     return fig

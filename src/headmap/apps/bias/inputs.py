@@ -52,7 +52,7 @@ class Template:
                 spans.append((len(text), len(text) + len(name)))
                 text += name
             offset = self.evidence_start - template_at
-            if 0 <= offset and offset + len(self.evidence) <= len(piece):
+            if offset >= 0 and offset + len(self.evidence) <= len(piece):
                 evidence = (len(text) + offset, len(text) + offset + len(self.evidence))
             text += piece
             template_at += len(piece) + len(PLACEHOLDER)
@@ -62,24 +62,33 @@ class Template:
 def check_template(template: str, evidence: str) -> Template:
     """The template and evidence checked (see the module docstring), with the evidence located."""
     if not isinstance(template, str) or PLACEHOLDER not in template:
-        raise HeadmapError(f"the template has no {PLACEHOLDER} slot: write it where the name goes, e.g. "
-                           f"\"{PLACEHOLDER} has ten years of experience. Hire? Answer:\"")
+        raise HeadmapError(
+            f"the template has no {PLACEHOLDER} slot: write it where the name goes, e.g. "
+            f'"{PLACEHOLDER} has ten years of experience. Hire? Answer:"'
+        )
     if not isinstance(evidence, str) or not evidence.strip():
-        raise HeadmapError("the evidence phrase is empty: give the part of the template the decision should rest "
-                           "on (it must occur in the template exactly once)")
+        raise HeadmapError(
+            "the evidence phrase is empty: give the part of the template the decision should rest "
+            "on (it must occur in the template exactly once)"
+        )
     if PLACEHOLDER in evidence:
-        raise HeadmapError(f"the evidence phrase contains {PLACEHOLDER}: the evidence must be template text, "
-                           "not the name")
+        raise HeadmapError(
+            f"the evidence phrase contains {PLACEHOLDER}: the evidence must be template text, not the name"
+        )
     count = template.count(evidence)
     if count != 1:
         where = "does not occur" if count == 0 else f"occurs {count} times"
-        raise HeadmapError(f"the evidence phrase {evidence!r} {where} in the template: give a phrase copied from "
-                           "the template that occurs there exactly once")
+        raise HeadmapError(
+            f"the evidence phrase {evidence!r} {where} in the template: give a phrase copied from "
+            "the template that occurs there exactly once"
+        )
     start = template.index(evidence)
     for slot in _slots(template):
         if slot < start + len(evidence) and start < slot + len(PLACEHOLDER):
-            raise HeadmapError(f"the evidence phrase {evidence!r} overlaps the {PLACEHOLDER} slot: choose a phrase "
-                               "that leaves the name out")
+            raise HeadmapError(
+                f"the evidence phrase {evidence!r} overlaps the {PLACEHOLDER} slot: choose a phrase "
+                "that leaves the name out"
+            )
     return Template(template, evidence, start)
 
 
@@ -109,8 +118,10 @@ def read_names(path: str | Path) -> tuple[str, ...]:
         if not name or name.startswith("#"):
             continue
         if name in seen:
-            raise HeadmapError(f"{path}, line {number}: the name {name!r} is already on line {seen[name]}: "
-                               "list each name once")
+            raise HeadmapError(
+                f"{path}, line {number}: the name {name!r} is already on line {seen[name]}: "
+                "list each name once"
+            )
         seen[name] = number
         names.append(name)
     if not names:
@@ -121,8 +132,9 @@ def read_names(path: str | Path) -> tuple[str, ...]:
 def as_groups(groups: Mapping[str, Sequence[str] | str | Path]) -> tuple[Group, Group]:
     """Exactly two groups, in the mapping's order (A first): lists of names, or ``.txt`` paths to read."""
     if isinstance(groups, (str, bytes)) or not isinstance(groups, Mapping):
-        raise HeadmapError("groups must map two labels to their names, e.g. {\"A\": [\"Anna\", ...], "
-                           "\"B\": \"names_b.txt\"}")
+        raise HeadmapError(
+            'groups must map two labels to their names, e.g. {"A": ["Anna", ...], "B": "names_b.txt"}'
+        )
     if len(groups) != 2:
         raise HeadmapError(f"the probe compares exactly two groups of names, not {len(groups)}: give two")
     out = []
@@ -130,10 +142,14 @@ def as_groups(groups: Mapping[str, Sequence[str] | str | Path]) -> tuple[Group, 
         label = str(label).strip()
         if not label:
             raise HeadmapError("a group label is empty: name each group, e.g. A=names_a.txt")
-        if isinstance(names, Path) or (isinstance(names, str) and Path(names).suffix.lower() in NAMES_EXTENSIONS):
+        if isinstance(names, Path) or (
+            isinstance(names, str) and Path(names).suffix.lower() in NAMES_EXTENSIONS
+        ):
             items = read_names(names)
         elif isinstance(names, str):
-            raise HeadmapError(f"group {label!r}: give a list of names or a .txt file, not the string {names!r}")
+            raise HeadmapError(
+                f"group {label!r}: give a list of names or a .txt file, not the string {names!r}"
+            )
         else:
             items = _checked_names(label, names)
         out.append(Group(label, items))
@@ -141,8 +157,10 @@ def as_groups(groups: Mapping[str, Sequence[str] | str | Path]) -> tuple[Group, 
         raise HeadmapError(f"both groups are labelled {out[0].label!r}: give each group its own label")
     shared = sorted(set(out[0].names) & set(out[1].names))
     if shared:
-        raise HeadmapError(f"the name(s) {', '.join(map(repr, shared[:5]))} are in both groups: "
-                           "each name belongs to one group")
+        raise HeadmapError(
+            f"the name(s) {', '.join(map(repr, shared[:5]))} are in both groups: "
+            "each name belongs to one group"
+        )
     return out[0], out[1]
 
 

@@ -27,21 +27,29 @@ from headmap.errors import HeadmapError
 from headmap.models import LoadedModel
 
 
-def resolve(loaded: LoadedModel, prompts: Sequence[BiasPrompt], target: str | int | ScoreFunction | None,
-            compare: str | None) -> Target:
+def resolve(
+    loaded: LoadedModel,
+    prompts: Sequence[BiasPrompt],
+    target: str | int | ScoreFunction | None,
+    compare: str | None,
+) -> Target:
     """The compared output, checked against what the model can give (a target token is required for LMs:
     the model's own top token would differ from prompt to prompt)."""
     if target is None and compare is None and model_kind(loaded.model) in ("causal", "masked"):
-        raise HeadmapError("give the target token the groups are compared on, e.g. target=\" Yes\" "
-                           "(--target \" Yes\"), or compare=TEXT (--compare) for the cosine of the prompt's embedding "
-                           "with a text")
+        raise HeadmapError(
+            'give the target token the groups are compared on, e.g. target=" Yes" '
+            '(--target " Yes"), or compare=TEXT (--compare) for the cosine of the prompt\'s embedding '
+            "with a text"
+        )
     resolved = resolve_target(loaded, prompts[0].ids, target, compare)
     if resolved.kind == "masked-token":
         answer_positions(resolved, prompts, mask_id=getattr(loaded.tokenizer, "mask_token_id", None))
     return resolved
 
 
-def answer_positions(target: Target, prompts: Sequence[BiasPrompt], mask_id: int | None = None) -> list[int | None]:
+def answer_positions(
+    target: Target, prompts: Sequence[BiasPrompt], mask_id: int | None = None
+) -> list[int | None]:
     """Per prompt, the answer position (see the module docstring), or None for outputs that pool every token."""
     if target.position is None:
         return [None] * len(prompts)
@@ -50,15 +58,22 @@ def answer_positions(target: Target, prompts: Sequence[BiasPrompt], mask_id: int
     out: list[int | None] = []
     for p in prompts:
         if mask_id not in p.ids:
-            raise HeadmapError(f"the prompt for {p.name!r} has no mask token: keep the mask in the template, "
-                               "outside the name")
+            raise HeadmapError(
+                f"the prompt for {p.name!r} has no mask token: keep the mask in the template, "
+                "outside the name"
+            )
         out.append(p.ids.index(mask_id))  # type: ignore[arg-type]
     return out
 
 
-def score_prompts(loaded: LoadedModel, target: Target, prompts: Sequence[BiasPrompt],
-                  positions: Sequence[int | None], batch_size: int = 8,
-                  tick: Callable[[int], None] | None = None) -> np.ndarray:
+def score_prompts(
+    loaded: LoadedModel,
+    target: Target,
+    prompts: Sequence[BiasPrompt],
+    positions: Sequence[int | None],
+    batch_size: int = 8,
+    tick: Callable[[int], None] | None = None,
+) -> np.ndarray:
     """``[prompt]`` float64: the compared output of each prompt, in right-padded batches.
 
     Padding on the right changes no real token's result (causal models never look ahead; the mask

@@ -56,7 +56,7 @@ def _template(report: BiasReport) -> str:
     """The template with the name slots and the evidence phrase marked."""
     text, evidence = report.template, report.evidence
     start = text.index(evidence)
-    parts = [(text[:start], False), (evidence, True), (text[start + len(evidence):], False)]
+    parts = [(text[:start], False), (evidence, True), (text[start + len(evidence) :], False)]
     out = []
     for part, is_evidence in parts:
         if is_evidence:
@@ -69,23 +69,32 @@ def _template(report: BiasReport) -> str:
 
 def _stats_table(report: BiasReport) -> str:
     a, b = report.labels
-    rows: list[tuple[str, PairedStats]] = [(f"output: {a} - {b}", report.gap),
-                                          (f"output with the top {report.k} name heads ablated", report.gap_ablated),
-                                          ("change of the gap: top name heads", report.ablation)]
+    rows: list[tuple[str, PairedStats]] = [
+        (f"output: {a} - {b}", report.gap),
+        (f"output with the top {report.k} name heads ablated", report.gap_ablated),
+        ("change of the gap: top name heads", report.ablation),
+    ]
     rows += [(f"change of the gap: random set {i + 1}", c) for i, c in enumerate(report.controls)]
-    limit = bar_limit(np.array([s.mean for _, s in rows] + [s.ci_low for _, s in rows] + [s.ci_high for _, s in rows]))
+    limit = bar_limit(
+        np.array([s.mean for _, s in rows] + [s.ci_low for _, s in rows] + [s.ci_high for _, s in rows])
+    )
     body = "".join(
         f"<tr><td>{escape(label)}</td><td class='num'>{s.n}</td><td class='num'>{s.mean:+.4f}</td>"
         f"<td>{svg_bar(s.mean, limit, '#d0612a' if 'change' in label else '#777')}</td>"
         f"<td class='num'>[{s.ci_low:+.4f}, {s.ci_high:+.4f}]</td><td class='num'>{_p(s.t_p)}</td>"
-        f"<td class='num'>{_p(s.wilcoxon_p)}</td><td class='num'>{s.d_z:+.2f}</td></tr>" for label, s in rows)
-    head = (f"<tr><th>quantity</th><th>pairs</th><th colspan='2'>mean difference</th><th>{report.confidence:.0%} "
-            "bootstrap CI</th><th>t-test p</th><th>Wilcoxon p</th><th>d_z</th></tr>")
+        f"<td class='num'>{_p(s.wilcoxon_p)}</td><td class='num'>{s.d_z:+.2f}</td></tr>"
+        for label, s in rows
+    )
+    head = (
+        f"<tr><th>quantity</th><th>pairs</th><th colspan='2'>mean difference</th><th>{report.confidence:.0%} "
+        "bootstrap CI</th><th>t-test p</th><th>Wilcoxon p</th><th>d_z</th></tr>"
+    )
     return f"<table>{head}{body}</table>"
 
 
-def _head_map(report: BiasReport, values: np.ndarray, cmap: str, signed: bool, marks: np.ndarray,
-              mark: str, fmt: str) -> str:
+def _head_map(
+    report: BiasReport, values: np.ndarray, cmap: str, signed: bool, marks: np.ndarray, mark: str, fmt: str
+) -> str:
     """A ``[layer, head]`` map as a coloured table, layers as rows."""
     finite = values[np.isfinite(values)]
     top = float(np.abs(finite).max()) if finite.size else 1.0
@@ -97,8 +106,10 @@ def _head_map(report: BiasReport, values: np.ndarray, cmap: str, signed: bool, m
         for hi_, h in enumerate(report.heads):
             value = values[li, hi_]
             bg, fg = cell_colors(value, lo, hi, cmap)
-            cells.append(f"<td class='map' style='background:{bg};color:{fg}' title='{escape(layer)}, head {h}: "
-                         f"{format(value, fmt)}'>{mark if marks[li, hi_] else ''}</td>")
+            cells.append(
+                f"<td class='map' style='background:{bg};color:{fg}' title='{escape(layer)}, head {h}: "
+                f"{format(value, fmt)}'>{mark if marks[li, hi_] else ''}</td>"
+            )
         rows.append(f"<tr><th>{escape(layer)}</th>{''.join(cells)}</tr>")
     return f"<table><tr><th>layer \\ head</th>{head}</tr>{''.join(rows)}</table>"
 
@@ -114,10 +125,13 @@ def _top_heads(report: BiasReport, count: int = 12) -> str:
             f"<td class='num'>{row[f'name_{a}']:.4f}</td><td class='num'>{row[f'name_{b}']:.4f}</td>"
             f"<td class='num'>{row[f'evidence_{a}']:.4f}</td><td class='num'>{row[f'evidence_{b}']:.4f}</td>"
             f"<td class='num'>{row['contrast_mean']:+.4f}</td><td class='num'>{_p(row['contrast_t_q'])}</td>"
-            f"<td>{'ablated' if row['ablated'] else ''}</td></tr>")
-    head = (f"<tr><th>layer</th><th>head</th><th>name (both)</th><th>name {escape(a)}</th><th>name {escape(b)}</th>"
-            f"<th>evidence {escape(a)}</th><th>evidence {escape(b)}</th><th>contrast {escape(a)} - {escape(b)}</th>"
-            "<th>BH q (t)</th><th></th></tr>")
+            f"<td>{'ablated' if row['ablated'] else ''}</td></tr>"
+        )
+    head = (
+        f"<tr><th>layer</th><th>head</th><th>name (both)</th><th>name {escape(a)}</th><th>name {escape(b)}</th>"
+        f"<th>evidence {escape(a)}</th><th>evidence {escape(b)}</th><th>contrast {escape(a)} - {escape(b)}</th>"
+        "<th>BH q (t)</th><th></th></tr>"
+    )
     return f"<table>{head}{''.join(rows)}</table>"
 
 
@@ -127,12 +141,16 @@ def _pairs(report: BiasReport) -> str:
     limit = bar_limit(diff)
     rows = []
     for p, row in enumerate(table.itertuples(index=False)):
-        rows.append(f"<tr><td>{html.escape(row[0])}</td><td>{html.escape(row[1])}</td><td class='num'>{row[2]:.4f}</td>"
-                    f"<td class='num'>{row[3]:.4f}</td><td class='num'>{diff[p]:+.4f}</td>"
-                    f"<td>{svg_bar(diff[p], limit, '#2b7bb9')}</td><td class='num'>{row[7]:+.4f}</td></tr>")
+        rows.append(
+            f"<tr><td>{html.escape(row[0])}</td><td>{html.escape(row[1])}</td><td class='num'>{row[2]:.4f}</td>"
+            f"<td class='num'>{row[3]:.4f}</td><td class='num'>{diff[p]:+.4f}</td>"
+            f"<td>{svg_bar(diff[p], limit, '#2b7bb9')}</td><td class='num'>{row[7]:+.4f}</td></tr>"
+        )
     a, b = report.labels
-    head = (f"<tr><th>{escape(a)}</th><th>{escape(b)}</th><th>output {escape(a)}</th><th>output {escape(b)}</th>"
-            "<th colspan='2'>difference</th><th>difference, ablated</th></tr>")
+    head = (
+        f"<tr><th>{escape(a)}</th><th>{escape(b)}</th><th>output {escape(a)}</th><th>output {escape(b)}</th>"
+        "<th colspan='2'>difference</th><th>difference, ablated</th></tr>"
+    )
     return f"<table>{head}{''.join(rows)}</table>"
 
 
@@ -149,8 +167,10 @@ def _prompt(report: BiasReport, i: int) -> str:
         position = max(position, b)
         cls = " class='name'" if t in names else (" class='evidence'" if t in evidence else "")
         spans.append(f"<span{cls}>{html.escape(piece)}</span>")
-    return (f"<details><summary>{escape(report.labels[p.group])}: {html.escape(p.name)} · output "
-            f"{report.outputs[i]:.4f} · {len(p)} tokens</summary><pre>{''.join(spans)}</pre></details>")
+    return (
+        f"<details><summary>{escape(report.labels[p.group])}: {html.escape(p.name)} · output "
+        f"{report.outputs[i]:.4f} · {len(p)} tokens</summary><pre>{''.join(spans)}</pre></details>"
+    )
 
 
 def _list(lines: Sequence[str], cls: str = "") -> str:
@@ -163,14 +183,23 @@ def report_body(report: BiasReport) -> str:
     a, b = report.labels
     stats = report.head_statistics
     ablated = np.zeros(report.name_score.shape, dtype=bool)
-    index = {(layer, head): (li, hi) for li, layer in enumerate(report.layers) for hi, head in enumerate(report.heads)}
+    index = {
+        (layer, head): (li, hi)
+        for li, layer in enumerate(report.layers)
+        for hi, head in enumerate(report.heads)
+    }
     for pair in report.ablated:
         ablated[index[pair]] = True
-    groups = "".join(f"<p><strong>{escape(g.label)}</strong> ({len(g.names)} names): "
-                     f"{html.escape(', '.join(g.names))}</p>" for g in report.groups)
+    groups = "".join(
+        f"<p><strong>{escape(g.label)}</strong> ({len(g.names)} names): {html.escape(', '.join(g.names))}</p>"
+        for g in report.groups
+    )
     chat = " (the user message of the model's chat template)" if report.chat else ""
-    source = ("mean over every row (the output pools every token)" if all(p is None for p in report.positions)
-              else "from the answer position")
+    source = (
+        "mean over every row (the output pools every token)"
+        if all(p is None for p in report.positions)
+        else "from the answer position"
+    )
     return (
         f"<div class='hm-bias'><style>{_STYLE}</style>"
         f"<h1>Bias probe · {escape(report.model)}</h1>"

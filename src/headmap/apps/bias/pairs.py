@@ -50,24 +50,33 @@ class BiasPrompt:
         return len(self.encoded.ids)
 
 
-def build_prompt(loaded: LoadedModel, template: Template, name: str, group: int, chat: bool = False) -> BiasPrompt:
+def build_prompt(
+    loaded: LoadedModel, template: Template, name: str, group: int, chat: bool = False
+) -> BiasPrompt:
     """The prompt of ``name`` (see the module docstring), tokenized, with its name and evidence tokens."""
     message, name_chars, evidence_chars = template.fill(name)
     if chat:
         tokenizer = loaded.tokenizer
         if not has_chat_template(tokenizer):
-            raise HeadmapError(f"{loaded.name} has no chat template: drop --chat to use the template as plain text")
+            raise HeadmapError(
+                f"{loaded.name} has no chat template: drop --chat to use the template as plain text"
+            )
         text = tokenizer.apply_chat_template(  # type: ignore[attr-defined]
-            [{"role": "user", "content": message}], tokenize=False, add_generation_prompt=True)
+            [{"role": "user", "content": message}], tokenize=False, add_generation_prompt=True
+        )
         shift = text.rfind(message)
         if shift < 0:
-            raise HeadmapError("the model's chat template rewrites the user message, so the name cannot be located "
-                               "in the prompt: drop --chat")
+            raise HeadmapError(
+                "the model's chat template rewrites the user message, so the name cannot be located "
+                "in the prompt: drop --chat"
+            )
         encoded = encode_parts(tokenizer, [text])
         limit = loaded.max_positions
         if limit is not None and len(encoded.ids) > limit:
-            raise HeadmapError(f"the prompt has {len(encoded.ids)} tokens but {loaded.name} accepts at most {limit}: "
-                               "shorten the template")
+            raise HeadmapError(
+                f"the prompt has {len(encoded.ids)} tokens but {loaded.name} accepts at most {limit}: "
+                "shorten the template"
+            )
     else:
         text, shift = message, 0
         ids, tokens = encode_text(loaded, text)
@@ -79,16 +88,21 @@ def build_prompt(loaded: LoadedModel, template: Template, name: str, group: int,
     shared = sorted(set(name_tokens) & set(evidence_tokens))
     if shared:
         piece = encoded.tokens.tokens[shared[0]]
-        raise HeadmapError(f"token {shared[0]} ({piece!r}) holds part of the name {name!r} and part of the evidence: "
-                           "put a space or punctuation between the name's slot and the evidence phrase")
+        raise HeadmapError(
+            f"token {shared[0]} ({piece!r}) holds part of the name {name!r} and part of the evidence: "
+            "put a space or punctuation between the name's slot and the evidence phrase"
+        )
     return BiasPrompt(group, name, text, encoded, tuple(name_tokens), tuple(evidence_tokens))
 
 
 def _overlapping(encoded: Encoded, spans: Sequence[tuple[int, int]]) -> list[int]:
     """Indices of the non-special tokens whose characters overlap any of ``spans``."""
     offsets, special = encoded.tokens.offsets, encoded.tokens.special
-    return [i for i, (a, b) in enumerate(offsets)
-            if not special[i] and b > a and any(a < end and b > start for start, end in spans)]
+    return [
+        i
+        for i, (a, b) in enumerate(offsets)
+        if not special[i] and b > a and any(a < end and b > start for start, end in spans)
+    ]
 
 
 def make_pairs(n_a: int, n_b: int, count: int | None = None, seed: int = 0) -> np.ndarray:
@@ -118,6 +132,8 @@ def pairing(pairs: np.ndarray, n_a: int, n_b: int) -> str:
         how = f"{len(pairs)} pairs drawn with a fixed seed from the {n_a} x {n_b} possible ones"
     if uses <= 1:
         return f"Pairs: {how}, each name in one pair only, so the pairs are independent."
-    return (f"Pairs: {how}; a name appears in up to {uses} pairs, so the pairs are not independent and the paired "
-            "p-values and bootstrap intervals, which treat them as independent, overstate the evidence: "
-            f"--pairs N with N <= {min(n_a, n_b)} uses each name once.")
+    return (
+        f"Pairs: {how}; a name appears in up to {uses} pairs, so the pairs are not independent and the paired "
+        "p-values and bootstrap intervals, which treat them as independent, overstate the evidence: "
+        f"--pairs N with N <= {min(n_a, n_b)} uses each name once."
+    )

@@ -124,7 +124,9 @@ class BiasReport:
         with Benjamini-Hochberg q-values over the heads (``t_q``, ``wilcoxon_q``)."""
         shape = self.contrast.shape[1:]
         flat = self.contrast.reshape(len(self.prompts), -1)
-        cols = paired_columns(flat[self.a_index], flat[self.b_index], self.resamples, self.seed, self.confidence)
+        cols = paired_columns(
+            flat[self.a_index], flat[self.b_index], self.resamples, self.seed, self.confidence
+        )
         cols["t_q"], cols["wilcoxon_q"] = bh(cols["t_p"]), bh(cols["wilcoxon_p"])
         return {k: v.reshape(shape) for k, v in cols.items()}
 
@@ -160,16 +162,19 @@ class BiasReport:
         rows = []
         for li, layer in enumerate(self.layers):
             for hi, head in enumerate(self.heads):
-                rows.append({
-                    "layer": layer, "head": head,
-                    "name_attention": self.name_score[li, hi],
-                    f"name_{self.labels[0]}": self.name_attention[a, li, hi].mean(),
-                    f"name_{self.labels[1]}": self.name_attention[b, li, hi].mean(),
-                    f"evidence_{self.labels[0]}": self.evidence_attention[a, li, hi].mean(),
-                    f"evidence_{self.labels[1]}": self.evidence_attention[b, li, hi].mean(),
-                    **{f"contrast_{k}": float(v[li, hi]) for k, v in stats.items()},
-                    "ablated": (layer, head) in ablated,
-                })
+                rows.append(
+                    {
+                        "layer": layer,
+                        "head": head,
+                        "name_attention": self.name_score[li, hi],
+                        f"name_{self.labels[0]}": self.name_attention[a, li, hi].mean(),
+                        f"name_{self.labels[1]}": self.name_attention[b, li, hi].mean(),
+                        f"evidence_{self.labels[0]}": self.evidence_attention[a, li, hi].mean(),
+                        f"evidence_{self.labels[1]}": self.evidence_attention[b, li, hi].mean(),
+                        **{f"contrast_{k}": float(v[li, hi]) for k, v in stats.items()},
+                        "ablated": (layer, head) in ablated,
+                    }
+                )
         return pd.DataFrame(rows).set_index(["layer", "head"])
 
     @property
@@ -179,22 +184,34 @@ class BiasReport:
 
         a, b = self.a_index, self.b_index
         names = [p.name for p in self.prompts]
-        return pd.DataFrame({
-            f"name_{self.labels[0]}": [names[i] for i in a], f"name_{self.labels[1]}": [names[i] for i in b],
-            f"output_{self.labels[0]}": self.outputs[a], f"output_{self.labels[1]}": self.outputs[b],
-            "difference": self.differences,
-            f"ablated_{self.labels[0]}": self.ablated_outputs[a], f"ablated_{self.labels[1]}": self.ablated_outputs[b],
-            "ablated_difference": self._diff(self.ablated_outputs),
-        }, index=pd.RangeIndex(len(a), name="pair"))
+        return pd.DataFrame(
+            {
+                f"name_{self.labels[0]}": [names[i] for i in a],
+                f"name_{self.labels[1]}": [names[i] for i in b],
+                f"output_{self.labels[0]}": self.outputs[a],
+                f"output_{self.labels[1]}": self.outputs[b],
+                "difference": self.differences,
+                f"ablated_{self.labels[0]}": self.ablated_outputs[a],
+                f"ablated_{self.labels[1]}": self.ablated_outputs[b],
+                "ablated_difference": self._diff(self.ablated_outputs),
+            },
+            index=pd.RangeIndex(len(a), name="pair"),
+        )
 
     # -- files and display ---------------------------------------------------------------------
     def _prompt_record(self, i: int) -> dict[str, object]:
         p = self.prompts[i]
         return {
-            "group": self.labels[p.group], "name": p.name, "prompt": p.text, "ids": p.ids,
-            "tokens": list(p.encoded.tokens.tokens), "name_tokens": list(p.name_tokens),
-            "evidence_tokens": list(p.evidence_tokens), "answer_position": self.positions[i],
-            "output": _num(self.outputs[i]), "output_ablated": _num(self.ablated_outputs[i]),
+            "group": self.labels[p.group],
+            "name": p.name,
+            "prompt": p.text,
+            "ids": p.ids,
+            "tokens": list(p.encoded.tokens.tokens),
+            "name_tokens": list(p.name_tokens),
+            "evidence_tokens": list(p.evidence_tokens),
+            "answer_position": self.positions[i],
+            "output": _num(self.outputs[i]),
+            "output_ablated": _num(self.ablated_outputs[i]),
             "output_controls": _nums(self.control_outputs[:, i]),
             "name_attention": [_nums(row) for row in self.name_attention[i]],
             "evidence_attention": [_nums(row) for row in self.evidence_attention[i]],
@@ -205,29 +222,59 @@ class BiasReport:
         pairs = []
         for p, (a, b) in enumerate(zip(self.a_index, self.b_index)):
             pa, pb = self.prompts[a], self.prompts[b]
-            pairs.append({
-                "pair": p, "name_a": pa.name, "name_b": pb.name,
-                "prompt_a": pa.text, "prompt_a_ids": pa.ids, "prompt_b": pb.text, "prompt_b_ids": pb.ids,
-                "output_a": _num(self.outputs[a]), "output_b": _num(self.outputs[b]),
-                "difference": _num(self.outputs[a] - self.outputs[b]),
-                "output_a_ablated": _num(self.ablated_outputs[a]), "output_b_ablated": _num(self.ablated_outputs[b]),
-            })
-        heads = [{k: _plain(v) for k, v in row.items()} for row in self.table.reset_index().to_dict(orient="records")]
+            pairs.append(
+                {
+                    "pair": p,
+                    "name_a": pa.name,
+                    "name_b": pb.name,
+                    "prompt_a": pa.text,
+                    "prompt_a_ids": pa.ids,
+                    "prompt_b": pb.text,
+                    "prompt_b_ids": pb.ids,
+                    "output_a": _num(self.outputs[a]),
+                    "output_b": _num(self.outputs[b]),
+                    "difference": _num(self.outputs[a] - self.outputs[b]),
+                    "output_a_ablated": _num(self.ablated_outputs[a]),
+                    "output_b_ablated": _num(self.ablated_outputs[b]),
+                }
+            )
+        heads = [
+            {k: _plain(v) for k, v in row.items()}
+            for row in self.table.reset_index().to_dict(orient="records")
+        ]
         return {
-            "format": FORMAT, "model": self.model, "template": self.template, "evidence": self.evidence,
-            "chat_template": self.chat, "target": self.target,
+            "format": FORMAT,
+            "model": self.model,
+            "template": self.template,
+            "evidence": self.evidence,
+            "chat_template": self.chat,
+            "target": self.target,
             "groups": [{"label": g.label, "names": list(g.names)} for g in self.groups],
-            "pair_count": self.pair_count, "pairing": self.pairing, "seed": self.seed,
-            "resamples": self.resamples, "confidence": self.confidence, "alpha": ALPHA,
-            "layers": list(self.layers), "heads": list(self.heads),
+            "pair_count": self.pair_count,
+            "pairing": self.pairing,
+            "seed": self.seed,
+            "resamples": self.resamples,
+            "confidence": self.confidence,
+            "alpha": ALPHA,
+            "layers": list(self.layers),
+            "heads": list(self.heads),
             "gap": self.gap.to_dict(),
-            "ablation": {"k": self.k, "mode": self.mode, "heads": [list(h) for h in self.ablated],
-                         "gap_ablated": self.gap_ablated.to_dict(), "change": self.ablation.to_dict()},
-            "controls": [{"heads": [list(h) for h in hs], "change": c.to_dict()}
-                         for hs, c in zip(self.control_heads, self.controls)],
+            "ablation": {
+                "k": self.k,
+                "mode": self.mode,
+                "heads": [list(h) for h in self.ablated],
+                "gap_ablated": self.gap_ablated.to_dict(),
+                "change": self.ablation.to_dict(),
+            },
+            "controls": [
+                {"heads": [list(h) for h in hs], "change": c.to_dict()}
+                for hs, c in zip(self.control_heads, self.controls)
+            ],
             "head_statistics": heads,
-            "findings": self.findings, "caveats": self.caveats,
-            "pairs": pairs, "prompts": [self._prompt_record(i) for i in range(len(self.prompts))],
+            "findings": self.findings,
+            "caveats": self.caveats,
+            "pairs": pairs,
+            "prompts": [self._prompt_record(i) for i in range(len(self.prompts))],
         }
 
     def save(self, path: str | Path) -> Path:

@@ -14,8 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from headmap.analysis.ablation import MODES
-from headmap.apps.bias.causal import (ablated_outputs, check_ablatable, control_cells, name_scores, named,
-                                      top_cells)
+from headmap.apps.bias.causal import (
+    ablated_outputs,
+    check_ablatable,
+    control_cells,
+    name_scores,
+    named,
+    top_cells,
+)
 from headmap.apps.bias.evidence import span_attention
 from headmap.apps.bias.inputs import as_groups, check_template
 from headmap.apps.bias.outputs import answer_positions, resolve, score_prompts, target_record
@@ -74,34 +80,62 @@ def bias_probe(
     check_ablatable(loaded, layers)
     name_pairs = make_pairs(len(group_a.names), len(group_b.names), pairs, seed)
     if len(name_pairs) < 2:
-        raise HeadmapError("the probe needs at least 2 pairs for its statistics: give more names or a larger --pairs")
+        raise HeadmapError(
+            "the probe needs at least 2 pairs for its statistics: give more names or a larger --pairs"
+        )
     # Only the names the pairs use are run, A's first; pairs then index those prompts.
     used_a, used_b = np.unique(name_pairs[:, 0]), np.unique(name_pairs[:, 1])
-    prompts = ([build_prompt(loaded, checked, group_a.names[i], 0, chat) for i in used_a]
-               + [build_prompt(loaded, checked, group_b.names[i], 1, chat) for i in used_b])
-    prompt_pairs = np.stack([np.searchsorted(used_a, name_pairs[:, 0]),
-                             len(used_a) + np.searchsorted(used_b, name_pairs[:, 1])], axis=1)
+    prompts = [build_prompt(loaded, checked, group_a.names[i], 0, chat) for i in used_a] + [
+        build_prompt(loaded, checked, group_b.names[i], 1, chat) for i in used_b
+    ]
+    prompt_pairs = np.stack(
+        [np.searchsorted(used_a, name_pairs[:, 0]), len(used_a) + np.searchsorted(used_b, name_pairs[:, 1])],
+        axis=1,
+    )
     resolved = resolve(loaded, prompts, target, compare)
     positions = answer_positions(resolved, prompts, getattr(loaded.tokenizer, "mask_token_id", None))
     with _Progress(progress, len(prompts) * (3 + controls)) as tick:
         outputs = score_prompts(loaded, resolved, prompts, positions, batch_size, tick)
         spans = span_attention(loaded, prompts, positions, layers, heads, batch_size, tick)
         if k > spans.name[0].size:
-            raise HeadmapError(f"k = {k} but only {spans.name[0].size} heads were captured: lower k or capture more")
+            raise HeadmapError(
+                f"k = {k} but only {spans.name[0].size} heads were captured: lower k or capture more"
+            )
         top = top_cells(name_scores(spans.name, prompt_pairs[:, 0], prompt_pairs[:, 1]), k)
         ablated = named(top, spans.layers, spans.heads)
         ablated_out = ablated_outputs(loaded, resolved, prompts, positions, ablated, mode, batch_size, tick)
-        sets = [named(c, spans.layers, spans.heads)
-                for c in control_cells(spans.name.shape[1:], top, k, controls, seed)]
-        control_out = [ablated_outputs(loaded, resolved, prompts, positions, s, mode, batch_size, tick) for s in sets]
+        sets = [
+            named(c, spans.layers, spans.heads)
+            for c in control_cells(spans.name.shape[1:], top, k, controls, seed)
+        ]
+        control_out = [
+            ablated_outputs(loaded, resolved, prompts, positions, s, mode, batch_size, tick) for s in sets
+        ]
     return BiasReport(
-        model=loaded.name, template=template, evidence=evidence, chat=chat, groups=(group_a, group_b),
-        prompts=tuple(prompts), target=target_record(resolved), positions=tuple(positions), pairs=prompt_pairs,
-        pair_count=pairs, outputs=outputs, name_attention=spans.name, evidence_attention=spans.evidence,
-        layers=spans.layers, heads=spans.heads, k=k, mode=mode, ablated=tuple(ablated), ablated_outputs=ablated_out,
+        model=loaded.name,
+        template=template,
+        evidence=evidence,
+        chat=chat,
+        groups=(group_a, group_b),
+        prompts=tuple(prompts),
+        target=target_record(resolved),
+        positions=tuple(positions),
+        pairs=prompt_pairs,
+        pair_count=pairs,
+        outputs=outputs,
+        name_attention=spans.name,
+        evidence_attention=spans.evidence,
+        layers=spans.layers,
+        heads=spans.heads,
+        k=k,
+        mode=mode,
+        ablated=tuple(ablated),
+        ablated_outputs=ablated_out,
         control_heads=tuple(tuple(s) for s in sets),
         control_outputs=np.stack(control_out) if control_out else np.zeros((0, len(prompts))),
-        seed=seed, resamples=resamples, confidence=confidence,
+        seed=seed,
+        resamples=resamples,
+        confidence=confidence,
     )
 
 
@@ -111,7 +145,9 @@ def _check_settings(mode: str, k: int, controls: int, batch_size: int) -> None:
     if k < 1:
         raise HeadmapError(f"k must be at least 1 (the number of name heads to ablate), not {k}")
     if controls < 0:
-        raise HeadmapError(f"controls must be 0 or more (random head sets to ablate for comparison), not {controls}")
+        raise HeadmapError(
+            f"controls must be 0 or more (random head sets to ablate for comparison), not {controls}"
+        )
     if batch_size < 1:
         raise HeadmapError(f"the batch size must be at least 1, not {batch_size}")
 

@@ -53,13 +53,17 @@ class PairedStats:
     seed: int
 
     def to_dict(self) -> dict[str, float | int | None]:
-        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()}
+        return {
+            k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()
+        }
 
     def describe(self, unit: str = "") -> str:
         """``+0.123 (95% CI [+0.01, +0.20]; t-test p = 0.03, Wilcoxon p = 0.04; d_z = 0.51; 20 pairs)``."""
-        return (f"{self.mean:+.4g}{unit} ({self.confidence:.0%} CI [{self.ci_low:+.4g}, {self.ci_high:+.4g}]; "
-                f"paired t-test p = {_p(self.t_p)}, Wilcoxon p = {_p(self.wilcoxon_p)}; d_z = {self.d_z:+.2f}; "
-                f"{self.n} pairs)")
+        return (
+            f"{self.mean:+.4g}{unit} ({self.confidence:.0%} CI [{self.ci_low:+.4g}, {self.ci_high:+.4g}]; "
+            f"paired t-test p = {_p(self.t_p)}, Wilcoxon p = {_p(self.wilcoxon_p)}; d_z = {self.d_z:+.2f}; "
+            f"{self.n} pairs)"
+        )
 
 
 def _p(value: float) -> str:
@@ -78,13 +82,16 @@ def bootstrap_means(d: np.ndarray, resamples: int, seed: int) -> np.ndarray:
     for first in range(0, resamples, _CHUNK):
         size = min(_CHUNK, resamples - first)
         idx = rng.integers(0, n, size=(size, n))
-        counts = np.bincount((idx + n * np.arange(size)[:, None]).ravel(), minlength=size * n).reshape(size, n)
+        counts = np.bincount((idx + n * np.arange(size)[:, None]).ravel(), minlength=size * n).reshape(
+            size, n
+        )
         out[first : first + size] = counts @ d / n
     return out
 
 
-def paired_columns(x: np.ndarray, y: np.ndarray, resamples: int = 10_000, seed: int = 0,
-                   confidence: float = 0.95) -> dict[str, np.ndarray]:
+def paired_columns(
+    x: np.ndarray, y: np.ndarray, resamples: int = 10_000, seed: int = 0, confidence: float = 0.95
+) -> dict[str, np.ndarray]:
     """Every statistic of the module docstring for each column of ``x``, ``y`` ``[pair, column]``."""
     from scipy.stats import ttest_rel, wilcoxon
 
@@ -102,7 +109,9 @@ def paired_columns(x: np.ndarray, y: np.ndarray, resamples: int = 10_000, seed: 
     mean = d.mean(axis=0)
     sd = d.std(axis=0, ddof=1)
     with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
-        warnings.simplefilter("ignore", RuntimeWarning)  # constant differences: scipy says so, NaN/inf says it too
+        warnings.simplefilter(
+            "ignore", RuntimeWarning
+        )  # constant differences: scipy says so, NaN/inf says it too
         t = ttest_rel(x, y, axis=0)
         d_z = mean / sd
         w_stat, w_p = np.full(d.shape[1], np.nan), np.full(d.shape[1], np.nan)
@@ -112,18 +121,34 @@ def paired_columns(x: np.ndarray, y: np.ndarray, resamples: int = 10_000, seed: 
                 w_stat[c], w_p[c] = float(result.statistic), float(result.pvalue)
     boots = bootstrap_means(d, resamples, seed)
     low, high = np.percentile(boots, [50 * (1 - confidence), 50 * (1 + confidence)], axis=0)
-    return {"mean_x": x.mean(axis=0), "mean_y": y.mean(axis=0), "mean": mean, "sd": sd,
-            "t": np.asarray(t.statistic, dtype=np.float64), "t_p": np.asarray(t.pvalue, dtype=np.float64),
-            "wilcoxon": w_stat, "wilcoxon_p": w_p, "d_z": d_z, "ci_low": low, "ci_high": high}
+    return {
+        "mean_x": x.mean(axis=0),
+        "mean_y": y.mean(axis=0),
+        "mean": mean,
+        "sd": sd,
+        "t": np.asarray(t.statistic, dtype=np.float64),
+        "t_p": np.asarray(t.pvalue, dtype=np.float64),
+        "wilcoxon": w_stat,
+        "wilcoxon_p": w_p,
+        "d_z": d_z,
+        "ci_low": low,
+        "ci_high": high,
+    }
 
 
-def paired(x: np.ndarray, y: np.ndarray, resamples: int = 10_000, seed: int = 0,
-           confidence: float = 0.95) -> PairedStats:
+def paired(
+    x: np.ndarray, y: np.ndarray, resamples: int = 10_000, seed: int = 0, confidence: float = 0.95
+) -> PairedStats:
     """:class:`PairedStats` of ``x`` against ``y`` ``[pair]``."""
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     cols = paired_columns(x[:, None], y[:, None], resamples, seed, confidence)
-    return PairedStats(n=len(x), confidence=confidence, resamples=resamples, seed=seed,
-                       **{k: float(v[0]) for k, v in cols.items()})
+    return PairedStats(
+        n=len(x),
+        confidence=confidence,
+        resamples=resamples,
+        seed=seed,
+        **{k: float(v[0]) for k, v in cols.items()},
+    )
 
 
 def bh(p: np.ndarray) -> np.ndarray:

@@ -32,8 +32,13 @@ def measure_step(quality: Quality, order: Order, count: int) -> dict[str, float]
         return quality.measure()
 
 
-def measure_curve(quality: Quality, order: Order, counts: Sequence[int], baseline: dict[str, float],
-                  on_step: Callable[[], None] | None = None) -> Curve:
+def measure_curve(
+    quality: Quality,
+    order: Order,
+    counts: Sequence[int],
+    baseline: dict[str, float],
+    on_step: Callable[[], None] | None = None,
+) -> Curve:
     """``order``'s curve over ``counts`` (``counts[0] == 0`` takes ``baseline``)."""
     rows = []
     for count in counts:

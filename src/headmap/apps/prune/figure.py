@@ -26,21 +26,36 @@ def _panel(ax: Axes, report: PruneReport, metric: Metric) -> None:
         if curve.order.name == "random":
             ax.plot(x, y, color=COLORS["random"], lw=0.8, alpha=0.6)
         else:
-            ax.plot(x, y, color=COLORS.get(curve.order.name, "k"), lw=2, marker="o", ms=4, label=curve.order.name)
+            ax.plot(
+                x, y, color=COLORS.get(curve.order.name, "k"), lw=2, marker="o", ms=4, label=curve.order.name
+            )
     random = mean_random(report, metric)
     if random is not None:
         seeds = ", ".join(str(c.order.seed) for c in report.curves if c.order.name == "random")
         mean = "geometric mean" if metric.name == "perplexity" else "mean"
-        ax.plot([100 * c / total for c in random[0]], random[1], color="0.35", lw=1.6, ls="--",
-                label=f"random, {mean} of seeds {seeds} (thin: each)")
+        ax.plot(
+            [100 * c / total for c in random[0]],
+            random[1],
+            color="0.35",
+            lw=1.6,
+            ls="--",
+            label=f"random, {mean} of seeds {seeds} (thin: each)",
+        )
     base = report.baseline[metric.name]
     ax.axhline(base, color="0.2", lw=0.8, ls=":")
     limit = KEEP * base if metric.higher_is_better else base / KEEP
     ax.axhline(limit, color="#2ca02c", lw=0.8, ls="--", label=f"within {KEEP:.0%} of unpruned")
     if report.pruning is not None and metric.name in report.pruning.quality:
         p = report.pruning
-        ax.plot([100 * len(p.removed) / total], [p.quality[metric.name]], marker="*", ms=14, color="#ff7f0e",
-                ls="none", label=f"cut model ({p.order}, {p.amount:.0%})")
+        ax.plot(
+            [100 * len(p.removed) / total],
+            [p.quality[metric.name]],
+            marker="*",
+            ms=14,
+            color="#ff7f0e",
+            ls="none",
+            label=f"cut model ({p.order}, {p.amount:.0%})",
+        )
     if not metric.higher_is_better:
         ax.set_yscale("log")
     ax.set_xlabel(f"share of the {total} heads removed (%)", fontsize=9)
@@ -66,8 +81,13 @@ def curve_figure(report: PruneReport) -> Figure:
     axes = fig.subplots(1, n, squeeze=False)[0]
     for ax, metric in zip(axes, report.metrics):
         _panel(ax, report, metric)
-    fig.suptitle(f"{report.model} · head pruning without fine-tuning: held-out quality vs heads removed",
-                 fontsize=11, x=0.01, ha="left", parse_math=False)
+    fig.suptitle(
+        f"{report.model} · head pruning without fine-tuning: held-out quality vs heads removed",
+        fontsize=11,
+        x=0.01,
+        ha="left",
+        parse_math=False,
+    )
     return fig
 
 

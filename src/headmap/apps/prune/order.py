@@ -66,8 +66,10 @@ def step_counts(total: int, layers: int, step: float = STEP, amount: float | Non
             raise HeadmapError(f"the amount is a share of all heads in (0, 1), not {amount}")
         target = round(amount * total)
         if target > most:
-            raise HeadmapError(f"removing {amount:.0%} of the {total} heads ({target}) would empty a layer: at most "
-                               f"{most} ({most / total:.1%}) can go, one head staying in each layer")
+            raise HeadmapError(
+                f"removing {amount:.0%} of the {total} heads ({target}) would empty a layer: at most "
+                f"{most} ({most / total:.1%}) can go, one head staying in each layer"
+            )
     counts: list[int] = []
     for k in range(int(1 / step + 1e-9) + 1):
         count = round(k * step * total)
@@ -78,8 +80,12 @@ def step_counts(total: int, layers: int, step: float = STEP, amount: float | Non
     return counts
 
 
-def _keep_one(ranked: Sequence[Head], heads_per_layer: dict[LayerKey, int], removed: Sequence[Head] = (),
-              limit: int | None = None) -> list[Head]:
+def _keep_one(
+    ranked: Sequence[Head],
+    heads_per_layer: dict[LayerKey, int],
+    removed: Sequence[Head] = (),
+    limit: int | None = None,
+) -> list[Head]:
     """``ranked`` heads in order, skipping any that would be the last one left in its layer."""
     left = dict(heads_per_layer)
     for key, _ in removed:
@@ -95,7 +101,11 @@ def _keep_one(ranked: Sequence[Head], heads_per_layer: dict[LayerKey, int], remo
 
 
 def all_heads(heads_per_layer: dict[LayerKey, int]) -> list[Head]:
-    return [(key, h) for key in sorted(heads_per_layer, key=lambda k: k.sort_key) for h in range(heads_per_layer[key])]
+    return [
+        (key, h)
+        for key in sorted(heads_per_layer, key=lambda k: k.sort_key)
+        for h in range(heads_per_layer[key])
+    ]
 
 
 def random_order(heads_per_layer: dict[LayerKey, int], seed: int) -> Order:
@@ -105,8 +115,13 @@ def random_order(heads_per_layer: dict[LayerKey, int], seed: int) -> Order:
     return Order("random", tuple(_keep_one([heads[i] for i in permutation], heads_per_layer)), seed=seed)
 
 
-def ranked_order(name: str, scores: np.ndarray, keys: Sequence[LayerKey], heads_per_layer: dict[LayerKey, int],
-                 descending: bool) -> Order:
+def ranked_order(
+    name: str,
+    scores: np.ndarray,
+    keys: Sequence[LayerKey],
+    heads_per_layer: dict[LayerKey, int],
+    descending: bool,
+) -> Order:
     """Heads ordered by ``scores`` ``[layer, head]`` (ties: lower layer, then lower head first)."""
     heads = all_heads(heads_per_layer)
     row = {key: i for i, key in enumerate(keys)}
@@ -116,8 +131,9 @@ def ranked_order(name: str, scores: np.ndarray, keys: Sequence[LayerKey], heads_
     return Order(name, tuple(_keep_one([heads[i] for i in order], heads_per_layer)), scores=(scores,))
 
 
-def entropy_scores(model: LoadedModel, texts: Sequence[str], keys: Sequence[LayerKey], batch_size: int = 8
-                   ) -> np.ndarray:
+def entropy_scores(
+    model: LoadedModel, texts: Sequence[str], keys: Sequence[LayerKey], batch_size: int = 8
+) -> np.ndarray:
     """``[layer, head]``: mean normalized entropy over every query row (seeing 2+ keys) of ``texts``."""
     from headmap.analysis.stats import STATS, StatsCollector
     from headmap.capture import stream
@@ -133,16 +149,29 @@ def entropy_scores(model: LoadedModel, texts: Sequence[str], keys: Sequence[Laye
         return np.asarray(sums) / np.asarray(counts)[:, None]
 
 
-def entropy_order(model: LoadedModel, texts: Sequence[str], keys: Sequence[LayerKey],
-                  heads_per_layer: dict[LayerKey, int], batch_size: int = 8) -> Order:
+def entropy_order(
+    model: LoadedModel,
+    texts: Sequence[str],
+    keys: Sequence[LayerKey],
+    heads_per_layer: dict[LayerKey, int],
+    batch_size: int = 8,
+) -> Order:
     """Broadest heads first (highest mean normalized entropy), see the module docstring."""
-    return ranked_order("entropy", entropy_scores(model, texts, keys, batch_size), keys, heads_per_layer,
-                        descending=True)
+    return ranked_order(
+        "entropy", entropy_scores(model, texts, keys, batch_size), keys, heads_per_layer, descending=True
+    )
 
 
-def importance_order(model: LoadedModel, texts: Sequence[str], counts: Sequence[int], keys: Sequence[LayerKey],
-                     heads_per_layer: dict[LayerKey, int], loss: Loss | None = None, batch_size: int = 8,
-                     on_done: Callable[[], None] | None = None) -> Order:
+def importance_order(
+    model: LoadedModel,
+    texts: Sequence[str],
+    counts: Sequence[int],
+    keys: Sequence[LayerKey],
+    heads_per_layer: dict[LayerKey, int],
+    loss: Loss | None = None,
+    batch_size: int = 8,
+    on_done: Callable[[], None] | None = None,
+) -> Order:
     """The iterative Michel et al. order: importance recomputed, with the heads removed so far gated
     off, before each step of ``counts`` (heads removed after each step, ``counts[0] == 0``)."""
     removed: list[Head] = []
@@ -161,13 +190,24 @@ def importance_order(model: LoadedModel, texts: Sequence[str], counts: Sequence[
     return Order("importance", tuple(removed), scores=tuple(scores))
 
 
-def _importance(model: LoadedModel, texts: Sequence[str], removed: Sequence[Head], loss: Loss | None,
-                batch_size: int):  # type: ignore[no-untyped-def]
+def _importance(
+    model: LoadedModel, texts: Sequence[str], removed: Sequence[Head], loss: Loss | None, batch_size: int
+):  # type: ignore[no-untyped-def]
     if not removed:
         return head_importance(model, list(texts), loss=loss, batch_size=batch_size)
     with ablate(model, list(removed), mode="zero"):
         return head_importance(model, list(texts), loss=loss, batch_size=batch_size)
 
 
-__all__ = ["STEP", "Head", "Order", "all_heads", "entropy_order", "entropy_scores", "importance_order", "random_order",
-           "ranked_order", "step_counts"]
+__all__ = [
+    "STEP",
+    "Head",
+    "Order",
+    "all_heads",
+    "entropy_order",
+    "entropy_scores",
+    "importance_order",
+    "random_order",
+    "ranked_order",
+    "step_counts",
+]

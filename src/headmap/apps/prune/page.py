@@ -50,18 +50,29 @@ def _pruning(report: PruneReport) -> str:
     if p is None:
         return ""
     record = pruning_record(p)
-    rows = [{"layer": layer, "heads removed": ", ".join(str(h) for h in heads)}
-            for layer, heads in record["removed"].items()]
-    facts = [("heads", f"{report.total_heads} -> {p.heads_after}"),
-             ("key/value heads", f"{p.kv_heads_before} -> {p.kv_heads_after}"),
-             ("parameters", f"{p.parameters_before:,} -> {p.parameters_after:,}"),
-             ("max |cut - gated| output", f"{p.max_difference:.3g} (outputs up to {p.output_scale:.3g})"),
-             ("saved to", p.folder or "not saved")]
+    rows = [
+        {"layer": layer, "heads removed": ", ".join(str(h) for h in heads)}
+        for layer, heads in record["removed"].items()
+    ]
+    facts = [
+        ("heads", f"{report.total_heads} -> {p.heads_after}"),
+        ("key/value heads", f"{p.kv_heads_before} -> {p.kv_heads_after}"),
+        ("parameters", f"{p.parameters_before:,} -> {p.parameters_after:,}"),
+        ("max |cut - gated| output", f"{p.max_difference:.3g} (outputs up to {p.output_scale:.3g})"),
+        ("saved to", p.folder or "not saved"),
+    ]
     if p.latency is not None:
-        facts.append(("latency (median)", f"{p.latency.median_before * 1e3:.1f} ms -> {p.latency.median_after * 1e3:.1f} ms"))
+        facts.append(
+            (
+                "latency (median)",
+                f"{p.latency.median_before * 1e3:.1f} ms -> {p.latency.median_after * 1e3:.1f} ms",
+            )
+        )
     fact_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in facts)
-    return (f"<h2>The cut model ({html.escape(p.order)} order, {p.amount:.0%})</h2><table>{fact_rows}</table>"
-            f"<p class='small'>Removed heads, in the unpruned model's numbering:</p>{_table(rows, ['layer', 'heads removed'])}")
+    return (
+        f"<h2>The cut model ({html.escape(p.order)} order, {p.amount:.0%})</h2><table>{fact_rows}</table>"
+        f"<p class='small'>Removed heads, in the unpruned model's numbering:</p>{_table(rows, ['layer', 'heads removed'])}"
+    )
 
 
 def report_body(report: PruneReport) -> str:
@@ -70,16 +81,20 @@ def report_body(report: PruneReport) -> str:
     summary = "".join(f"<p>{html.escape(line)}</p>" for line in report.summary)
     caveats = "".join(f"<p class='small'>{html.escape(line)}</p>" for line in report.caveats)
     notes = "".join(f"<p class='small'>{html.escape(line)}</p>" for line in report.notes)
-    return (f"<div class='hm-prune'><style>{_STYLE}</style>"
-            f"<h1>{html.escape(report.model)} · head pruning</h1>{summary}{notes}"
-            f"<img alt='quality vs share of heads removed' src='data:image/png;base64,{_figure_png(report)}'>"
-            f"{_pruning(report)}<h2>Every step</h2>{_table(rows, list(table.columns))}{caveats}</div>")
+    return (
+        f"<div class='hm-prune'><style>{_STYLE}</style>"
+        f"<h1>{html.escape(report.model)} · head pruning</h1>{summary}{notes}"
+        f"<img alt='quality vs share of heads removed' src='data:image/png;base64,{_figure_png(report)}'>"
+        f"{_pruning(report)}<h2>Every step</h2>{_table(rows, list(table.columns))}{caveats}</div>"
+    )
 
 
 def report_page(report: PruneReport) -> str:
-    return (f"<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
-            f"<title>{html.escape(report.model)} · head pruning</title>\n</head>\n<body>\n{report_body(report)}\n"
-            "</body>\n</html>\n")
+    return (
+        f"<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
+        f"<title>{html.escape(report.model)} · head pruning</title>\n</head>\n<body>\n{report_body(report)}\n"
+        "</body>\n</html>\n"
+    )
 
 
 __all__ = ["report_body", "report_page"]

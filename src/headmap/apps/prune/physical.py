@@ -34,9 +34,12 @@ def layer_keys(model: torch.nn.Module) -> list[LayerKey]:
     keys = sorted(arch.sites, key=lambda k: k.sort_key)
     modules = attention_modules(model)
     if [k.stack for k in keys] != [Stack.SELF] * len(modules) or any(
-            arch.sites[k].module is not m for k, m in zip(keys, modules)):
-        raise HeadmapError(f"{type(model).__name__}: its attention calls do not follow its layers one to one, "
-                           "so headmap cannot tell which weights belong to which layer")
+        arch.sites[k].module is not m for k, m in zip(keys, modules)
+    ):
+        raise HeadmapError(
+            f"{type(model).__name__}: its attention calls do not follow its layers one to one, "
+            "so headmap cannot tell which weights belong to which layer"
+        )
     return keys
 
 
@@ -69,21 +72,28 @@ def layouts_for(model: torch.nn.Module, heads: Mapping[LayerKey, Sequence[int]])
     keys = layer_keys(model)
     unknown = set(heads) - set(keys)
     if unknown:
-        raise HeadmapError(f"no layer {sorted(k.name for k in unknown)[0]} in this model: it has layer.0..layer.{len(keys) - 1}")
+        raise HeadmapError(
+            f"no layer {sorted(k.name for k in unknown)[0]} in this model: it has layer.0..layer.{len(keys) - 1}"
+        )
     layouts = []
     for key, current in zip(keys, current_layouts(model)):
         removed = sorted(set(int(h) for h in heads.get(key, ())))
         if removed and not 0 <= removed[0] <= removed[-1] < len(current.query):
-            raise HeadmapError(f"{key.name} has heads 0..{len(current.query) - 1}: cannot remove head {removed[-1]}")
+            raise HeadmapError(
+                f"{key.name} has heads 0..{len(current.query) - 1}: cannot remove head {removed[-1]}"
+            )
         if len(removed) == len(current.query):
-            raise HeadmapError(f"removing every head of {key.name} leaves it without attention: keep at least one "
-                               "head per layer")
+            raise HeadmapError(
+                f"removing every head of {key.name} leaves it without attention: keep at least one "
+                "head per layer"
+            )
         layouts.append(plan_layout(current, removed, rep))
     return layouts
 
 
-def prune_heads(model: LoadedModel, heads: Mapping[LayerKey, Sequence[int]] | Sequence[tuple[int | str, int]]
-                ) -> LoadedModel:
+def prune_heads(
+    model: LoadedModel, heads: Mapping[LayerKey, Sequence[int]] | Sequence[tuple[int | str, int]]
+) -> LoadedModel:
     """A copy of ``model`` with ``heads`` cut out of its attention projections; ``model`` is untouched.
 
     ``heads``: ``{LayerKey: [head, ...]}`` or ``[(layer, head), ...]`` as :func:`headmap.ablate` takes.
@@ -107,7 +117,9 @@ def parameter_count(model: torch.nn.Module) -> int:
 def _inputs(loaded: LoadedModel, texts: Sequence[str]) -> dict[str, torch.Tensor]:
     from headmap.capture.encoding import encode, pad_batch, pad_token_id
 
-    ids, mask, _ = pad_batch([encode(loaded.tokenizer, t)[0] for t in texts], pad_token_id(loaded.tokenizer), "right")
+    ids, mask, _ = pad_batch(
+        [encode(loaded.tokenizer, t)[0] for t in texts], pad_token_id(loaded.tokenizer), "right"
+    )
     device = next(loaded.model.parameters()).device
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
 
@@ -119,14 +131,19 @@ def _output(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Te
     return values * inputs["attention_mask"][..., None]
 
 
-def max_difference(original: LoadedModel, pruned: LoadedModel, heads: Mapping[LayerKey, Sequence[int]],
-                   texts: Sequence[str], batch_size: int = 16) -> tuple[float, float]:
+def max_difference(
+    original: LoadedModel,
+    pruned: LoadedModel,
+    heads: Mapping[LayerKey, Sequence[int]],
+    texts: Sequence[str],
+    batch_size: int = 16,
+) -> tuple[float, float]:
     """``(largest |pruned - gated|, largest |gated|)`` over the outputs (logits, else last hidden
     state) of ``texts``, ``gated`` being ``original`` with ``heads`` gated off."""
     difference = scale = 0.0
     pairs = [(k, h) for k, hs in heads.items() for h in hs]
     for first in range(0, len(texts), batch_size):  # logits of a whole corpus at once would not fit
-        inputs = _inputs(original, texts[first:first + batch_size])
+        inputs = _inputs(original, texts[first : first + batch_size])
         with torch.inference_mode():
             with ablate(original, pairs, mode="zero"):
                 gated = _output(original.model, inputs)
@@ -158,8 +175,13 @@ class Latency:
         return self.median_before / self.median_after
 
 
-def measure_latency(original: LoadedModel, pruned: LoadedModel, texts: Sequence[str], repeats: int = 5,
-                    max_batch: int = LATENCY_BATCH) -> Latency:
+def measure_latency(
+    original: LoadedModel,
+    pruned: LoadedModel,
+    texts: Sequence[str],
+    repeats: int = 5,
+    max_batch: int = LATENCY_BATCH,
+) -> Latency:
     """Median of ``repeats`` forwards of the first ``max_batch`` of ``texts`` (one padded batch) per
     model, after one warm-up each. The two models alternate, so a load change on the machine hits both alike.
     """
@@ -178,7 +200,9 @@ def measure_latency(original: LoadedModel, pruned: LoadedModel, texts: Sequence[
                 model(**inputs)
                 _sync(inputs["input_ids"].device)
                 times.append(time.perf_counter() - start)
-    return Latency(tuple(before), tuple(after), int(inputs["input_ids"].shape[0]), int(inputs["input_ids"].shape[1]))
+    return Latency(
+        tuple(before), tuple(after), int(inputs["input_ids"].shape[0]), int(inputs["input_ids"].shape[1])
+    )
 
 
 def _sync(device: torch.device) -> None:
@@ -186,5 +210,13 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-__all__ = ["Latency", "layer_keys", "layouts_for", "max_difference", "measure_latency", "parameter_count",
-           "plan_layout", "prune_heads"]
+__all__ = [
+    "Latency",
+    "layer_keys",
+    "layouts_for",
+    "max_difference",
+    "measure_latency",
+    "parameter_count",
+    "plan_layout",
+    "prune_heads",
+]

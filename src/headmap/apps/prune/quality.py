@@ -59,8 +59,9 @@ def _batches(loaded: LoadedModel, texts: Sequence[str], batch_size: int):  # typ
     limit = loaded.max_positions
     pad = pad_token_id(loaded.tokenizer)
     for first in range(0, len(texts), max(1, batch_size)):
-        ids, mask, _ = pad_batch([encode(loaded.tokenizer, t, limit)[0] for t in texts[first:first + batch_size]],
-                                 pad, "right")
+        ids, mask, _ = pad_batch(
+            [encode(loaded.tokenizer, t, limit)[0] for t in texts[first : first + batch_size]], pad, "right"
+        )
         yield ids.to(device), mask.to(device)
 
 
@@ -69,7 +70,9 @@ def token_nll(loaded: LoadedModel, texts: Sequence[str], batch_size: int = 16) -
     total, count = 0.0, 0
     with torch.inference_mode():
         for ids, mask in _batches(loaded, texts, batch_size):
-            logits = loaded.model(input_ids=ids, attention_mask=mask, use_cache=False).logits  # [batch, token, vocab]
+            logits = loaded.model(
+                input_ids=ids, attention_mask=mask, use_cache=False
+            ).logits  # [batch, token, vocab]
             logp = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
             valid = (mask[:, 1:] * mask[:, :-1]).bool()
             total -= float(logp[valid].double().sum())
@@ -90,7 +93,9 @@ def embeddings(loaded: LoadedModel, texts: Sequence[str], batch_size: int = 16) 
     base = forward_module(loaded.model)
     with torch.inference_mode():
         for ids, mask in _batches(loaded, texts, batch_size):
-            hidden = base(input_ids=ids, attention_mask=mask).last_hidden_state.double()  # [batch, token, dim]
+            hidden = base(
+                input_ids=ids, attention_mask=mask
+            ).last_hidden_state.double()  # [batch, token, dim]
             weights = mask[..., None].double()
             out.append((hidden * weights).sum(1) / weights.sum(1))
     return torch.cat(out).cpu()
@@ -110,7 +115,10 @@ def embedding_quality(pruned: torch.Tensor, reference: torch.Tensor) -> dict[str
     upper = torch.triu_indices(len(reference), len(reference), offset=1)
     pairs_pruned = _cosines(pruned, pruned)[upper[0], upper[1]].numpy()
     pairs_reference = _cosines(reference, reference)[upper[0], upper[1]].numpy()
-    return {"spearman": float(spearmanr(pairs_pruned, pairs_reference).statistic), "mean_cosine": float(same.mean())}
+    return {
+        "spearman": float(spearmanr(pairs_pruned, pairs_reference).statistic),
+        "mean_cosine": float(same.mean()),
+    }
 
 
 class Quality:
@@ -164,9 +172,23 @@ def retrieval_loss(loaded: LoadedModel, texts: Sequence[str], batch_size: int = 
         target = torch.tensor(targets, device=logits.device)
         return torch.nn.functional.cross_entropy(logits, target, reduction="none")
 
-    return Loss(f"self-retrieval cross-entropy among {len(texts)} unpruned embeddings (scale {RETRIEVAL_SCALE:g})",
-                compute)
+    return Loss(
+        f"self-retrieval cross-entropy among {len(texts)} unpruned embeddings (scale {RETRIEVAL_SCALE:g})",
+        compute,
+    )
 
 
-__all__ = ["COSINE", "PERPLEXITY", "RETRIEVAL_SCALE", "SPEARMAN", "Metric", "Quality", "embedding_quality",
-           "embeddings", "is_causal_lm", "perplexity", "retrieval_loss", "token_nll"]
+__all__ = [
+    "COSINE",
+    "PERPLEXITY",
+    "RETRIEVAL_SCALE",
+    "SPEARMAN",
+    "Metric",
+    "Quality",
+    "embedding_quality",
+    "embeddings",
+    "is_causal_lm",
+    "perplexity",
+    "retrieval_loss",
+    "token_nll",
+]

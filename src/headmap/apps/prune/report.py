@@ -17,10 +17,10 @@ import numpy as np
 from headmap.apps.prune.curve import Curve, tolerated
 from headmap.apps.prune.physical import Latency
 from headmap.apps.prune.quality import Metric
+from headmap.apps.report_files import only_json, write_report
 from headmap.errors import HeadmapError
 from headmap.models.pruned import HeadLayout
 from headmap.result import CAUSATION_WARNING, LayerKey
-from headmap.apps.report_files import only_json, write_report
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -92,8 +92,12 @@ class PruneReport:
         rows = []
         for curve in self.curves:
             for i, count in enumerate(curve.counts):
-                row = {"order": curve.order.name, "seed": curve.order.seed, "heads_removed": count,
-                       "share_removed": count / self.total_heads}
+                row = {
+                    "order": curve.order.name,
+                    "seed": curve.order.seed,
+                    "heads_removed": count,
+                    "share_removed": count / self.total_heads,
+                }
                 row.update({m.name: curve.values[m.name][i] for m in self.metrics})
                 rows.append(row)
         return pd.DataFrame(rows).astype({"seed": "Int64"})
@@ -102,34 +106,49 @@ class PruneReport:
         """Per order: the largest share removed at a step while the primary metric stays within 90%
         of the unpruned model's (perplexity: at most 1/0.9 of it), bertology's stop rule."""
         m = self.primary
-        return {c.order.label: tolerated(c, m.name, m.higher_is_better, KEEP) / self.total_heads for c in self.curves}
+        return {
+            c.order.label: tolerated(c, m.name, m.higher_is_better, KEEP) / self.total_heads
+            for c in self.curves
+        }
 
     @property
     def summary(self) -> list[str]:
         """Plain sentences: the baseline, what each order tolerates, the cut model."""
         m = self.primary
-        lines = [f"{self.model}: {len(self.layers)} layers x {self.heads_per_layer} heads; unpruned {m.label} "
-                 f"{self.baseline[m.name]:.4g} on {self.n_heldout} held-out texts."]
+        lines = [
+            f"{self.model}: {len(self.layers)} layers x {self.heads_per_layer} heads; unpruned {m.label} "
+            f"{self.baseline[m.name]:.4g} on {self.n_heldout} held-out texts."
+        ]
         if self.curves:
             shares = self.tolerated()
-            named = [f"{c.order.name} {shares[c.order.label]:.0%}" for c in self.curves if c.order.seed is None]
+            named = [
+                f"{c.order.name} {shares[c.order.label]:.0%}" for c in self.curves if c.order.seed is None
+            ]
             randoms = [c.order for c in self.curves if c.order.seed is not None]
             if randoms:
-                named.append("random " + ", ".join(f"{shares[o.label]:.0%}" for o in randoms)
-                             + f" (seeds {', '.join(str(o.seed) for o in randoms)})")
+                named.append(
+                    "random "
+                    + ", ".join(f"{shares[o.label]:.0%}" for o in randoms)
+                    + f" (seeds {', '.join(str(o.seed) for o in randoms)})"
+                )
             kept = "; ".join(named)
-            lines.append(f"Largest share removed with {m.label} within {KEEP:.0%} of the unpruned value: {kept}.")
+            lines.append(
+                f"Largest share removed with {m.label} within {KEEP:.0%} of the unpruned value: {kept}."
+            )
         p = self.pruning
         if p is not None:
             lines.append(
                 f"Cut {len(p.removed)} of {self.total_heads} heads ({p.amount:.0%}, {p.order} order): {m.label} "
                 f"{p.quality[m.name]:.4g}; parameters {p.parameters_before:,} -> {p.parameters_after:,} "
                 f"(-{1 - p.parameters_after / p.parameters_before:.2%}); cut vs gated outputs differ by at most "
-                f"{p.max_difference:.2g} (outputs up to {p.output_scale:.3g}).")
+                f"{p.max_difference:.2g} (outputs up to {p.output_scale:.3g})."
+            )
             if p.latency is not None:
-                lines.append(f"Latency, median of {len(p.latency.before)} forwards of {p.latency.batch} texts "
-                             f"({p.latency.tokens} tokens each): {p.latency.median_before * 1e3:.1f} ms -> "
-                             f"{p.latency.median_after * 1e3:.1f} ms (x{p.latency.speedup:.2f}).")
+                lines.append(
+                    f"Latency, median of {len(p.latency.before)} forwards of {p.latency.batch} texts "
+                    f"({p.latency.tokens} tokens each): {p.latency.median_before * 1e3:.1f} ms -> "
+                    f"{p.latency.median_after * 1e3:.1f} ms (x{p.latency.speedup:.2f})."
+                )
         return lines
 
     @property
@@ -145,18 +164,37 @@ class PruneReport:
     def to_dict(self) -> dict:
         p = self.pruning
         return {
-            "format": FORMAT, "model": self.model, "layers": list(self.layers), "heads_per_layer": self.heads_per_layer,
-            "total_heads": self.total_heads, "step": self.step, "texts": self.texts, "n_texts": self.n_texts,
-            "heldout": self.heldout, "n_heldout": self.n_heldout, "importance_loss": self.loss,
-            "metrics": [{"name": m.name, "label": m.label, "higher_is_better": m.higher_is_better} for m in self.metrics],
+            "format": FORMAT,
+            "model": self.model,
+            "layers": list(self.layers),
+            "heads_per_layer": self.heads_per_layer,
+            "total_heads": self.total_heads,
+            "step": self.step,
+            "texts": self.texts,
+            "n_texts": self.n_texts,
+            "heldout": self.heldout,
+            "n_heldout": self.n_heldout,
+            "importance_loss": self.loss,
+            "metrics": [
+                {"name": m.name, "label": m.label, "higher_is_better": m.higher_is_better}
+                for m in self.metrics
+            ],
             "baseline": {k: _num(v) for k, v in self.baseline.items()},
-            "curves": [{"order": c.order.name, "seed": c.order.seed, "heads_removed": list(c.counts),
-                        "values": {k: [_num(x) for x in v] for k, v in c.values.items()},
-                        "removal_order": [[layer, head] for layer, head in _named(c.order.heads)]}
-                       for c in self.curves],
+            "curves": [
+                {
+                    "order": c.order.name,
+                    "seed": c.order.seed,
+                    "heads_removed": list(c.counts),
+                    "values": {k: [_num(x) for x in v] for k, v in c.values.items()},
+                    "removal_order": [[layer, head] for layer, head in _named(c.order.heads)],
+                }
+                for c in self.curves
+            ],
             "tolerated_share": {k: _num(v) for k, v in self.tolerated().items()},
             "pruning": None if p is None else pruning_record(p),
-            "interrupted": self.interrupted, "notes": list(self.notes), "caveats": self.caveats,
+            "interrupted": self.interrupted,
+            "notes": list(self.notes),
+            "caveats": self.caveats,
         }
 
     def save(self, path: str | Path) -> Path:
@@ -193,26 +231,59 @@ def read_report(path: str | Path) -> PruneReport:
         raise HeadmapError(f"{path} is not a headmap pruning report ({FORMAT})")
     nan = float("nan")
     curves = tuple(
-        Curve(Order(c["order"], tuple((LayerKey.parse(k), int(h)) for k, h in c["removal_order"]), seed=c["seed"]),
-              tuple(c["heads_removed"]), {k: tuple(nan if x is None else x for x in v) for k, v in c["values"].items()})
-        for c in data["curves"])
+        Curve(
+            Order(
+                c["order"], tuple((LayerKey.parse(k), int(h)) for k, h in c["removal_order"]), seed=c["seed"]
+            ),
+            tuple(c["heads_removed"]),
+            {k: tuple(nan if x is None else x for x in v) for k, v in c["values"].items()},
+        )
+        for c in data["curves"]
+    )
     p = data["pruning"]
-    pruning = None if p is None else Pruning(
-        order=p["order"], amount=p["amount"], removed=tuple((k, int(h)) for k, h in p["removal_order"]),
-        layouts=tuple(HeadLayout.from_json(x) for x in p["layouts"]), quality=p["quality"],
-        parameters_before=p["parameters_before"], parameters_after=p["parameters_after"],
-        kv_heads_before=p["kv_heads_before"], kv_heads_after=p["kv_heads_after"],
-        max_difference=p["max_difference_vs_gated"], output_scale=p["output_scale"],
-        latency=None if p["latency"] is None else Latency(tuple(p["latency"]["before_s"]), tuple(p["latency"]["after_s"]),
-                                                         p["latency"]["batch"], p["latency"]["tokens"]),
-        folder=p["folder"])
+    pruning = (
+        None
+        if p is None
+        else Pruning(
+            order=p["order"],
+            amount=p["amount"],
+            removed=tuple((k, int(h)) for k, h in p["removal_order"]),
+            layouts=tuple(HeadLayout.from_json(x) for x in p["layouts"]),
+            quality=p["quality"],
+            parameters_before=p["parameters_before"],
+            parameters_after=p["parameters_after"],
+            kv_heads_before=p["kv_heads_before"],
+            kv_heads_after=p["kv_heads_after"],
+            max_difference=p["max_difference_vs_gated"],
+            output_scale=p["output_scale"],
+            latency=None
+            if p["latency"] is None
+            else Latency(
+                tuple(p["latency"]["before_s"]),
+                tuple(p["latency"]["after_s"]),
+                p["latency"]["batch"],
+                p["latency"]["tokens"],
+            ),
+            folder=p["folder"],
+        )
+    )
     return PruneReport(
-        model=data["model"], layers=tuple(data["layers"]), heads_per_layer=data["heads_per_layer"], step=data["step"],
-        texts=data["texts"], n_texts=data["n_texts"], heldout=data["heldout"], n_heldout=data["n_heldout"],
-        loss=data["importance_loss"], metrics=tuple(Metric(m["name"], m["label"], m["higher_is_better"])
-                                                    for m in data["metrics"]),
-        baseline=data["baseline"], curves=curves, pruning=pruning, notes=tuple(data["notes"]),
-        interrupted=data["interrupted"])
+        model=data["model"],
+        layers=tuple(data["layers"]),
+        heads_per_layer=data["heads_per_layer"],
+        step=data["step"],
+        texts=data["texts"],
+        n_texts=data["n_texts"],
+        heldout=data["heldout"],
+        n_heldout=data["n_heldout"],
+        loss=data["importance_loss"],
+        metrics=tuple(Metric(m["name"], m["label"], m["higher_is_better"]) for m in data["metrics"]),
+        baseline=data["baseline"],
+        curves=curves,
+        pruning=pruning,
+        notes=tuple(data["notes"]),
+        interrupted=data["interrupted"],
+    )
 
 
 def _named(heads) -> list[tuple[str, int]]:  # type: ignore[no-untyped-def]
@@ -230,18 +301,32 @@ def pruning_record(p: Pruning) -> dict:
     for layer, head in p.removed:
         removed.setdefault(layer, []).append(head)
     return {
-        "order": p.order, "amount": p.amount, "heads_removed": len(p.removed), "heads_after": p.heads_after,
-        "removed": {k: sorted(v) for k, v in sorted(removed.items(), key=lambda kv: LayerKey.parse(kv[0]).sort_key)},
+        "order": p.order,
+        "amount": p.amount,
+        "heads_removed": len(p.removed),
+        "heads_after": p.heads_after,
+        "removed": {
+            k: sorted(v) for k, v in sorted(removed.items(), key=lambda kv: LayerKey.parse(kv[0]).sort_key)
+        },
         "removal_order": [[layer, head] for layer, head in p.removed],
         "layouts": [layout.to_json() for layout in p.layouts],
         "quality": {k: _num(v) for k, v in p.quality.items()},
-        "parameters_before": p.parameters_before, "parameters_after": p.parameters_after,
-        "kv_heads_before": p.kv_heads_before, "kv_heads_after": p.kv_heads_after,
-        "max_difference_vs_gated": _num(p.max_difference), "output_scale": _num(p.output_scale),
-        "latency": None if p.latency is None else {
-            "before_s": list(p.latency.before), "after_s": list(p.latency.after),
-            "median_before_s": p.latency.median_before, "median_after_s": p.latency.median_after,
-            "batch": p.latency.batch, "tokens": p.latency.tokens},
+        "parameters_before": p.parameters_before,
+        "parameters_after": p.parameters_after,
+        "kv_heads_before": p.kv_heads_before,
+        "kv_heads_after": p.kv_heads_after,
+        "max_difference_vs_gated": _num(p.max_difference),
+        "output_scale": _num(p.output_scale),
+        "latency": None
+        if p.latency is None
+        else {
+            "before_s": list(p.latency.before),
+            "after_s": list(p.latency.after),
+            "median_before_s": p.latency.median_before,
+            "median_after_s": p.latency.median_after,
+            "batch": p.latency.batch,
+            "tokens": p.latency.tokens,
+        },
         "folder": p.folder,
     }
 
@@ -261,5 +346,4 @@ def mean_random(report: PruneReport, metric: Metric) -> tuple[tuple[int, ...], n
     return curves[0].counts, values.mean(axis=0)
 
 
-__all__ = ["FORMAT", "KEEP", "PruneReport", "Pruning", "mean_random", "pruning_record",
-           "read_report"]
+__all__ = ["FORMAT", "KEEP", "PruneReport", "Pruning", "mean_random", "pruning_record", "read_report"]

@@ -10,8 +10,13 @@ from headmap.analysis.corpus import as_corpus
 from headmap.analysis.losses import Loss, LossFn, default_loss, resolve_loss
 from headmap.apps.prune.curve import Curve, measure_curve
 from headmap.apps.prune.order import Order, entropy_order, importance_order, random_order, step_counts
-from headmap.apps.prune.physical import (layer_keys, max_difference, measure_latency, parameter_count,
-                                         prune_heads)
+from headmap.apps.prune.physical import (
+    layer_keys,
+    max_difference,
+    measure_latency,
+    parameter_count,
+    prune_heads,
+)
 from headmap.apps.prune.quality import Quality, retrieval_loss
 from headmap.apps.prune.report import PruneReport, Pruning
 from headmap.capture.discovery import discover
@@ -51,11 +56,23 @@ class _Bar:
             self.bar.close()
 
 
-def prune(model: LoadedModel | str, texts: Sequence[str] | str | Path, *, amount: float | None = None,
-          curve: bool = False, order: str = "importance", seeds: Sequence[int] = SEEDS,
-          heldout: Sequence[str] | str | Path | None = None, step: float = 0.1,
-          loss: str | LossFn | Loss | None = None, max_texts: int | None = None, batch_size: int = 8,
-          out: str | Path | None = None, latency_repeats: int = 5, progress: bool = False) -> PruneReport:
+def prune(
+    model: LoadedModel | str,
+    texts: Sequence[str] | str | Path,
+    *,
+    amount: float | None = None,
+    curve: bool = False,
+    order: str = "importance",
+    seeds: Sequence[int] = SEEDS,
+    heldout: Sequence[str] | str | Path | None = None,
+    step: float = 0.1,
+    loss: str | LossFn | Loss | None = None,
+    max_texts: int | None = None,
+    batch_size: int = 8,
+    out: str | Path | None = None,
+    latency_repeats: int = 5,
+    progress: bool = False,
+) -> PruneReport:
     """Prune attention heads: ``amount`` (a share of all heads) cut out physically, and/or the ``curve``.
 
     ``texts`` (a list or a corpus path) rank the heads; ``heldout`` texts (default ``corpora/heldout.txt``)
@@ -69,7 +86,9 @@ def prune(model: LoadedModel | str, texts: Sequence[str] | str | Path, *, amount
     if amount is None and not curve:
         raise HeadmapError("nothing to do: give amount= (a share of heads to cut) and/or curve=True")
     if out is not None and amount is None:
-        raise HeadmapError("saving a cut model needs the amount of heads to cut: give amount= (CLI: --amount)")
+        raise HeadmapError(
+            "saving a cut model needs the amount of heads to cut: give amount= (CLI: --amount)"
+        )
     if order not in ORDERS:
         raise HeadmapError(f"unknown order {order!r}: use one of {', '.join(ORDERS)}")
     if not seeds:
@@ -79,11 +98,15 @@ def prune(model: LoadedModel | str, texts: Sequence[str] | str | Path, *, amount
         family_of(loaded.model)  # an unsupported architecture fails before any work
     arch = discover(loaded.model)
     if arch.is_encoder_decoder:
-        raise HeadmapError(f"{loaded.name} is an encoder-decoder model: headmap prune measures decoders (perplexity) "
-                           "and encoders (embeddings) only")
+        raise HeadmapError(
+            f"{loaded.name} is an encoder-decoder model: headmap prune measures decoders (perplexity) "
+            "and encoders (embeddings) only"
+        )
     if arch.layer_heads:
-        raise HeadmapError(f"{loaded.name} is already pruned (its layers have different head counts): prune the "
-                           "original model instead, with the larger amount")
+        raise HeadmapError(
+            f"{loaded.name} is already pruned (its layers have different head counts): prune the "
+            "original model instead, with the larger amount"
+        )
     corpus = [t.text for t in as_corpus(texts, max_texts)]
     held_source = default_heldout() if heldout is None else heldout
     held = [t.text for t in as_corpus(held_source)]
@@ -94,10 +117,15 @@ def prune(model: LoadedModel | str, texts: Sequence[str] | str | Path, *, amount
     counts = step_counts(total, len(keys), step) if curve else cut_counts
     quality = Quality(loaded, held)
     setup.loss = _default_loss(loaded, corpus) if loss is None else resolve_loss(loaded.model, loss)
-    wanted = [(name, seed) for name in (ORDERS if curve else (order,))
-              for seed in ((*seeds,) if name == "random" and curve else (seeds[0],))]
+    wanted = [
+        (name, seed)
+        for name in (ORDERS if curve else (order,))
+        for seed in ((*seeds,) if name == "random" and curve else (seeds[0],))
+    ]
     steps = len(counts) - 1
-    bar = _Bar(progress, steps * len(wanted) + (steps if any(name == "importance" for name, _ in wanted) else 0))
+    bar = _Bar(
+        progress, steps * len(wanted) + (steps if any(name == "importance" for name, _ in wanted) else 0)
+    )
     curves: list[Curve] = []
     notes: list[str] = []
     try:
@@ -108,21 +136,36 @@ def prune(model: LoadedModel | str, texts: Sequence[str] | str | Path, *, amount
     except KeyboardInterrupt:
         if not curves:
             raise
-        notes.append(f"Interrupted: only {', '.join(c.order.label for c in curves)} measured; nothing was cut.")
+        notes.append(
+            f"Interrupted: only {', '.join(c.order.label for c in curves)} measured; nothing was cut."
+        )
     finally:
         bar.close()
     pruning = cut = None
     if amount is not None and not notes:
-        cut_order = _reuse(curves, order, seeds[0], cut_counts) or setup.order(order, seeds[0], cut_counts,
-                                                                               _Bar(False, 0))
+        cut_order = _reuse(curves, order, seeds[0], cut_counts) or setup.order(
+            order, seeds[0], cut_counts, _Bar(False, 0)
+        )
         pruning, cut = _cut(loaded, held, quality, cut_order, cut_counts[-1], amount, latency_repeats)
         if out is not None:
             pruning = replace(pruning, folder=str(out))
     report = PruneReport(
-        model=loaded.name, layers=tuple(k.name for k in keys), heads_per_layer=arch.num_heads, step=step,
-        texts=_describe(texts), n_texts=len(corpus), heldout=_describe(held_source), n_heldout=len(held),
-        loss=setup.loss.name, metrics=quality.metrics, baseline=baseline, curves=tuple(curves), pruning=pruning,
-        notes=tuple(notes), interrupted=bool(notes))
+        model=loaded.name,
+        layers=tuple(k.name for k in keys),
+        heads_per_layer=arch.num_heads,
+        step=step,
+        texts=_describe(texts),
+        n_texts=len(corpus),
+        heldout=_describe(held_source),
+        n_heldout=len(held),
+        loss=setup.loss.name,
+        metrics=quality.metrics,
+        baseline=baseline,
+        curves=tuple(curves),
+        pruning=pruning,
+        notes=tuple(notes),
+        interrupted=bool(notes),
+    )
     if cut is not None and out is not None:
         from headmap.apps.prune.save import save_pruned
 
@@ -133,15 +176,35 @@ def prune(model: LoadedModel | str, texts: Sequence[str] | str | Path, *, amount
 class _Setup:
     """What every order is computed from."""
 
-    def __init__(self, loaded: LoadedModel, corpus: list[str], keys: Sequence[LayerKey],
-                 per_layer: dict[LayerKey, int], batch_size: int) -> None:
-        self.loaded, self.corpus, self.keys, self.per_layer, self.batch_size = loaded, corpus, keys, per_layer, batch_size
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        corpus: list[str],
+        keys: Sequence[LayerKey],
+        per_layer: dict[LayerKey, int],
+        batch_size: int,
+    ) -> None:
+        self.loaded, self.corpus, self.keys, self.per_layer, self.batch_size = (
+            loaded,
+            corpus,
+            keys,
+            per_layer,
+            batch_size,
+        )
         self.loss: Loss | None = None
 
     def order(self, name: str, seed: int, counts: Sequence[int], bar: _Bar) -> Order:
         if name == "importance":
-            return importance_order(self.loaded, self.corpus, counts, self.keys, self.per_layer, self.loss,
-                                    self.batch_size, on_done=lambda: bar.step("importance"))
+            return importance_order(
+                self.loaded,
+                self.corpus,
+                counts,
+                self.keys,
+                self.per_layer,
+                self.loss,
+                self.batch_size,
+                on_done=lambda: bar.step("importance"),
+            )
         if name == "entropy":
             return entropy_order(self.loaded, self.corpus, self.keys, self.per_layer, self.batch_size)
         return random_order(self.per_layer, seed)
@@ -166,8 +229,15 @@ def _reuse(curves: list[Curve], name: str, seed: int, counts: Sequence[int]) -> 
     return None
 
 
-def _cut(loaded: LoadedModel, held: list[str], quality: Quality, order: Order, count: int, amount: float,
-         latency_repeats: int) -> tuple[Pruning, LoadedModel]:
+def _cut(
+    loaded: LoadedModel,
+    held: list[str],
+    quality: Quality,
+    order: Order,
+    count: int,
+    amount: float,
+    latency_repeats: int,
+) -> tuple[Pruning, LoadedModel]:
     removed = order.heads[:count]
     heads: dict[LayerKey, list[int]] = {}
     for key, head in removed:
@@ -178,11 +248,20 @@ def _cut(loaded: LoadedModel, held: list[str], quality: Quality, order: Order, c
     before, after = current_layouts(loaded.model), current_layouts(cut.model)
     latency = measure_latency(loaded, cut, held, latency_repeats) if latency_repeats > 0 else None
     pruning = Pruning(
-        order=order.label, amount=amount, removed=tuple((k.name, h) for k, h in removed), layouts=tuple(after),
-        quality=quality.measure(cut), parameters_before=parameter_count(loaded.model),
-        parameters_after=parameter_count(cut.model), kv_heads_before=sum(len(x.kv) for x in before),
-        kv_heads_after=sum(len(x.kv) for x in after), max_difference=difference, output_scale=scale,
-        latency=latency, folder=None)
+        order=order.label,
+        amount=amount,
+        removed=tuple((k.name, h) for k, h in removed),
+        layouts=tuple(after),
+        quality=quality.measure(cut),
+        parameters_before=parameter_count(loaded.model),
+        parameters_after=parameter_count(cut.model),
+        kv_heads_before=sum(len(x.kv) for x in before),
+        kv_heads_after=sum(len(x.kv) for x in after),
+        max_difference=difference,
+        output_scale=scale,
+        latency=latency,
+        folder=None,
+    )
     return pruning, cut
 
 

@@ -39,7 +39,9 @@ def save_pruned(model: LoadedModel, folder: str | Path, record: dict) -> Path:
 
     folder = Path(folder)
     if not is_pruned(model.model.config):
-        raise HeadmapError("this model has no pruned-head layout: cut it with headmap.apps.prune.prune_heads first")
+        raise HeadmapError(
+            "this model has no pruned-head layout: cut it with headmap.apps.prune.prune_heads first"
+        )
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise HeadmapError(f"{folder} already exists and is not an empty folder: choose a new --out folder")
     try:
@@ -55,7 +57,9 @@ def save_pruned(model: LoadedModel, folder: str | Path, record: dict) -> Path:
             net.generation_config.save_pretrained(tmp)
         save_file(_state(net), str(tmp / "model.safetensors"), metadata={"format": "pt"})
         model.tokenizer.save_pretrained(tmp)  # type: ignore[attr-defined]
-        (tmp / RECORD).write_text(json.dumps(record, indent=1, ensure_ascii=False, allow_nan=False), encoding="utf-8")
+        (tmp / RECORD).write_text(
+            json.dumps(record, indent=1, ensure_ascii=False, allow_nan=False), encoding="utf-8"
+        )
         if folder.exists():
             folder.rmdir()
         tmp.rename(folder)

@@ -30,7 +30,9 @@ def _accepts(model: torch.nn.Module, name: str) -> bool:
         return False
 
 
-def answer_token_logprobs(loaded: LoadedModel, prompt_ids: Sequence[int], answer_ids: Sequence[int]) -> np.ndarray:
+def answer_token_logprobs(
+    loaded: LoadedModel, prompt_ids: Sequence[int], answer_ids: Sequence[int]
+) -> np.ndarray:
     """``[answer_token]`` float64: log p(answer token t | prompt, answer tokens before t), teacher-forced.
 
     One forward over ``prompt + answer``; only the logits of the predicting positions are computed
@@ -78,14 +80,19 @@ def verdict(ids: Sequence[str], attention: np.ndarray, drop: np.ndarray, rho: fl
     n = len(ids)
     top_attention, top_drop = ids[int(np.argmax(attention))], ids[int(np.argmax(drop))]
     if n == 1:
-        return (f"{what}: one chunk, nothing to rank; removing it changes the answer's log-probability by "
-                f"{-float(drop[0]):+.3f}.")
+        return (
+            f"{what}: one chunk, nothing to rank; removing it changes the answer's log-probability by "
+            f"{-float(drop[0]):+.3f}."
+        )
     if np.ptp(drop) == 0:
         return f"{what}: not testable, removing any one chunk changes the answer's log-probability equally."
     same_top = top_attention == top_drop
     if n < 3:
-        agree = f"both point to chunk {top_drop!r}" if same_top else \
-            f"it points to chunk {top_attention!r}, removal to chunk {top_drop!r}"
+        agree = (
+            f"both point to chunk {top_drop!r}"
+            if same_top
+            else f"it points to chunk {top_attention!r}, removal to chunk {top_drop!r}"
+        )
         return f"{what}: {n} chunks are too few to compare rankings; {agree}."
     if same_top and rho >= SUPPORTED_RHO:
         judgement = "supported"
@@ -93,6 +100,9 @@ def verdict(ids: Sequence[str], attention: np.ndarray, drop: np.ndarray, rho: fl
         judgement = "partly supported"
     else:
         judgement = "not supported"
-    top = (f"both rank chunk {top_drop!r} first" if same_top else
-           f"it ranks chunk {top_attention!r} first, but removing chunk {top_drop!r} hurts the answer most")
+    top = (
+        f"both rank chunk {top_drop!r} first"
+        if same_top
+        else f"it ranks chunk {top_attention!r} first, but removing chunk {top_drop!r} hurts the answer most"
+    )
     return f"{what} is {judgement} by the causal check: {top} (Spearman rho = {rho:.2f} over {n} chunks)."

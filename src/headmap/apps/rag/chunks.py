@@ -32,8 +32,10 @@ def read_chunks(path: str | Path) -> list[Chunk]:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in CHUNK_EXTENSIONS:
-        raise HeadmapError(f"cannot read chunks from {path}: use a .jsonl file (one {{\"text\": ...}} per line) "
-                           "or a .txt file (chunks separated by blank lines)")
+        raise HeadmapError(
+            f'cannot read chunks from {path}: use a .jsonl file (one {{"text": ...}} per line) '
+            "or a .txt file (chunks separated by blank lines)"
+        )
     try:
         content = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -53,13 +55,15 @@ def _parse_jsonl(content: str, path: Path) -> list[Chunk]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise HeadmapError(f"{where}: not valid JSON ({exc.msg}): write one object such as "
-                               "{\"id\": \"a\", \"text\": \"...\"} per line") from None
+            raise HeadmapError(
+                f"{where}: not valid JSON ({exc.msg}): write one object such as "
+                '{"id": "a", "text": "..."} per line'
+            ) from None
         if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-            raise HeadmapError(f"{where}: each line needs an object with a \"text\" string")
+            raise HeadmapError(f'{where}: each line needs an object with a "text" string')
         ident = record.get("id")
         if ident is not None and (isinstance(ident, bool) or not isinstance(ident, (str, int))):
-            raise HeadmapError(f"{where}: \"id\" must be a string or a number")
+            raise HeadmapError(f'{where}: "id" must be a string or a number')
         if not record["text"].strip():
             raise HeadmapError(f"{where}: the chunk text is empty")
         chunks.append(Chunk(id="" if ident is None else str(ident), text=record["text"]))
@@ -71,7 +75,9 @@ def _parse_txt(content: str) -> list[Chunk]:
     return [Chunk(id="", text=block.strip("\n")) for block in blocks if block.strip()]
 
 
-def as_chunks(chunks: Sequence[str | Chunk | Mapping[str, object]], source: str = "the chunks") -> list[Chunk]:
+def as_chunks(
+    chunks: Sequence[str | Chunk | Mapping[str, object]], source: str = "the chunks"
+) -> list[Chunk]:
     """Normalize strings, :class:`Chunk` objects or ``{"text", "id"}`` mappings to chunks with ids.
 
     Missing ids become the 1-based position; ids must be unique so that results can name chunks.
@@ -88,7 +94,9 @@ def as_chunks(chunks: Sequence[str | Chunk | Mapping[str, object]], source: str 
             ident = chunk.get("id")
             item = Chunk("" if ident is None else str(ident), str(chunk["text"]))
         else:
-            raise HeadmapError(f"chunk {i + 1} of {source} is not a text: give strings or {{\"text\": ...}} objects")
+            raise HeadmapError(
+                f'chunk {i + 1} of {source} is not a text: give strings or {{"text": ...}} objects'
+            )
         if not item.text.strip():
             raise HeadmapError(f"chunk {i + 1} of {source} is empty")
         out.append(Chunk(item.id or str(i + 1), item.text))

@@ -94,8 +94,12 @@ class GroupMass:
         weights = block.weights  # [head, row, width]
         width = block.width
         stop = start + weights.shape[1]
-        self.sums[item][self._layer_index[key], :, start:stop] = torch.matmul(weights, self._assign[item][:width]).numpy()
-        self.key_mean[item][:width] += weights.sum(dim=(0, 1), dtype=torch.float64).numpy() / self._cells[item]
+        self.sums[item][self._layer_index[key], :, start:stop] = torch.matmul(
+            weights, self._assign[item][:width]
+        ).numpy()
+        self.key_mean[item][:width] += (
+            weights.sum(dim=(0, 1), dtype=torch.float64).numpy() / self._cells[item]
+        )
 
 
 def answer_rows(answer_length: int) -> list[int]:

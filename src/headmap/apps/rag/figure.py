@@ -26,13 +26,22 @@ def _labels(report: RagReport) -> list[str]:
 def _token_heatmap(ax: Axes, report: RagReport) -> None:
     values = report.token_attention  # [answer_token, chunk]
     image = ax.imshow(values, cmap="viridis", vmin=0.0, aspect="auto", interpolation="nearest")
-    ax.set_xticks(range(values.shape[1]), _labels(report), rotation=35, ha="right", rotation_mode="anchor",
-                  fontsize=8, **_TEXT)
+    ax.set_xticks(
+        range(values.shape[1]),
+        _labels(report),
+        rotation=35,
+        ha="right",
+        rotation_mode="anchor",
+        fontsize=8,
+        **_TEXT,
+    )
     tokens = [shorten(visible(t), 14) for t in report.answer_tokens]
     step = max(1, len(tokens) // 40)
     ax.set_yticks(range(0, len(tokens), step), tokens[::step], fontsize=7, **_TEXT)
     ax.set_ylabel("answer token (row: the position predicting it)", fontsize=8)
-    ax.set_title("attention on each chunk per answer token\n(mean over layers and heads)", fontsize=9, loc="left")
+    ax.set_title(
+        "attention on each chunk per answer token\n(mean over layers and heads)", fontsize=9, loc="left"
+    )
     ax.figure.colorbar(image, ax=ax, fraction=0.06, pad=0.02).set_label("mass", fontsize=8)
 
 
@@ -42,15 +51,20 @@ def _attention_bars(ax: Axes, report: RagReport) -> None:
     ax.barh(y + 0.2, report.calibrated_attention, height=0.38, color="#2b7bb9")
     ax.axvline(0, color="0.4", lw=0.8)
     flags = report.flags
-    labels = [f"{label}\n(ignored)" if flag == "ignored" else label for label, flag in zip(_labels(report), flags)]
+    labels = [
+        f"{label}\n(ignored)" if flag == "ignored" else label for label, flag in zip(_labels(report), flags)
+    ]
     ax.set_yticks(y, labels, fontsize=8, **_TEXT)
     for tick, flag in zip(ax.get_yticklabels(), flags):
         if flag == "ignored":
             tick.set_color("#a33")
     ax.invert_yaxis()
     ax.set_xlabel("mean mass on the chunk", fontsize=8)
-    ax.set_title("attention evidence: grey = mass on the chunk,\nblue = calibrated (minus the dummy's mass)",
-                 fontsize=9, loc="left")
+    ax.set_title(
+        "attention evidence: grey = mass on the chunk,\nblue = calibrated (minus the dummy's mass)",
+        fontsize=9,
+        loc="left",
+    )
     ax.tick_params(axis="x", labelsize=7)
 
 
@@ -81,8 +95,11 @@ def _lookback(ax: Axes, report: RagReport) -> None:
     ax.set_xlabel("layer", fontsize=8)
     ax.set_ylabel("head", fontsize=8)
     mean = float(np.nanmean(report.lookback)) if np.isfinite(report.lookback).any() else float("nan")
-    ax.set_title(f"lookback ratio per head (1 = reads the chunks, 0 = reads its own answer); mean {mean:.3f}",
-                 fontsize=9, loc="left")
+    ax.set_title(
+        f"lookback ratio per head (1 = reads the chunks, 0 = reads its own answer); mean {mean:.3f}",
+        fontsize=9,
+        loc="left",
+    )
     ax.figure.colorbar(image, ax=ax, fraction=0.03, pad=0.01)
 
 
@@ -99,6 +116,11 @@ def report_figure(report: RagReport) -> Figure:
     _lookback(fig.add_subplot(grid[1, :]), report)
     question = shorten(visible(report.question), 110)
     answer = shorten(visible(report.answer), 110)
-    fig.suptitle(f"{report.model} · RAG check\nQ: {question}\nA: {answer}", fontsize=10, x=0.01, ha="left",
-                 parse_math=False)
+    fig.suptitle(
+        f"{report.model} · RAG check\nQ: {question}\nA: {answer}",
+        fontsize=10,
+        x=0.01,
+        ha="left",
+        parse_math=False,
+    )
     return fig

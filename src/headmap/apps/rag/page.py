@@ -63,25 +63,32 @@ def _bars(report: RagReport) -> str:
             f"<td class='num'>{att[c]:.4f}</td><td>{svg_bar(att[c], att_lim, '#8a8a8a')}</td>"
             f"<td class='num'>{cal[c]:+.4f}</td><td>{svg_bar(cal[c], cal_lim, '#2b7bb9')}</td>"
             f"<td class='num'>{drop[c]:+.3f}</td><td>{svg_bar(drop[c], drop_lim, '#d0612a')}</td>"
-            f"<td>{flag_html}</td></tr>")
-    head = ("<tr><th>chunk</th><th colspan='2'>attention (mean mass)</th><th colspan='2'>calibrated "
-            "(minus dummy)</th><th colspan='2'>log-prob drop when removed</th><th>flag</th></tr>")
+            f"<td>{flag_html}</td></tr>"
+        )
+    head = (
+        "<tr><th>chunk</th><th colspan='2'>attention (mean mass)</th><th colspan='2'>calibrated "
+        "(minus dummy)</th><th colspan='2'>log-prob drop when removed</th><th>flag</th></tr>"
+    )
     return f"<table>{head}{''.join(rows)}</table>"
 
 
 def _heatmap(report: RagReport) -> str:
     values = report.token_attention  # [answer_token, chunk]
     lo, hi = 0.0, float(values.max()) if values.size else 1.0
-    head = "".join(f"<th title='{escape(report.chunks[c].text)}'>{escape(shorten(_chunk_label(report, c), 24))}</th>"
-                   for c in range(values.shape[1]))
+    head = "".join(
+        f"<th title='{escape(report.chunks[c].text)}'>{escape(shorten(_chunk_label(report, c), 24))}</th>"
+        for c in range(values.shape[1])
+    )
     rows = []
     for t, token in enumerate(report.answer_tokens):
         cells = []
         for c in range(values.shape[1]):
             bg, fg = cell_colors(values[t, c], lo, hi, "viridis")
-            cells.append(f"<td class='cell' style='background:{bg};color:{fg}' "
-                         f"title='{escape(token)} → {escape(_chunk_label(report, c))}: {values[t, c]:.4f}'>"
-                         f"{values[t, c]:.3f}</td>")
+            cells.append(
+                f"<td class='cell' style='background:{bg};color:{fg}' "
+                f"title='{escape(token)} → {escape(_chunk_label(report, c))}: {values[t, c]:.4f}'>"
+                f"{values[t, c]:.3f}</td>"
+            )
         rows.append(f"<tr><th>{t}: {escape(shorten(token, 20))}</th>{''.join(cells)}</tr>")
     return f"<table><tr><th>answer token</th>{head}</tr>{''.join(rows)}</table>"
 
@@ -95,8 +102,10 @@ def _chunk_texts(report: RagReport) -> str:
             bg, _ = cell_colors(weight, 0.0, top, "Oranges")
             spans.append(f"<span style='background:{bg}' title='{weight:.5f}'>{html.escape(piece)}</span>")
         bg, _ = cell_colors(report.attention[c], 0.0, float(report.attention.max()), "Oranges")
-        blocks.append(f"<div class='chunk' style='border-left-color:{bg}'><span class='lab'>"
-                      f"{escape(_chunk_label(report, c))}</span>{''.join(spans)}</div>")
+        blocks.append(
+            f"<div class='chunk' style='border-left-color:{bg}'><span class='lab'>"
+            f"{escape(_chunk_label(report, c))}</span>{''.join(spans)}</div>"
+        )
     return "".join(blocks)
 
 
@@ -110,11 +119,15 @@ def _lookback(report: RagReport) -> str:
         for hi, h in enumerate(report.heads):
             value = report.lookback[li, hi]
             bg, _ = cell_colors(value, 0.0, 1.0, "RdBu")
-            cells.append(f"<td class='lb' style='background:{bg}' title='{escape(layer)}, head {h}: {value:.3f}'></td>")
+            cells.append(
+                f"<td class='lb' style='background:{bg}' title='{escape(layer)}, head {h}: {value:.3f}'></td>"
+            )
         rows.append(f"<tr><th>{escape(layer)}</th>{''.join(cells)}</tr>")
-    return (f"<p class='small'>Blue: the head reads the chunks (ratio near 1); red: it reads the answer so far "
-            f"(near 0). Mean over heads: {float(np.nanmean(report.lookback)):.3f}.</p>"
-            f"<table><tr><th>layer \\ head</th>{head}</tr>{''.join(rows)}</table>")
+    return (
+        f"<p class='small'>Blue: the head reads the chunks (ratio near 1); red: it reads the answer so far "
+        f"(near 0). Mean over heads: {float(np.nanmean(report.lookback)):.3f}.</p>"
+        f"<table><tr><th>layer \\ head</th>{head}</tr>{''.join(rows)}</table>"
+    )
 
 
 def _list(lines: Sequence[str]) -> str:
@@ -123,10 +136,14 @@ def _list(lines: Sequence[str]) -> str:
 
 def report_body(report: RagReport) -> str:
     """The report as an HTML fragment (its own scoped style), for notebooks and for the page."""
-    source = (f"generated greedily, at most {report.max_new_tokens} new tokens" if report.generated else "given")
-    without = "".join(f"<details><summary>{escape(_chunk_label(report, c))} removed: log p = "
-                      f"{report.logprob_without[c]:.4f}</summary><pre>{html.escape(text)}</pre></details>"
-                      for c, text in enumerate(report.prompts_without))
+    source = (
+        f"generated greedily, at most {report.max_new_tokens} new tokens" if report.generated else "given"
+    )
+    without = "".join(
+        f"<details><summary>{escape(_chunk_label(report, c))} removed: log p = "
+        f"{report.logprob_without[c]:.4f}</summary><pre>{html.escape(text)}</pre></details>"
+        for c, text in enumerate(report.prompts_without)
+    )
     return (
         f"<div class='hm-rag'><style>{_STYLE}</style>"
         f"<h1>RAG check · {escape(report.model)}</h1>"

@@ -76,11 +76,14 @@ def build_prompt(tokenizer: object, question: str, texts: Sequence[str]) -> RagP
     message, spans = user_message(question, texts)
     if has_chat_template(tokenizer):
         text = tokenizer.apply_chat_template(  # type: ignore[attr-defined]
-            [{"role": "user", "content": message}], tokenize=False, add_generation_prompt=True)
+            [{"role": "user", "content": message}], tokenize=False, add_generation_prompt=True
+        )
         start = text.rfind(message)
         if start < 0:
-            raise HeadmapError("the model's chat template rewrites the user message, so the chunks cannot be "
-                               "located in the prompt: use a model whose template keeps the message as given")
+            raise HeadmapError(
+                "the model's chat template rewrites the user message, so the chunks cannot be "
+                "located in the prompt: use a model whose template keeps the message as given"
+            )
     else:
         prefix = _bos_text(tokenizer)
         text, start = prefix + message + PLAIN_ANSWER_CUE, len(prefix)
@@ -119,7 +122,9 @@ def with_answer(prompt: RagPrompt, answer_ids: Sequence[int], tokenizer: object)
 def encode_answer(tokenizer: object, answer: str) -> list[int]:
     """A given answer's ids: tokenized on its own, without special tokens."""
     if not answer.strip():
-        raise HeadmapError("the answer is empty: give the answer text to check, or leave it out to generate one")
+        raise HeadmapError(
+            "the answer is empty: give the answer text to check, or leave it out to generate one"
+        )
     return list(tokenizer(answer, add_special_tokens=False)["input_ids"])  # type: ignore[operator]
 
 
@@ -128,15 +133,19 @@ def check_causal_lm(loaded: LoadedModel) -> None:
     model = loaded.model
     can_generate = getattr(model, "can_generate", None)
     if loaded.is_encoder_decoder or not callable(can_generate) or not can_generate():
-        raise HeadmapError(f"{loaded.name} is not a causal language model (an encoder or encoder-decoder without "
-                           "a text-generating head): RAG needs a decoder-only LM such as smollm2")
+        raise HeadmapError(
+            f"{loaded.name} is not a causal language model (an encoder or encoder-decoder without "
+            "a text-generating head): RAG needs a decoder-only LM such as smollm2"
+        )
 
 
 def stop_ids(loaded: LoadedModel) -> set[int]:
     """Token ids that end an answer: the generation config's EOS ids and the tokenizer's."""
     found: set[int] = set()
-    for value in (getattr(getattr(loaded.model, "generation_config", None), "eos_token_id", None),
-                  getattr(loaded.tokenizer, "eos_token_id", None)):
+    for value in (
+        getattr(getattr(loaded.model, "generation_config", None), "eos_token_id", None),
+        getattr(loaded.tokenizer, "eos_token_id", None),
+    ):
         if isinstance(value, int):
             found.add(value)
         elif isinstance(value, (list, tuple)):
@@ -155,9 +164,14 @@ def generate_answer(loaded: LoadedModel, prompt: RagPrompt, max_new_tokens: int)
     pad = next(iter(sorted(stops)), None) if getattr(loaded.tokenizer, "pad_token_id", None) is None else None
     extra = {"pad_token_id": pad} if pad is not None else {}
     with torch.inference_mode():
-        out = loaded.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),  # type: ignore[attr-defined]
-                                    do_sample=False, max_new_tokens=max_new_tokens, **extra)
-    new = [int(i) for i in out[0, len(prompt):].tolist()]
+        out = loaded.model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),  # type: ignore[attr-defined]
+            do_sample=False,
+            max_new_tokens=max_new_tokens,
+            **extra,
+        )
+    new = [int(i) for i in out[0, len(prompt) :].tolist()]
     for position, token in enumerate(new):
         if token in stops:
             return new[:position], False

@@ -18,16 +18,18 @@ import numpy as np
 from headmap.apps.rag.causal import SUPPORTED_RHO, ranks, spearman, verdict
 from headmap.apps.rag.chunks import Chunk
 from headmap.apps.rag.evidence import DUMMY_SENTENCE, IGNORED_BELOW, flags
-from headmap.result import CAUSATION_WARNING
 from headmap.apps.report_files import only_json, write_report
+from headmap.result import CAUSATION_WARNING
 
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
 FORMAT = "headmap-rag/1"
-ROW_CONVENTION = ("The attention of answer token t is the row of the position that predicts it (the token just "
-                  "before it): the first answer token reads from the last prompt token.")
+ROW_CONVENTION = (
+    "The attention of answer token t is the row of the position that predicts it (the token just "
+    "before it): the first answer token reads from the last prompt token."
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -130,8 +132,13 @@ class RagReport:
     def verdict(self) -> str:
         """Whether the causal check supports the attention picture, raw and position-calibrated."""
         raw = verdict(self.ids, self.attention, self.logprob_drop, self.spearman, "Raw attention")
-        calibrated = verdict(self.ids, self.calibrated_attention, self.logprob_drop, self.spearman_calibrated,
-                             "Position-calibrated attention")
+        calibrated = verdict(
+            self.ids,
+            self.calibrated_attention,
+            self.logprob_drop,
+            self.spearman_calibrated,
+            "Position-calibrated attention",
+        )
         return f"{raw} {calibrated}"
 
     @property
@@ -145,7 +152,7 @@ class RagReport:
             "tokens / (that + mean weight on the t answer tokens generated before); step 0 has none and is left "
             "out; the map is the mean over steps.",
             f"Calibration (Hsieh et al. 2024): calibrated = attention - attention the same slot gets when the chunk "
-            f"is replaced by a neutral dummy of about its token length (\"{DUMMY_SENTENCE}\" repeated and cut); "
+            f'is replaced by a neutral dummy of about its token length ("{DUMMY_SENTENCE}" repeated and cut); '
             f"a chunk is flagged ignored when its calibrated attention is below {IGNORED_BELOW:g} x the dummy's.",
             "Causal check: each chunk removed from the prompt (the others renumbered), the same answer ids "
             "teacher-forced; drop = log p(answer | all chunks) - log p(answer | without it).",
@@ -153,7 +160,9 @@ class RagReport:
             f"rho >= {SUPPORTED_RHO}.",
         ]
         if self.truncated:
-            lines.append(f"The answer was cut at --max-new-tokens {self.max_new_tokens} before the model ended it.")
+            lines.append(
+                f"The answer was cut at --max-new-tokens {self.max_new_tokens} before the model ended it."
+            )
         return lines
 
     @property
@@ -161,19 +170,22 @@ class RagReport:
         """One row per chunk (indexed by slot, 1-based, in prompt order)."""
         import pandas as pd
 
-        frame = pd.DataFrame({
-            "id": self.ids,
-            "tokens": list(self.chunk_token_counts),
-            "attention": self.attention,
-            "dummy_attention": self.dummy_attention,
-            "calibrated_attention": self.calibrated_attention,
-            "flag": self.flags,
-            "answer_logprob_without": self.logprob_without,
-            "logprob_drop": self.logprob_drop,
-            "attention_rank": ranks(self.attention),
-            "calibrated_rank": ranks(self.calibrated_attention),
-            "ablation_rank": ranks(self.logprob_drop),
-        }, index=pd.RangeIndex(1, len(self.chunks) + 1, name="slot"))
+        frame = pd.DataFrame(
+            {
+                "id": self.ids,
+                "tokens": list(self.chunk_token_counts),
+                "attention": self.attention,
+                "dummy_attention": self.dummy_attention,
+                "calibrated_attention": self.calibrated_attention,
+                "flag": self.flags,
+                "answer_logprob_without": self.logprob_without,
+                "logprob_drop": self.logprob_drop,
+                "attention_rank": ranks(self.attention),
+                "calibrated_rank": ranks(self.calibrated_attention),
+                "ablation_rank": ranks(self.logprob_drop),
+            },
+            index=pd.RangeIndex(1, len(self.chunks) + 1, name="slot"),
+        )
         return frame
 
     # -- files and display ---------------------------------------------------------------------
@@ -182,26 +194,28 @@ class RagReport:
         head_attention, token_attention = self.head_attention, self.token_attention
         chunks = []
         for c, chunk in enumerate(self.chunks):
-            chunks.append({
-                "slot": c + 1,
-                "id": chunk.id,
-                "text": chunk.text,
-                "tokens": self.chunk_token_counts[c],
-                "attention": _num(self.attention[c]),
-                "calibrated_attention": _num(self.calibrated_attention[c]),
-                "dummy_attention": _num(self.dummy_attention[c]),
-                "dummy_text": self.dummy_texts[c],
-                "flag": self.flags[c],
-                "prompt_without": self.prompts_without[c],
-                "answer_logprob_without": _num(self.logprob_without[c]),
-                "answer_token_logprobs_without": _nums(self.token_logprobs_without[c]),
-                "logprob_drop": _num(self.logprob_drop[c]),
-                "attention_rank": int(ranks(self.attention)[c]),
-                "calibrated_rank": int(ranks(self.calibrated_attention)[c]),
-                "ablation_rank": int(ranks(self.logprob_drop)[c]),
-                "attention_by_answer_token": _nums(token_attention[:, c]),
-                "attention_by_layer_head": [_nums(row) for row in head_attention[:, :, c]],
-            })
+            chunks.append(
+                {
+                    "slot": c + 1,
+                    "id": chunk.id,
+                    "text": chunk.text,
+                    "tokens": self.chunk_token_counts[c],
+                    "attention": _num(self.attention[c]),
+                    "calibrated_attention": _num(self.calibrated_attention[c]),
+                    "dummy_attention": _num(self.dummy_attention[c]),
+                    "dummy_text": self.dummy_texts[c],
+                    "flag": self.flags[c],
+                    "prompt_without": self.prompts_without[c],
+                    "answer_logprob_without": _num(self.logprob_without[c]),
+                    "answer_token_logprobs_without": _nums(self.token_logprobs_without[c]),
+                    "logprob_drop": _num(self.logprob_drop[c]),
+                    "attention_rank": int(ranks(self.attention)[c]),
+                    "calibrated_rank": int(ranks(self.calibrated_attention)[c]),
+                    "ablation_rank": int(ranks(self.logprob_drop)[c]),
+                    "attention_by_answer_token": _nums(token_attention[:, c]),
+                    "attention_by_layer_head": [_nums(row) for row in head_attention[:, :, c]],
+                }
+            )
         return {
             "format": FORMAT,
             "model": self.model,

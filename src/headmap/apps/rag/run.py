@@ -16,8 +16,15 @@ import numpy as np
 from headmap.apps.rag.causal import answer_token_logprobs
 from headmap.apps.rag.chunks import CHUNK_EXTENSIONS, Chunk, as_chunks, read_chunks
 from headmap.apps.rag.evidence import GroupMass, answer_rows, dummy_text, key_groups, lookback_ratio
-from headmap.apps.rag.prompt import (RagPrompt, build_prompt, check_causal_lm, encode_answer, generate_answer,
-                                     has_chat_template, with_answer)
+from headmap.apps.rag.prompt import (
+    RagPrompt,
+    build_prompt,
+    check_causal_lm,
+    encode_answer,
+    generate_answer,
+    has_chat_template,
+    with_answer,
+)
 from headmap.apps.rag.report import RagReport
 from headmap.capture import CapturePlan, stream
 from headmap.capture.plan import LayerSpec
@@ -57,7 +64,9 @@ def rag(
     tokenizer = loaded.tokenizer
     prompt = build_prompt(tokenizer, question, texts)
     given = None if answer is None else _given_answer(tokenizer, answer)
-    _check_length(loaded, len(prompt) + (max_new_tokens if given is None else len(given)), "the prompt with the answer")
+    _check_length(
+        loaded, len(prompt) + (max_new_tokens if given is None else len(given)), "the prompt with the answer"
+    )
     with _Progress(progress, 2 * len(items) + 2 + (given is None)) as tick:
         if given is None:
             answer_ids, truncated = _generate(loaded, prompt, max_new_tokens)
@@ -66,17 +75,32 @@ def rag(
             answer_ids, truncated = given, False
         full = with_answer(prompt, answer_ids, tokenizer)
         collected = GroupMass([key_groups(len(full.ids), prompt.chunk_tokens, len(prompt))])
-        plan = stream(loaded, full, collected, layers=layers, heads=heads, rows=answer_rows(len(answer_ids)),
-                      batch_size=1)
+        plan = stream(
+            loaded,
+            full,
+            collected,
+            layers=layers,
+            heads=heads,
+            rows=answer_rows(len(answer_ids)),
+            batch_size=1,
+        )
         tick()
         mass, answer_mass = collected.sums[0][..., :-1], collected.sums[0][..., -1]
         dummies = [dummy_text(tokenizer, stop - first) for first, stop in prompt.chunk_tokens]
-        dummy_mass = np.stack([_slot_mass(loaded, question, texts, slot, dummy, answer_ids, plan, tick)
-                               for slot, dummy in enumerate(dummies)], axis=-1)
+        dummy_mass = np.stack(
+            [
+                _slot_mass(loaded, question, texts, slot, dummy, answer_ids, plan, tick)
+                for slot, dummy in enumerate(dummies)
+            ],
+            axis=-1,
+        )
         token_logprobs = answer_token_logprobs(loaded, prompt.ids, answer_ids)
         tick()
         # Each chunk removed, the others renumbered; with one chunk only, the prompt has none.
-        reduced = [build_prompt(tokenizer, question, [*texts[:slot], *texts[slot + 1:]]) for slot in range(len(items))]
+        reduced = [
+            build_prompt(tokenizer, question, [*texts[:slot], *texts[slot + 1 :]])
+            for slot in range(len(items))
+        ]
         without = []
         for r in reduced:
             without.append(answer_token_logprobs(loaded, r.ids, answer_ids))
@@ -91,7 +115,7 @@ def rag(
         chat_template=has_chat_template(tokenizer),
         answer=tokenizer.decode(answer_ids),  # type: ignore[attr-defined]
         answer_ids=tuple(answer_ids),
-        answer_tokens=full.tokens.tokens[len(prompt):],
+        answer_tokens=full.tokens.tokens[len(prompt) :],
         generated=given is None,
         max_new_tokens=max_new_tokens if given is None else None,
         truncated=truncated,
@@ -99,7 +123,9 @@ def rag(
         heads=tuple(plan.heads),
         chunk_token_counts=tuple(stop - first for first, stop in prompt.chunk_tokens),
         chunk_pieces=tuple(tuple(chunk_pieces(prompt, c)) for c in range(len(items))),
-        piece_attention=tuple(collected.key_mean[0][first:stop].copy() for first, stop in prompt.chunk_tokens),
+        piece_attention=tuple(
+            collected.key_mean[0][first:stop].copy() for first, stop in prompt.chunk_tokens
+        ),
         mass=mass,
         answer_mass=answer_mass,
         lookback=lookback_ratio(mass, answer_mass, context_tokens),
@@ -114,25 +140,43 @@ def rag(
 def _generate(loaded: LoadedModel, prompt: RagPrompt, max_new_tokens: int) -> tuple[list[int], bool]:
     answer_ids, truncated = generate_answer(loaded, prompt, max_new_tokens)
     if not answer_ids:
-        raise HeadmapError("the model ended its answer at once (no tokens before EOS): give an answer to check "
-                           "with --answer")
+        raise HeadmapError(
+            "the model ended its answer at once (no tokens before EOS): give an answer to check with --answer"
+        )
     return answer_ids, truncated
 
 
-def _slot_mass(loaded: LoadedModel, question: str, texts: list[str], slot: int, dummy: str, answer_ids: list[int],
-               plan: CapturePlan, tick: Callable[[], None]) -> np.ndarray:
+def _slot_mass(
+    loaded: LoadedModel,
+    question: str,
+    texts: list[str],
+    slot: int,
+    dummy: str,
+    answer_ids: list[int],
+    plan: CapturePlan,
+    tick: Callable[[], None],
+) -> np.ndarray:
     """``[layer, head, answer_token]``: the mass slot ``slot`` gets with its chunk replaced by ``dummy``."""
-    replaced = build_prompt(loaded.tokenizer, question, [*texts[:slot], dummy, *texts[slot + 1:]])
+    replaced = build_prompt(loaded.tokenizer, question, [*texts[:slot], dummy, *texts[slot + 1 :]])
     probe = GroupMass([key_groups(len(replaced) + len(answer_ids), replaced.chunk_tokens, len(replaced))])
-    stream(loaded, with_answer(replaced, answer_ids, loaded.tokenizer), probe, layers=plan.layers, heads=plan.heads,
-           rows=answer_rows(len(answer_ids)), batch_size=1)
+    stream(
+        loaded,
+        with_answer(replaced, answer_ids, loaded.tokenizer),
+        probe,
+        layers=plan.layers,
+        heads=plan.heads,
+        rows=answer_rows(len(answer_ids)),
+        batch_size=1,
+    )
     tick()
     return probe.sums[0][..., slot]
 
 
 def _chunks(chunks: ChunkInput) -> list[Chunk]:
     """A path (a ``Path``, or a string ending in .jsonl/.txt) is read; anything else is a list of chunks."""
-    if isinstance(chunks, Path) or (isinstance(chunks, str) and Path(chunks).suffix.lower() in CHUNK_EXTENSIONS):
+    if isinstance(chunks, Path) or (
+        isinstance(chunks, str) and Path(chunks).suffix.lower() in CHUNK_EXTENSIONS
+    ):
         return read_chunks(chunks)
     return as_chunks(chunks)  # type: ignore[arg-type]
 
@@ -141,8 +185,10 @@ def _check_length(loaded: LoadedModel, tokens: int, what: str) -> None:
     """Models with a position table fail deep inside torch past it: say so first."""
     limit = loaded.max_positions
     if limit is not None and tokens > limit:
-        raise HeadmapError(f"{what} needs {tokens} tokens but {loaded.name} accepts at most {limit}: "
-                           "use fewer or shorter chunks, a shorter answer or a lower --max-new-tokens")
+        raise HeadmapError(
+            f"{what} needs {tokens} tokens but {loaded.name} accepts at most {limit}: "
+            "use fewer or shorter chunks, a shorter answer or a lower --max-new-tokens"
+        )
 
 
 def _given_answer(tokenizer: object, answer: str | Sequence[int]) -> list[int]:

@@ -42,10 +42,20 @@ def draw(bench: Workbench, request: Request, values: Sequence[Any]) -> dict[str,
     table = stats.stat(name)
     rows = [key.title() for key in stats.layers]
     cols = [f"head {h}" for h in stats.heads]
-    caption = [f"{name}: {MEANINGS[name]}; every layer (rows) and head (columns) of {len(stats.tokens)} tokens, raw weights",
-               DEPTH_NOTE]
-    return table_payload(picture_key(request, "stats", name), f"{stats.model} · {name} by layer and head", table,
-                         rows, cols, Axes("layer", "head", name), caption, request.cmap)
+    caption = [
+        f"{name}: {MEANINGS[name]}; every layer (rows) and head (columns) of {len(stats.tokens)} tokens, raw weights",
+        DEPTH_NOTE,
+    ]
+    return table_payload(
+        picture_key(request, "stats", name),
+        f"{stats.model} · {name} by layer and head",
+        table,
+        rows,
+        cols,
+        Axes("layer", "head", name),
+        caption,
+        request.cmap,
+    )
 
 
 VIEW = View(

@@ -9,7 +9,7 @@ import numpy as np
 
 from headmap.errors import HeadmapError
 from headmap.serve.payload import Axes, table_payload
-from headmap.serve.views.base import Control, Request, View
+from headmap.serve.views.base import Request, View
 from headmap.serve.views.common import picture_key
 
 if TYPE_CHECKING:
@@ -25,10 +25,16 @@ def controls() -> tuple[Any, ...]:
     import gradio as gr
 
     return (
-        gr.Textbox(label="target token (decoders; empty: the model's top next token)", placeholder=" big",
-                   elem_id="hm-target"),
-        gr.Textbox(label="compare text (encoders without an LM head: explains the cosine to it)",
-                   value="A bag that is too small.", elem_id="hm-compare"),
+        gr.Textbox(
+            label="target token (decoders; empty: the model's top next token)",
+            placeholder=" big",
+            elem_id="hm-target",
+        ),
+        gr.Textbox(
+            label="compare text (encoders without an LM head: explains the cosine to it)",
+            value="A bag that is too small.",
+            elem_id="hm-compare",
+        ),
         gr.CheckboxGroup(list(OFFERED), value=list(FIRST), label="methods", elem_id="hm-methods"),
     )
 
@@ -57,19 +63,33 @@ def draw(bench: Workbench, request: Request, values: Sequence[Any]) -> dict[str,
         compare = None
     key = ("explain", request.model, request.text, target, compare, methods)
     found = bench.derived.get_or_compute(
-        key, lambda: explain(loaded, request.text, target, compare=compare, methods=list(methods)).to_words())
+        key, lambda: explain(loaded, request.text, target, compare=compare, methods=list(methods)).to_words()
+    )
     scores = found.scores
     table = rows_scaled(scores)
     agreement = found.causal_agreement()
-    lines = [f"F = {found.target.get('description', 'the explained output')} = {found.output:.4f}; each row is "
-             "scaled by its largest magnitude (units differ between methods); red raises F, blue lowers it"]
+    lines = [
+        f"F = {found.target.get('description', 'the explained output')} = {found.output:.4f}; each row is "
+        "scaled by its largest magnitude (units differ between methods); red raises F, blue lowers it"
+    ]
     if len(agreement):
-        parts = [f"{row.method}: {row.spearman:+.2f}" for row in agreement.itertuples() if np.isfinite(row.spearman)]
+        parts = [
+            f"{row.method}: {row.spearman:+.2f}"
+            for row in agreement.itertuples()
+            if np.isfinite(row.spearman)
+        ]
         lines.append("Spearman with occlusion, the causal reference, over the words: " + ", ".join(parts))
     lines += [line for line in found.caveats() if "not causation" not in line]
-    return table_payload(picture_key(request, "explain", target, compare, ",".join(methods)),
-                         f"{found.model} · explanation of one output", table, list(scores), list(found.axis.tokens),
-                         Axes("method", "word", "score / max |score|"), lines, "RdBu_r")
+    return table_payload(
+        picture_key(request, "explain", target, compare, ",".join(methods)),
+        f"{found.model} · explanation of one output",
+        table,
+        list(scores),
+        list(found.axis.tokens),
+        Axes("method", "word", "score / max |score|"),
+        lines,
+        "RdBu_r",
+    )
 
 
 def _has_lm_head(model: object) -> bool:
@@ -83,5 +103,5 @@ VIEW = View(
     draw=draw,
     controls=controls,
     help="Attention beside rollout, gradient attributions and occlusion (the causal reference), word by word, "
-         "with their rank agreement: how far is each picture supported by what the output depends on?",
+    "with their rank agreement: how far is each picture supported by what the output depends on?",
 )

@@ -22,9 +22,14 @@ def draw(bench: Workbench, request: Request, values: Sequence[Any]) -> dict[str,
     pooled = layer.factors != (1, 1)
     what = f"head {head}"
     return maps_payload(
-        picture_key(request, layer.key.name, head), f"{maps.model} · {layer.key.title()} · {what}",
-        [Panel(what, layer.values[layer.heads.index(head)])], rows, cols, map_axes(layer, pooled),
-        [describe(layer, what), *layer.notes], request.cmap,
+        picture_key(request, layer.key.name, head),
+        f"{maps.model} · {layer.key.title()} · {what}",
+        [Panel(what, layer.values[layer.heads.index(head)])],
+        rows,
+        cols,
+        map_axes(layer, pooled),
+        [describe(layer, what), *layer.notes],
+        request.cmap,
     )
 
 

@@ -33,9 +33,15 @@ def draw(bench: Workbench, request: Request, values: Sequence[Any]) -> dict[str,
     what = f"all {len(layer.heads)} heads"
     panels = [Panel(f"head {h}", pooled[i]) for i, h in enumerate(layer.heads)]
     return maps_payload(
-        picture_key(request, layer.key.name, "all"), f"{maps.model} · {layer.key.title()} · {what}",
-        panels, rows, cols, map_axes(layer, coarser > 1 or layer.factors != (1, 1)),
-        [describe(layer, what), *notes], request.cmap, target=200,
+        picture_key(request, layer.key.name, "all"),
+        f"{maps.model} · {layer.key.title()} · {what}",
+        panels,
+        rows,
+        cols,
+        map_axes(layer, coarser > 1 or layer.factors != (1, 1)),
+        [describe(layer, what), *notes],
+        request.cmap,
+        target=200,
     )
 
 

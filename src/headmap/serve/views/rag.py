@@ -29,8 +29,12 @@ def controls() -> tuple[Any, ...]:
 
     return (
         gr.Textbox(label="question", value=EXAMPLE_QUESTION, elem_id="hm-question"),
-        gr.Textbox(label="retrieved chunks, separated by blank lines", value=EXAMPLE_CHUNKS, lines=6,
-                   elem_id="hm-chunks"),
+        gr.Textbox(
+            label="retrieved chunks, separated by blank lines",
+            value=EXAMPLE_CHUNKS,
+            lines=6,
+            elem_id="hm-chunks",
+        ),
         gr.Textbox(label="answer to check (empty: the model's own greedy answer)", elem_id="hm-answer"),
     )
 
@@ -53,19 +57,32 @@ def draw(bench: Workbench, request: Request, values: Sequence[Any]) -> dict[str,
     loaded = bench.model(request.model)
     key = ("rag", request.model, question, tuple(chunks), answer)
     report = bench.derived.get_or_compute(
-        key, lambda: rag(loaded, question, chunks, answer=answer, max_new_tokens=MAX_NEW_TOKENS))
+        key, lambda: rag(loaded, question, chunks, answer=answer, max_new_tokens=MAX_NEW_TOKENS)
+    )
     table = report.token_attention  # [answer token, chunk]
-    lines = [f"answer: {report.answer!r} (log p = {report.answer_logprob:.3f}, "
-             f"{'generated greedily' if report.generated else 'given'}); rows: answer tokens, each read from the "
-             "position that predicts it; columns: chunks; attention mean over every layer and head"]
-    for cid, att, cal, drop, flag in zip(report.ids, report.attention, report.calibrated_attention,
-                                         report.logprob_drop, report.flags):
-        lines.append(f"chunk {cid}: attention {att:.4f}, calibrated {cal:+.4f} ({flag}); removing it changes the "
-                     f"answer's log p by {-drop:+.3f}")
+    lines = [
+        f"answer: {report.answer!r} (log p = {report.answer_logprob:.3f}, "
+        f"{'generated greedily' if report.generated else 'given'}); rows: answer tokens, each read from the "
+        "position that predicts it; columns: chunks; attention mean over every layer and head"
+    ]
+    for cid, att, cal, drop, flag in zip(
+        report.ids, report.attention, report.calibrated_attention, report.logprob_drop, report.flags
+    ):
+        lines.append(
+            f"chunk {cid}: attention {att:.4f}, calibrated {cal:+.4f} ({flag}); removing it changes the "
+            f"answer's log p by {-drop:+.3f}"
+        )
     lines.append(report.verdict)
-    return table_payload(picture_key(request, "rag", question, len(chunks), answer), f"{report.model} · RAG: "
-                         "attention on each chunk", table, list(report.answer_tokens), [f"chunk {i}" for i in report.ids],
-                         Axes("answer token", "chunk", "attention mass"), lines, request.cmap)
+    return table_payload(
+        picture_key(request, "rag", question, len(chunks), answer),
+        f"{report.model} · RAG: attention on each chunk",
+        table,
+        list(report.answer_tokens),
+        [f"chunk {i}" for i in report.ids],
+        Axes("answer token", "chunk", "attention mass"),
+        lines,
+        request.cmap,
+    )
 
 
 VIEW = View(
@@ -74,5 +91,5 @@ VIEW = View(
     draw=draw,
     controls=controls,
     help="Which retrieved chunk does the answer use? Attention mass per chunk and answer token, beside the causal "
-         "check: the change of the answer's log-probability when each chunk is removed (decoders only).",
+    "check: the change of the answer's log-probability when each chunk is removed (decoders only).",
 )
