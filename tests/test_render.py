@@ -13,7 +13,8 @@ from helpers import make_result, softmax_rows, tokens_from
 from headmap import CAUSATION_WARNING, HeadmapError
 from headmap.render.files import render_to_file
 from headmap.render.html import grid_html, head_html, notebook_html
-from headmap.render.static import plot_diff, plot_grid, plot_head, plot_layer_profile
+from headmap.render.profile import plot_layer_profile
+from headmap.render.static import plot_diff, plot_grid, plot_head
 from headmap.result import AttentionResult, LayerKey, LayerMap, Stack
 from headmap.tokens import Tokens
 

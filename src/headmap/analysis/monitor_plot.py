@@ -12,7 +12,8 @@ import numpy as np
 from headmap.analysis.monitor import KEY_COLUMNS, read_monitor
 from headmap.analysis.report_plots import STAT_LABELS
 from headmap.errors import HeadmapError
-from headmap.render.static import DEPTH_NOTE, new_figure
+from headmap.render.profile import DEPTH_NOTE
+from headmap.render.static import new_figure
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from headmap.analysis.roles import describe_thresholds
 from headmap.errors import HeadmapError
 from headmap.render.files import save_figure
-from headmap.render.static import DEPTH_NOTE
+from headmap.render.profile import DEPTH_NOTE
 from headmap.result import CAUSATION_WARNING
 
 if TYPE_CHECKING:

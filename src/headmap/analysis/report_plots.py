@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np
 
-from headmap.render.static import DEPTH_NOTE, check_cmap, label_font, new_figure, wrap_lines
+from headmap.render.profile import DEPTH_NOTE
+from headmap.render.static import check_cmap, label_font, new_figure, wrap_lines
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -16,7 +16,7 @@ SHOWCASE = {"minilm": (3, 5), "smollm2": (12, 4)}
 def run_demo(model_name: str, out: Path, text: str) -> list[Path]:
     """Capture every layer of ``model_name`` on ``text`` and write the demo pictures into ``out``."""
     from headmap.render.files import save_figure
-    from headmap.render.static import plot_layer_profile
+    from headmap.render.profile import plot_layer_profile
 
     try:
         out.mkdir(parents=True, exist_ok=True)

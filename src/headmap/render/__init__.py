@@ -2,6 +2,7 @@
 interactive HTML (plotly, embedded), and write them to files."""
 
 from headmap.render.files import render_to_file, save_figure
-from headmap.render.static import plot_diff, plot_grid, plot_head, plot_layer_profile
+from headmap.render.profile import plot_layer_profile
+from headmap.render.static import plot_diff, plot_grid, plot_head
 
 __all__ = ["plot_diff", "plot_grid", "plot_head", "plot_layer_profile", "render_to_file", "save_figure"]

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from headmap.analysis.stats import STATS
 from headmap.errors import HeadmapError
-from headmap.render.static import DEPTH_NOTE
+from headmap.render.profile import DEPTH_NOTE
 from headmap.serve.payload import Axes, table_payload
 from headmap.serve.views.base import Control, Request, View
 from headmap.serve.views.common import picture_key
