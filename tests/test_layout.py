@@ -6,9 +6,9 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "src" / "headmap"
-#: Stages from the bottom up; the core files (result, tokens, errors, storage) sit below them all.
+#: Stages from the bottom up; the core files (result, tokens, errors, storage, normalization) sit below them all.
 STAGES = ("core", "models", "capture", "view", "render", "analysis", "attribution", "apps", "serve", "cli")
-CORE = {"errors", "tokens", "result", "storage"}
+CORE = {"errors", "tokens", "result", "storage", "normalization"}
 MAX_LINES = 400
 
 

@@ -132,7 +132,7 @@ def test_log_is_labelled_and_final(result):
     np.testing.assert_allclose(
         out.layers[0].weights, np.log10(np.maximum(weights("topk:4", result), 1e-6)), atol=1e-6
     )
-    assert out.normalization == "top-4 per row, then log10 weight (floor 1e-6)"
+    assert out.normalization.caption == "top-4 per row, then log10 weight (floor 1e-6)"
     assert parse_normalization("topk:4,log").is_log and not parse_normalization("topk:4").is_log
     with pytest.raises(HeadmapError, match="log10"):
         out.normalize("renorm")
@@ -158,12 +158,15 @@ def test_captions():
 
 def test_composition_and_input_untouched(result):
     before = result.layers[0].weights.copy()
-    assert result.normalize("raw") is result and result.normalization == "raw"
+    assert result.normalize("raw") is result and result.normalization.caption == "raw"
     out = result.normalize("topk:3,renorm")
-    assert out.normalization == "top-3 per row, then rows renormalized"
+    assert out.normalization.caption == "top-3 per row, then rows renormalized"
     np.testing.assert_allclose(out.layers[0].weights.sum(-1), 1.0, atol=1e-6)
     again = out.normalize("window:1")
-    assert again.normalization == "top-3 per row, then rows renormalized, then window ±1 around the query"
+    assert (
+        again.normalization.caption
+        == "top-3 per row, then rows renormalized, then window ±1 around the query"
+    )
     np.testing.assert_array_equal(result.layers[0].weights, before)
     assert out.layers[0].weights is not result.layers[0].weights
 

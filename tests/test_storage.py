@@ -7,10 +7,13 @@ import json
 import numpy as np
 import pytest
 from conftest import TROPHY
+from helpers import make_result, softmax_rows, tokens_from
 from safetensors import safe_open
+from safetensors.numpy import save_file
 
-from headmap import HeadmapError
+from headmap import HeadmapError, Normalization
 from headmap.capture import capture
+from headmap.normalization import Renorm, Threshold, TopK, Window
 from headmap.storage import load_result
 
 
@@ -97,3 +100,32 @@ def test_float16_and_topk_storage_state_their_loss(smollm2, tmp_path):
         float((1 - np.sort(result.layer(2).weights, -1)[..., -8:].sum(-1)).max()), abs=1e-5
     )
     assert any("top-8" in n for n in sparse.notes)
+
+
+def test_normalization_round_trips_as_a_value_and_old_captions_load(tmp_path):
+    """The file stores the caption (as before); loading parses it back into the same record."""
+    tokens = tokens_from("a b c d", [(0, 1), (2, 3), (4, 5), (6, 7)])
+    result = make_result(tokens, softmax_rows((2, 4, 4), seed=1)).normalize("topk:2,renorm,threshold:0.25")
+    path = result.save(tmp_path / "norm.safetensors")
+    with safe_open(str(path), framework="numpy") as handle:
+        meta = handle.metadata()
+        arrays = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+    assert meta["normalization"] == "top-2 per row, then rows renormalized, then weights ≥ 0.25"
+    back = load_result(path)
+    assert back.normalization == result.normalization
+    assert back.normalization.steps == (TopK(2), Renorm(), Threshold(0.25))
+    # A file written before the record existed holds only caption text, including a chained window.
+    old = tmp_path / "old.safetensors"
+    save_file(
+        arrays,
+        str(old),
+        metadata={**meta, "normalization": "window ±1 around the query, then rows renormalized"},
+    )
+    assert load_result(old).normalization == Normalization((Window(1), Renorm()))
+    assert load_result(old).normalization.caption == "window ±1 around the query, then rows renormalized"
+    del meta["normalization"]  # the oldest files: no key at all
+    save_file(arrays, str(old), metadata=meta)
+    assert load_result(old).normalization.is_raw
+    save_file(arrays, str(old), metadata={**meta, "normalization": "sharpened"})
+    with pytest.raises(HeadmapError, match="damaged headmap metadata.*sharpened"):
+        load_result(old)

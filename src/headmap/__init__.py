@@ -34,6 +34,7 @@ from headmap.attribution import Explanation, explain
 from headmap.capture import Block, CapturePlan, Encoded, MapStore, capture, encode_parts, stream
 from headmap.errors import HeadmapError
 from headmap.models import LoadedModel, load
+from headmap.normalization import Normalization
 from headmap.render.files import render_to_file
 from headmap.render.interactive import interactive_html, notebook_view
 from headmap.render.static import plot_grid, plot_head
@@ -74,6 +75,7 @@ __all__ = [
     "LoadedModel",
     "LocalEngine",
     "MapStore",
+    "Normalization",
     "PruneReport",
     "RagReport",
     "RayEngine",

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from headmap.errors import HeadmapError, check_index
+from headmap.normalization import RAW, Normalization
 from headmap.tokens import Tokens
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ class Stages:
 
     to_words: Callable[..., AttentionResult]
     mask: Callable[..., AttentionResult]
-    normalize: Callable[[AttentionResult, str], AttentionResult]
+    normalize: Callable[[AttentionResult, str | Normalization], AttentionResult]
     plot_head: Callable[..., Figure]
     plot_grid: Callable[..., Figure]
     render: Callable[..., Path]
@@ -137,7 +138,8 @@ class LayerMap:
             raise HeadmapError(
                 f"head {head} of {self.key.name} was not captured: captured heads are {list(self.heads)}"
             )
-        return self.weights[self.heads.index(head)]
+        one: np.ndarray = self.weights[self.heads.index(head)]  # numpy types indexing as Any
+        return one
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,8 @@ class AttentionResult:
     ``source`` holds the input tokens (the encoder's, for encoder-decoder models) and ``target`` the
     decoder tokens of encoder-decoder models. ``num_layers`` gives the model's layer count per
     stack and ``num_heads`` its query heads per layer, so pictures can say where a map sits.
-    ``normalization`` describes the display transform applied (``"raw"`` for none).
+    ``normalization`` is the display transform applied (:data:`~headmap.normalization.RAW` for none;
+    its ``caption`` says it in words).
     """
 
     model: str
@@ -156,7 +159,7 @@ class AttentionResult:
     num_layers: dict[Stack, int]
     num_heads: int
     target: Tokens | None = None
-    normalization: str = "raw"
+    normalization: Normalization = RAW
     notes: tuple[str, ...] = ()
 
     # -- lookup -----------------------------------------------------------------------------
@@ -240,7 +243,7 @@ class AttentionResult:
         """Drop special tokens, the first token (a common sink) or given token indices from both axes."""
         return _stages().mask(self, special=special, first=first, indices=indices, renormalize=renormalize)
 
-    def normalize(self, spec: str) -> AttentionResult:
+    def normalize(self, spec: str | Normalization) -> AttentionResult:
         """Apply a display normalization such as ``"topk:3"``, ``"window:2,renorm"`` or ``"log"``."""
         return _stages().normalize(self, spec)
 
@@ -282,5 +285,5 @@ class AttentionResult:
         n = len(self.source) if self.target is None else f"{len(self.source)}->{len(self.target)}"
         return (
             f"AttentionResult(model={self.model!r}, {self.source.unit}s={n}, layers=[{layers}], "
-            f"heads={self.num_heads}, normalization={self.normalization!r})"
+            f"heads={self.num_heads}, normalization={self.normalization.caption!r})"
         )

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from headmap.errors import HeadmapError
+from headmap.normalization import Normalization
 from headmap.result import AttentionResult, LayerKey, LayerMap, Stack
 from headmap.tokens import Tokens
 
@@ -30,7 +31,7 @@ def _metadata(result: AttentionResult) -> dict[str, str]:
         "rows": json.dumps({layer.key.name: list(layer.rows) for layer in result.layers}),
         "num_layers": json.dumps({stack.value: n for stack, n in result.num_layers.items()}),
         "num_heads": str(result.num_heads),
-        "normalization": result.normalization,
+        "normalization": result.normalization.caption,
         "notes": json.dumps(list(result.notes), ensure_ascii=False),
     }
 
@@ -113,7 +114,8 @@ def load_result(path: str | Path) -> AttentionResult:
                 raise HeadmapError(
                     f"{path} is a safetensors file but not one saved by headmap (no '{FORMAT}' marker)"
                 )
-            arrays = {name: handle.get_tensor(name) for name in handle.keys()}
+            # safe_open handles are not iterable: their names come from keys().
+            arrays = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
     except HeadmapError:
         raise
     except Exception as exc:  # noqa: BLE001 - safetensors raises several types for a damaged header
@@ -131,13 +133,14 @@ def load_result(path: str | Path) -> AttentionResult:
 def _from_parts(meta: dict[str, str], arrays: dict[str, np.ndarray]) -> AttentionResult:
     heads, rows = json.loads(meta["heads"]), json.loads(meta["rows"])
     storage = json.loads(meta.get("storage", "{}")) or {}
-    dense: dict[str, np.ndarray] = {}
+    # Dense maps, or (values, indices) pairs of top-k storage still to be scattered.
+    dense: dict[str, np.ndarray | tuple[np.ndarray, np.ndarray]] = {}
     for name, array in arrays.items():
         if name.endswith(".indices"):
             continue
         if name.endswith(".values"):
             base = name[: -len(".values")]
-            dense[base] = (array, arrays[f"{base}.indices"])  # type: ignore[assignment]
+            dense[base] = (array, arrays[f"{base}.indices"])
         else:
             dense[name] = array.astype(np.float32, copy=False)
     source = Tokens.from_dict(json.loads(meta["source"]))
@@ -163,7 +166,7 @@ def _from_parts(meta: dict[str, str], arrays: dict[str, np.ndarray]) -> Attentio
         layers=tuple(layers),
         num_layers={Stack(s): int(n) for s, n in json.loads(meta["num_layers"]).items()},
         num_heads=int(meta["num_heads"]),
-        normalization=meta.get("normalization", "raw"),
+        normalization=Normalization.from_caption(meta.get("normalization", "raw")),
         notes=tuple(notes),
     )
     for layer in result.layers:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -59,11 +60,12 @@ class Tokens:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> Tokens:
+    def from_dict(cls, data: dict[str, Any]) -> Tokens:
+        """Inverse of :meth:`to_dict`; ``data`` is parsed JSON, so its values are untyped."""
         return cls(
             text=str(data["text"]),
-            tokens=tuple(str(t) for t in data["tokens"]),  # type: ignore[union-attr]
-            offsets=tuple((int(a), int(b)) for a, b in data["offsets"]),  # type: ignore[union-attr]
-            special=tuple(bool(s) for s in data["special"]),  # type: ignore[union-attr]
+            tokens=tuple(str(t) for t in data["tokens"]),
+            offsets=tuple((int(a), int(b)) for a, b in data["offsets"]),
+            special=tuple(bool(s) for s in data["special"]),
             unit=str(data.get("unit", "token")),
         )

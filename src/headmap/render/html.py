@@ -19,8 +19,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from headmap.normalization import Normalization
 from headmap.result import CAUSATION_WARNING, AttentionResult, LayerKey
-from headmap.view.downsample import color_limits, pooled_labels, prepare, value_label, visible
+from headmap.view.downsample import color_limits, pooled_labels, prepare, visible
 
 HEAD_MAX_TOKENS = 512
 GRID_MAX_TOKENS = 256
@@ -76,9 +77,9 @@ def plotly_colorscale(cmap: str, steps: int = 17) -> list[list[object]]:
     ]
 
 
-def hover_template(normalization: str, pooled: bool, head: int | None = None) -> str:
+def hover_template(normalization: Normalization, pooled: bool, head: int | None = None) -> str:
     """Hover text: query token, key token and weight (a block max when pooled)."""
-    what = value_label(normalization).replace("attention ", "")
+    what = normalization.value_label.replace("attention ", "")
     what = f"max {what} in block" if pooled else what
     prefix = f"head {head}<br>" if head is not None else ""
     return prefix + "query: %{y}<br>key: %{x}<br>" + what + ": %{z:.4f}<extra></extra>"
@@ -86,7 +87,9 @@ def hover_template(normalization: str, pooled: bool, head: int | None = None) ->
 
 def _title(result: AttentionResult, what: str) -> str:
     # Our own <br>/<sub> markup around escaped untrusted parts (model names can be user paths).
-    return f"{escape(result.model)}<br><sub>{what} · normalization: {escape(result.normalization)}</sub>"
+    return (
+        f"{escape(result.model)}<br><sub>{what} · normalization: {escape(result.normalization.caption)}</sub>"
+    )
 
 
 def _page(fig: object, title: str, notes: Sequence[str]) -> str:
@@ -134,7 +137,7 @@ def head_html(
         zmax=zmax,
         colorscale=plotly_colorscale(cmap),
         hovertemplate=hover_template(result.normalization, fq * fk > 1),
-        colorbar={"title": {"text": value_label(result.normalization)}},
+        colorbar={"title": {"text": result.normalization.value_label}},
     )
     fig = go.Figure(trace)
     what = f"{key.title()} · head {prep.heads[0]}"
@@ -199,7 +202,7 @@ def grid_html(
             "colorscale": plotly_colorscale(cmap),
             "cmin": zmin,
             "cmax": zmax,
-            "colorbar": {"title": {"text": value_label(result.normalization)}},
+            "colorbar": {"title": {"text": result.normalization.value_label}},
         },
         width=min(1800, panel * ncols + 160),
         height=panel * nrows + 140,
@@ -216,7 +219,7 @@ def summary_rows(result: AttentionResult) -> list[tuple[str, str]]:
         ("layers captured", ", ".join(k.name for k in result.keys) or "none"),
         ("heads", ", ".join(str(h) for h in result.layers[0].heads) if result.layers else "none"),
         ("heads per layer (model)", str(result.num_heads)),
-        ("normalization", result.normalization),
+        ("normalization", result.normalization.caption),
         *(("note", note) for note in result.notes),
     ]
     return rows

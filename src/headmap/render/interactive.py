@@ -30,7 +30,7 @@ from headmap.render.embed import Quantized, asset, colormap_lut, pack_quantized,
 from headmap.render.html import escape, summary_rows
 from headmap.result import CAUSATION_WARNING, AttentionResult, LayerKey, LayerMap
 from headmap.tokens import Tokens
-from headmap.view.downsample import downsample_note, is_log, max_pool, pool_factor, pooled_labels, visible
+from headmap.view.downsample import downsample_note, max_pool, pool_factor, pooled_labels, visible
 from headmap.view.normalize import Log, Renorm, Step, Threshold, TopK, Window, parse_normalization
 from headmap.view.words import word_groups, word_tokens
 
@@ -68,7 +68,7 @@ def preset_json(spec: str) -> dict[str, object]:
     norm = parse_normalization(spec)
     return {
         "spec": norm.spec(),
-        "label": norm.describe(),
+        "label": norm.caption,
         "steps": [step_json(s) for s in norm.steps],
         "log": norm.is_log,
         "pooledOk": all(isinstance(s, (Threshold, Log)) for s in norm.steps),
@@ -187,7 +187,7 @@ def view_payload(
         raise HeadmapError(f"max_tokens must be at least 1, not {max_tokens}")
     pooled, quantized = embedded_maps(result, max_tokens, precision)
     axes = [result.source] + ([result.target] if result.target is not None else [])
-    words = result.source.unit == "token" and not is_log(result.normalization)
+    words = result.source.unit == "token" and not result.normalization.is_log
     counts = [len(p.layer.heads) for p in pooled]
     offsets = np.cumsum([0, *counts]).tolist()
     sizes = [int(np.prod(p.values.shape[-2:])) for p in pooled for _ in p.layer.heads]
@@ -195,13 +195,13 @@ def view_payload(
     start_layer = result.keys.index(start_key) if start_key in result.keys else 0
     start_heads = result.layers[start_layer].heads
     offered = (
-        [] if is_log(result.normalization) else [p for p in presets if parse_normalization(p).spec() != "raw"]
+        [] if result.normalization.is_log else [p for p in presets if parse_normalization(p).spec() != "raw"]
     )
     return {
         "version": 1,
         "model": visible(result.model),
-        "normalization": result.normalization,
-        "log": is_log(result.normalization),
+        "normalization": result.normalization.caption,
+        "log": result.normalization.is_log,
         "warning": CAUSATION_WARNING,
         "notes": list(result.notes),
         "axes": [axis_json(tokens, words) for tokens in axes],

@@ -10,7 +10,6 @@ import numpy as np
 from headmap.errors import HeadmapError, check_index
 from headmap.render.static import _title, check_cmap, label_font, new_figure, plt
 from headmap.result import AttentionResult, LayerKey, LayerMap, Stack
-from headmap.view.downsample import is_log
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -64,7 +63,7 @@ def layer_profile(
     heads = sorted({h for layer in layers for h in layer.heads})
     table = {name: np.full((len(layers), len(heads)), np.nan) for name in stats}
     for li, layer in enumerate(layers):
-        values = head_profile(layer, log10=is_log(result.normalization))
+        values = head_profile(layer, log10=result.normalization.is_log)
         for name in stats:
             table[name][li, [heads.index(h) for h in layer.heads]] = values[name]
     return [layer.key for layer in layers], heads, table
@@ -100,8 +99,8 @@ def plot_layer_profile(
             raise HeadmapError(f"head {h} was not captured: captured heads are {heads}")
         table, heads = {n: v[:, [heads.index(h)]] for n, v in table.items()}, [h]
     notes = (
-        [f"statistics of the displayed ({result.normalization}) weights, rows renormalized"]
-        if result.normalization != "raw"
+        [f"statistics of the displayed ({result.normalization.caption}) weights, rows renormalized"]
+        if not result.normalization.is_raw
         else []
     )
     fig = new_figure(5.2 * len(names) + 0.6, 4.4 + 0.04 * len(keys), [*notes, *result.notes, DEPTH_NOTE])
@@ -133,7 +132,11 @@ def plot_layer_profile(
         )
     what = f"layer-depth profile of {len(heads)} head{'s' if len(heads) > 1 else ''}, {len(result.source)} {result.source.unit}s"
     fig.suptitle(
-        _title(result.model, what, result.normalization), fontsize=10, x=0.02, ha="left", parse_math=False
+        _title(result.model, what, result.normalization.caption),
+        fontsize=10,
+        x=0.02,
+        ha="left",
+        parse_math=False,
     )
     return fig
 

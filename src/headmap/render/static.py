@@ -23,7 +23,7 @@ import numpy as np
 
 from headmap.errors import HeadmapError, check_index
 from headmap.result import CAUSATION_WARNING, AttentionResult, LayerKey, LayerMap
-from headmap.view.downsample import Prepared, axis_labels, color_limits, prepare, value_label
+from headmap.view.downsample import Prepared, axis_labels, color_limits, prepare
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -227,10 +227,10 @@ def plot_head(
     key = result.resolve(key)
     prep = prepare(result, key, [head], max_tokens)
     values = prep.values[0]
-    title = _title(result.model, f"{key.title()} · head {prep.heads[0]}", result.normalization)
+    title = _title(result.model, f"{key.title()} · head {prep.heads[0]}", result.normalization.caption)
     limits = color_limits(values, result.normalization, vmin, vmax)
     return _heatmap(
-        prep, values, title, value_label(result.normalization), cmap, limits, result.source.unit, ax
+        prep, values, title, result.normalization.value_label, cmap, limits, result.source.unit, ax
     )
 
 
@@ -273,9 +273,9 @@ def plot_grid(
             y.positions if labelled else [], y.texts if labelled and i % cols == 0 else [], **y.style
         )
     fig.colorbar(image, ax=list(axes.flat[:n]), shrink=0.8).set_label(
-        value_label(result.normalization), fontsize=9
+        result.normalization.value_label, fontsize=9
     )
-    title = _title(result.model, f"{key.title()} · all {n} captured heads", result.normalization)
+    title = _title(result.model, f"{key.title()} · all {n} captured heads", result.normalization.caption)
     fig.suptitle(title, fontsize=10, x=0.02, ha="left", parse_math=False)
     return fig
 
@@ -318,14 +318,16 @@ def plot_diff(
     bound = bound if bound > 0 else 1e-6  # an all-zero difference still needs a valid range
     models = a.model if a.model == b.model else f"{a.model} − {b.model}"
     norm = (
-        a.normalization if a.normalization == b.normalization else f"{a.normalization} vs {b.normalization}"
+        a.normalization.caption
+        if a.normalization == b.normalization
+        else f"{a.normalization.caption} vs {b.normalization.caption}"
     )
     title = _title(f"difference a − b · {models}", f"{key.title()} · head {h}", norm)
     return _heatmap(
         prep,
         values,
         title,
-        f"{value_label(a.normalization)} difference (a − b)",
+        f"{a.normalization.value_label} difference (a − b)",
         cmap,
         (-bound, bound),
         a.source.unit,

@@ -22,8 +22,8 @@ import numpy as np
 from headmap.capture import CapturePlan
 from headmap.capture.recompute import Block
 from headmap.result import AttentionResult, LayerKey, LayerMap
-from headmap.view.downsample import is_log, max_pool, pooled_labels, prepare, visible
-from headmap.view.normalize import parse_normalization
+from headmap.view.downsample import max_pool, pooled_labels, prepare, visible
+from headmap.view.normalize import Normalization, parse_normalization
 
 
 @dataclass(frozen=True)
@@ -75,11 +75,11 @@ class DisplayLayer:
     col_units: tuple[str, ...]
     notes: tuple[str, ...]
     unit: str
-    normalization: str
+    normalization: Normalization
 
     @property
     def log(self) -> bool:
-        return is_log(self.normalization)
+        return self.normalization.is_log
 
     @property
     def nbytes(self) -> int:

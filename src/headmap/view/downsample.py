@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from headmap.errors import HeadmapError, check_index
+from headmap.normalization import Normalization
 from headmap.result import AttentionResult, LayerKey
 
 #: Control characters that would break a label over lines or vanish; shown as escapes instead.
@@ -148,23 +149,14 @@ def axis_labels(
 
 
 # -- a layer of a result, ready to draw ----------------------------------------------------------
-def is_log(normalization: str) -> bool:
-    """Whether values are log10 weights (negative, so a colour scale must not start at 0)."""
-    return "log10" in normalization or normalization.startswith("log")
-
-
-def value_label(normalization: str) -> str:
-    """Colorbar label for maps of this normalization."""
-    return "log10 weight" if is_log(normalization) else "attention weight"
-
-
 def color_limits(
-    values: np.ndarray, normalization: str, vmin: float | None, vmax: float | None
+    values: np.ndarray, normalization: Normalization, vmin: float | None, vmax: float | None
 ) -> tuple[float, float]:
-    """Colour range: 0 to the largest weight for weights, the data range for log10 weights."""
+    """Colour range: 0 to the largest weight for weights, the data range for log10 weights (which
+    are negative, so the scale must not start at 0)."""
     finite = values[np.isfinite(values)]
     low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    lo = vmin if vmin is not None else (low if is_log(normalization) else min(0.0, low))
+    lo = vmin if vmin is not None else (low if normalization.is_log else min(0.0, low))
     hi = vmax if vmax is not None else high
     return (lo, hi) if hi > lo else (lo, lo + 1.0)
 
@@ -219,7 +211,6 @@ __all__ = [
     "color_limits",
     "downsample",
     "downsample_note",
-    "is_log",
     "max_abs_pool",
     "max_pool",
     "pool_factor",
@@ -228,6 +219,5 @@ __all__ = [
     "shorten",
     "thin_ticks",
     "tick_step",
-    "value_label",
     "visible",
 ]

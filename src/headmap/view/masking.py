@@ -16,7 +16,6 @@ import numpy as np
 from headmap.errors import HeadmapError
 from headmap.result import AttentionResult, LayerMap
 from headmap.tokens import Tokens
-from headmap.view.normalize import is_log_description
 
 
 def _dropped(tokens: Tokens, special: bool, first: bool, indices: Sequence[int]) -> np.ndarray:
@@ -100,7 +99,7 @@ def mask_tokens(
     row is divided by its kept sum (rows that kept nothing stay 0). A note records what was done.
     """
     chosen = _check_indices(indices, len(result.source), result.source.unit)
-    if renormalize and is_log_description(result.normalization):
+    if renormalize and result.normalization.is_log:
         raise HeadmapError(
             "cannot renormalize log10 weights: mask the raw result first, then normalize('log')"
         )

@@ -17,7 +17,6 @@ import numpy as np
 from headmap.errors import HeadmapError
 from headmap.result import AttentionResult, LayerMap
 from headmap.tokens import Tokens
-from headmap.view.normalize import is_log_description
 
 _LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
 
@@ -153,7 +152,7 @@ def aggregate_words(result: AttentionResult, split_punctuation: bool = False) ->
     """
     if result.source.unit == "word" or (result.target is not None and result.target.unit == "word"):
         raise HeadmapError("this result is already aggregated into words: aggregate a token-level result")
-    if is_log_description(result.normalization):
+    if result.normalization.is_log:
         # Sums and means of log10 weights are not log10 weights of anything.
         raise HeadmapError(
             "cannot aggregate log10 weights into words: call to_words() first, then normalize('log')"

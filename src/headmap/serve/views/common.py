@@ -26,10 +26,10 @@ def layer_at(maps: DisplayMaps, position: int) -> DisplayLayer:
 
 
 def map_axes(layer: DisplayLayer, pooled: bool) -> Axes:
-    value = "log10 weight" if layer.log else "attention weight"
+    value = layer.normalization.value_label
     return Axes(f"query {layer.unit}", f"key {layer.unit}", value, log=layer.log, pooled=pooled)
 
 
 def describe(layer: DisplayLayer, what: str) -> str:
     """First caption line: what is shown, in which units, under which normalization."""
-    return f"{layer.key.title()} · {what} · {layer.unit}s · normalization: {layer.normalization}"
+    return f"{layer.key.title()} · {what} · {layer.unit}s · normalization: {layer.normalization.caption}"
