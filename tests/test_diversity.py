@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -12,7 +13,17 @@ from scipy.spatial.distance import jensenshannon
 
 from headmap.analysis.diversity import js_reference, js_row_sums, linkage, mds_embedding, near_duplicates
 from headmap.analysis.partials import pack_upper, unpack_upper
-from headmap.analysis.roles import MIXED, THRESHOLDS, assign_roles, describe_thresholds
+from headmap.analysis.roles import (
+    MIXED,
+    ROLE_ORDER,
+    ROLES,
+    THRESHOLDS,
+    Direction,
+    Role,
+    assign_roles,
+    describe_thresholds,
+    role_tests,
+)
 
 
 def test_identical_heads_are_at_distance_zero():
@@ -120,5 +131,20 @@ def test_roles_follow_thresholds_and_order():
     assert lines[3].startswith("first-token sink: first_share > 0.3 (") and "Gu et al. 2025" in lines[3]
     assert f"{THRESHOLDS.broad:g}" in lines[5] and "3.8 / log(128)" in lines[5]
     assert THRESHOLDS.broad == pytest.approx(3.8 / math.log(128), abs=0.005)
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         THRESHOLDS.sink = 0.5  # type: ignore[misc]  # one frozen set of thresholds
+
+
+def test_roles_are_records_read_by_field():
+    assert all(isinstance(role, Role) for role in ROLE_ORDER)
+    local = ROLE_ORDER[-1]
+    assert (local.name, local.statistic, local.threshold, local.direction) == (
+        "local",
+        "distance",
+        THRESHOLDS.local,
+        Direction.AT_MOST,
+    )
+    assert ROLES[-1] == MIXED and ROLES[:-1] == tuple(role.name for role in ROLE_ORDER)
+    assert describe_thresholds()[:-1] == [role.describe() for role in role_tests()]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        local.threshold = 3.0  # type: ignore[misc]  # the records are frozen

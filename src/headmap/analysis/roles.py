@@ -1,9 +1,10 @@
 """Labelling heads from their corpus statistics, with fixed, documented thresholds.
 
 The thresholds are the same for every model (no tuning per model); :data:`THRESHOLDS` holds them
-and :func:`describe_thresholds` is what reports print. A head gets the first role whose test it
-passes, in the order of :data:`ROLE_ORDER` (the positional patterns are the most specific, so they
-come first), and ``"mixed"`` when it passes none.
+and :func:`describe_thresholds` is what reports print. Each role is a :class:`Role` record (its
+statistic, threshold, direction and citation). A head gets the first role whose test it passes, in
+the order of :data:`ROLE_ORDER` (the positional patterns are the most specific, so they come
+first), and ``"mixed"`` when it passes none.
 
 A role describes where a head looks on average over the corpus, nothing more: attention is
 correlation, not causation, and the same pattern means different things at different depths.
@@ -11,6 +12,7 @@ correlation, not causation, and the same pattern means different things at diffe
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -55,24 +57,55 @@ class RoleThresholds:
 
 THRESHOLDS = RoleThresholds()
 
-#: Roles in the order they are tested; the statistic each reads and the comparison.
-ROLE_ORDER: tuple[tuple[str, str, str], ...] = (
-    ("previous-token", "prev_share", "previous"),
-    ("next-token", "next_share", "next"),
-    ("diagonal", "diag_share", "diagonal"),
-    ("first-token sink", "first_share", "sink"),
-    ("special-token", "special_share", "special"),
-    ("broad", "entropy_norm", "broad"),
-    ("local", "distance", "local"),
-)
+
+class Direction(enum.Enum):
+    """How a statistic is compared with its threshold."""
+
+    ABOVE = ">"  # the statistic must exceed the threshold
+    AT_MOST = "<="  # the statistic must not exceed it (distances: small means local)
+
+
+@dataclass(frozen=True)
+class Role:
+    """One role's test: ``statistic`` compared with ``threshold`` in ``direction``, and its source."""
+
+    name: str
+    statistic: str
+    threshold: float
+    direction: Direction
+    citation: str
+
+    def passes(self, values: np.ndarray) -> np.ndarray:
+        """Booleans shaped like ``values`` (``[layer, head]``); NaN passes no test."""
+        with np.errstate(invalid="ignore"):
+            # NaN (undefined, e.g. distances of cross-attention) compares False either way.
+            if self.direction is Direction.AT_MOST:
+                return np.asarray(values <= self.threshold)
+            return np.asarray(values > self.threshold)
+
+    def describe(self) -> str:
+        """``"broad: entropy_norm > 0.78 (source)"``."""
+        return f"{self.name}: {self.statistic} {self.direction.value} {self.threshold:g} ({self.citation})"
+
+
+def role_tests(thresholds: RoleThresholds = THRESHOLDS) -> tuple[Role, ...]:
+    """The roles in the order they are tested, with ``thresholds``' values and sources."""
+    t = thresholds
+    return (
+        Role("previous-token", "prev_share", t.previous, Direction.ABOVE, t.previous_source),
+        Role("next-token", "next_share", t.next, Direction.ABOVE, t.next_source),
+        Role("diagonal", "diag_share", t.diagonal, Direction.ABOVE, t.diagonal_source),
+        Role("first-token sink", "first_share", t.sink, Direction.ABOVE, t.sink_source),
+        Role("special-token", "special_share", t.special, Direction.ABOVE, t.special_source),
+        Role("broad", "entropy_norm", t.broad, Direction.ABOVE, t.broad_source),
+        Role("local", "distance", t.local, Direction.AT_MOST, t.local_source),
+    )
+
+
+#: The roles with the default thresholds, in the order they are tested.
+ROLE_ORDER: tuple[Role, ...] = role_tests(THRESHOLDS)
 MIXED = "mixed"
-ROLES = (*(name for name, _, _ in ROLE_ORDER), MIXED)
-
-
-def _passes(stat: str, value: np.ndarray, threshold: float) -> np.ndarray:
-    with np.errstate(invalid="ignore"):
-        # NaN (undefined, e.g. distances of cross-attention) passes no test.
-        return value <= threshold if stat == "distance" else value > threshold
+ROLES = (*(role.name for role in ROLE_ORDER), MIXED)
 
 
 def assign_roles(means: dict[str, np.ndarray], thresholds: RoleThresholds = THRESHOLDS) -> np.ndarray:
@@ -80,25 +113,18 @@ def assign_roles(means: dict[str, np.ndarray], thresholds: RoleThresholds = THRE
     shape = next(iter(means.values())).shape
     out = np.full(shape, MIXED, dtype=object)
     open_ = np.ones(shape, dtype=bool)
-    for role, stat, attr in ROLE_ORDER:
-        if stat not in means:
+    for role in role_tests(thresholds):
+        if role.statistic not in means:
             continue
-        hit = open_ & _passes(stat, np.asarray(means[stat], dtype=np.float64), getattr(thresholds, attr))
-        out[hit] = role
+        hit = open_ & role.passes(np.asarray(means[role.statistic], dtype=np.float64))
+        out[hit] = role.name
         open_ &= ~hit
     return out
 
 
 def describe_thresholds(thresholds: RoleThresholds = THRESHOLDS) -> list[str]:
     """One line per role: the test and its source, in the order roles are tested."""
-    lines = []
-    for role, stat, attr in ROLE_ORDER:
-        sign = "<=" if stat == "distance" else ">"
-        lines.append(
-            f"{role}: {stat} {sign} {getattr(thresholds, attr):g} ({getattr(thresholds, attr + '_source')})"
-        )
-    lines.append(f"{MIXED}: none of the above")
-    return lines
+    return [*(role.describe() for role in role_tests(thresholds)), f"{MIXED}: none of the above"]
 
 
 def threshold_values(thresholds: RoleThresholds = THRESHOLDS) -> dict[str, float]:
@@ -107,10 +133,14 @@ def threshold_values(thresholds: RoleThresholds = THRESHOLDS) -> dict[str, float
 
 __all__ = [
     "MIXED",
+    "Direction",
+    "Role",
     "ROLES",
     "ROLE_ORDER",
     "THRESHOLDS",
     "RoleThresholds",
     "assign_roles",
     "describe_thresholds",
+    "role_tests",
+    "threshold_values",
 ]
