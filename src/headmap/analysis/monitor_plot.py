@@ -8,12 +8,16 @@ from typing import TYPE_CHECKING
 # After headmap.render.static, which picks a headless backend before pyplot loads.
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.ticker import MaxNLocator
 
 from headmap.analysis.monitor import KEY_COLUMNS, read_monitor
 from headmap.analysis.report_plots import STAT_LABELS
 from headmap.errors import HeadmapError
 from headmap.render.profile import DEPTH_NOTE
 from headmap.render.static import new_figure
+from headmap.result import LayerKey
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -21,8 +25,6 @@ if TYPE_CHECKING:
 
 
 def _layer_order(names: list[str]) -> list[str]:
-    from headmap.result import LayerKey
-
     return sorted(names, key=lambda n: LayerKey.parse(n).sort_key)
 
 
@@ -41,7 +43,7 @@ def plot_monitor(data: pd.DataFrame | str | Path, stat: str = "entropy", title: 
         11.0, 4.6, [f"{len(steps)} recorded steps; probe-text statistics in eval mode", DEPTH_NOTE]
     )
     left, right = fig.subplots(1, 2, sharey=True)
-    for (layer, head), rows in frame.groupby(["layer", "head"], sort=False):
+    for (layer, _head), rows in frame.groupby(["layer", "head"], sort=False):
         rows = rows.sort_values("step")
         left.plot(rows["step"], rows[stat], color=color[layer], lw=0.7, alpha=0.6)
     means = frame.groupby(["layer", "step"])[stat].mean()
@@ -59,13 +61,13 @@ def plot_monitor(data: pd.DataFrame | str | Path, stat: str = "entropy", title: 
         ax.set_xlabel("training step")
         ax.set_title(what, fontsize=9)
         ax.grid(alpha=0.3)
+        if np.all(np.mod(steps, 1) == 0):
+            # Steps are counts: ticks at 0.5 would name steps that do not exist.
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     left.set_ylabel(STAT_LABELS.get(stat, stat))
     if len(layers) <= 16:
         right.legend(fontsize=7, loc="best", ncols=2 if len(layers) > 8 else 1)
     else:
-        from matplotlib.cm import ScalarMappable
-        from matplotlib.colors import Normalize
-
         bar = fig.colorbar(
             ScalarMappable(Normalize(0, (len(layers) - 1) / 0.9), cmap), ax=right, fraction=0.05
         )

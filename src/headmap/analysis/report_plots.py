@@ -10,11 +10,14 @@ from typing import TYPE_CHECKING
 # After headmap.render.static, which picks a headless backend before pyplot loads.
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np
+from matplotlib.colors import ListedColormap, Normalize
+from matplotlib.patches import Patch
 
 from headmap.render.profile import DEPTH_NOTE
 from headmap.render.static import check_cmap, label_font, new_figure, wrap_lines
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 #: What each statistic means, for titles and captions.
@@ -39,6 +42,8 @@ ROLE_COLORS = {
     "local": "#8c564b",
     "mixed": "#d9d9d9",
 }
+#: The closest pairs' marks on the MDS map: a saturated red no layer colour (viridis) comes near.
+PAIR_COLOR = "#e41a1c"
 
 
 def short_layers(layers: Sequence[str]) -> list[str]:
@@ -48,7 +53,7 @@ def short_layers(layers: Sequence[str]) -> list[str]:
     )
 
 
-def _layer_ticks(ax, layers: Sequence[str], axis: str = "y", inches: float = 4.0) -> None:  # type: ignore[no-untyped-def]
+def _layer_ticks(ax: Axes, layers: Sequence[str], axis: str = "y", inches: float = 4.0) -> None:
     labels = short_layers(layers)
     step = max(1, int(np.ceil(len(layers) / max(1, inches * 72 / 7))))
     ticks = list(range(0, len(layers), step))
@@ -60,7 +65,7 @@ def _layer_ticks(ax, layers: Sequence[str], axis: str = "y", inches: float = 4.0
         ax.set_xticks(ticks, [labels[i] for i in ticks], fontsize=font, rotation=90 if wide else 0)
 
 
-def _title(ax, model: str, what: str, inches: float) -> None:  # type: ignore[no-untyped-def]
+def _title(ax: Axes, model: str, what: str, inches: float) -> None:
     """Model and subject, wrapped to the axes (a long title would be cut at the figure edge)."""
     lines = wrap_lines([model, what], inches, font=10)
     ax.set_title("\n".join(lines), fontsize=10, loc="left", parse_math=False)
@@ -167,9 +172,6 @@ def plot_roles(
     notes: Sequence[str] = (),
 ) -> Figure:
     """Each head's role as a coloured cell, layers down the side."""
-    from matplotlib.colors import ListedColormap
-    from matplotlib.patches import Patch
-
     names = list(ROLE_COLORS)
     codes = np.vectorize(names.index)(roles) if roles.size else roles
     n_layers, n_heads = roles.shape
@@ -201,7 +203,7 @@ def plot_roles(
     return fig
 
 
-def _layer_colors(layer_of: Sequence[int], n_layers: int):  # type: ignore[no-untyped-def]
+def _layer_colors(layer_of: Sequence[int], n_layers: int) -> list[tuple[float, float, float, float]]:
     # viridis up to green: its yellow end is unreadable as text on white.
     cmap = plt.get_cmap("viridis")
     return [cmap(0.85 * i / max(1, n_layers - 1)) for i in layer_of]
@@ -257,20 +259,41 @@ def plot_mds(
     pairs: Sequence[tuple[int, int]] = (),
 ) -> Figure:
     """Heads placed in 2-D by metric MDS on their distances, coloured by layer; ``pairs`` (near
-    duplicates) are joined by red lines."""
-    from matplotlib.colors import Normalize
-
+    duplicates, closest first) are joined by thick red lines numbered 1, 2, ... and listed by name."""
+    short = [label.replace("layer.", "L").replace("/head.", ".") for label in labels]
+    listed = ", ".join(f"{rank}: {short[a]}–{short[b]}" for rank, (a, b) in enumerate(pairs, start=1))
     fig = new_figure(
         7.2,
         6.2,
         [
             "metric MDS (scikit-learn) on the precomputed head distances; axes have no "
-            "units of their own, only distances between points matter"
+            "units of their own, only distances between points matter",
+            *([f"closest pairs (red, 1 = closest): {listed}"] if pairs else []),
         ],
     )
     ax = fig.add_subplot()
-    for a, b in pairs:
-        ax.plot(embedding[[a, b], 0], embedding[[a, b], 1], color="red", lw=0.8, alpha=0.8)
+    for rank, (a, b) in enumerate(pairs, start=1):
+        # Above the points and thick, so a pair of overlapping heads still shows its mark.
+        ax.plot(
+            embedding[[a, b], 0],
+            embedding[[a, b], 1],
+            color=PAIR_COLOR,
+            lw=2.5,
+            solid_capstyle="round",
+            zorder=3,
+            label="closest pairs (1 = closest)" if rank == 1 else None,
+        )
+        ax.annotate(
+            str(rank),
+            tuple(embedding[[a, b]].mean(axis=0)),
+            fontsize=7,
+            fontweight="bold",
+            color="white",
+            ha="center",
+            va="center",
+            zorder=4,
+            bbox={"boxstyle": "circle,pad=0.2", "facecolor": PAIR_COLOR, "edgecolor": "none"},
+        )
     norm = Normalize(0, max(1, len(layers) - 1))
     points = ax.scatter(
         embedding[:, 0],
@@ -281,11 +304,12 @@ def plot_mds(
         s=18,
         edgecolors="black",
         linewidths=0.3,
+        zorder=2,
     )
     if len(labels) <= 150:
-        for (x, y), label in zip(embedding, labels):
+        for (x, y), label in zip(embedding, short):
             ax.annotate(
-                label.replace("layer.", "L").replace("/head.", "."),
+                label,
                 (x, y),
                 fontsize=5,
                 xytext=(2, 2),
@@ -297,11 +321,14 @@ def plot_mds(
     bar.set_ticks(ticks, labels=[short_layers(layers)[i] for i in ticks])
     bar.set_label("layer")
     ax.set_aspect("equal", adjustable="datalim")
+    if pairs:
+        ax.legend(loc="best", fontsize=7)
     _title(ax, model, f"head map (MDS) · {corpus}" + (" · red: closest pairs" if pairs else ""), 6.0)
     return fig
 
 
 __all__ = [
+    "PAIR_COLOR",
     "ROLE_COLORS",
     "STAT_LABELS",
     "plot_dendrogram",

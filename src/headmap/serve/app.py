@@ -29,7 +29,7 @@ from headmap.render.embed import asset  # noqa: E402
 from headmap.render.static import DIVERGING, SEQUENTIAL  # noqa: E402
 from headmap.result import CAUSATION_WARNING  # noqa: E402
 from headmap.serve.display import ViewSpec  # noqa: E402
-from headmap.serve.payload import finish, message  # noqa: E402
+from headmap.serve.payload import finish, hint, message  # noqa: E402
 from headmap.serve.views import VIEWS, Control, Request, View  # noqa: E402
 from headmap.serve.workbench import BLOB_ROUTE, Workbench  # noqa: E402
 
@@ -38,6 +38,8 @@ log = logging.getLogger("headmap.serve")
 NORMS = ("raw", "topk:3", "topk:3,renorm", "window:3", "threshold:0.05", "log")
 EXAMPLE = "The trophy didn't fit in the suitcase because it was too big."
 JS_ON_LOAD = "\n".join([asset("heatmap.js"), "headmapView().mountPanel(element, props, watch);"])
+#: What the picture shows before the first draw: a neutral hint, not the error box.
+START_HINT = hint("Press Show to draw the text's attention.")
 
 
 @dataclass(frozen=True)
@@ -160,7 +162,7 @@ def build_app(bench: Workbench, views: Sequence[View] = VIEWS) -> gr.Blocks:
                     extras.extend(own)
             with gr.Column(scale=3):
                 plot = gr.HTML(
-                    message("Press Show to draw the text's attention."),
+                    START_HINT,
                     html_template="<div class='hm-stage'></div>",
                     css_template=asset("heatmap.css"),
                     js_on_load=JS_ON_LOAD,
@@ -209,7 +211,7 @@ def build_app(bench: Workbench, views: Sequence[View] = VIEWS) -> gr.Blocks:
             return [
                 gr.update(maximum=len(chosen.keys) - 1, value=min(int(layer_value), len(chosen.keys) - 1)),
                 gr.update(maximum=chosen.num_heads - 1, value=min(int(head_value), chosen.num_heads - 1)),
-                message(f"{name}: {len(chosen.keys)} layers, {chosen.num_heads} heads; drawing..."),
+                hint(f"{name}: {len(chosen.keys)} layers, {chosen.num_heads} heads; drawing..."),
             ]
 
         quiet = {"show_progress": "hidden", "trigger_mode": "always_last"}

@@ -15,6 +15,7 @@ in the JSON; without a publisher (tests, other front ends) they are inlined as b
 from __future__ import annotations
 
 import base64
+import enum
 import hashlib
 import json
 from collections.abc import Callable, Sequence
@@ -47,9 +48,21 @@ class Axes:
     pooled: bool = False
 
 
-def message(text: str) -> dict[str, object]:
-    """A message shown in place of the picture (bad input, a failed capture)."""
-    return {"kind": "message", "message": text}
+class Tone(enum.Enum):
+    """How a message in place of the picture reads: the page styles each differently."""
+
+    ERROR = "error"  # something to fix (bad input, a failed capture): a red-barred box
+    HINT = "hint"  # what to do next or what is under way: a neutral note, not an alarm
+
+
+def message(text: str, tone: Tone = Tone.ERROR) -> dict[str, object]:
+    """A message shown in place of the picture (bad input, a failed capture; see :func:`hint`)."""
+    return {"kind": "message", "message": text, "tone": tone.value}
+
+
+def hint(text: str) -> dict[str, object]:
+    """A neutral note in place of the picture ("Press Show ...", "drawing...")."""
+    return message(text, Tone.HINT)
 
 
 def precision_note(quantized_step: float) -> str:

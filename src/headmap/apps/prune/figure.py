@@ -31,15 +31,21 @@ def _panel(ax: Axes, report: PruneReport, metric: Metric) -> None:
             )
     random = mean_random(report, metric)
     if random is not None:
-        seeds = ", ".join(str(c.order.seed) for c in report.curves if c.order.name == "random")
+        seeds = [str(c.order.seed) for c in report.curves if c.order.name == "random"]
         mean = "geometric mean" if metric.name == "perplexity" else "mean"
+        # One seed has no mean to speak of and its thin line is the dashed one.
+        label = (
+            f"random, seed {seeds[0]}"
+            if len(seeds) == 1
+            else f"random, {mean} of seeds {', '.join(seeds)} (thin: each)"
+        )
         ax.plot(
             [100 * c / total for c in random[0]],
             random[1],
             color="0.35",
             lw=1.6,
             ls="--",
-            label=f"random, {mean} of seeds {seeds} (thin: each)",
+            label=label,
         )
     base = report.baseline[metric.name]
     ax.axhline(base, color="0.2", lw=0.8, ls=":")

@@ -255,9 +255,11 @@ function headmapView() {
     host.dispatchEvent(new CustomEvent("headmap:drawn", {bubbles: true, detail: {key: spec.key}}));
   }
 
-  function showMessage(host, text) {
-    var box = el("div", "hm-message", text);
-    box.setAttribute("role", "alert");
+  /** A message in place of the picture: errors in the red-barred box, hints ("Press Show") as a neutral note. */
+  function showMessage(host, text, tone) {
+    var hint = tone === "hint";
+    var box = el("div", hint ? "hm-hint" : "hm-message", text);
+    box.setAttribute("role", hint ? "status" : "alert");
     host.replaceChildren(box);
     host.dataset.hmDrawn = "message";
     host.dispatchEvent(new CustomEvent("headmap:drawn", {bubbles: true, detail: {key: "message"}}));
@@ -389,7 +391,7 @@ function headmapView() {
     function show() {
       var payload = props.value, seq = ++latest;
       if (!payload || typeof payload !== "object") return;
-      if (payload.kind === "message") { shown = null; showMessage(stage, payload.message); return; }
+      if (payload.kind === "message") { shown = null; showMessage(stage, payload.message, payload.tone); return; }
       if (payload.digest && payload.digest === shown) return;  // the same picture again: keep it
       (payload.data ? codesOf(payload.data) : Promise.resolve(null)).then(function (codes) {
         if (seq !== latest) return;  // a newer picture came meanwhile
