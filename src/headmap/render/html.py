@@ -17,9 +17,12 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 
+import matplotlib
 import numpy as np
 
 from headmap.normalization import Normalization
+from headmap.render.files import save_figure
+from headmap.render.static import check_cmap, plot_head
 from headmap.result import CAUSATION_WARNING, AttentionResult, LayerKey
 from headmap.view.downsample import color_limits, pooled_labels, prepare, visible
 
@@ -66,10 +69,6 @@ def axis_categories(labels: Sequence[str], factor: int) -> list[str]:
 
 def plotly_colorscale(cmap: str, steps: int = 17) -> list[list[object]]:
     """A matplotlib colormap sampled into a plotly colorscale, so both renderers share names."""
-    import matplotlib
-
-    from headmap.render.static import check_cmap
-
     colors = matplotlib.colormaps[check_cmap(cmap)](np.linspace(0.0, 1.0, steps))
     return [
         [i / (steps - 1), f"rgb({r * 255:.0f},{g * 255:.0f},{b * 255:.0f})"]
@@ -232,9 +231,6 @@ def notebook_html(result: AttentionResult, dpi: int = 80) -> str:
     is deliberately not embedded: notebooks would bloat with every displayed result; the
     interactive view is one ``result.render("map.html", ...)`` away.
     """
-    from headmap.render.files import save_figure
-    from headmap.render.static import plot_head
-
     cells = "".join(
         f"<tr><th style='text-align:left'>{escape(a)}</th><td style='text-align:left'>{escape(b)}</td></tr>"
         for a, b in summary_rows(result)
