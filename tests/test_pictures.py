@@ -37,7 +37,9 @@ def test_mds_closest_pairs_are_thick_numbered_and_named():
     ax = fig.axes[0]
     marks = [line for line in ax.get_lines() if len(line.get_xdata()) == 2]
     assert len(marks) == 2
-    points = ax.collections[0]
+    points = max(ax.collections, key=lambda c: len(c.get_offsets()))  # every head, by layer
+    rings = [c for c in ax.collections if len(c.get_offsets()) == 2]
+    assert len(rings) == 2 and all(c.get_zorder() > points.get_zorder() for c in rings)
     for line in marks:
         assert line.get_linewidth() >= 2.0  # was 0.8: lost among the points
         assert line.get_alpha() in (None, 1.0)

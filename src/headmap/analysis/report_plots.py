@@ -283,9 +283,21 @@ def plot_mds(
             zorder=3,
             label="closest pairs (1 = closest)" if rank == 1 else None,
         )
+        # A ring around both heads: the closest pairs often overlap, so the line alone is tiny.
+        ax.scatter(
+            embedding[[a, b], 0],
+            embedding[[a, b], 1],
+            s=90,
+            facecolors="none",
+            edgecolors=PAIR_COLOR,
+            linewidths=1.8,
+            zorder=3,
+        )
         ax.annotate(
             str(rank),
             tuple(embedding[[a, b]].mean(axis=0)),
+            xytext=(9, 9),  # beside the pair, not over its points
+            textcoords="offset points",
             fontsize=7,
             fontweight="bold",
             color="white",
