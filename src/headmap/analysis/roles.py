@@ -13,7 +13,7 @@ correlation, not causation, and the same pattern means different things at diffe
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -128,7 +128,8 @@ def describe_thresholds(thresholds: RoleThresholds = THRESHOLDS) -> list[str]:
 
 
 def threshold_values(thresholds: RoleThresholds = THRESHOLDS) -> dict[str, float]:
-    return {f.name: getattr(thresholds, f.name) for f in fields(thresholds) if not f.name.endswith("_source")}
+    """The threshold values by name (``{"previous": 0.5, ...}``), without their sources."""
+    return {name: value for name, value in asdict(thresholds).items() if not name.endswith("_source")}
 
 
 __all__ = [
