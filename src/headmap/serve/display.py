@@ -21,9 +21,10 @@ import numpy as np
 
 from headmap.capture import CapturePlan
 from headmap.capture.recompute import Block
+from headmap.normalization import Normalization
 from headmap.result import AttentionResult, LayerKey, LayerMap
 from headmap.view.downsample import max_pool, pooled_labels, prepare, visible
-from headmap.view.normalize import Normalization, parse_normalization
+from headmap.view.normalize import parse_normalization
 
 
 @dataclass(frozen=True)
