@@ -7,6 +7,8 @@ from pathlib import Path
 from headmap.capture import capture
 from headmap.errors import HeadmapError
 from headmap.models import load
+from headmap.render.files import save_figure
+from headmap.render.profile import plot_layer_profile
 from headmap.result import CAUSATION_WARNING
 
 #: A middle layer and a head with a clear pattern, per bundled model (found by looking, see docs/).
@@ -15,8 +17,6 @@ SHOWCASE = {"minilm": (3, 5), "smollm2": (12, 4)}
 
 def run_demo(model_name: str, out: Path, text: str) -> list[Path]:
     """Capture every layer of ``model_name`` on ``text`` and write the demo pictures into ``out``."""
-    from headmap.render.files import save_figure
-    from headmap.render.profile import plot_layer_profile
 
     try:
         out.mkdir(parents=True, exist_ok=True)

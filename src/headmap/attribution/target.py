@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from headmap.capture.discovery import forward_module
+from headmap.capture.discovery import discover, forward_module
 from headmap.capture.encoding import encode
 from headmap.errors import HeadmapError, check_index
 from headmap.models import LoadedModel
@@ -247,7 +247,6 @@ class Custom(Target):
 
 def encode_text(loaded: LoadedModel, text: str) -> tuple[list[int], object]:
     """Token ids and :class:`~headmap.tokens.Tokens` exactly as capture sees the text."""
-    from headmap.capture.discovery import discover
 
     limit = loaded.max_positions
     if limit is not None:

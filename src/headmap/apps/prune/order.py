@@ -29,6 +29,8 @@ import numpy as np
 from headmap.analysis.ablation import ablate
 from headmap.analysis.importance import head_importance
 from headmap.analysis.losses import Loss
+from headmap.analysis.stats import STATS, StatsCollector
+from headmap.capture import stream
 from headmap.errors import HeadmapError
 from headmap.models import LoadedModel
 from headmap.result import LayerKey
@@ -135,8 +137,6 @@ def entropy_scores(
     model: LoadedModel, texts: Sequence[str], keys: Sequence[LayerKey], batch_size: int = 8
 ) -> np.ndarray:
     """``[layer, head]``: mean normalized entropy over every query row (seeing 2+ keys) of ``texts``."""
-    from headmap.analysis.stats import STATS, StatsCollector
-    from headmap.capture import stream
 
     collector = StatsCollector(pool=False)
     plan = stream(model, list(texts), collector, layers=list(keys), batch_size=batch_size)

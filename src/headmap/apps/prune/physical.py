@@ -19,7 +19,9 @@ from dataclasses import dataclass
 import torch
 
 from headmap.analysis.ablation import ablate
+from headmap.analysis.gating import resolve_pairs
 from headmap.capture.discovery import discover
+from headmap.capture.encoding import encode, pad_batch, pad_token_id
 from headmap.errors import HeadmapError
 from headmap.models import LoadedModel
 from headmap.models.pruned import HeadLayout, attention_modules, current_layouts, cut_heads, original_layout
@@ -99,7 +101,6 @@ def prune_heads(
     ``heads``: ``{LayerKey: [head, ...]}`` or ``[(layer, head), ...]`` as :func:`headmap.ablate` takes.
     Its outputs equal ``model``'s under ``headmap.ablate(model, heads, mode="zero")``.
     """
-    from headmap.analysis.gating import resolve_pairs
 
     chosen = heads if isinstance(heads, Mapping) else resolve_pairs(model, list(heads))
     layouts = layouts_for(model.model, chosen)
@@ -115,7 +116,6 @@ def parameter_count(model: torch.nn.Module) -> int:
 
 
 def _inputs(loaded: LoadedModel, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-    from headmap.capture.encoding import encode, pad_batch, pad_token_id
 
     ids, mask, _ = pad_batch(
         [encode(loaded.tokenizer, t)[0] for t in texts], pad_token_id(loaded.tokenizer), "right"

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from headmap.analysis.losses import Loss
 from headmap.capture.discovery import forward_module
 from headmap.capture.encoding import encode, pad_batch, pad_token_id
 from headmap.errors import HeadmapError
@@ -150,7 +151,6 @@ class Quality:
 
 def retrieval_loss(loaded: LoadedModel, texts: Sequence[str], batch_size: int = 16):  # type: ignore[no-untyped-def]
     """The encoders' importance loss (see the module docstring), one value per text of a batch."""
-    from headmap.analysis.losses import Loss
 
     reference = torch.nn.functional.normalize(embeddings(loaded, texts, batch_size), dim=-1).float()
     limit = loaded.max_positions

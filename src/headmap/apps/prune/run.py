@@ -19,6 +19,7 @@ from headmap.apps.prune.physical import (
 )
 from headmap.apps.prune.quality import Quality, retrieval_loss
 from headmap.apps.prune.report import PruneReport, Pruning
+from headmap.apps.prune.save import save_pruned
 from headmap.capture.discovery import discover
 from headmap.errors import HeadmapError
 from headmap.models import LoadedModel, load
@@ -167,8 +168,6 @@ def prune(
         interrupted=bool(notes),
     )
     if cut is not None and out is not None:
-        from headmap.apps.prune.save import save_pruned
-
         save_pruned(cut, out, {"source_model": loaded.name, **report.to_dict()})
     return report
 

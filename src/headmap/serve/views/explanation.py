@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from headmap.attribution import explain
 from headmap.errors import HeadmapError
 from headmap.serve.payload import Axes, table_payload
 from headmap.serve.views.base import Request, View
@@ -48,7 +49,6 @@ def rows_scaled(scores: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def draw(bench: Workbench, request: Request, values: Sequence[Any]) -> dict[str, object]:
-    from headmap.attribution import explain
 
     target = str(values[0]) if len(values) > 0 and values[0] else None
     compare = str(values[1]) if len(values) > 1 and values[1] else None

@@ -6,6 +6,7 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from headmap.apps.rag import rag
 from headmap.errors import HeadmapError
 from headmap.serve.payload import Axes, table_payload
 from headmap.serve.views.base import Control, Request, View
@@ -45,7 +46,6 @@ def split_chunks(text: str) -> list[str]:
 
 
 def draw(bench: Workbench, request: Request, values: Sequence[Any]) -> dict[str, object]:
-    from headmap.apps.rag import rag
 
     question = str(values[0]).strip() if values and values[0] else ""
     chunks = split_chunks(str(values[1])) if len(values) > 1 else []
