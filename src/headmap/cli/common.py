@@ -38,6 +38,34 @@ def check_output(path: Path, extensions: Sequence[str]) -> Path:
     return path
 
 
+def add_outputs(parser: argparse.ArgumentParser, what: str, required: bool = False) -> None:
+    """``--output/-o FILE``, repeatable: every command that writes files takes all of them (``args.output``).
+
+    ``what`` says what is written and in which formats, e.g. "the picture: .png, .svg, .pdf or .html".
+    """
+    parser.add_argument(
+        "--output",
+        "-o",
+        type=Path,
+        action="append",
+        default=[],
+        required=required,
+        metavar="FILE",
+        help=f"write {what} (repeat -o for several)",
+    )
+
+
+def check_outputs(paths: Sequence[Path], extensions: Sequence[str]) -> list[Path]:
+    """:func:`check_output` for every ``-o``, and one file named twice is refused (the second would overwrite)."""
+    seen: set[Path] = set()
+    for path in paths:
+        check_output(path, extensions)
+        if path.resolve() in seen:
+            raise HeadmapError(f"-o {path} is given twice: name each output once")
+        seen.add(path.resolve())
+    return list(paths)
+
+
 def parse_heads(value: str) -> list[int] | None:
     """``"all"`` -> None, ``"3,5"`` -> ``[3, 5]``."""
     if value == "all":

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from headmap.cli.common import check_output, int_arg, load_model, parse_heads, read_text
+from headmap.cli.common import add_outputs, check_outputs, int_arg, load_model, parse_heads, read_text
 from headmap.errors import HeadmapError
 
 EXPLAIN_EXTENSIONS = (".html", ".png", ".svg", ".pdf", ".json")
@@ -84,7 +83,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--internal-batch-size", type=int, default=16, help="IG steps per forward pass (bounds memory)"
     )
     explain.add_argument("--tokens", action="store_true", help="show and draw tokens instead of words")
-    explain.add_argument("--output", "-o", type=Path, help="write .html, .png, .svg, .pdf or .json")
+    add_outputs(explain, "the explanation: .html, .png, .svg, .pdf or .json")
     explain.add_argument(
         "--trust-remote-code",
         action="store_true",
@@ -135,8 +134,7 @@ def summary(ex) -> str:  # type: ignore[no-untyped-def]
 def run(args: argparse.Namespace) -> None:
     from headmap.attribution.explain import explain
 
-    if args.output is not None:
-        check_output(args.output, EXPLAIN_EXTENSIONS)
+    check_outputs(args.output, EXPLAIN_EXTENSIONS)
     if args.steps < 2 or args.max_steps < args.steps:
         raise HeadmapError("--steps must be at least 2 and --max-steps at least --steps")
     text = read_text(args.text)
@@ -159,5 +157,5 @@ def run(args: argparse.Namespace) -> None:
     if not args.tokens:
         ex = ex.to_words()
     print(summary(ex))
-    if args.output is not None:
-        print(f"wrote {ex.render(args.output)}", file=sys.stderr)
+    for path in args.output:
+        print(f"wrote {ex.render(path)}", file=sys.stderr)
