@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from conftest import TROPHY
@@ -12,6 +16,8 @@ from tiny_models import build
 from headmap.cli import main
 from headmap.storage import load_result
 
+SRC = Path(__file__).resolve().parent.parent / "src"
+
 
 def test_repeated_output_writes_every_file_in_render_plot_and_capture(tmp_path):
     png, svg = tmp_path / "a1.png", tmp_path / "a2.svg"
@@ -19,7 +25,10 @@ def test_repeated_output_writes_every_file_in_render_plot_and_capture(tmp_path):
     assert main([*args, "-o", str(png), "-o", str(svg)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and b"<svg" in svg.read_bytes()[:2000]
     first, second = tmp_path / "one.safetensors", tmp_path / "two.safetensors"
-    assert main(["capture", TROPHY, "--model", "minilm", "--layers", "0", "-o", str(first), "-o", str(second)]) == 0
+    assert (
+        main(["capture", TROPHY, "--model", "minilm", "--layers", "0", "-o", str(first), "-o", str(second)])
+        == 0
+    )
     assert (load_result(first).layers[0].weights == load_result(second).layers[0].weights).all()
     pdf, html = tmp_path / "p.pdf", tmp_path / "p.html"
     assert main(["plot", str(first), "--layer", "0", "--head", "2", "-o", str(pdf), "-o", str(html)]) == 0
@@ -104,3 +113,94 @@ def test_captures_and_pruned_folders_follow_the_umask(tmp_path, bert_tokenizer, 
     folder = save_pruned(cut, tmp_path / "cut", {})
     assert _mode(folder) == 0o755
     assert {p.name: _mode(p) for p in folder.iterdir()} == {p.name: 0o644 for p in folder.iterdir()}
+
+
+HEAVY = ("torch", "transformers", "matplotlib", "pandas", "scipy", "gradio", "ray")
+
+
+def test_help_version_and_usage_errors_answer_without_importing_torch():
+    """`--help`, `<cmd> --help`, `--version` and usage errors: no heavy import (they take ~0.2 s)."""
+    script = """
+import sys
+from headmap.cli import build_parser, main
+commands = [name for name in build_parser()._subparsers._group_actions[0].choices]
+codes = []
+for argv in [["--help"], ["--version"], ["render"], ["stats", "x", "--bogus"]] + [[c, "--help"] for c in commands]:
+    try:
+        main(argv)
+    except SystemExit as exc:
+        codes.append(exc.code)
+heavy = sorted({m.split(".")[0] for m in sys.modules} & set(sys.argv[1:]))
+print(len(commands), codes[:4], set(codes[4:]), heavy, file=sys.stderr)
+"""
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    done = subprocess.run(
+        [sys.executable, "-c", script, *HEAVY], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "12 [0, 0, 2, 2] {0} []"
+
+
+def test_empty_text_is_refused_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    import headmap.models.loading
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded for an empty text")
+
+    monkeypatch.setattr(headmap.models.loading, "load", no_load)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n", encoding="utf-8")
+    for argv in (["render", " ", "-o", str(tmp_path / "x.png")], ["stats", str(empty)], ["explain", ""]):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert "empty" in err and len(err.strip().splitlines()) == 1
+
+
+def test_version_is_the_installed_distributions():
+    from importlib import metadata
+
+    import headmap
+
+    done = subprocess.run(
+        [sys.executable, "-m", "headmap.cli", "--version"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+        timeout=60,
+    )
+    assert done.returncode == 0 and done.stdout.strip() == f"headmap {metadata.version('headmap')}"
+    assert headmap.__version__ == metadata.version("headmap")
+
+
+def test_the_explain_help_names_attributions_methods():
+    from headmap.attribution.explain import METHODS
+    from headmap.attribution.flow import FLOW_MAX_TOKENS
+    from headmap.cli import explain
+
+    assert explain.METHODS == METHODS and explain.FLOW_MAX_TOKENS == FLOW_MAX_TOKENS
+
+
+def test_lazy_public_api_matches_what_it_declares():
+    """Every name of headmap's public API resolves, the lazy table and the typing imports agree, and
+    importing the subpackage headmap.capture leaves headmap.capture the function."""
+    import ast
+
+    import headmap
+    import headmap.capture.engine  # noqa: F401 - the import that could rebind headmap.capture
+    from headmap.capture import capture
+
+    assert headmap.capture is capture and callable(headmap.capture)
+    for name in headmap.__all__:
+        assert getattr(headmap, name) is not None, name
+    tree = ast.parse((SRC / "headmap" / "__init__.py").read_text(encoding="utf-8"))
+    typed = {
+        alias.asname or alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for inner in node.body
+        if isinstance(inner, ast.ImportFrom)
+        for alias in inner.names
+    }
+    assert typed == set(headmap._LAZY)
+    for name, module in headmap._LAZY.items():
+        assert getattr(importlib.import_module(module), name) is getattr(headmap, name)

@@ -1,4 +1,8 @@
-"""Arguments and checks shared by the commands: text input, output paths, layer/head lists."""
+"""Arguments and checks shared by the commands: text input, output paths, layer/head lists.
+
+The command modules import torch-backed stages inside their ``run`` functions, not at the top:
+``headmap --help``, ``--version`` and usage errors must answer without loading torch (< 0.5 s).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
 
 from headmap.errors import HeadmapError
@@ -15,15 +20,30 @@ RENDER_EXTENSIONS = (".png", ".svg", ".pdf", ".html")
 
 
 def read_text(value: str) -> str:
-    """The argument itself, or the contents of a file when it names one ('-' reads stdin)."""
+    """The argument itself, or the contents of a file when it names one ('-' reads stdin).
+
+    An empty (or all-space) text is refused here, before the model loads.
+    """
     if value == "-":
-        return sys.stdin.read()
-    if len(value) < 4096 and os.path.isfile(value):
+        text, source = sys.stdin.read(), "the text from stdin"
+    elif len(value) < 4096 and os.path.isfile(value):
         try:
-            return Path(value).read_text(encoding="utf-8")
+            text, source = Path(value).read_text(encoding="utf-8"), f"the file {value}"
         except (OSError, UnicodeDecodeError) as exc:
             raise HeadmapError(f"cannot read text file {value}: {exc}") from exc
-    return value
+    else:
+        text, source = value, "the text"
+    if not text.strip():
+        raise HeadmapError(f"{source} is empty: give some text, a UTF-8 file that holds some, or - for stdin")
+    return text
+
+
+def package_version() -> str:
+    """The installed distribution's version (``headmap --version``), read from its metadata."""
+    try:
+        return metadata.version("headmap")
+    except metadata.PackageNotFoundError:  # a source tree on sys.path that was never installed
+        return "0+unknown"
 
 
 def check_output(path: Path, extensions: Sequence[str]) -> Path:

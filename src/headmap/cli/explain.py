@@ -7,15 +7,18 @@ import sys
 
 from headmap.cli.common import add_outputs, check_outputs, int_arg, load_model, parse_heads, read_text
 from headmap.errors import HeadmapError
+from headmap.models import BUNDLED, DEFAULT_MODEL
 
 EXPLAIN_EXTENSIONS = (".html", ".png", ".svg", ".pdf", ".json")
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
-    from headmap.attribution.explain import METHODS
-    from headmap.attribution.flow import FLOW_MAX_TOKENS
-    from headmap.models import BUNDLED, DEFAULT_MODEL
+#: ``headmap.attribution``'s METHODS and FLOW_MAX_TOKENS, written out because --help must answer
+#: without importing torch (which attribution needs); tests/test_cli_conventions.py keeps them equal.
+METHODS = ("attention", "rollout", "flow", "ig", "attention_x_gradient", "input_x_gradient", "occlusion")
+FLOW_MAX_TOKENS = 48
 
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
     explain = sub.add_parser(
         "explain",
         help="attention, rollout, flow, Integrated Gradients and occlusion on one axis, with their agreement",

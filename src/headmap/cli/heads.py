@@ -7,11 +7,10 @@ import sys
 from pathlib import Path
 
 from headmap.cli.common import load_model, parse_heads, parse_layers
+from headmap.models import BUNDLED, DEFAULT_MODEL
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    from headmap.models import BUNDLED, DEFAULT_MODEL
-
     heads = sub.add_parser(
         "heads",
         help="corpus report: per-head statistics, roles, head distances, importance",
