@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
+import shutil
 import stat
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -204,3 +207,55 @@ def test_lazy_public_api_matches_what_it_declares():
     assert typed == set(headmap._LAZY)
     for name, module in headmap._LAZY.items():
         assert getattr(importlib.import_module(module), name) is getattr(headmap, name)
+
+
+ROOT = SRC.parent
+
+
+@pytest.mark.parametrize("script", ["demo.sh", "test.sh"])
+def test_set_up_scripts_say_each_step(script, tmp_path):
+    """A dry run (no installs) of a fresh clone's set-up prints every step in order."""
+    shutil.copytree(ROOT / "scripts", tmp_path / "scripts")
+    shutil.copy(ROOT / "requirements.txt", tmp_path)
+    env = {**os.environ, "HEADMAP_SETUP_DRY_RUN": "1"}
+    done = subprocess.run(
+        [str(tmp_path / "scripts" / script)], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    steps = [line for line in done.stderr.splitlines() if re.match(r"\w+: \[\d/\d\] ", line)]
+    assert [s.split("]")[0].split("[")[1] for s in steps] == ["1/2", *(f"{i}/6" for i in range(1, 7)), "2/2"]
+    assert "creating .venv" in steps[1] and "torch 2.13.0" in steps[2] and "done in" in done.stderr
+    assert not (tmp_path / ".venv").exists()
+
+
+def test_the_wheel_ships_license_and_type_hints(tmp_path):
+    """A wheel built from the tree holds LICENSE and py.typed (built from a copy: no build/ left here)."""
+    tree = tmp_path / "tree"
+    shutil.copytree(ROOT / "src", tree / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, tree)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            str(tree),
+            "-w",
+            str(tmp_path / "dist"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    (wheel,) = (tmp_path / "dist").glob("headmap-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "headmap/py.typed" in names and "headmap/render/assets/" in " ".join(names)
+    license_file = next(n for n in names if n.endswith("/LICENSE"))
+    assert "Apache License" in zipfile.ZipFile(wheel).read(license_file).decode()
+    metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("/METADATA"))).decode()
+    assert "License-Expression: Apache-2.0" in metadata and "Provides-Extra: serve" in metadata
