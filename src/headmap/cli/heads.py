@@ -56,7 +56,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         choices=("local", "ray"),
         default="local",
         help="where the per-text work runs: this process (default) or Ray Data workers "
-        "(pip install 'headmap[ray]'); the table is the same",
+        "(pip install '.[ray]' in a clone of headmap); the table is the same",
     )
     heads.add_argument(
         "--address",

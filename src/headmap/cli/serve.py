@@ -64,7 +64,9 @@ def run(args: argparse.Namespace) -> None:
     try:
         from headmap.serve.app import launch
     except ImportError as exc:
-        raise HeadmapError(f"headmap serve needs gradio ({exc}): pip install 'headmap[serve]'") from None
+        raise HeadmapError(
+            f"headmap serve needs gradio ({exc}): pip install '.[serve]' in a clone of headmap"
+        ) from None
 
     try:
         demo = launch(bench, host=args.host, port=args.port, block=False, quiet=True)
