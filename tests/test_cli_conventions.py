@@ -259,3 +259,17 @@ def test_the_wheel_ships_license_and_type_hints(tmp_path):
     assert "Apache License" in zipfile.ZipFile(wheel).read(license_file).decode()
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("/METADATA"))).decode()
     assert "License-Expression: Apache-2.0" in metadata and "Provides-Extra: serve" in metadata
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["heads", "corpus.txt", "-o", "a", "-o", "b"],
+        ["demo", "--out", "headmap-demo", "--out", "b"],
+        ["prune", "--texts", "t.txt", "--amount", "0.1", "--out", "a", "--out", "b"],
+    ],
+)
+def test_a_folder_option_given_twice_is_a_usage_error(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2 and "given twice" in capsys.readouterr().err

@@ -121,7 +121,7 @@ def _later(name: str) -> Callable[..., Any]:
     """A stand-in for the lazy function ``name`` that imports it on the first call."""
 
     def call(*args: Any, **kwargs: Any) -> Any:
-        return __getattr__(name)(*args, **kwargs)
+        return getattr(importlib.import_module(_LAZY[name]), name)(*args, **kwargs)
 
     call.__name__ = call.__qualname__ = name
     return call

@@ -12,9 +12,13 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from headmap.errors import HeadmapError
 from headmap.models import BUNDLED, DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from headmap.models import LoadedModel
 
 RENDER_EXTENSIONS = (".png", ".svg", ".pdf", ".html")
 
@@ -73,6 +77,23 @@ def add_outputs(parser: argparse.ArgumentParser, what: str, required: bool = Fal
         metavar="FILE",
         help=f"write {what} (repeat -o for several)",
     )
+
+
+class Once(argparse.Action):
+    """A folder option (``--out``) given twice is a usage error, not the last one silently kept."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        seen = f"_{self.dest}_given"
+        if getattr(namespace, seen, False):
+            parser.error(f"{option_string} is given twice: a command writes one folder")
+        setattr(namespace, seen, True)
+        setattr(namespace, self.dest, values)
 
 
 def check_outputs(paths: Sequence[Path], extensions: Sequence[str]) -> list[Path]:
@@ -155,7 +176,7 @@ def add_display_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_model(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def load_model(args: argparse.Namespace) -> LoadedModel:
     from headmap.models import load
 
     return load(args.model, trust_remote_code=args.trust_remote_code)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from headmap.cli.common import load_model, parse_heads, parse_layers
+from headmap.cli.common import Once, load_model, parse_heads, parse_layers
 from headmap.models import BUNDLED, DEFAULT_MODEL
 
 
@@ -26,7 +26,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         default=DEFAULT_MODEL,
         help=f"bundled name ({', '.join(BUNDLED)}), local model folder, .gguf file or hub id (default: %(default)s)",
     )
-    heads.add_argument("--out", "-o", type=Path, required=True, help="report folder (created if missing)")
+    heads.add_argument(
+        "--out", "-o", type=Path, action=Once, required=True, help="report folder (created if missing)"
+    )
     heads.add_argument("--layers", default="all", help="comma-separated layers (indices or names), or 'all'")
     heads.add_argument("--heads", default="all", help="comma-separated heads, or 'all'")
     heads.add_argument("--max-texts", type=int, help="use only the first N texts of the corpus")

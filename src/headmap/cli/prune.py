@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from headmap.cli.common import add_outputs, check_outputs, load_model
+from headmap.cli.common import Once, add_outputs, check_outputs, load_model
 from headmap.errors import HeadmapError
 from headmap.models import BUNDLED, DEFAULT_MODEL
 
@@ -78,7 +78,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="forwards timed per model for the latency median, 0 to skip (default: %(default)s)",
     )
     prune.add_argument(
-        "--out", type=Path, default=None, help="save the cut model into this new folder (needs --amount)"
+        "--out",
+        type=Path,
+        action=Once,
+        default=None,
+        help="save the cut model into this new folder (needs --amount)",
     )
     add_outputs(prune, "the report: .png, .svg, .pdf (the curve), .html or .json")
     prune.add_argument("--quiet", "-q", action="store_true", help="print only the summary, not the table")

@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> None:
         progress=sys.stderr.isatty() or len(text) > 2000,
         fused=not args.exact,
     )
+    assert not isinstance(stats, list)  # one text in, one HeadStats out
     note_paths(stats)
     if not args.quiet:
         # A file holds the table: the terminal gets a few lines unless the table is asked for.
