@@ -2,5 +2,11 @@
 # Set up (idempotent) and run the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+echo "test: [1/2] set-up (scripts/setup.sh; ~2.5 minutes the first time, seconds after)" >&2
 ./scripts/setup.sh
+echo "test: [2/2] running the test suite (~5 minutes on 2 idle cores)" >&2
+if [ -n "${HEADMAP_SETUP_DRY_RUN:-}" ]; then
+  echo "test:   would run: .venv/bin/python -m pytest -q $*" >&2
+  exit 0
+fi
 exec .venv/bin/python -m pytest -q "$@"

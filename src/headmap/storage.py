@@ -9,6 +9,7 @@ the captured heads and query rows, and the model's layer and head counts.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -67,9 +68,22 @@ def save_result(
     meta["storage"] = json.dumps({"precision": precision, "topk": topk, "loss": loss})
     try:
         save_file(tensors, str(path), metadata=meta)
+        follow_umask(path)
     except OSError as exc:
         raise HeadmapError(f"cannot write {path}: {exc.strerror or exc}") from exc
     return path
+
+
+def follow_umask(path: Path, folder: bool = False) -> None:
+    """Give ``path`` the mode that ``open()`` (or ``mkdir``) would under the umask.
+
+    safetensors writes through a private temporary file (0600) and ``tempfile.mkdtemp`` makes 0700
+    folders; every other output of headmap follows the umask, so these are brought in line.
+    """
+    # The umask can only be read by setting it: 0o077 meanwhile errs private, never public.
+    umask = os.umask(0o077)
+    os.umask(umask)
+    os.chmod(path, (0o777 if folder else 0o666) & ~umask)
 
 
 def _encode_layer(

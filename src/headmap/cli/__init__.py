@@ -1,7 +1,8 @@
 """Stage 9, the ``headmap`` command line: a thin layer over the Python API, one module per command.
 
 Exit codes: 0 success, 1 a problem with the input (one line on stderr naming the fix), 2 a usage
-error (argparse), 130 interrupted.
+error (argparse), 130 interrupted. Only ``run`` functions import the stages that need torch, so that
+``--help``, ``--version`` and usage errors answer in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from headmap.cli import bias, capture, demo, explain, heads, monitor, prune, rag, render, serve, stats
+from headmap.cli.common import package_version
 from headmap.errors import HeadmapError
 
 COMMANDS = (render, capture, stats, heads, monitor, demo, explain, rag, bias, prune, serve)
@@ -22,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Capture and draw the attention maps of Transformer models. "
         "Attention is correlation, not causation: a map shows where a head looks, not why the model decides.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_parsers(sub)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from headmap.cli.common import check_output, load_model, parse_heads, parse_layers, read_text
+from headmap.cli.common import add_outputs, check_outputs, load_model, parse_heads, parse_layers, read_text
 from headmap.errors import HeadmapError
 from headmap.models import BUNDLED
 
@@ -84,14 +84,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     bias.add_argument(
         "--batch-size", type=int, default=8, help="prompts per forward pass (default: %(default)s)"
     )
-    bias.add_argument(
-        "--output",
-        "-o",
-        type=Path,
-        action="append",
-        default=[],
-        help="write the report: .html, .png, .svg, .pdf or .json (repeat -o for several)",
-    )
+    add_outputs(bias, "the report: .html, .png, .svg, .pdf or .json")
     bias.add_argument("--quiet", "-q", action="store_true", help="do not print the findings and top heads")
     bias.add_argument(
         "--trust-remote-code", action="store_true", help="allow model code from the model folder"
@@ -131,8 +124,7 @@ def run(args: argparse.Namespace) -> None:
     from headmap.apps.bias import bias_probe
     from headmap.apps.report_files import REPORT_EXTENSIONS
 
-    for path in args.output:
-        check_output(path, REPORT_EXTENSIONS)
+    check_outputs(args.output, REPORT_EXTENSIONS)
     groups = parse_groups(args.group)
     for label, path in groups.items():
         if path.suffix.lower() != ".txt":

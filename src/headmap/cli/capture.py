@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from headmap.cli.common import (
     add_model_args,
-    check_output,
+    add_outputs,
+    check_outputs,
     load_model,
     note_paths,
     parse_heads,
@@ -21,14 +21,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_model_args(cap)
     cap.add_argument("--layers", default="all", help="comma-separated layers (indices or names), or 'all'")
     cap.add_argument("--heads", default="all", help="comma-separated heads, or 'all'")
-    cap.add_argument("--output", "-o", required=True, type=Path, help="output .safetensors file")
+    add_outputs(cap, "the weights: a .safetensors file", required=True)
     cap.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> None:
     from headmap.capture import capture
 
-    check_output(args.output, (".safetensors",))
+    check_outputs(args.output, (".safetensors",))
     text = read_text(args.text)
     model = load_model(args)
     result = capture(
@@ -40,13 +40,14 @@ def run(args: argparse.Namespace) -> None:
         progress=True,
     )
     note_paths(result)
-    path = result.save(args.output)
-    size = path.stat().st_size / 2**20
     counts = sorted({len(layer.heads) for layer in result.layers})
     heads = (
         str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
     )  # a pruned model's layers differ
-    print(
-        f"wrote {path}: {len(result.layers)} layers x {heads} heads, "
-        f"{len(result.source)} tokens, {size:.1f} MiB"
-    )
+    for output in args.output:
+        path = result.save(output)
+        size = path.stat().st_size / 2**20
+        print(
+            f"wrote {path}: {len(result.layers)} layers x {heads} heads, "
+            f"{len(result.source)} tokens, {size:.1f} MiB"
+        )

@@ -1,4 +1,8 @@
-"""Arguments and checks shared by the commands: text input, output paths, layer/head lists."""
+"""Arguments and checks shared by the commands: text input, output paths, layer/head lists.
+
+The command modules import torch-backed stages inside their ``run`` functions, not at the top:
+``headmap --help``, ``--version`` and usage errors must answer without loading torch (< 0.5 s).
+"""
 
 from __future__ import annotations
 
@@ -6,24 +10,44 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from headmap.errors import HeadmapError
 from headmap.models import BUNDLED, DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from headmap.models import LoadedModel
 
 RENDER_EXTENSIONS = (".png", ".svg", ".pdf", ".html")
 
 
 def read_text(value: str) -> str:
-    """The argument itself, or the contents of a file when it names one ('-' reads stdin)."""
+    """The argument itself, or the contents of a file when it names one ('-' reads stdin).
+
+    An empty (or all-space) text is refused here, before the model loads.
+    """
     if value == "-":
-        return sys.stdin.read()
-    if len(value) < 4096 and os.path.isfile(value):
+        text, source = sys.stdin.read(), "the text from stdin"
+    elif len(value) < 4096 and os.path.isfile(value):
         try:
-            return Path(value).read_text(encoding="utf-8")
+            text, source = Path(value).read_text(encoding="utf-8"), f"the file {value}"
         except (OSError, UnicodeDecodeError) as exc:
             raise HeadmapError(f"cannot read text file {value}: {exc}") from exc
-    return value
+    else:
+        text, source = value, "the text"
+    if not text.strip():
+        raise HeadmapError(f"{source} is empty: give some text, a UTF-8 file that holds some, or - for stdin")
+    return text
+
+
+def package_version() -> str:
+    """The installed distribution's version (``headmap --version``), read from its metadata."""
+    try:
+        return metadata.version("headmap")
+    except metadata.PackageNotFoundError:  # a source tree on sys.path that was never installed
+        return "0+unknown"
 
 
 def check_output(path: Path, extensions: Sequence[str]) -> Path:
@@ -36,6 +60,51 @@ def check_output(path: Path, extensions: Sequence[str]) -> Path:
         )
     check_writable(path)
     return path
+
+
+def add_outputs(parser: argparse.ArgumentParser, what: str, required: bool = False) -> None:
+    """``--output/-o FILE``, repeatable: every command that writes files takes all of them (``args.output``).
+
+    ``what`` says what is written and in which formats, e.g. "the picture: .png, .svg, .pdf or .html".
+    """
+    parser.add_argument(
+        "--output",
+        "-o",
+        type=Path,
+        action="append",
+        default=[],
+        required=required,
+        metavar="FILE",
+        help=f"write {what} (repeat -o for several)",
+    )
+
+
+class Once(argparse.Action):
+    """A folder option (``--out``) given twice is a usage error, not the last one silently kept."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        seen = f"_{self.dest}_given"
+        if getattr(namespace, seen, False):
+            parser.error(f"{option_string} is given twice: a command writes one folder")
+        setattr(namespace, seen, True)
+        setattr(namespace, self.dest, values)
+
+
+def check_outputs(paths: Sequence[Path], extensions: Sequence[str]) -> list[Path]:
+    """:func:`check_output` for every ``-o``, and one file named twice is refused (the second would overwrite)."""
+    seen: set[Path] = set()
+    for path in paths:
+        check_output(path, extensions)
+        if path.resolve() in seen:
+            raise HeadmapError(f"-o {path} is given twice: name each output once")
+        seen.add(path.resolve())
+    return list(paths)
 
 
 def parse_heads(value: str) -> list[int] | None:
@@ -107,7 +176,7 @@ def add_display_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_model(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def load_model(args: argparse.Namespace) -> LoadedModel:
     from headmap.models import load
 
     return load(args.model, trust_remote_code=args.trust_remote_code)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from headmap.cli.common import Once
 from headmap.models import DEFAULT_MODEL
 
 DEMO_TEXT = "The trophy didn't fit in the suitcase because it was too big."
@@ -16,6 +17,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     demo.add_argument(
         "--out",
         type=Path,
+        action=Once,
         default=Path("headmap-demo"),
         help="folder for the pictures (default: %(default)s)",
     )

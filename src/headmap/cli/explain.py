@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from headmap.cli.common import check_output, int_arg, load_model, parse_heads, read_text
+from headmap.cli.common import add_outputs, check_outputs, int_arg, load_model, parse_heads, read_text
 from headmap.errors import HeadmapError
+from headmap.models import BUNDLED, DEFAULT_MODEL
 
 EXPLAIN_EXTENSIONS = (".html", ".png", ".svg", ".pdf", ".json")
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
-    from headmap.attribution.explain import METHODS
-    from headmap.attribution.flow import FLOW_MAX_TOKENS
-    from headmap.models import BUNDLED, DEFAULT_MODEL
+#: ``headmap.attribution``'s METHODS and FLOW_MAX_TOKENS, written out because --help must answer
+#: without importing torch (which attribution needs); tests/test_cli_conventions.py keeps them equal.
+METHODS = ("attention", "rollout", "flow", "ig", "attention_x_gradient", "input_x_gradient", "occlusion")
+FLOW_MAX_TOKENS = 48
 
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
     explain = sub.add_parser(
         "explain",
         help="attention, rollout, flow, Integrated Gradients and occlusion on one axis, with their agreement",
@@ -84,7 +86,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--internal-batch-size", type=int, default=16, help="IG steps per forward pass (bounds memory)"
     )
     explain.add_argument("--tokens", action="store_true", help="show and draw tokens instead of words")
-    explain.add_argument("--output", "-o", type=Path, help="write .html, .png, .svg, .pdf or .json")
+    add_outputs(explain, "the explanation: .html, .png, .svg, .pdf or .json")
     explain.add_argument(
         "--trust-remote-code",
         action="store_true",
@@ -135,8 +137,7 @@ def summary(ex) -> str:  # type: ignore[no-untyped-def]
 def run(args: argparse.Namespace) -> None:
     from headmap.attribution.explain import explain
 
-    if args.output is not None:
-        check_output(args.output, EXPLAIN_EXTENSIONS)
+    check_outputs(args.output, EXPLAIN_EXTENSIONS)
     if args.steps < 2 or args.max_steps < args.steps:
         raise HeadmapError("--steps must be at least 2 and --max-steps at least --steps")
     text = read_text(args.text)
@@ -159,5 +160,5 @@ def run(args: argparse.Namespace) -> None:
     if not args.tokens:
         ex = ex.to_words()
     print(summary(ex))
-    if args.output is not None:
-        print(f"wrote {ex.render(args.output)}", file=sys.stderr)
+    for path in args.output:
+        print(f"wrote {ex.render(path)}", file=sys.stderr)

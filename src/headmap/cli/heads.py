@@ -6,12 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from headmap.cli.common import load_model, parse_heads, parse_layers
+from headmap.cli.common import Once, load_model, parse_heads, parse_layers
+from headmap.models import BUNDLED, DEFAULT_MODEL
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    from headmap.models import BUNDLED, DEFAULT_MODEL
-
     heads = sub.add_parser(
         "heads",
         help="corpus report: per-head statistics, roles, head distances, importance",
@@ -27,7 +26,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         default=DEFAULT_MODEL,
         help=f"bundled name ({', '.join(BUNDLED)}), local model folder, .gguf file or hub id (default: %(default)s)",
     )
-    heads.add_argument("--out", "-o", type=Path, required=True, help="report folder (created if missing)")
+    heads.add_argument(
+        "--out", "-o", type=Path, action=Once, required=True, help="report folder (created if missing)"
+    )
     heads.add_argument("--layers", default="all", help="comma-separated layers (indices or names), or 'all'")
     heads.add_argument("--heads", default="all", help="comma-separated heads, or 'all'")
     heads.add_argument("--max-texts", type=int, help="use only the first N texts of the corpus")
@@ -57,7 +58,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         choices=("local", "ray"),
         default="local",
         help="where the per-text work runs: this process (default) or Ray Data workers "
-        "(pip install 'headmap[ray]'); the table is the same",
+        "(pip install '.[ray]' in a clone of headmap); the table is the same",
     )
     heads.add_argument(
         "--address",

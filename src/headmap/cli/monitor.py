@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from headmap.cli.common import check_output
+from headmap.cli.common import add_outputs, check_outputs
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -17,7 +17,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "head's statistic against the training step (coloured by layer) and each layer's mean.",
     )
     plot.add_argument("file", type=Path, help="a monitor file (.csv or .parquet)")
-    plot.add_argument("--output", "-o", type=Path, required=True, help="picture: .png, .svg or .pdf")
+    add_outputs(plot, "the picture: .png, .svg or .pdf", required=True)
     plot.add_argument("--stat", default="entropy", help="statistic to draw (default: %(default)s)")
     plot.set_defaults(run=run)
 
@@ -26,7 +26,8 @@ def run(args: argparse.Namespace) -> None:
     from headmap.analysis.monitor_plot import plot_monitor
     from headmap.render.files import STATIC, save_figure
 
-    check_output(args.output, STATIC)
-    fig = plot_monitor(args.file, stat=args.stat)
-    save_figure(fig, args.output)
-    print(f"wrote {args.output}", file=sys.stderr)
+    check_outputs(args.output, STATIC)
+    for path in args.output:
+        # save_figure closes the figure it is given: draw one per file.
+        save_figure(plot_monitor(args.file, stat=args.stat), path)
+        print(f"wrote {path}", file=sys.stderr)

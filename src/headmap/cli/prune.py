@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from headmap.cli.common import check_output, load_model
+from headmap.cli.common import Once, add_outputs, check_outputs, load_model
 from headmap.errors import HeadmapError
 from headmap.models import BUNDLED, DEFAULT_MODEL
 
@@ -78,16 +78,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="forwards timed per model for the latency median, 0 to skip (default: %(default)s)",
     )
     prune.add_argument(
-        "--out", type=Path, default=None, help="save the cut model into this new folder (needs --amount)"
-    )
-    prune.add_argument(
-        "--output",
-        "-o",
+        "--out",
         type=Path,
-        action="append",
-        default=[],
-        help="write the report: .png, .svg, .pdf (the curve), .html or .json (repeat -o for several)",
+        action=Once,
+        default=None,
+        help="save the cut model into this new folder (needs --amount)",
     )
+    add_outputs(prune, "the report: .png, .svg, .pdf (the curve), .html or .json")
     prune.add_argument("--quiet", "-q", action="store_true", help="print only the summary, not the table")
     prune.add_argument(
         "--trust-remote-code", action="store_true", help="allow model code from the model folder"
@@ -120,8 +117,7 @@ def run(args: argparse.Namespace) -> None:
             raise HeadmapError(
                 f"{args.out} already exists and is not an empty folder: choose a new --out folder"
             )
-    for path in args.output:
-        check_output(path, REPORT_EXTENSIONS)
+    check_outputs(args.output, REPORT_EXTENSIONS)
     if not args.texts.exists():
         raise HeadmapError(f"{args.texts} does not exist: --texts takes a .txt/.jsonl file or a folder")
     seeds = _seeds(args.seeds)

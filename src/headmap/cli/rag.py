@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from headmap.cli.common import check_output, load_model, parse_heads, parse_layers
+from headmap.cli.common import add_outputs, check_outputs, load_model, parse_heads, parse_layers
 from headmap.errors import HeadmapError
 from headmap.models import BUNDLED
 
@@ -49,14 +49,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--layers", default="all", help="layers to capture and average: comma-separated, or 'all'"
     )
     rag.add_argument("--heads", default="all", help="heads to capture and average: comma-separated, or 'all'")
-    rag.add_argument(
-        "--output",
-        "-o",
-        type=Path,
-        action="append",
-        default=[],
-        help="write the report: .html, .png, .svg, .pdf or .json (repeat -o for several)",
-    )
+    add_outputs(rag, "the report: .html, .png, .svg, .pdf or .json")
     rag.add_argument("--quiet", action="store_true", help="do not print the table")
     rag.add_argument(
         "--trust-remote-code", action="store_true", help="allow model code from the model folder"
@@ -77,8 +70,7 @@ def run(args: argparse.Namespace) -> None:
     from headmap.apps.rag import rag, read_chunks
     from headmap.apps.report_files import REPORT_EXTENSIONS
 
-    for path in args.output:
-        check_output(path, REPORT_EXTENSIONS)
+    check_outputs(args.output, REPORT_EXTENSIONS)
     chunks = read_chunks(args.chunks)
     answer = _answer_ids(args.answer_ids) if args.answer_ids is not None else args.answer
     model = load_model(args)

@@ -9,7 +9,8 @@ from headmap.cli.common import (
     RENDER_EXTENSIONS,
     add_display_args,
     add_model_args,
-    check_output,
+    add_outputs,
+    check_outputs,
     int_arg,
     load_model,
     note_paths,
@@ -31,9 +32,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--head", default="0", help="head number, or 'all' for a grid of every head of the layer"
     )
     add_display_args(render)
-    render.add_argument(
-        "--output", "-o", required=True, type=Path, help="output file: .png, .svg, .pdf or .html"
-    )
+    add_outputs(render, "the picture: .png, .svg, .pdf or .html", required=True)
     render.set_defaults(run=run_render)
 
     plot = sub.add_parser("plot", help="draw a map from a saved .safetensors capture")
@@ -41,7 +40,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     plot.add_argument("--layer", "-l", default="0")
     plot.add_argument("--head", default="0")
     add_display_args(plot)
-    plot.add_argument("--output", "-o", required=True, type=Path)
+    add_outputs(plot, "the picture: .png, .svg, .pdf or .html", required=True)
     plot.set_defaults(run=run_plot)
 
 
@@ -63,16 +62,17 @@ def draw(result, args) -> None:  # type: ignore[no-untyped-def]
     options = {"cmap": args.cmap}
     if args.max_tokens:
         options["max_tokens"] = args.max_tokens
-    path = result.render(args.output, key, head, **options)
-    print(
-        f"wrote {path} ({key.title()}, {'all heads' if head is None else f'head {head}'}, {result.normalization})"
-    )
+    for output in args.output:
+        path = result.render(output, key, head, **options)
+        print(
+            f"wrote {path} ({key.title()}, {'all heads' if head is None else f'head {head}'}, {result.normalization})"
+        )
 
 
 def run_render(args: argparse.Namespace) -> None:
     from headmap.capture import capture
 
-    check_output(args.output, RENDER_EXTENSIONS)
+    check_outputs(args.output, RENDER_EXTENSIONS)
     text = read_text(args.text)
     model = load_model(args)
     layer = args.layer if "." in args.layer else int_arg(args.layer, "--layer")
@@ -84,5 +84,5 @@ def run_render(args: argparse.Namespace) -> None:
 def run_plot(args: argparse.Namespace) -> None:
     from headmap.storage import load_result
 
-    check_output(args.output, RENDER_EXTENSIONS)
+    check_outputs(args.output, RENDER_EXTENSIONS)
     draw(prepare(load_result(args.file), args), args)

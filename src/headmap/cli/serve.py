@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import time
 
 from headmap.models import BUNDLED, DEFAULT_MODEL
+
+#: How often the waiting main thread wakes up to see whether the server still runs (seconds).
+WAIT_S = 0.1
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -60,7 +64,9 @@ def run(args: argparse.Namespace) -> None:
     try:
         from headmap.serve.app import launch
     except ImportError as exc:
-        raise HeadmapError(f"headmap serve needs gradio ({exc}): pip install 'headmap[serve]'") from None
+        raise HeadmapError(
+            f"headmap serve needs gradio ({exc}): pip install '.[serve]' in a clone of headmap"
+        ) from None
 
     try:
         demo = launch(bench, host=args.host, port=args.port, block=False, quiet=True)
@@ -69,4 +75,9 @@ def run(args: argparse.Namespace) -> None:
             f"cannot serve on {args.host}:{args.port}: {str(exc).split('.')[0]}; choose another --port"
         ) from None
     print(f"headmap: serving on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
-    demo.block_thread()
+    # Not gradio's block_thread(): it swallows Ctrl-C, and the command would exit 0 instead of 130.
+    try:
+        while demo.is_running:
+            time.sleep(WAIT_S)
+    finally:
+        demo.close()

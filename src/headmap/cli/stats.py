@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from headmap.cli.common import (
     add_model_args,
-    check_output,
+    add_outputs,
+    check_outputs,
     load_model,
     note_paths,
     parse_heads,
     parse_layers,
     read_text,
 )
+from headmap.result import CAUSATION_WARNING
+
+if TYPE_CHECKING:
+    from headmap.analysis.stats import HeadStats
+
+#: Heads shown per statistic in the summary printed when the table goes to a file.
+TOP = 3
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -24,8 +34,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_model_args(stats)
     stats.add_argument("--layers", default="all", help="comma-separated layers (indices or names), or 'all'")
     stats.add_argument("--heads", default="all", help="comma-separated heads, or 'all'")
-    stats.add_argument("--output", "-o", type=Path, help="also write the table: .csv, .json or .parquet")
-    stats.add_argument("--quiet", "-q", action="store_true", help="do not print the table")
+    add_outputs(stats, "the table: .csv, .json or .parquet")
+    stats.add_argument(
+        "--table",
+        action="store_true",
+        help="print the whole table even when -o writes it (without -o it is always printed)",
+    )
+    stats.add_argument("--quiet", "-q", action="store_true", help="print nothing but the files written")
     stats.add_argument(
         "--exact",
         action="store_true",
@@ -39,8 +54,7 @@ def run(args: argparse.Namespace) -> None:
     from headmap.analysis.stats import collect_stats
     from headmap.analysis.stats_io import STATS_EXTENSIONS
 
-    if args.output is not None:
-        check_output(args.output, STATS_EXTENSIONS)
+    check_outputs(args.output, STATS_EXTENSIONS)
     text = read_text(args.text)
     model = load_model(args)
     stats = collect_stats(
@@ -52,8 +66,32 @@ def run(args: argparse.Namespace) -> None:
         progress=sys.stderr.isatty() or len(text) > 2000,
         fused=not args.exact,
     )
+    assert not isinstance(stats, list)  # one text in, one HeadStats out
     note_paths(stats)
     if not args.quiet:
-        print(stats.format_table())
-    if args.output is not None:
-        print(f"wrote {stats.save(args.output)}", file=sys.stderr)
+        # A file holds the table: the terminal gets a few lines unless the table is asked for.
+        print(stats.format_table() if args.table or not args.output else summary(stats))
+    for path in args.output:
+        print(f"wrote {stats.save(path)}", file=sys.stderr)
+
+
+def summary(stats: HeadStats, top: int = TOP) -> str:
+    """A few lines: per statistic, the ``top`` heads with the highest value (NaN cells skipped)."""
+    from headmap.analysis.stats import STATS
+
+    n_heads = int(np.isfinite(stats.entropy).sum())
+    lines = [
+        f"{n_heads} heads over {len(stats.tokens)} tokens, model {stats.model}; "
+        f"the {top} highest per statistic (layer/head value):"
+    ]
+    width = max(map(len, STATS))
+    for name in STATS:
+        values = stats.stat(name).ravel()  # [layer * head]
+        best = [i for i in np.argsort(-values, kind="stable") if np.isfinite(values[i])][:top]
+        cells = "   ".join(
+            f"{stats.layers[i // len(stats.heads)].name}/{stats.heads[i % len(stats.heads)]} {values[i]:.4f}"
+            for i in best
+        )
+        lines.append(f"  {name:<{width}}  {cells or '(no finite values)'}")
+    lines.append(f"# the whole table: --table, or the file written. {CAUSATION_WARNING}")
+    return "\n".join(lines)

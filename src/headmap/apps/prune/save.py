@@ -18,6 +18,7 @@ from pathlib import Path
 from headmap.errors import HeadmapError
 from headmap.models import LoadedModel
 from headmap.models.pruned import is_pruned
+from headmap.storage import follow_umask
 
 RECORD = "headmap_pruning.json"
 
@@ -56,6 +57,8 @@ def save_pruned(model: LoadedModel, folder: str | Path, record: dict) -> Path:
         if getattr(net, "generation_config", None) is not None and net.can_generate():
             net.generation_config.save_pretrained(tmp)
         save_file(_state(net), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        follow_umask(tmp / "model.safetensors")
+        follow_umask(tmp, folder=True)
         model.tokenizer.save_pretrained(tmp)  # type: ignore[attr-defined]
         (tmp / RECORD).write_text(
             json.dumps(record, indent=1, ensure_ascii=False, allow_nan=False), encoding="utf-8"
