@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from layout_imports import circles, import_graph, late_imports, module_name
+
 PACKAGE = Path(__file__).resolve().parent.parent / "src" / "headmap"
 #: Stages from the bottom up; the core files (result, tokens, errors, storage, normalization) sit below them all.
 STAGES = ("core", "models", "capture", "view", "render", "analysis", "attribution", "apps", "serve", "cli")
@@ -89,3 +91,51 @@ def test_result_methods_reach_the_stages(tmp_path):
     assert np.count_nonzero(shown.layers[0].weights[0], axis=-1).tolist() == [1, 1, 1]
     assert result.render(tmp_path / "m.png", 0, 1).stat().st_size > 0
     assert "<table>" in result._repr_html_()
+
+
+#: Where a headmap module may be imported inside a function, and why. cli/: `--help`, `--version` and
+#: usage errors answer without importing torch. (headmap/__init__ loads its public names lazily with
+#: importlib for the same reason: not an import statement, so not listed.)
+LATE_IMPORTS_ALLOWED = {"cli": "start-up: --help and usage errors must not import torch"}
+
+
+def test_no_function_level_imports_of_headmap_modules():
+    late = [
+        f"{path.relative_to(PACKAGE)}:{line} imports {target}"
+        for path in modules()
+        if stage_of(module_name(path, PACKAGE)) not in LATE_IMPORTS_ALLOWED
+        for line, target in late_imports(path, PACKAGE)
+    ]
+    assert not late, (
+        "import these at the top of the module (restructure if a circle forces it):\n" + "\n".join(late)
+    )
+
+
+def test_no_import_circles():
+    found = circles(import_graph(modules(), PACKAGE))
+    assert not found, "import circles:\n" + "\n".join(" -> ".join([*c, c[0]]) for c in found)
+
+
+def test_the_checks_catch_what_they_look_for(tmp_path):
+    """The two checks above fail on a late import and on a circle (so a green run means something)."""
+    pkg = tmp_path / "headmap"
+    (pkg / "capture").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "capture" / "__init__.py").write_text("")
+    (pkg / "capture" / "a.py").write_text("from headmap.capture import b\n")
+    (pkg / "capture" / "b.py").write_text("def f():\n    from headmap.capture.a import x\n")
+    paths = sorted(pkg.rglob("*.py"))
+    assert late_imports(pkg / "capture" / "b.py", pkg) == [(2, "headmap.capture.a.x")]
+    assert circles(import_graph(paths, pkg)) == [["headmap.capture.a", "headmap.capture.b"]]
+
+
+def test_applications_do_not_import_each_other():
+    """An application (apps/rag, apps/bias, apps/prune) builds on the stages below, not on another one."""
+    graph = import_graph(modules(), PACKAGE)
+    crossing = [
+        f"{a} imports {b}"
+        for a, b in graph.edges
+        if a.startswith("headmap.apps.") and b.startswith("headmap.apps.")
+        and len(a.split(".")) > 3 and len(b.split(".")) > 3 and a.split(".")[2] != b.split(".")[2]
+    ]  # fmt: skip
+    assert not crossing, "\n".join(crossing)
