@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> None:
         target=args.target,
         progress=True,
     )
+    assert not isinstance(result, list)  # one text in, one AttentionResult out
     note_paths(result)
     counts = sorted({len(layer.heads) for layer in result.layers})
     heads = (

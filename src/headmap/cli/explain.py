@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from headmap.cli.common import add_outputs, check_outputs, int_arg, load_model, parse_heads, read_text
 from headmap.errors import HeadmapError
 from headmap.models import BUNDLED, DEFAULT_MODEL
+
+if TYPE_CHECKING:  # for annotations only: --help must not import torch
+    from headmap.attribution import Explanation
 
 EXPLAIN_EXTENSIONS = (".html", ".png", ".svg", ".pdf", ".json")
 
@@ -107,7 +111,7 @@ def _baseline(value: str) -> str | int:
     return int(value) if value.lstrip("-").isdigit() else value
 
 
-def summary(ex) -> str:  # type: ignore[no-untyped-def]
+def summary(ex: Explanation) -> str:
     """The scores per unit and the agreement with occlusion, as plain text."""
     lines = [f"{ex.model}: {ex.target['description']} = {ex.output:.6g}"]
     table = ex.table
@@ -122,12 +126,12 @@ def summary(ex) -> str:  # type: ignore[no-untyped-def]
             f"  {r.method:<22} {r.spearman:>+8.2f} {r.kendall:>+8.2f} {r.spearman_abs:>+21.2f}"
             for r in causal.itertuples()
         ]
-    ig = ex.info.get("ig")
-    if ig:
+    ig, baseline = ex.info.get("ig"), ex.baseline_output  # IG records F(baseline) whenever it runs
+    if ig and baseline is not None:
         verdict = "converged" if ig["converged"] else "did NOT converge"
         lines.append(
             f"IG {verdict}: delta {ig['delta']:+.3e} after {ig['steps']} steps "
-            f"(F(x) - F(baseline) = {ex.output - ig['baseline_output']:.4g})"
+            f"(F(x) - F(baseline) = {ex.output - baseline:.4g})"
         )
     lines += [f"# {note}" for note in ex.notes]
     lines.append(f"# {ex.caveats()[0]}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from headmap.cli.common import (
     RENDER_EXTENSIONS,
@@ -17,6 +18,9 @@ from headmap.cli.common import (
     parse_heads,
     read_text,
 )
+
+if TYPE_CHECKING:  # for annotations only: --help must not import what a capture needs
+    from headmap.result import AttentionResult
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -44,7 +48,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     plot.set_defaults(run=run_plot)
 
 
-def prepare(result, args):  # type: ignore[no-untyped-def]
+def prepare(result: AttentionResult, args: argparse.Namespace) -> AttentionResult:
     """Word view, masking and normalization, in that order, as the flags ask."""
     if args.words:
         result = result.to_words()
@@ -55,7 +59,7 @@ def prepare(result, args):  # type: ignore[no-untyped-def]
     return result
 
 
-def draw(result, args) -> None:  # type: ignore[no-untyped-def]
+def draw(result: AttentionResult, args: argparse.Namespace) -> None:
     key = result.resolve(args.layer)
     heads = parse_heads(args.head)
     head = None if heads is None else heads[0]
@@ -77,6 +81,7 @@ def run_render(args: argparse.Namespace) -> None:
     model = load_model(args)
     layer = args.layer if "." in args.layer else int_arg(args.layer, "--layer")
     result = capture(model, text, layers=[layer], heads=parse_heads(args.head), target=args.target)
+    assert not isinstance(result, list)  # one text in, one AttentionResult out
     note_paths(result)
     draw(prepare(result, args), args)
 

@@ -98,7 +98,7 @@ def load(
     return _load_hub(name_or_path, trust_remote_code=trust_remote_code, dtype=dtype)
 
 
-def _model_class(config: object) -> type:
+def _model_class(config: object) -> pruned.ModelClass:
     import transformers
 
     if getattr(config, "is_encoder_decoder", False):

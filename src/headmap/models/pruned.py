@@ -24,10 +24,14 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import torch
 
 from headmap.errors import HeadmapError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedConfig
 
 #: The config attribute (and ``config.json`` key) holding the per-layer layouts of a pruned model.
 CONFIG_KEY = "headmap_pruned_heads"
@@ -164,7 +168,14 @@ def _set(module: torch.nn.Module, path: str, value: torch.nn.Module) -> None:
 
 def _layers(model: torch.nn.Module, family: Family) -> list[torch.nn.Module]:
     base = getattr(model, "base_model", model)
-    return list(_get(base, family.layers))
+    # Every supported family keeps its layers in a ModuleList (``model.layers``, ``encoder.layer``).
+    return list(cast(torch.nn.ModuleList, _get(base, family.layers)))
+
+
+def _config(model: torch.nn.Module) -> PreTrainedConfig:
+    """The transformers config of ``model``."""
+    # torch's stubs type every module attribute as Tensor | Module; a transformers model's is its config.
+    return cast("PreTrainedConfig", model.config)
 
 
 def attention_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
@@ -176,12 +187,14 @@ def attention_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
 def head_dim(model: torch.nn.Module) -> int:
     family = family_of(model)
     attention = _get(_layers(model, family)[0], family.attention)
-    return int(getattr(attention, "head_dim", None) or attention.attention_head_size)
+    # A plain int attribute (Llama: head_dim, BERT: attention_head_size), not the Tensor | Module
+    # torch's stubs give every module attribute.
+    return int(getattr(attention, "head_dim", None) or cast(int, attention.attention_head_size))
 
 
 def original_layout(model: torch.nn.Module) -> HeadLayout:
     """Every head of an unpruned layer of ``model``."""
-    family, config = family_of(model), model.config
+    family, config = family_of(model), _config(model)
     n_query = int(config.num_attention_heads)
     n_kv = int(getattr(config, "num_key_value_heads", None) or n_query) if family.grouped else n_query
     return HeadLayout(tuple(range(n_query)), tuple(range(n_kv)))
@@ -189,7 +202,7 @@ def original_layout(model: torch.nn.Module) -> HeadLayout:
 
 def current_layouts(model: torch.nn.Module) -> list[HeadLayout]:
     """Each layer's layout: the one recorded in the config of a pruned model, else all heads."""
-    recorded = getattr(model.config, CONFIG_KEY, None)
+    recorded = getattr(_config(model), CONFIG_KEY, None)
     n_layers = len(_layers(model, family_of(model)))
     if recorded is None:
         return [original_layout(model)] * n_layers
@@ -201,6 +214,18 @@ def current_layouts(model: torch.nn.Module) -> list[HeadLayout]:
     return layouts
 
 
+def _linear(module: torch.nn.Module, path: str) -> torch.nn.Linear:
+    """The projection at ``path``: every supported family's are ``nn.Linear`` (``_get`` types any module)."""
+    return cast(torch.nn.Linear, _get(module, path))
+
+
+def _set_counts(attention: torch.nn.Module, **counts: int) -> None:
+    """Set the plain int head counts an attention module reads (torch's stubs type module attributes
+    as Tensor | Module, so a typed assignment would not check)."""
+    for name, value in counts.items():
+        setattr(attention, name, value)
+
+
 def _cut(
     linear: torch.nn.Linear, keep: torch.Tensor, dim: int, slots: Sequence[int] | None = None, head: int = 0
 ) -> torch.nn.Linear:
@@ -208,11 +233,11 @@ def _cut(
     weight = linear.weight.detach().index_select(dim, keep.to(linear.weight.device)).clone()
     out_features, in_features = weight.shape
     bias = linear.bias is not None
-    kwargs = {"device": "meta", "dtype": weight.dtype}
+    dtype = weight.dtype
     cut = (
-        SlotLinear(in_features, out_features, bias, head, slots, **kwargs)
+        SlotLinear(in_features, out_features, bias, head, slots, device="meta", dtype=dtype)
         if slots is not None
-        else torch.nn.Linear(in_features, out_features, bias=bias, **kwargs)
+        else torch.nn.Linear(in_features, out_features, bias=bias, device="meta", dtype=dtype)
     )
     if slots is not None:
         cut.slots = torch.tensor(list(slots), dtype=torch.long, device=weight.device)
@@ -257,17 +282,18 @@ def cut_heads(model: torch.nn.Module, layouts: Sequence[HeadLayout]) -> None:
         attention = _get(layer, family.attention)
         queries = _columns([current.query.index(h) for h in new.query], size)
         kv = _columns([current.kv.index(g) for g in new.kv], size)
-        setattr(attention, family.query, _cut(getattr(attention, family.query), queries, 0))
+        setattr(attention, family.query, _cut(_linear(attention, family.query), queries, 0))
         for name in (family.key, family.value):
-            setattr(attention, name, _cut(getattr(attention, name), kv, 0, new.slots, size))
-        _set(layer, family.output, _cut(_get(layer, family.output), queries, 1))
+            setattr(attention, name, _cut(_linear(attention, name), kv, 0, new.slots, size))
+        _set(layer, family.output, _cut(_linear(layer, family.output), queries, 1))
         if family.grouped:
-            attention.num_key_value_groups = new.groups
+            _set_counts(attention, num_key_value_groups=new.groups)
         else:
-            attention.num_attention_heads = len(new.query)
-            attention.all_head_size = len(new.query) * size
+            _set_counts(attention, num_attention_heads=len(new.query), all_head_size=len(new.query) * size)
     setattr(
-        model.config, CONFIG_KEY, {"family": family.name, "layers": [layout.to_json() for layout in layouts]}
+        _config(model),
+        CONFIG_KEY,
+        {"family": family.name, "layers": [layout.to_json() for layout in layouts]},
     )
 
 
@@ -291,7 +317,17 @@ def _weight_files(folder: Path) -> list[Path]:
     )
 
 
-def load_pruned(folder: Path, config: object, cls: type, dtype: torch.dtype) -> torch.nn.Module:
+class ModelClass(Protocol):
+    """A transformers auto model class (``AutoModel``, ``AutoModelForCausalLM``...), as loading uses it."""
+
+    def from_config(self, config: PreTrainedConfig, **kwargs: Any) -> torch.nn.Module: ...
+
+    def from_pretrained(self, pretrained_model_name_or_path: str, **kwargs: Any) -> torch.nn.Module: ...
+
+
+def load_pruned(
+    folder: Path, config: PreTrainedConfig, cls: ModelClass, dtype: torch.dtype
+) -> torch.nn.Module:
     """Build ``cls`` from ``config`` at its original size, cut it to the recorded layouts, load the weights."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -338,6 +374,7 @@ __all__ = [
     "FAMILIES",
     "Family",
     "HeadLayout",
+    "ModelClass",
     "SlotLinear",
     "attention_modules",
     "current_layouts",

@@ -22,6 +22,7 @@ import uuid
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -131,7 +132,8 @@ def layer_json(
         "fk": fk,
         "shape": list(pooled.values.shape[-2:]),
     }
-    notes = [downsample_note(tuple(layer.weights.shape[-2:]), fq, fk)]  # type: ignore[arg-type]
+    n_q, n_k = layer.weights.shape[-2:]
+    notes = [downsample_note((n_q, n_k), fq, fk)]
     if len(layer.rows) != len(queries):
         notes.append(f"showing {len(layer.rows)} of {len(queries)} query rows")
     out["notes"] = [n for n in notes if n]
@@ -279,8 +281,12 @@ def interactive_page(
     result: AttentionResult,
     layer: int | str | LayerKey | None = None,
     head: int | None = None,
-    **options: object,
+    **options: Any,
 ) -> str:
-    """A full, self-contained HTML document with :func:`interactive_html` (no network at view time)."""
+    """A full, self-contained HTML document with :func:`interactive_html` (no network at view time).
+
+    ``options`` (``cmap``, ``max_tokens``, ``precision``, ``presets``) go to :func:`interactive_html`
+    (an unknown one is a TypeError there).
+    """
     title = f"{result.model} · attention maps"
-    return _PAGE.format(title=escape(title), body=interactive_html(result, layer, head, **options))  # type: ignore[arg-type]
+    return _PAGE.format(title=escape(title), body=interactive_html(result, layer, head, **options))

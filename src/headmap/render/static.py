@@ -16,7 +16,7 @@ import sys
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import matplotlib
 import numpy as np
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
     from matplotlib.image import AxesImage
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
 
 SEQUENTIAL = ("viridis", "magma", "cividis", "inferno", "Blues", "Greys")
 DIVERGING = ("RdBu_r", "coolwarm", "PuOr", "seismic")
@@ -94,7 +95,7 @@ class Ticks:
 
     positions: list[int]
     texts: list[str]
-    style: dict[str, object]  # matplotlib Text properties
+    style: dict[str, Any]  # matplotlib Text properties, of mixed types: passed on as keywords
     extent: float  # inches the labels need away from the axis
 
 
@@ -107,7 +108,7 @@ def plan_ticks(
     step = positions[1] - positions[0] if len(positions) > 1 else 1
     font = label_font(inches, n_cells, step)
     # parse_math off: a token such as "$x$" is text, not a formula (and a bad one would not draw).
-    style: dict[str, object] = {"fontsize": font, "parse_math": False}
+    style: dict[str, Any] = {"fontsize": font, "parse_math": False}
     if not vertical:
         steep = len(texts) > 24
         style.update(
@@ -134,7 +135,9 @@ def new_figure(width: float, body_height: float, notes: Sequence[str]) -> Figure
     cap = len(caption) * CAPTION_FONT * 1.4 / 72 + 0.15
     height = body_height + cap
     fig = plt.figure(figsize=(width, height), layout="constrained")
-    fig.get_layout_engine().set(rect=(0, cap / height, 1, 1 - cap / height))  # type: ignore[union-attr]
+    # layout="constrained" makes a ConstrainedLayoutEngine, the one whose set() takes a rect.
+    engine = cast("ConstrainedLayoutEngine", fig.get_layout_engine())
+    engine.set(rect=(0, cap / height, 1, 1 - cap / height))
     fig.text(
         0.01,
         (cap - 0.06) / height,
@@ -172,6 +175,16 @@ def _image(ax: Axes, values: np.ndarray, cmap: str, limits: tuple[float, float])
     )
 
 
+def _root_figure(ax: Axes) -> Figure:
+    """The figure ``ax`` is drawn in: the top one when ``ax`` sits in a subfigure (which has no size)."""
+    fig = ax.get_figure(root=True)
+    if fig is None:
+        raise HeadmapError(
+            "the axes belong to no figure: pass axes made by plt.subplots() or fig.add_subplot()"
+        )
+    return fig
+
+
 def _heatmap(
     prep: Prepared,
     values: np.ndarray,
@@ -187,15 +200,15 @@ def _heatmap(
     if ax is None:
         size = (axis_inches(n_k), axis_inches(n_q))
     else:
-        box, parent = ax.get_position(), ax.get_figure()
-        size = (box.width * parent.get_figwidth(), box.height * parent.get_figheight())  # type: ignore[union-attr]
+        box, parent = ax.get_position(), _root_figure(ax)
+        size = (box.width * parent.get_figwidth(), box.height * parent.get_figheight())
     x = plan_ticks(prep.key_labels, prep.factors[1], n_k, size[0], vertical=False)
     y = plan_ticks(prep.row_labels, prep.factors[0], n_q, size[1], vertical=True)
     if ax is None:
         fig = new_figure(size[0] + y.extent + 2.0, size[1] + x.extent + 1.4, prep.notes)
         ax = fig.add_subplot()
     else:
-        fig = ax.get_figure()  # type: ignore[assignment]
+        fig = _root_figure(ax)
         # No wider than the axes: a layout engine would squeeze the axes to make room for it.
         _caption_below(ax, prep.notes, 0.9 * size[0])
     image = _image(ax, values, cmap, limits)

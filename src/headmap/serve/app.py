@@ -153,7 +153,9 @@ def build_app(bench: Workbench, views: Sequence[View] = VIEWS) -> gr.Blocks:
                 cmap = gr.Dropdown(
                     [*SEQUENTIAL, *DIVERGING], value="viridis", label="colormap", elem_id="hm-cmap"
                 )
-                groups, extras, spans = [], [], []
+                groups: list[gr.Group] = []
+                extras: list[Any] = []  # each view's own controls (View.controls types them Any)
+                spans: list[tuple[int, int]] = []
                 for i, v in enumerate(views):
                     with gr.Group(visible=i == 0) as group:
                         own = list(v.controls())
@@ -183,7 +185,7 @@ def build_app(bench: Workbench, views: Sequence[View] = VIEWS) -> gr.Blocks:
             cmap=cmap,
         )
         inputs = [view, *shared.items(), *extras]
-        controls = {
+        controls: dict[Control, list[gr.components.Component]] = {
             Control.LAYER: [layer],
             Control.HEAD: [head],
             Control.WORDS: [words],
@@ -214,9 +216,8 @@ def build_app(bench: Workbench, views: Sequence[View] = VIEWS) -> gr.Blocks:
                 hint(f"{name}: {len(chosen.keys)} layers, {chosen.num_heads} heads; drawing..."),
             ]
 
-        quiet = {"show_progress": "hidden", "trigger_mode": "always_last"}
         for control in (layer, head, words, mask_special, mask_first, renorm, norm, cmap, *extras):
-            control.change(redraw, inputs, plot, **quiet)  # type: ignore[arg-type]
+            control.change(redraw, inputs, plot, show_progress="hidden", trigger_mode="always_last")
         run.click(redraw, inputs, plot, show_progress="minimal")
         text.submit(redraw, inputs, plot, show_progress="minimal")
         toggled = [component for group in controls.values() for component in group]

@@ -52,27 +52,27 @@ class BoundedCache(Generic[V]):
         with self._lock:
             return key in self._items
 
-    def _lookup(self, key: Hashable) -> tuple[bool, V | None]:
-        """Under the lock: the value if cached (marked as just used)."""
+    def _lookup(self, key: Hashable) -> tuple[V, int] | None:
+        """Under the lock: the cached ``(value, size)`` (marked as just used), or None."""
         item = self._items.get(key)
         if item is None:
-            return False, None
+            return None
         self._items.move_to_end(key)
         self.stats.hits += 1
-        return True, item[0]
+        return item
 
     def get_or_compute(self, key: Hashable, compute: Callable[[], V]) -> V:
         with self._lock:
-            found, value = self._lookup(key)
-            if found:
-                return value  # type: ignore[return-value]
+            found = self._lookup(key)
+            if found is not None:
+                return found[0]
             gate = self._pending.setdefault(key, threading.Lock())
         # One computation per key: later callers queue on the key's gate, then find the value.
         with gate:
             with self._lock:
-                found, value = self._lookup(key)
-                if found:
-                    return value  # type: ignore[return-value]
+                found = self._lookup(key)
+                if found is not None:
+                    return found[0]
                 self.stats.misses += 1
             try:
                 value = compute()
@@ -85,7 +85,8 @@ class BoundedCache(Generic[V]):
     def get(self, key: Hashable) -> V | None:
         """The cached value (marked as just used), or None."""
         with self._lock:
-            return self._lookup(key)[1]
+            found = self._lookup(key)
+            return None if found is None else found[0]
 
     def put(self, key: Hashable, value: V) -> None:
         """Keep ``value`` under ``key`` (replacing any), evicting the least recently used beyond the budget."""

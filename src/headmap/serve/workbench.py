@@ -11,6 +11,7 @@ import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from headmap.analysis.stats import HeadStats, collect_stats
 from headmap.capture import MapStore, stream
@@ -20,6 +21,11 @@ from headmap.models import BUNDLED, LoadedModel, load
 from headmap.result import AttentionResult, LayerKey
 from headmap.serve.cache import BoundedCache
 from headmap.serve.display import DisplayCollector, DisplayMaps, ViewSpec, estimate_bytes, from_capture
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+T = TypeVar("T")
 
 MAX_TOKENS = 4096
 MAX_CELLS = 512
@@ -116,8 +122,9 @@ class Workbench:
         """Tokens of ``text`` for model ``name``; empty or too long texts raise a clear error."""
         if not isinstance(text, str) or not text.strip():
             raise HeadmapError("the text is empty: type or paste at least one word")
-        tokenizer = self.model(name).tokenizer
-        count = len(tokenizer(text)["input_ids"])  # type: ignore[operator]
+        # LoadedModel types its tokenizer as object (core stays free of transformers' types).
+        tokenizer = cast("PreTrainedTokenizerBase", self.model(name).tokenizer)
+        count = len(tokenizer(text)["input_ids"])
         if count > self.max_tokens:
             raise HeadmapError(
                 f"the text has {count} tokens but this dashboard draws at most {self.max_tokens}: shorten it, "
@@ -154,4 +161,18 @@ class Workbench:
     def stats(self, name: str, text: str) -> HeadStats:
         """Per-head statistics of ``text`` (streamed), cached per (model, text)."""
         self.count_tokens(name, text)
-        return self.stats_cache.get_or_compute((name, text), lambda: collect_stats(self.model(name), text))  # type: ignore[return-value]
+
+        def run() -> HeadStats:
+            stats = collect_stats(self.model(name), text)
+            assert not isinstance(stats, list)  # one text in, one HeadStats out
+            return stats
+
+        return self.stats_cache.get_or_compute((name, text), run)
+
+    def derive(self, key: tuple[object, ...], compute: Callable[[], T]) -> T:
+        """A view's result for ``key`` (a RAG report, an explanation...), computed once and kept.
+
+        Each view's keys start with its own name, so a key is only ever filled by one ``compute``
+        and the cached value has the type that ``compute`` returns.
+        """
+        return cast(T, self.derived.get_or_compute(key, compute))

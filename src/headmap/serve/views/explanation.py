@@ -62,7 +62,7 @@ def draw(bench: Workbench, request: Request, values: Sequence[Any]) -> dict[str,
     else:
         compare = None
     key = ("explain", request.model, request.text, target, compare, methods)
-    found = bench.derived.get_or_compute(
+    found = bench.derive(
         key, lambda: explain(loaded, request.text, target, compare=compare, methods=list(methods)).to_words()
     )
     scores = found.scores

@@ -56,7 +56,7 @@ def draw(bench: Workbench, request: Request, values: Sequence[Any]) -> dict[str,
         raise HeadmapError("no chunks: paste the retrieved chunks, separated by blank lines")
     loaded = bench.model(request.model)
     key = ("rag", request.model, question, tuple(chunks), answer)
-    report = bench.derived.get_or_compute(
+    report = bench.derive(
         key, lambda: rag(loaded, question, chunks, answer=answer, max_new_tokens=MAX_NEW_TOKENS)
     )
     table = report.token_attention  # [answer token, chunk]
