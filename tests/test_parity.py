@@ -145,8 +145,7 @@ def test_model_keeps_its_implementation_and_hooks_are_removed(minilm):
 
 def _kernel_outputs(fast, text: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``(value, output)`` of every attention kernel call, as the model really ran it."""
-    from headmap.capture.discovery import Path as CapturePath
-    from headmap.capture.tap import module_scope, tap_around
+    from headmap.capture.tap import CapturePath, module_scope, tap_around
 
     seen = []
 

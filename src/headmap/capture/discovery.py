@@ -22,7 +22,6 @@ it gets alone.
 
 from __future__ import annotations
 
-import enum
 import inspect
 import threading
 import weakref
@@ -30,27 +29,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from headmap.capture.tap import AttentionCall, module_scope, tap
+from headmap.capture.tap import AttentionCall, CapturePath, module_scope, tap
 from headmap.errors import HeadmapError
 from headmap.result import LayerKey, Stack
 
 _ENCODER_PROBE, _DECODER_PROBE = 5, 3
-
-
-class Path(enum.Enum):
-    """How a layer's attention is intercepted (see the module docstring)."""
-
-    DISPATCH = "dispatch"
-    TORCH_SDPA = "torch-sdpa"
-    EAGER_WEIGHTS = "eager-weights"
-
-    def describe(self) -> str:
-        return {
-            Path.DISPATCH: "tapped at transformers' attention dispatch; the model kept its own kernel",
-            Path.TORCH_SDPA: "tapped at torch's scaled_dot_product_attention; the model kept its own kernel",
-            Path.EAGER_WEIGHTS: "taken from the weights the model computes itself (eager-only attention), "
-            "one layer at a time",
-        }[self]
 
 
 @dataclass(frozen=True)
@@ -59,7 +42,7 @@ class Site:
 
     module: torch.nn.Module
     occurrence: int = 0
-    path: Path = Path.DISPATCH
+    path: CapturePath = CapturePath.DISPATCH
     weights_index: int | None = None  # EAGER_WEIGHTS: position of the weights in the module's output
 
 
@@ -91,13 +74,13 @@ class Architecture:
         return counts
 
     @property
-    def paths(self) -> set[Path]:
+    def paths(self) -> set[CapturePath]:
         return {site.path for site in self.sites.values()}
 
     @property
     def needs_output_attentions(self) -> bool:
         """Eager-weights modules (DeBERTa) return their weights only when the model is asked for them."""
-        return Path.EAGER_WEIGHTS in self.paths
+        return CapturePath.EAGER_WEIGHTS in self.paths
 
 
 _cache: weakref.WeakKeyDictionary[torch.nn.Module, Architecture] = weakref.WeakKeyDictionary()
@@ -201,7 +184,7 @@ def _classify(q_len: int, k_len: int, is_enc_dec: bool) -> Stack:
 
 
 def _layer_sites(
-    entries: list[tuple[torch.nn.Module, int, int, Path, int | None]], is_enc_dec: bool
+    entries: list[tuple[torch.nn.Module, int, int, CapturePath, int | None]], is_enc_dec: bool
 ) -> dict[LayerKey, Site]:
     """``(module, q_len, k_len, path, weights_index)`` per call in depth order -> sites by layer."""
     sites: dict[LayerKey, Site] = {}
@@ -229,11 +212,11 @@ def _discover(model: torch.nn.Module) -> Architecture:
     try:
         calls = _kernel_calls(runner, inputs)
         if calls:
-            entries = [(c.module, c.query.shape[2], c.key.shape[2], Path(c.via), None) for c in calls]  # type: ignore[union-attr]
+            entries = [(c.module, c.query.shape[2], c.key.shape[2], c.via, None) for c in calls]  # type: ignore[union-attr]
             heads = [c.query.shape[1] for c in calls]  # type: ignore[union-attr]
         else:
             returned = _returned_weights(runner, inputs)
-            entries = [(m, w.shape[2], w.shape[3], Path.EAGER_WEIGHTS, i) for m, i, w in returned]
+            entries = [(m, w.shape[2], w.shape[3], CapturePath.EAGER_WEIGHTS, i) for m, i, w in returned]
             heads = [w.shape[1] for _, _, w in returned]
     except HeadmapError:
         raise
@@ -262,7 +245,7 @@ def _discover(model: torch.nn.Module) -> Architecture:
 
 def _first_layer_state(runner: torch.nn.Module, inputs: dict, site: Site) -> list[torch.Tensor]:
     """What the first layer's attention sees: its queries and keys, or its weights."""
-    if site.path is Path.EAGER_WEIGHTS:
+    if site.path is CapturePath.EAGER_WEIGHTS:
         layers = _returned_weights(runner, inputs)
         return [layers[0][2].clone()] if layers else []
     calls = _kernel_calls(runner, inputs)

@@ -46,14 +46,13 @@ class Block:
         """The block with every tensor in host memory (a no-op on CPU): consumers use numpy."""
         if self.weights.device.type == "cpu":
             return self
-        move = lambda t: None if t is None else t.cpu()
         return replace(
             self,
             weights=self.weights.cpu(),
             rows=self.rows.cpu(),
             visible=self.visible.cpu(),
             scores_max=self.scores_max.cpu(),
-            scores=move(self.scores),
+            scores=None if self.scores is None else self.scores.cpu(),
         )
 
 

@@ -22,12 +22,29 @@ output (observed, changed, or computed its own way). Observers just call ``proce
 
 from __future__ import annotations
 
+import enum
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
+
+
+class CapturePath(enum.Enum):
+    """Which interception point sees a layer's attention (see the module docstring)."""
+
+    DISPATCH = "dispatch"
+    TORCH_SDPA = "torch-sdpa"
+    EAGER_WEIGHTS = "eager-weights"
+
+    def describe(self) -> str:
+        return {
+            CapturePath.DISPATCH: "tapped at transformers' attention dispatch; the model kept its own kernel",
+            CapturePath.TORCH_SDPA: "tapped at torch's scaled_dot_product_attention; the model kept its own kernel",
+            CapturePath.EAGER_WEIGHTS: "taken from the weights the model computes itself (eager-only attention), "
+            "one layer at a time",
+        }[self]
 
 
 @dataclass(frozen=True)
@@ -39,7 +56,7 @@ class AttentionCall:
     may attend) or additive float, broadcastable to ``[batch, heads, q_len, k_len]``, or None
     when the kernel relies on ``is_causal``. ``weights`` is set instead of query and key where the
     model computed its attention weights itself (``[batch, heads, q_len, k_len]``, see
-    :mod:`headmap.capture.eager_path`).
+    :func:`weights_scope`).
     """
 
     module: torch.nn.Module
@@ -53,8 +70,8 @@ class AttentionCall:
     sliding_window: int | None = None
     value: torch.Tensor | None = None
     weights: torch.Tensor | None = None
-    via: str = "dispatch"
-    """Which interception point saw the call: ``"dispatch"``, ``"torch-sdpa"`` or ``"eager-weights"``."""
+    via: CapturePath = CapturePath.DISPATCH
+    """Which interception point saw the call."""
 
 
 Proceed = Callable[[], torch.Tensor]
@@ -195,7 +212,7 @@ def _tapped_sdpa(
         mask=attn_mask,
         scaling=float(scale) if scale is not None else query.shape[-1] ** -0.5,
         is_causal=bool(is_causal) and attn_mask is None and query.shape[2] > 1,
-        via="torch-sdpa",
+        via=CapturePath.TORCH_SDPA,
     )
     # Advice sees the dispatch layout [batch, query, head, dim]; torch's is [batch, head, query, dim].
     out = _chain(call, taps, lambda: base().transpose(1, 2))
@@ -325,7 +342,7 @@ def _weights_hook(index: int) -> Callable:
             scaling=1.0,
             is_causal=False,
             weights=output[index],
-            via="eager-weights",
+            via=CapturePath.EAGER_WEIGHTS,
         )
         for tap_ in taps:
             tap_.around(call, lambda: output[0])
