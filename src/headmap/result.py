@@ -155,7 +155,8 @@ class LayerMap:
             raise HeadmapError(
                 f"head {head} of {self.key.name} was not captured: captured heads are {list(self.heads)}"
             )
-        return self.weights[self.heads.index(head)]
+        picked: np.ndarray = self.weights[self.heads.index(head)]
+        return picked
 
 
 @dataclass(frozen=True)

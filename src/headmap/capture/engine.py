@@ -20,8 +20,9 @@ import torch
 
 from headmap.capture.consumers import Consumer, MapStore, MomentConsumer
 from headmap.capture.discovery import Architecture, discover, forward_module
-from headmap.capture.encoding import Encoded, encode, pad_batch, pad_token_id
-from headmap.capture.fused import FusedRows, fused_attention, route
+from headmap.capture.encoding import Encoded, encode, encode_targets, pad_batch, pad_token_id
+from headmap.capture.fused import fused_attention, route
+from headmap.capture.fused_rows import FusedRows
 from headmap.capture.intercept import CallCounter, LayerAddressing
 from headmap.capture.plan import (
     EXACT,
@@ -39,7 +40,6 @@ from headmap.capture.tap import AttentionCall, CapturePath, Proceed
 from headmap.errors import HeadmapError
 from headmap.models import LoadedModel, load
 from headmap.result import AttentionResult, LayerKey, Side, Stack
-from headmap.tokens import Tokens
 
 DEFAULT_BLOCK_BYTES = 64 * 2**20
 
@@ -127,7 +127,7 @@ def stream(
         raise HeadmapError(f"padding side must be 'left' or 'right', not {padding_side!r}")
     limit = max_tokens(loaded, arch)
     encoded = [encode(loaded.tokenizer, t, limit) for t in texts]
-    targets = _encode_targets(loaded, arch, texts, target, limit)
+    targets = encode_targets(loaded, arch.is_encoder_decoder, texts, target, limit)
     keys = resolve_layers(arch, layers)
     plan = CapturePlan(
         model=loaded.name,
@@ -215,6 +215,7 @@ def _batch_inputs(
     ids, mask, positions = pad_batch(sources, pad, "left" if left else "right")
     inputs: dict[str, torch.Tensor] = {"input_ids": ids, "attention_mask": mask}
     if left:
+        assert arch.position_offset is not None  # ``left`` requires it
         inputs["position_ids"] = positions + arch.position_offset
     valid = {Side.SOURCE: [torch.nonzero(m).flatten() for m in mask]}
     if targets is not None:
@@ -222,7 +223,7 @@ def _batch_inputs(
         inputs["decoder_input_ids"], inputs["decoder_attention_mask"] = dec_ids, dec_mask
         valid[Side.TARGET] = [torch.nonzero(m).flatten() for m in dec_mask]
     if arch.needs_output_attentions:
-        inputs["output_attentions"] = True  # type: ignore[assignment]
+        inputs["output_attentions"] = True  # type: ignore[assignment]  # the one non-tensor model input
     return inputs, valid
 
 
@@ -314,7 +315,7 @@ def _fused_asks(
 ) -> list[FusedRows]:
     """What each text of the batch asks of this layer, in the fused kernel's terms."""
     q_side, k_side = key.stack.query_side, key.stack.key_side
-    device = call.query.device  # type: ignore[union-attr]
+    device = call.query.device  # type: ignore[union-attr]  # fused calls always carry queries
     asks = []
     for b, item in enumerate(batch):
         text_rows = torch.tensor(plan.rows[item][key], dtype=torch.long)
@@ -348,7 +349,7 @@ def _emit(
 ) -> None:
     """Recompute (or cut) the asked rows of one layer, block by block, for every text of the batch."""
     q_side, k_side = key.stack.query_side, key.stack.key_side
-    device = (call.query if call.query is not None else call.weights).device  # type: ignore[union-attr]
+    device = (call.query if call.query is not None else call.weights).device  # type: ignore[union-attr]  # a call has queries or weights
     heads = head_index.to(device)
     for b, item in enumerate(batch):
         key_pos = valid[k_side][b].to(device)
@@ -368,41 +369,10 @@ def _emit(
             consumer.consume(item, key, start, replace(block.to_host(), rows=text_rows[start : start + step]))
 
 
-def _encode_targets(
-    loaded: LoadedModel,
-    arch: Architecture,
-    texts: list[str],
-    target: str | Sequence[str] | None,
-    limit: int | None,
-) -> list[tuple[list[int], Tokens]]:
-    """Decoder inputs of encoder-decoder models: the decoder start token, then the target's tokens."""
-    if not arch.is_encoder_decoder:
-        if target is not None:
-            raise HeadmapError(f"{loaded.name} is not an encoder-decoder model: it takes no target text")
-        return []
-    wanted = texts if target is None else ([target] * len(texts) if isinstance(target, str) else list(target))
-    if len(wanted) != len(texts):
-        raise HeadmapError(f"got {len(wanted)} target texts for {len(texts)} texts: give one per text")
-    start = loaded.model.config.decoder_start_token_id
-    if start is None:
-        start = pad_token_id(loaded.tokenizer)
-    start_token = str(loaded.tokenizer.convert_ids_to_tokens([start])[0])  # type: ignore[attr-defined]
-    out = []
-    for t in wanted:
-        ids, tokens = encode(loaded.tokenizer, t, limit)
-        tokens = Tokens(
-            text=tokens.text,
-            tokens=(start_token, *tokens.tokens),
-            offsets=((0, 0), *tokens.offsets),
-            special=(True, *tokens.special),
-        )
-        out.append(([start, *ids], tokens))
-    return out
-
-
 def _progress(enabled: bool, total: int) -> _Bar | None:
     if not enabled:
         return None
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # optional: imported only when a progress bar is asked for
 
-    return tqdm(total=total, desc="layers", unit="layer", leave=False)
+    bar: _Bar = tqdm(total=total, desc="layers", unit="layer", leave=False)
+    return bar

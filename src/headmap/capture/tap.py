@@ -25,10 +25,12 @@ from __future__ import annotations
 import enum
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
+from torch.utils.hooks import RemovableHandle
 
 
 class CapturePath(enum.Enum):
@@ -121,7 +123,7 @@ def _make_call(
     key: torch.Tensor,
     value: torch.Tensor,
     mask: object,
-    kwargs: dict,
+    kwargs: dict[str, Any],
 ) -> AttentionCall:
     if mask is not None and not isinstance(mask, torch.Tensor):
         raise TypeError(
@@ -137,7 +139,7 @@ def _make_call(
         query=query,
         key=key,
         value=value,
-        mask=mask,  # type: ignore[arg-type]
+        mask=mask if isinstance(mask, torch.Tensor) else None,
         scaling=float(scaling) if scaling is not None else query.shape[-1] ** -0.5,
         # Kernels apply is_causal only to multi-row queries without an explicit mask.
         is_causal=bool(is_causal) and query.shape[2] > 1 and mask is None,
@@ -147,11 +149,23 @@ def _make_call(
     )
 
 
-def _wrap_dispatched(kernel: Callable) -> Callable:
-    def tapped(module, query, key, value, attention_mask, *args, **kwargs):  # type: ignore[no-untyped-def]
+#: transformers' attention interface: ``(module, query, key, value, mask, ...) -> (output, weights)``.
+Kernel = Callable[..., Any]
+
+
+def _wrap_dispatched(kernel: Kernel) -> Kernel:
+    def tapped(
+        module: torch.nn.Module,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attention_mask: object,
+        *args: Any,
+        **kwargs: Any,
+    ) -> tuple[object, ...]:
         state = _state()
         taps = [t for t in state.taps if t.wants(module)]
-        rest: list[tuple] = [(None,)]
+        rest: list[tuple[object, ...]] = [(None,)]
 
         def base() -> torch.Tensor:
             state.in_dispatch += 1
@@ -161,30 +175,32 @@ def _wrap_dispatched(kernel: Callable) -> Callable:
                 state.in_dispatch -= 1
             if isinstance(out, tuple):
                 rest[0] = out[1:]
-                return out[0]
-            return out
+                first: torch.Tensor = out[0]
+                return first
+            whole: torch.Tensor = out
+            return whole
 
         if not taps:
             return (base(), *rest[0])
         call = _make_call(module, query, key, value, attention_mask, kwargs)
         return (_chain(call, taps, base), *rest[0])
 
-    tapped.__wrapped__ = kernel  # type: ignore[attr-defined]
-    tapped.__headmap_tapped__ = True  # type: ignore[attr-defined]
+    tapped.__wrapped__ = kernel  # type: ignore[attr-defined]  # marks a wrapper, as functools.wraps does
+    tapped.__headmap_tapped__ = True  # type: ignore[attr-defined]  # our marker on a plain function
     return tapped
 
 
 def _tapped_sdpa(
-    query,
-    key,
-    value,
-    attn_mask=None,
-    dropout_p=0.0,
-    is_causal=False,
-    scale=None,  # type: ignore[no-untyped-def]
-    enable_gqa=False,
-    **kwargs,
-):
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attn_mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+    scale: float | None = None,
+    enable_gqa: bool = False,
+    **kwargs: Any,
+) -> torch.Tensor:
     state = _state()
 
     def base() -> torch.Tensor:
@@ -202,10 +218,10 @@ def _tapped_sdpa(
 
     module = state.scopes[-1] if state.scopes else None
     taps = [t for t in state.taps if module is not None and t.wants(module)] if not state.in_dispatch else []
-    if not taps:
+    if module is None or not taps:
         return base()
     call = AttentionCall(
-        module=module,  # type: ignore[arg-type]
+        module=module,
         query=query,
         key=key,
         value=value,
@@ -224,12 +240,12 @@ def _install() -> None:
 
     original = type(ALL_ATTENTION_FUNCTIONS).get_interface
 
-    def get_interface(attn_implementation: str, default: Callable) -> Callable:
+    def get_interface(attn_implementation: str, default: Kernel) -> Kernel:
         kernel = original(ALL_ATTENTION_FUNCTIONS, attn_implementation, default)
         return kernel if getattr(kernel, "__headmap_tapped__", False) else _wrap_dispatched(kernel)
 
     # An instance attribute shadows the class method for this one registry only.
-    ALL_ATTENTION_FUNCTIONS.get_interface = get_interface  # type: ignore[method-assign]
+    ALL_ATTENTION_FUNCTIONS.get_interface = get_interface  # type: ignore[method-assign]  # deliberate patch
     torch.nn.functional.scaled_dot_product_attention = _tapped_sdpa
 
 
@@ -295,12 +311,12 @@ def _leave(module: torch.nn.Module, args: object, output: object) -> None:
 
 # (kind, id(module)) -> (threads using the hooks, their handles); shared so that one thread's exit
 # never removes hooks another thread's forward is relying on.
-_shared: dict[tuple[str, int], tuple[int, list]] = {}
+_shared: dict[tuple[str, int], tuple[int, list[RemovableHandle]]] = {}
 
 
 @contextmanager
 def _shared_hooks(
-    kind: str, modules: list[torch.nn.Module], register: Callable[[torch.nn.Module], list]
+    kind: str, modules: list[torch.nn.Module], register: Callable[[torch.nn.Module], list[RemovableHandle]]
 ) -> Iterator[None]:
     with _lock:
         for module in modules:
@@ -320,7 +336,7 @@ def _shared_hooks(
                     _shared[(kind, id(module))] = (users - 1, handles)
 
 
-def module_scope(modules: list[torch.nn.Module]):  # type: ignore[no-untyped-def]
+def module_scope(modules: list[torch.nn.Module]) -> AbstractContextManager[None]:
     """Track, per thread, which of ``modules`` is running, so torch SDPA calls can be attributed."""
     return _shared_hooks(
         "scope",
@@ -329,7 +345,7 @@ def module_scope(modules: list[torch.nn.Module]):  # type: ignore[no-untyped-def
     )
 
 
-def _weights_hook(index: int) -> Callable:
+def _weights_hook(index: int) -> Callable[[torch.nn.Module, object, object], object]:
     def hook(module: torch.nn.Module, args: object, output: object) -> object:
         taps = [t for t in _state().taps if t.wants(module)]
         if not taps or not isinstance(output, tuple) or not isinstance(output[index], torch.Tensor):
@@ -353,7 +369,7 @@ def _weights_hook(index: int) -> Callable:
     return hook
 
 
-def weights_scope(modules: list[tuple[torch.nn.Module, int]]):  # type: ignore[no-untyped-def]
+def weights_scope(modules: list[tuple[torch.nn.Module, int]]) -> AbstractContextManager[None]:
     """Hand the attention weights that ``module`` returns at ``index`` of its output to this thread's taps.
 
     For models that compute their weights themselves (no kernel to tap); the taps' advice cannot
