@@ -53,7 +53,7 @@ def encode_parts(tokenizer: object, parts: Sequence[str | Sequence[int]]) -> Enc
     text = ""
     for part in parts:
         if isinstance(part, str):
-            enc = tokenizer(part, add_special_tokens=False, return_offsets_mapping=True)  # type: ignore[operator]  # tokenizers are untyped objects here
+            enc = tokenizer(part, add_special_tokens=False, return_offsets_mapping=True)  # type: ignore[operator]  # untyped tokenizer
             piece_ids = list(enc["input_ids"])
             spans = [(len(text) + a, len(text) + b) for a, b in enc["offset_mapping"]]
             text += part
@@ -61,10 +61,10 @@ def encode_parts(tokenizer: object, parts: Sequence[str | Sequence[int]]) -> Enc
             piece_ids = [int(i) for i in part]
             spans = []
             for i in piece_ids:
-                shown = tokenizer.decode([i])  # type: ignore[attr-defined]  # a transformers tokenizer
+                shown = tokenizer.decode([i])  # type: ignore[attr-defined]  # untyped tokenizer
                 spans.append((len(text), len(text) + len(shown)))
                 text += shown
-        raw = tokenizer.convert_ids_to_tokens(piece_ids)  # type: ignore[attr-defined]  # a transformers tokenizer
+        raw = tokenizer.convert_ids_to_tokens(piece_ids)  # type: ignore[attr-defined]  # untyped tokenizer
         for i, (start, end), r in zip(piece_ids, spans, raw):
             ids.append(i)
             offsets.append((start, end))
@@ -89,10 +89,10 @@ def encode(
         return list(text.ids), text.tokens
     if not isinstance(text, str) or not text.strip():
         raise HeadmapError("the text is empty: give at least one word to analyse")
-    enc = tokenizer(text, return_offsets_mapping=True, return_special_tokens_mask=True)  # type: ignore[operator]  # tokenizers are untyped objects here
+    enc = tokenizer(text, return_offsets_mapping=True, return_special_tokens_mask=True)  # type: ignore[operator]  # untyped tokenizer
     ids = list(enc["input_ids"])
     _check_length(len(ids), max_positions)
-    raw = tokenizer.convert_ids_to_tokens(ids)  # type: ignore[attr-defined]  # a transformers tokenizer
+    raw = tokenizer.convert_ids_to_tokens(ids)  # type: ignore[attr-defined]  # untyped tokenizer
     special = [bool(s) for s in enc["special_tokens_mask"]]
     offsets = [(int(a), int(b)) for a, b in enc["offset_mapping"]]
     display = [_display(text[a:b], str(r), s) for r, (a, b), s in zip(raw, offsets, special)]
@@ -156,7 +156,7 @@ def encode_targets(
         raise HeadmapError(f"got {len(wanted)} target texts for {len(texts)} texts: give one per text")
     configured = getattr(loaded.model.config, "decoder_start_token_id", None)
     start = pad_token_id(loaded.tokenizer) if configured is None else int(configured)
-    start_token = str(loaded.tokenizer.convert_ids_to_tokens([start])[0])  # type: ignore[attr-defined]  # a transformers tokenizer
+    start_token = str(loaded.tokenizer.convert_ids_to_tokens([start])[0])  # type: ignore[attr-defined]  # untyped tokenizer
     out: list[tuple[list[int], Tokens]] = []
     for t in wanted:
         ids, tokens = encode(loaded.tokenizer, t, limit)

@@ -349,7 +349,7 @@ def _emit(
 ) -> None:
     """Recompute (or cut) the asked rows of one layer, block by block, for every text of the batch."""
     q_side, k_side = key.stack.query_side, key.stack.key_side
-    device = (call.query if call.query is not None else call.weights).device  # type: ignore[union-attr]  # a call has queries or weights
+    device = (call.query if call.query is not None else call.weights).device  # type: ignore[union-attr]  # queries or weights
     heads = head_index.to(device)
     for b, item in enumerate(batch):
         key_pos = valid[k_side][b].to(device)

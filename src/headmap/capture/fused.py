@@ -217,7 +217,7 @@ def _finish_scores(
 def _visible(call: AttentionCall, b: int, rows: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     if call.mask is None:
         return implicit_visible_counts(call, rows, keys)
-    heads = torch.arange(call.query.shape[1], device=rows.device)  # type: ignore[union-attr]  # fused calls carry queries
+    heads = torch.arange(call.query.shape[1], device=rows.device)  # type: ignore[union-attr]  # has queries
     mask = broadcast_pick(call.mask, b, heads)[:, rows][:, :, keys]
     visible = mask if mask.dtype == torch.bool else mask > _LOWEST / 2
     return visible.sum(-1).amax(0)

@@ -114,7 +114,7 @@ def attention_block(
         mask_implicit_(scores, call, rows, keys)
         visible = implicit_visible_counts(call, rows, keys)
     else:
-        mask = broadcast_pick(call.mask, batch, heads)[:, rows][:, :, keys]  # type: ignore[arg-type]  # not implicit: the mask is set
+        mask = broadcast_pick(call.mask, batch, heads)[:, rows][:, :, keys]  # type: ignore[arg-type]  # mask is set
         if mask.dtype != torch.bool:
             scores += mask.float().clamp(min=lowest)
             mask = mask > lowest / 2
@@ -146,7 +146,7 @@ def weights_block(
     is read off the weights (a key the mask hid has weight exactly 0), and the scores needed for
     entropies are ``log(weight)``, which differ from the model's logits by a per-row constant only.
     """
-    weights = call.weights[batch, heads][:, rows][:, :, keys].float()  # type: ignore[index]  # eager-weights call
+    weights = call.weights[batch, heads][:, rows][:, :, keys].float()  # type: ignore[index]  # eager path
     lowest = torch.finfo(torch.float32).min
     scores = weights.log().clamp_(min=lowest) if keep_scores else None
     return Block(

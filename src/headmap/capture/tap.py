@@ -43,9 +43,10 @@ class CapturePath(enum.Enum):
     def describe(self) -> str:
         return {
             CapturePath.DISPATCH: "tapped at transformers' attention dispatch; the model kept its own kernel",
-            CapturePath.TORCH_SDPA: "tapped at torch's scaled_dot_product_attention; the model kept its own kernel",
-            CapturePath.EAGER_WEIGHTS: "taken from the weights the model computes itself (eager-only attention), "
-            "one layer at a time",
+            CapturePath.TORCH_SDPA: "tapped at torch's scaled_dot_product_attention; "
+            "the model kept its own kernel",
+            CapturePath.EAGER_WEIGHTS: "taken from the weights the model computes itself "
+            "(eager-only attention), one layer at a time",
         }[self]
 
 
