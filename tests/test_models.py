@@ -9,7 +9,8 @@ import torch
 
 from headmap import HeadmapError
 from headmap.models import bundled_path, load
-from headmap.models.gguf_cache import cache_root, converted_folder
+from headmap.models.cache import cache_root
+from headmap.models.gguf_cache import converted_folder
 
 
 def test_bundled_models_are_found_without_importing(minilm, smollm2):

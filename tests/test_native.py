@@ -9,7 +9,8 @@ from tiny_models import build
 
 from headmap.analysis.stats import STATS, collect_stats
 from headmap.capture import native
-from headmap.capture.fused import FusedRows, _element
+from headmap.capture.fused import _element
+from headmap.capture.fused_rows import FusedRows
 from headmap.capture.moments import MOMENT_FIELDS
 from headmap.capture.tap import AttentionCall
 

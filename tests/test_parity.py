@@ -10,6 +10,8 @@ from tiny_models import CONFIGS, EAGER_ONLY, PATHS, build
 
 from headmap.capture import capture
 from headmap.capture.discovery import discover
+from headmap.capture.tap import CapturePath, module_scope, tap_around
+from headmap.errors import HeadmapError
 from headmap.result import Stack
 
 TOL = 1e-5
@@ -145,9 +147,6 @@ def test_model_keeps_its_implementation_and_hooks_are_removed(minilm):
 
 def _kernel_outputs(fast, text: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``(value, output)`` of every attention kernel call, as the model really ran it."""
-    from headmap.capture.discovery import Path as CapturePath
-    from headmap.capture.tap import module_scope, tap_around
-
     seen = []
 
     def record(call, proceed):
@@ -189,7 +188,6 @@ def test_longest_text_the_position_table_allows(bert_tokenizer):
     assert len(result.source) == 64
     reference = eager_maps(eager, bert_tokenizer, words)["layer"]
     assert max(np.abs(l.weights - reference[i][0].numpy()).max() for i, l in enumerate(result.layers)) <= TOL
-    from headmap.errors import HeadmapError
 
     with pytest.raises(HeadmapError, match="at most 64"):
         capture(fast, words + " word")

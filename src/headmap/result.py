@@ -61,6 +61,14 @@ CAUSATION_WARNING = (
 )
 
 
+class Side(enum.Enum):
+    """Which text of a capture an axis runs over: the input (``SOURCE``) or, for encoder-decoder
+    models, the decoder's text (``TARGET``)."""
+
+    SOURCE = "source"
+    TARGET = "target"
+
+
 class Stack(enum.Enum):
     """Which attention of the model a layer belongs to.
 
@@ -72,6 +80,16 @@ class Stack(enum.Enum):
     ENCODER = "encoder"
     DECODER = "decoder"
     CROSS = "cross"
+
+    @property
+    def query_side(self) -> Side:
+        """The text the queries of this stack's layers come from (the decoder's for decoder and cross)."""
+        return Side.TARGET if self in (Stack.DECODER, Stack.CROSS) else Side.SOURCE
+
+    @property
+    def key_side(self) -> Side:
+        """The text the keys of this stack's layers come from (cross-attention looks at the source)."""
+        return Side.TARGET if self is Stack.DECODER else Side.SOURCE
 
 
 @dataclass(frozen=True)
@@ -209,14 +227,14 @@ class AttentionResult:
 
     def query_tokens(self, key: LayerKey) -> Tokens:
         """Tokens along the query axis of ``key`` (all of them; the layer's ``rows`` index into it)."""
-        if key.stack in (Stack.DECODER, Stack.CROSS):
+        if key.stack.query_side is Side.TARGET:
             assert self.target is not None
             return self.target
         return self.source
 
     def key_tokens(self, key: LayerKey) -> Tokens:
         """Tokens along the key axis of ``key``."""
-        if key.stack is Stack.DECODER:
+        if key.stack.key_side is Side.TARGET:
             assert self.target is not None
             return self.target
         return self.source

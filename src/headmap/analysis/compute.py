@@ -26,7 +26,7 @@ from headmap.capture.engine import max_tokens
 from headmap.capture.moments import RowMoments
 from headmap.capture.recompute import Block
 from headmap.models import LoadedModel
-from headmap.result import LayerKey, Stack
+from headmap.result import LayerKey
 
 DEFAULT_BUDGET_BYTES = 256 * 2**20
 
@@ -184,7 +184,7 @@ def stats_partial(
 def check_diversity(spec_layers: Sequence[LayerKey]) -> str | None:
     """Why distances cannot be computed for these layers (None when they can): every head compared
     must attend from and to the same tokens, which layers of different stacks do not."""
-    sides = {(k.stack in (Stack.DECODER, Stack.CROSS), k.stack is Stack.DECODER) for k in spec_layers}
+    sides = {(k.stack.query_side, k.stack.key_side) for k in spec_layers}
     if len(sides) > 1:
         return (
             "head distances skipped: encoder, decoder and cross-attention layers attend over different "

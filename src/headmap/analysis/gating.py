@@ -8,7 +8,8 @@ kernel (transformers' dispatch or torch SDPA); models on the eager-weights path 
 compute their attention output themselves, so there is nothing to gate.
 
 A module that serves several layers (ALBERT) is told apart by counting its calls within each
-forward: hooks on the model's forward reset the count. Taps are per thread, so the gating applies
+forward (:class:`headmap.capture.intercept.LayerAddressing`, the rule capture uses): hooks on the
+model's forward reset the count. Taps are per thread, so the gating applies
 to forwards run on the thread that entered the context and to no other: a dashboard can ablate
 for one user while another user's request runs unchanged on the same model.
 """
@@ -22,12 +23,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from headmap.capture.discovery import Path, discover, forward_module
+from headmap.capture.discovery import discover, forward_module
+from headmap.capture.intercept import CallCounter, LayerAddressing
 from headmap.capture.plan import resolve_layers
-from headmap.capture.tap import AttentionCall, module_scope, tap_around
+from headmap.capture.tap import AttentionCall, CapturePath
 from headmap.errors import HeadmapError, check_index
 from headmap.models import LoadedModel
-from headmap.result import LayerKey, Stack
+from headmap.result import LayerKey, Side
 
 #: ``advice(key, output, call, forward) -> output``: output is ``[batch, query, head, dim]``.
 Advice = Callable[[LayerKey, torch.Tensor, AttentionCall, "ForwardState"], torch.Tensor]
@@ -37,8 +39,8 @@ Advice = Callable[[LayerKey, torch.Tensor, AttentionCall, "ForwardState"], torch
 class ForwardState:
     """What the gating knows about the forward running on this thread."""
 
-    calls: dict[int, int] = field(default_factory=dict)  # id(module) -> calls so far in this forward
-    masks: dict[str, torch.Tensor | None] = field(default_factory=dict)  # "source"/"target" 2-D masks
+    calls: CallCounter = field(default_factory=CallCounter)  # calls so far in this forward
+    masks: dict[Side, torch.Tensor | None] = field(default_factory=dict)  # 2-D attention masks per side
 
     def real_queries(self, key: LayerKey, batch: int, queries: int) -> torch.Tensor | None:
         """``[batch, query]`` bool of real (non-padding) query positions of ``key``, None when unknown.
@@ -46,7 +48,7 @@ class ForwardState:
         From the ``attention_mask`` (``decoder_attention_mask`` for decoder and cross layers) given to
         the model; with a cache, the current queries are the mask's last columns.
         """
-        mask = self.masks.get("target" if key.stack in (Stack.DECODER, Stack.CROSS) else "source")
+        mask = self.masks.get(key.stack.query_side)
         if mask is None or mask.ndim != 2 or mask.shape[0] != batch or mask.shape[1] < queries:
             return None
         return mask[:, mask.shape[1] - queries :].bool()
@@ -111,48 +113,42 @@ def gate_heads(
 ) -> Iterator[None]:
     """Run ``advice`` on the kernel output of every layer in ``layers`` during forwards on this thread."""
     module = model_of(model)
-    arch = discover(module)
-    sites = {key: arch.sites[key] for key in layers}
-    if any(site.path is Path.EAGER_WEIGHTS for site in sites.values()):
+    addressing = LayerAddressing(discover(module), layers)
+    if CapturePath.EAGER_WEIGHTS in addressing.paths:
         raise _needs_kernel(module, what)
-    layer_of = {(id(s.module), s.occurrence): key for key, s in sites.items()}
-    # How many layers each module serves in one forward (3 for a 3-layer ALBERT, else 1).
-    per_forward: dict[int, int] = {}
-    for site in arch.sites.values():
-        per_forward[id(site.module)] = per_forward.get(id(site.module), 0) + 1
     local = threading.local()
 
     def state() -> ForwardState:
         if not hasattr(local, "state"):
             local.state = ForwardState()
-        return local.state
+        current: ForwardState = local.state
+        return current
 
-    def reset(_module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+    def reset(_module: torch.nn.Module, args: tuple[object, ...], kwargs: dict[str, object]) -> None:
         current = state()
-        current.calls.clear()
+        current.calls.reset()
         current.masks = {
-            "source": kwargs.get("attention_mask"),
-            "target": kwargs.get("decoder_attention_mask"),
+            Side.SOURCE: _tensor_or_none(kwargs.get("attention_mask")),
+            Side.TARGET: _tensor_or_none(kwargs.get("decoder_attention_mask")),
         }
 
     def around(call: AttentionCall, proceed: Callable[[], torch.Tensor]) -> torch.Tensor:
         out = proceed()
         current = state()
-        seen = current.calls.get(id(call.module), 0)
-        current.calls[id(call.module)] = seen + 1
-        key = layer_of.get((id(call.module), seen % per_forward[id(call.module)]))
+        key = addressing.locate(call, current.calls)
         return out if key is None else advice(key, out, call, current)
 
-    modules = list({id(s.module): s.module for s in sites.values()}.values())
     roots = list({id(m): m for m in (module, forward_module(module))}.values())
     with ExitStack() as scope:
         for root in roots:
             handle = root.register_forward_pre_hook(reset, with_kwargs=True)
             scope.callback(handle.remove)
-        if any(site.path is Path.TORCH_SDPA for site in sites.values()):
-            scope.enter_context(module_scope(modules))
-        scope.enter_context(tap_around(around, modules))
+        scope.enter_context(addressing.intercept(around))
         yield
+
+
+def _tensor_or_none(value: object) -> torch.Tensor | None:
+    return value if isinstance(value, torch.Tensor) else None
 
 
 __all__ = ["Advice", "ForwardState", "eval_mode", "gate_heads", "model_of", "resolve_pairs"]

@@ -23,9 +23,9 @@ from headmap.analysis.losses import Loss, LossFn, resolve_loss
 from headmap.analysis.partials import Combined, Partial, ReportSpec, combine
 from headmap.analysis.roles import THRESHOLDS, assign_roles, describe_thresholds
 from headmap.analysis.store import PartialStore, kept_indices
-from headmap.capture.discovery import Path as CapturePath
 from headmap.capture.discovery import discover
 from headmap.capture.plan import LayerSpec, resolve_heads, resolve_layers
+from headmap.capture.tap import CapturePath
 from headmap.errors import HeadmapError
 from headmap.models import LoadedModel, load
 from headmap.result import CAUSATION_WARNING, LayerKey

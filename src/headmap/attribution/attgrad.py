@@ -18,10 +18,10 @@ import torch
 
 from headmap.attribution.attention import DEFAULT_LAYERS
 from headmap.attribution.base import Attribution, Problem
-from headmap.capture.discovery import Path, discover
+from headmap.capture.discovery import discover
 from headmap.capture.plan import resolve_heads, resolve_layers
 from headmap.capture.recompute import attention_block, head_states
-from headmap.capture.tap import AttentionCall, Proceed, module_scope, tap_around
+from headmap.capture.tap import AttentionCall, CapturePath, Proceed, module_scope, tap_around
 from headmap.errors import HeadmapError
 from headmap.result import LayerKey
 
@@ -61,7 +61,7 @@ class AttentionXGradient:
         keys = resolve_layers(arch, list(self.layers))
         heads = torch.tensor(resolve_heads(arch, self.heads), dtype=torch.long)
         sites = {key: arch.sites[key] for key in keys}
-        if any(site.path is Path.EAGER_WEIGHTS for site in sites.values()):
+        if any(site.path is CapturePath.EAGER_WEIGHTS for site in sites.values()):
             raise HeadmapError(
                 f"{problem.loaded.name} computes its attention weights itself (eager-only attention), so there "
                 "is no kernel to take the gradient at: use ig or input_x_gradient instead"
@@ -84,7 +84,7 @@ class AttentionXGradient:
         modules = list({id(s.module): s.module for s in sites.values()}.values())
         with ExitStack() as scope:
             scope.enter_context(torch.enable_grad())
-            if any(site.path is Path.TORCH_SDPA for site in sites.values()):
+            if any(site.path is CapturePath.TORCH_SDPA for site in sites.values()):
                 scope.enter_context(module_scope(modules))
             scope.enter_context(tap_around(around, modules))
             output = problem.target.score(model, problem.inputs())[0]

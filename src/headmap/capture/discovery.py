@@ -22,7 +22,6 @@ it gets alone.
 
 from __future__ import annotations
 
-import enum
 import inspect
 import threading
 import weakref
@@ -30,27 +29,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from headmap.capture.tap import AttentionCall, module_scope, tap
+from headmap.capture.tap import AttentionCall, CapturePath, module_scope, tap
 from headmap.errors import HeadmapError
 from headmap.result import LayerKey, Stack
 
 _ENCODER_PROBE, _DECODER_PROBE = 5, 3
-
-
-class Path(enum.Enum):
-    """How a layer's attention is intercepted (see the module docstring)."""
-
-    DISPATCH = "dispatch"
-    TORCH_SDPA = "torch-sdpa"
-    EAGER_WEIGHTS = "eager-weights"
-
-    def describe(self) -> str:
-        return {
-            Path.DISPATCH: "tapped at transformers' attention dispatch; the model kept its own kernel",
-            Path.TORCH_SDPA: "tapped at torch's scaled_dot_product_attention; the model kept its own kernel",
-            Path.EAGER_WEIGHTS: "taken from the weights the model computes itself (eager-only attention), "
-            "one layer at a time",
-        }[self]
 
 
 @dataclass(frozen=True)
@@ -59,7 +42,7 @@ class Site:
 
     module: torch.nn.Module
     occurrence: int = 0
-    path: Path = Path.DISPATCH
+    path: CapturePath = CapturePath.DISPATCH
     weights_index: int | None = None  # EAGER_WEIGHTS: position of the weights in the module's output
 
 
@@ -91,13 +74,13 @@ class Architecture:
         return counts
 
     @property
-    def paths(self) -> set[Path]:
+    def paths(self) -> set[CapturePath]:
         return {site.path for site in self.sites.values()}
 
     @property
     def needs_output_attentions(self) -> bool:
         """Eager-weights modules (DeBERTa) return their weights only when the model is asked for them."""
-        return Path.EAGER_WEIGHTS in self.paths
+        return CapturePath.EAGER_WEIGHTS in self.paths
 
 
 _cache: weakref.WeakKeyDictionary[torch.nn.Module, Architecture] = weakref.WeakKeyDictionary()
@@ -119,7 +102,24 @@ def discover(model: torch.nn.Module) -> Architecture:
         return _cache[model]
 
 
-def _probe_inputs(config: object, is_enc_dec: bool, position_ids: torch.Tensor | None = None) -> dict:
+#: Keyword inputs of a probe forward.
+Inputs = dict[str, torch.Tensor]
+#: One attention call of a probe: ``(module, query length, key length, path, weights index)``.
+_Entry = tuple[torch.nn.Module, int, int, CapturePath, int | None]
+
+
+def _queries(call: AttentionCall) -> torch.Tensor:
+    """The queries of a kernel call (kernel calls have them; only eager-weights calls do not)."""
+    assert call.query is not None
+    return call.query
+
+
+def _keys(call: AttentionCall) -> torch.Tensor:
+    assert call.key is not None
+    return call.key
+
+
+def _probe_inputs(config: object, is_enc_dec: bool, position_ids: torch.Tensor | None = None) -> Inputs:
     vocab = int(getattr(config, "vocab_size", 8) or 8)
     # Ordinary tokens from the middle of the vocabulary: a special id (RoBERTa's pad is 1) would
     # change what the model does with the probe.
@@ -142,7 +142,7 @@ def _probe_failed(model: torch.nn.Module, exc: Exception) -> HeadmapError:
     )
 
 
-def _kernel_calls(runner: torch.nn.Module, inputs: dict) -> list[AttentionCall]:
+def _kernel_calls(runner: torch.nn.Module, inputs: Inputs) -> list[AttentionCall]:
     """Attention kernel calls of one probe forward, at the dispatch point or at torch SDPA."""
     calls: list[AttentionCall] = []
     modules = [m for m in runner.modules() if m is not runner]
@@ -152,7 +152,7 @@ def _kernel_calls(runner: torch.nn.Module, inputs: dict) -> list[AttentionCall]:
 
 
 def _returned_weights(
-    runner: torch.nn.Module, inputs: dict
+    runner: torch.nn.Module, inputs: Inputs
 ) -> list[tuple[torch.nn.Module, int, torch.Tensor]]:
     """For models that compute weights themselves: ``(module, index in its output, weights)`` per
     layer in depth order, found as the innermost module that returns each of the tensors the model
@@ -200,9 +200,7 @@ def _classify(q_len: int, k_len: int, is_enc_dec: bool) -> Stack:
     return Stack.CROSS
 
 
-def _layer_sites(
-    entries: list[tuple[torch.nn.Module, int, int, Path, int | None]], is_enc_dec: bool
-) -> dict[LayerKey, Site]:
+def _layer_sites(entries: list[_Entry], is_enc_dec: bool) -> dict[LayerKey, Site]:
     """``(module, q_len, k_len, path, weights_index)`` per call in depth order -> sites by layer."""
     sites: dict[LayerKey, Site] = {}
     counts: dict[Stack, int] = {}
@@ -228,12 +226,13 @@ def _discover(model: torch.nn.Module) -> Architecture:
     inputs = _probe_inputs(config, is_enc_dec)
     try:
         calls = _kernel_calls(runner, inputs)
+        entries: list[_Entry]
         if calls:
-            entries = [(c.module, c.query.shape[2], c.key.shape[2], Path(c.via), None) for c in calls]  # type: ignore[union-attr]
-            heads = [c.query.shape[1] for c in calls]  # type: ignore[union-attr]
+            entries = [(c.module, _queries(c).shape[2], _keys(c).shape[2], c.via, None) for c in calls]
+            heads = [_queries(c).shape[1] for c in calls]
         else:
             returned = _returned_weights(runner, inputs)
-            entries = [(m, w.shape[2], w.shape[3], Path.EAGER_WEIGHTS, i) for m, i, w in returned]
+            entries = [(m, w.shape[2], w.shape[3], CapturePath.EAGER_WEIGHTS, i) for m, i, w in returned]
             heads = [w.shape[1] for _, _, w in returned]
     except HeadmapError:
         raise
@@ -260,17 +259,17 @@ def _discover(model: torch.nn.Module) -> Architecture:
     )
 
 
-def _first_layer_state(runner: torch.nn.Module, inputs: dict, site: Site) -> list[torch.Tensor]:
+def _first_layer_state(runner: torch.nn.Module, inputs: Inputs, site: Site) -> list[torch.Tensor]:
     """What the first layer's attention sees: its queries and keys, or its weights."""
-    if site.path is Path.EAGER_WEIGHTS:
+    if site.path is CapturePath.EAGER_WEIGHTS:
         layers = _returned_weights(runner, inputs)
         return [layers[0][2].clone()] if layers else []
     calls = _kernel_calls(runner, inputs)
-    return [calls[0].query.clone(), calls[0].key.clone()] if calls else []  # type: ignore[union-attr]
+    return [_queries(calls[0]).clone(), _keys(calls[0]).clone()] if calls else []
 
 
 def _position_offset(
-    runner: torch.nn.Module, config: object, inputs: dict, sites: dict[LayerKey, Site]
+    runner: torch.nn.Module, config: object, inputs: Inputs, sites: dict[LayerKey, Site]
 ) -> int | None:
     """Where the model starts counting positions when given none, or None if neither guess fits."""
     first = sites[min(sites, key=lambda k: k.sort_key)]

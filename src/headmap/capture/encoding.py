@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from headmap.errors import HeadmapError
+from headmap.models import LoadedModel
 from headmap.tokens import Tokens
 
 _VISIBLE_WHITESPACE = str.maketrans({"\n": "⏎", " ": "␣", "\t": "⇥", "\r": "␍"})
@@ -52,7 +53,7 @@ def encode_parts(tokenizer: object, parts: Sequence[str | Sequence[int]]) -> Enc
     text = ""
     for part in parts:
         if isinstance(part, str):
-            enc = tokenizer(part, add_special_tokens=False, return_offsets_mapping=True)  # type: ignore[operator]
+            enc = tokenizer(part, add_special_tokens=False, return_offsets_mapping=True)  # type: ignore[operator]  # untyped tokenizer
             piece_ids = list(enc["input_ids"])
             spans = [(len(text) + a, len(text) + b) for a, b in enc["offset_mapping"]]
             text += part
@@ -60,10 +61,10 @@ def encode_parts(tokenizer: object, parts: Sequence[str | Sequence[int]]) -> Enc
             piece_ids = [int(i) for i in part]
             spans = []
             for i in piece_ids:
-                shown = tokenizer.decode([i])  # type: ignore[attr-defined]
+                shown = tokenizer.decode([i])  # type: ignore[attr-defined]  # untyped tokenizer
                 spans.append((len(text), len(text) + len(shown)))
                 text += shown
-        raw = tokenizer.convert_ids_to_tokens(piece_ids)  # type: ignore[attr-defined]
+        raw = tokenizer.convert_ids_to_tokens(piece_ids)  # type: ignore[attr-defined]  # untyped tokenizer
         for i, (start, end), r in zip(piece_ids, spans, raw):
             ids.append(i)
             offsets.append((start, end))
@@ -88,10 +89,10 @@ def encode(
         return list(text.ids), text.tokens
     if not isinstance(text, str) or not text.strip():
         raise HeadmapError("the text is empty: give at least one word to analyse")
-    enc = tokenizer(text, return_offsets_mapping=True, return_special_tokens_mask=True)  # type: ignore[operator]
+    enc = tokenizer(text, return_offsets_mapping=True, return_special_tokens_mask=True)  # type: ignore[operator]  # untyped tokenizer
     ids = list(enc["input_ids"])
     _check_length(len(ids), max_positions)
-    raw = tokenizer.convert_ids_to_tokens(ids)  # type: ignore[attr-defined]
+    raw = tokenizer.convert_ids_to_tokens(ids)  # type: ignore[attr-defined]  # untyped tokenizer
     special = [bool(s) for s in enc["special_tokens_mask"]]
     offsets = [(int(a), int(b)) for a, b in enc["offset_mapping"]]
     display = [_display(text[a:b], str(r), s) for r, (a, b), s in zip(raw, offsets, special)]
@@ -131,3 +132,39 @@ def pad_token_id(tokenizer: object) -> int:
         if isinstance(value, int):
             return value
     return 0
+
+
+def encode_targets(
+    loaded: LoadedModel,
+    is_encoder_decoder: bool,
+    texts: Sequence[str | Encoded],
+    target: str | Sequence[str] | None,
+    limit: int | None,
+) -> list[tuple[list[int], Tokens]]:
+    """Decoder inputs of encoder-decoder models, one per text: the decoder start token, then the
+    target's tokens (the text itself where no target is given); none for other models."""
+    if not is_encoder_decoder:
+        if target is not None:
+            raise HeadmapError(f"{loaded.name} is not an encoder-decoder model: it takes no target text")
+        return []
+    wanted: list[str | Encoded] = (
+        list(texts)
+        if target is None
+        else ([target] * len(texts) if isinstance(target, str) else list(target))
+    )
+    if len(wanted) != len(texts):
+        raise HeadmapError(f"got {len(wanted)} target texts for {len(texts)} texts: give one per text")
+    configured = getattr(loaded.model.config, "decoder_start_token_id", None)
+    start = pad_token_id(loaded.tokenizer) if configured is None else int(configured)
+    start_token = str(loaded.tokenizer.convert_ids_to_tokens([start])[0])  # type: ignore[attr-defined]  # untyped tokenizer
+    out: list[tuple[list[int], Tokens]] = []
+    for t in wanted:
+        ids, tokens = encode(loaded.tokenizer, t, limit)
+        tokens = Tokens(
+            text=tokens.text,
+            tokens=(start_token, *tokens.tokens),
+            offsets=((0, 0), *tokens.offsets),
+            special=(True, *tokens.special),
+        )
+        out.append(([start, *ids], tokens))
+    return out

@@ -12,15 +12,18 @@ thread, so concurrent captures on one model each get their serial result.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import ExitStack
+from contextlib import suppress
 from dataclasses import replace
+from typing import Protocol, cast
 
 import torch
 
 from headmap.capture.consumers import Consumer, MapStore, MomentConsumer
-from headmap.capture.discovery import Architecture, Path, Site, discover, forward_module
-from headmap.capture.encoding import Encoded, encode, pad_batch, pad_token_id
-from headmap.capture.fused import FusedRows, fused_attention, route
+from headmap.capture.discovery import Architecture, discover, forward_module
+from headmap.capture.encoding import Encoded, encode, encode_targets, pad_batch, pad_token_id
+from headmap.capture.fused import fused_attention, route
+from headmap.capture.fused_rows import FusedRows
+from headmap.capture.intercept import CallCounter, LayerAddressing
 from headmap.capture.plan import (
     EXACT,
     WEIGHTS,
@@ -33,15 +36,25 @@ from headmap.capture.plan import (
     resolve_rows,
 )
 from headmap.capture.recompute import attention_block, head_states, rows_per_block, weights_block
-from headmap.capture.tap import AttentionCall, Proceed, module_scope, tap_around, weights_scope
+from headmap.capture.tap import AttentionCall, CapturePath, Proceed
 from headmap.errors import HeadmapError
 from headmap.models import LoadedModel, load
-from headmap.result import AttentionResult, LayerKey, Stack
-from headmap.tokens import Tokens
+from headmap.result import AttentionResult, LayerKey, Side, Stack
 
 DEFAULT_BLOCK_BYTES = 64 * 2**20
 
+#: Each text's real (non-padding) positions on each side: ``side -> [1-D position tensor per text]``.
+Valid = dict[Side, list[torch.Tensor]]
+
 __all__ = ["DEFAULT_BLOCK_BYTES", "CapturePlan", "Consumer", "MapStore", "capture", "stream"]
+
+
+class _Bar(Protocol):
+    """The progress bar's one method the engine uses (tqdm's)."""
+
+    def update(self, n: float | None = 1) -> bool | None: ...
+
+    def close(self) -> None: ...
 
 
 class _StopForward(Exception):
@@ -114,7 +127,7 @@ def stream(
         raise HeadmapError(f"padding side must be 'left' or 'right', not {padding_side!r}")
     limit = max_tokens(loaded, arch)
     encoded = [encode(loaded.tokenizer, t, limit) for t in texts]
-    targets = _encode_targets(loaded, arch, texts, target, limit)
+    targets = encode_targets(loaded, arch.is_encoder_decoder, texts, target, limit)
     keys = resolve_layers(arch, layers)
     plan = CapturePlan(
         model=loaded.name,
@@ -125,7 +138,7 @@ def stream(
         rows=tuple(
             {
                 k: resolve_rows(
-                    rows, len(targets[i][1] if k.stack in (Stack.DECODER, Stack.CROSS) else encoded[i][1])
+                    rows, len(targets[i][1] if k.stack.query_side is Side.TARGET else encoded[i][1])
                 )
                 for k in keys
             }
@@ -165,7 +178,7 @@ def max_tokens(loaded: LoadedModel, arch: Architecture) -> int | None:
 
 
 def _path_notes(arch: Architecture, keys: Sequence[LayerKey]) -> tuple[str, ...]:
-    paths = {arch.sites[k].path for k in keys} - {Path.DISPATCH}
+    paths = {arch.sites[k].path for k in keys} - {CapturePath.DISPATCH}
     return tuple(
         f"capture path: {path.value} ({path.describe()})" for path in sorted(paths, key=lambda p: p.value)
     )
@@ -189,7 +202,7 @@ def _fused_notes(loaded: LoadedModel, consumer: Consumer) -> tuple[str, ...]:
 
 def _batch_inputs(
     arch: Architecture, sources: list[list[int]], targets: list[list[int]] | None, pad: int, side: str
-) -> tuple[dict[str, torch.Tensor], dict[str, list[torch.Tensor]]]:
+) -> tuple[dict[str, torch.Tensor], Valid]:
     """Model inputs for one batch, and each text's real (non-padding) positions per side.
 
     A text alone, or a batch of equal lengths, gets exactly ``tokenizer(text)``'s inputs. Padding
@@ -202,14 +215,15 @@ def _batch_inputs(
     ids, mask, positions = pad_batch(sources, pad, "left" if left else "right")
     inputs: dict[str, torch.Tensor] = {"input_ids": ids, "attention_mask": mask}
     if left:
+        assert arch.position_offset is not None  # ``left`` requires it
         inputs["position_ids"] = positions + arch.position_offset
-    valid = {"source": [torch.nonzero(m).flatten() for m in mask]}
+    valid = {Side.SOURCE: [torch.nonzero(m).flatten() for m in mask]}
     if targets is not None:
         dec_ids, dec_mask, _ = pad_batch(targets, pad, "right")
         inputs["decoder_input_ids"], inputs["decoder_attention_mask"] = dec_ids, dec_mask
-        valid["target"] = [torch.nonzero(m).flatten() for m in dec_mask]
+        valid[Side.TARGET] = [torch.nonzero(m).flatten() for m in dec_mask]
     if arch.needs_output_attentions:
-        inputs["output_attentions"] = True  # type: ignore[assignment]
+        inputs["output_attentions"] = True  # type: ignore[assignment]  # the one non-tensor model input
     return inputs, valid
 
 
@@ -218,19 +232,27 @@ def _model_device(model: torch.nn.Module) -> torch.device:
     return parameter.device if parameter is not None else torch.device("cpu")
 
 
-def _run_batch(loaded, arch, plan, consumer, batch, inputs, valid, block_bytes, bar) -> None:  # type: ignore[no-untyped-def]
+def _run_batch(
+    loaded: LoadedModel,
+    arch: Architecture,
+    plan: CapturePlan,
+    consumer: Consumer,
+    batch: range,
+    inputs: dict[str, torch.Tensor],
+    valid: Valid,
+    block_bytes: int,
+    bar: _Bar | None,
+) -> None:
+    """One forward over ``batch``: every asked layer's blocks go to ``consumer``, then the forward stops."""
     device = _model_device(loaded.model)
     inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-    sites: dict[LayerKey, Site] = {k: arch.sites[k] for k in plan.layers}
-    layer_of = {(id(s.module), s.occurrence): k for k, s in sites.items()}
-    calls_seen: dict[int, int] = {}  # per module: calls so far in this forward (shared modules repeat)
+    addressing = LayerAddressing(arch, plan.layers)
+    counter = CallCounter()  # one forward: a fresh count
     head_index = {key: torch.tensor(plan.heads_of(key), dtype=torch.long) for key in plan.layers}
-    remaining = set(layer_of.values())
+    remaining = set(addressing.layers)
 
     def locate(call: AttentionCall) -> LayerKey | None:
-        occurrence = calls_seen.get(id(call.module), 0)
-        calls_seen[id(call.module)] = occurrence + 1
-        key = layer_of.get((id(call.module), occurrence))
+        key = addressing.locate(call, counter)
         return key if key in remaining else None
 
     def done(key: LayerKey) -> None:
@@ -251,7 +273,7 @@ def _run_batch(loaded, arch, plan, consumer, batch, inputs, valid, block_bytes, 
         key = locate(call)
         if key is None:
             return proceed()
-        pooled = any(consumer.key_cells(item, key) for item in batch)
+        pooled = any(moments_to.key_cells(item, key) for item in batch)
         kernel = route(call, pooled) if call.query is not None else None
         plan.kernels.add((kernel or EXACT) if call.weights is None else WEIGHTS)
         if kernel is None:
@@ -259,30 +281,23 @@ def _run_batch(loaded, arch, plan, consumer, batch, inputs, valid, block_bytes, 
             done(key)
             return proceed()
         out, moments = fused_attention(
-            call, _fused_asks(call, key, plan, consumer, batch, valid), block_bytes, kernel
+            call, _fused_asks(call, key, plan, moments_to, batch, valid), block_bytes, kernel
         )
-        for found, item in zip(moments, batch):
+        for found, item in zip(moments, batch, strict=True):
             assert found is not None
-            consumer.consume_moments(
+            moments_to.consume_moments(
                 item, key, torch.arange(len(found.rows)), found.select_heads(head_index[key])
             )
         done(key)
         return out
 
-    modules = list({id(s.module): s.module for s in sites.values()}.values())
-    paths = {s.path for s in sites.values()}
-    advice = fuse if getattr(consumer, "wants_moments", False) else observe
-    with ExitStack() as scope:
-        scope.enter_context(torch.inference_mode())
-        if Path.TORCH_SDPA in paths:
-            scope.enter_context(module_scope(modules))
-        if Path.EAGER_WEIGHTS in paths:
-            scope.enter_context(weights_scope([(s.module, s.weights_index) for s in sites.values()]))
-        scope.enter_context(tap_around(advice, modules))
-        try:
-            forward_module(loaded.model)(**inputs, use_cache=False)
-        except _StopForward:
-            pass
+    wants_moments = getattr(consumer, "wants_moments", False)
+    # Only read in ``fuse``, which is the advice only where the consumer says it takes moments.
+    moments_to = cast(MomentConsumer, consumer)
+    advice = fuse if wants_moments else observe
+    # _StopForward: the last asked layer is done, and deeper layers are not needed.
+    with torch.inference_mode(), addressing.intercept(advice), suppress(_StopForward):
+        forward_module(loaded.model)(**inputs, use_cache=False)
     if remaining:
         missing = ", ".join(k.name for k in sorted(remaining, key=lambda k: k.sort_key))
         raise HeadmapError(
@@ -296,12 +311,11 @@ def _fused_asks(
     plan: CapturePlan,
     consumer: MomentConsumer,
     batch: range,
-    valid: dict[str, list[torch.Tensor]],
+    valid: Valid,
 ) -> list[FusedRows]:
     """What each text of the batch asks of this layer, in the fused kernel's terms."""
-    q_side = "target" if key.stack in (Stack.DECODER, Stack.CROSS) else "source"
-    k_side = "target" if key.stack is Stack.DECODER else "source"
-    device = call.query.device  # type: ignore[union-attr]
+    q_side, k_side = key.stack.query_side, key.stack.key_side
+    device = call.query.device  # type: ignore[union-attr]  # fused calls always carry queries
     asks = []
     for b, item in enumerate(batch):
         text_rows = torch.tensor(plan.rows[item][key], dtype=torch.long)
@@ -329,14 +343,13 @@ def _emit(
     plan: CapturePlan,
     consumer: Consumer,
     batch: range,
-    valid: dict[str, list[torch.Tensor]],
+    valid: Valid,
     head_index: torch.Tensor,
     block_bytes: int,
 ) -> None:
     """Recompute (or cut) the asked rows of one layer, block by block, for every text of the batch."""
-    q_side = "target" if key.stack in (Stack.DECODER, Stack.CROSS) else "source"
-    k_side = "target" if key.stack is Stack.DECODER else "source"
-    device = (call.query if call.query is not None else call.weights).device  # type: ignore[union-attr]
+    q_side, k_side = key.stack.query_side, key.stack.key_side
+    device = (call.query if call.query is not None else call.weights).device  # type: ignore[union-attr]  # queries or weights
     heads = head_index.to(device)
     for b, item in enumerate(batch):
         key_pos = valid[k_side][b].to(device)
@@ -356,41 +369,10 @@ def _emit(
             consumer.consume(item, key, start, replace(block.to_host(), rows=text_rows[start : start + step]))
 
 
-def _encode_targets(
-    loaded: LoadedModel,
-    arch: Architecture,
-    texts: list[str],
-    target: str | Sequence[str] | None,
-    limit: int | None,
-) -> list[tuple[list[int], Tokens]]:
-    """Decoder inputs of encoder-decoder models: the decoder start token, then the target's tokens."""
-    if not arch.is_encoder_decoder:
-        if target is not None:
-            raise HeadmapError(f"{loaded.name} is not an encoder-decoder model: it takes no target text")
-        return []
-    wanted = texts if target is None else ([target] * len(texts) if isinstance(target, str) else list(target))
-    if len(wanted) != len(texts):
-        raise HeadmapError(f"got {len(wanted)} target texts for {len(texts)} texts: give one per text")
-    start = loaded.model.config.decoder_start_token_id
-    if start is None:
-        start = pad_token_id(loaded.tokenizer)
-    start_token = str(loaded.tokenizer.convert_ids_to_tokens([start])[0])  # type: ignore[attr-defined]
-    out = []
-    for t in wanted:
-        ids, tokens = encode(loaded.tokenizer, t, limit)
-        tokens = Tokens(
-            text=tokens.text,
-            tokens=(start_token, *tokens.tokens),
-            offsets=((0, 0), *tokens.offsets),
-            special=(True, *tokens.special),
-        )
-        out.append(([start, *ids], tokens))
-    return out
-
-
-def _progress(enabled: bool, total: int):  # type: ignore[no-untyped-def]
+def _progress(enabled: bool, total: int) -> _Bar | None:
     if not enabled:
         return None
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # optional: imported only when a progress bar is asked for
 
-    return tqdm(total=total, desc="layers", unit="layer", leave=False)
+    bar: _Bar = tqdm(total=total, desc="layers", unit="layer", leave=False)
+    return bar

@@ -17,38 +17,19 @@ queries, keys and values, in eval mode; every other call takes the exact path, a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from headmap.capture import native
-from headmap.capture.moments import MOMENT_FIELDS, RowMoments, pool_keys
+from headmap.capture.fused_rows import FusedRows
+from headmap.capture.moments import MOMENT_FIELDS, PositionMoments, RowMoments, pool_keys
 from headmap.capture.plan import COMPILED, TORCH
 from headmap.capture.recompute import broadcast_pick, implicit_visible_counts, mask_implicit_, rows_per_block
 from headmap.capture.tap import AttentionCall
 
 _LOWEST = torch.finfo(torch.float32).min
-
-
-@dataclass(frozen=True)
-class FusedRows:
-    """What one batch element asks of a layer.
-
-    ``keys``: padded positions of the text's real keys, ascending; ``rows``: padded positions of
-    the asked query rows; ``plan_index``: each asked row's index in the plan's rows; ``text_rows``:
-    their token indices in the text; ``special``: text indices of special key tokens;
-    ``key_cell``: keys per overview cell (None: no overview).
-    """
-
-    keys: torch.Tensor
-    rows: torch.Tensor
-    plan_index: torch.Tensor
-    text_rows: torch.Tensor
-    special: torch.Tensor
-    cross: bool
-    heads: torch.Tensor  # the asked heads (the overview averages over them)
-    key_cell: int | None = None
-    n_cells: int = 0
 
 
 def fusable(call: AttentionCall) -> str | None:
@@ -86,7 +67,7 @@ def route(call: AttentionCall, pooled: bool) -> str | None:
 
 
 def fused_attention(
-    call: AttentionCall, asks: list[FusedRows | None], block_bytes: int, kernel: str | None = None
+    call: AttentionCall, asks: Sequence[FusedRows | None], block_bytes: int, kernel: str | None = None
 ) -> tuple[torch.Tensor, list[RowMoments | None]]:
     """The layer's attention output ``[batch, query, head, dim]`` and, per batch element, the
     moments of its asked rows (None where nothing is asked). ``kernel`` picks :data:`COMPILED` or
@@ -140,7 +121,7 @@ def _element(
     out = torch.empty(n_q, heads, v_dim, dtype=q.dtype, device=device)
     step = rows_per_block(heads, n_k, block_bytes)
     wanted = _asked_positions(ask, n_q, device)
-    found: list[tuple[torch.Tensor, dict[str, torch.Tensor]]] = []
+    found: list[tuple[torch.Tensor, RowMoments]] = []
     # Two buffers reused by every block: fresh block-sized tensors would cost page faults each time.
     scores_buf = torch.empty(heads * min(step, n_q) * n_k, device=device)
     weights_buf = torch.empty_like(scores_buf)
@@ -236,7 +217,7 @@ def _finish_scores(
 def _visible(call: AttentionCall, b: int, rows: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     if call.mask is None:
         return implicit_visible_counts(call, rows, keys)
-    heads = torch.arange(call.query.shape[1], device=rows.device)  # type: ignore[union-attr]
+    heads = torch.arange(call.query.shape[1], device=rows.device)  # type: ignore[union-attr]  # has queries
     mask = broadcast_pick(call.mask, b, heads)[:, rows][:, :, keys]
     visible = mask if mask.dtype == torch.bool else mask > _LOWEST / 2
     return visible.sum(-1).amax(0)
@@ -244,47 +225,62 @@ def _visible(call: AttentionCall, b: int, rows: torch.Tensor, keys: torch.Tensor
 
 def _row_moments(
     call: AttentionCall, b: int, ask: FusedRows, block: _BlockSums, picked: torch.Tensor
-) -> dict[str, torch.Tensor]:
-    """Moments of the rows ``picked`` (positions in the block) of one block; nothing block-sized is copied."""
+) -> RowMoments:
+    """Moments of the rows ``picked`` (positions in the block) of one block; nothing block-sized is copied.
+
+    ``rows`` of the record are the rows' positions in the batch (the text rows are set on assembly).
+    """
     weights, keys = block.weights, block.keys
     rows = block.rows[picked]
     lo, width = (int(keys[0]) if len(keys) else 0), len(keys)
     total64 = block.total[:, picked].double()
-    found = {
-        "log_z": block.top[:, picked].double() + total64.log(),
-        "mean_score": block.weighted[:, picked].double() / total64,
-        "p_max": 1.0 / total64,
-        "p_first": _columns(weights, ask.keys[:1], lo, width)[:, picked].double() / total64,
-        "p_special": _columns(weights, ask.keys[ask.special], lo, width)[:, picked].double() / total64,
-        "visible": _visible(call, b, rows, keys),
-    }
     if ask.cross:
-        nan = torch.full_like(total64, float("nan"))
-        found.update(p_diag=nan, p_prev=nan, p_next=nan, distance=nan)
+        positions = PositionMoments.undefined(total64.shape[0], total64.shape[1], device=total64.device)
     else:
-        text_rows = torch.searchsorted(ask.keys, rows)  # query and key are one text
-        last = len(ask.keys) - 1
-
-        def at(text_index: torch.Tensor, defined: torch.Tensor) -> torch.Tensor:
-            values = (
-                _pick(weights, picked, ask.keys[text_index.clamp(0, last)] - lo, width).double() / total64
-            )
-            return torch.where(defined[None, :], values, torch.full_like(values, float("nan")))
-
-        found["p_diag"] = at(text_rows, torch.ones_like(text_rows, dtype=torch.bool))
-        found["p_prev"] = at(text_rows - 1, text_rows >= 1)
-        found["p_next"] = at(text_rows + 1, text_rows < last)
-        if call.mask is None and call.is_causal:
-            found["distance"] = (text_rows.double() - block.origin)[None, :] - block.expected_pos[
-                :, picked
-            ].double() / total64
-        else:
-            gap = (text_rows[:, None].float() - block.key_text[None, :]).abs_()  # [row, key]
-            distance = torch.einsum("hrk,rk->hr", weights[:, picked], gap)
-            found["distance"] = distance.double() / total64
+        positions = _row_positions(call, ask, block, picked, total64)
+    pooled = None
     if ask.key_cell is not None:
-        found["pooled"] = _pooled(weights[:, picked], block.total[:, picked], ask, keys, block.key_text)
-    return found
+        pooled = _pooled(weights[:, picked], block.total[:, picked], ask, keys, block.key_text)
+    return RowMoments.of(
+        rows,
+        _visible(call, b, rows, keys),
+        log_z=block.top[:, picked].double() + total64.log(),
+        mean_score=block.weighted[:, picked].double() / total64,
+        p_max=1.0 / total64,
+        p_first=_columns(weights, ask.keys[:1], lo, width)[:, picked].double() / total64,
+        p_special=_columns(weights, ask.keys[ask.special], lo, width)[:, picked].double() / total64,
+        positions=positions,
+        pooled=pooled,
+    )
+
+
+def _row_positions(
+    call: AttentionCall, ask: FusedRows, block: _BlockSums, picked: torch.Tensor, total64: torch.Tensor
+) -> PositionMoments:
+    """The position-based moments ``[head, row]`` of the rows ``picked`` of a self-attention block."""
+    weights, keys = block.weights, block.keys
+    rows = block.rows[picked]
+    lo, width = (int(keys[0]) if len(keys) else 0), len(keys)
+    text_rows = torch.searchsorted(ask.keys, rows)  # query and key are one text
+    last = len(ask.keys) - 1
+
+    def at(text_index: torch.Tensor, defined: torch.Tensor) -> torch.Tensor:
+        values = _pick(weights, picked, ask.keys[text_index.clamp(0, last)] - lo, width).double() / total64
+        return torch.where(defined[None, :], values, torch.full_like(values, float("nan")))
+
+    if call.mask is None and call.is_causal:
+        distance = (text_rows.double() - block.origin)[None, :] - block.expected_pos[
+            :, picked
+        ].double() / total64
+    else:
+        gap = (text_rows[:, None].float() - block.key_text[None, :]).abs_()  # [row, key]
+        distance = torch.einsum("hrk,rk->hr", weights[:, picked], gap).double() / total64
+    return PositionMoments(
+        p_diag=at(text_rows, torch.ones_like(text_rows, dtype=torch.bool)),
+        p_prev=at(text_rows - 1, text_rows >= 1),
+        p_next=at(text_rows + 1, text_rows < last),
+        distance=distance,
+    )
 
 
 def _columns(weights: torch.Tensor, positions: torch.Tensor, lo: int, width: int) -> torch.Tensor:
@@ -315,21 +311,24 @@ def _pooled(
     return pool_keys(dense.cpu(), ask.key_cell, ask.n_cells)
 
 
-def _assemble(ask: FusedRows, parts: list[tuple[torch.Tensor, dict[str, torch.Tensor]]]) -> RowMoments:
+def _assemble(ask: FusedRows, parts: list[tuple[torch.Tensor, RowMoments]]) -> RowMoments:
     """Join the blocks' moments into one :class:`RowMoments` in the plan's row order, on the host."""
     order = torch.cat([index for index, _ in parts]).cpu()
     inverse = torch.empty_like(order)
     inverse[order] = torch.arange(len(order))
 
-    def joined(name: str, row_axis: int) -> torch.Tensor:
-        return torch.cat([found[name].cpu() for _, found in parts], dim=row_axis).index_select(
-            row_axis, inverse
-        )
+    def joined(pieces: list[torch.Tensor], row_axis: int) -> torch.Tensor:
+        return torch.cat([piece.cpu() for piece in pieces], dim=row_axis).index_select(row_axis, inverse)
 
-    pooled = joined("pooled", 0) if ask.key_cell is not None else None
+    def field(name: str) -> torch.Tensor:  # a [head, row] field of every block, joined
+        return joined([getattr(found, name) for _, found in parts], 1)
+
+    pooled = None
+    if ask.key_cell is not None:
+        pooled = joined([found.pooled for _, found in parts if found.pooled is not None], 0)
     return RowMoments(
         rows=ask.text_rows.cpu(),
-        visible=joined("visible", 0),
+        visible=joined([found.visible for _, found in parts], 0),
         pooled=pooled,
-        **{name: joined(name, 1) for name in MOMENT_FIELDS},
+        **{name: field(name) for name in MOMENT_FIELDS},
     )

@@ -41,6 +41,24 @@ MOMENT_FIELDS = (
 
 
 @dataclass(frozen=True)
+class PositionMoments:
+    """The position-based moments of some rows, each ``[head, row]`` float64: the weight on the query
+    token itself, on the one before and the one after (NaN where the row has no such token), and the
+    expected distance in tokens."""
+
+    p_diag: torch.Tensor
+    p_prev: torch.Tensor
+    p_next: torch.Tensor
+    distance: torch.Tensor
+
+    @classmethod
+    def undefined(cls, heads: int, rows: int, device: torch.device | None = None) -> PositionMoments:
+        """All NaN ``[heads, rows]``: cross-attention, where query and key are different texts."""
+        nan = torch.full((heads, rows), _NAN, dtype=torch.float64, device=device)
+        return cls(p_diag=nan, p_prev=nan, p_next=nan, distance=nan)
+
+
+@dataclass(frozen=True)
 class RowMoments:
     """Moments of some query rows of one layer of one text; every field but ``rows`` and
     ``visible`` is ``[head, row]`` float64 on the host."""
@@ -58,6 +76,36 @@ class RowMoments:
     visible: torch.Tensor  # [row]
     pooled: torch.Tensor | None = None
     """``[row, key_cell]``: the head-mean weights max-pooled over cells of keys, where asked for."""
+
+    @classmethod
+    def of(
+        cls,
+        rows: torch.Tensor,
+        visible: torch.Tensor,
+        *,
+        log_z: torch.Tensor,
+        mean_score: torch.Tensor,
+        p_max: torch.Tensor,
+        p_first: torch.Tensor,
+        p_special: torch.Tensor,
+        positions: PositionMoments,
+        pooled: torch.Tensor | None = None,
+    ) -> RowMoments:
+        """The record from its parts (the position-based moments as one :class:`PositionMoments`)."""
+        return cls(
+            rows=rows,
+            log_z=log_z,
+            mean_score=mean_score,
+            p_max=p_max,
+            p_first=p_first,
+            p_special=p_special,
+            p_diag=positions.p_diag,
+            p_prev=positions.p_prev,
+            p_next=positions.p_next,
+            distance=positions.distance,
+            visible=visible,
+            pooled=pooled,
+        )
 
     def select_heads(self, index: torch.Tensor) -> RowMoments:
         """The moments of the heads at ``index`` only."""
@@ -83,39 +131,45 @@ def block_moments(block: Block, special_keys: torch.Tensor, cross: bool, n_keys:
     mean_score = torch.linalg.vecdot(w, block.scores).double()
     special = special_keys[special_keys < width]
     heads, n = w.shape[0], len(rows)
-    fields: dict[str, torch.Tensor] = {
-        "p_first": w[:, :, 0].double(),
-        "p_special": w[:, :, special].double().sum(-1),
-    }
-    if cross:
-        nan = torch.full((heads, n), _NAN, dtype=torch.float64)
-        fields.update(p_diag=nan, p_prev=nan, p_next=nan, distance=nan)
-    else:
-        positions = torch.arange(width, dtype=torch.float32)
-        if block.causal:
-            # Every key is at or before its row: sum_k p_k |q - k| = q - sum_k p_k k.
-            distance = rows.double()[None, :] - torch.matmul(w, positions).double()
-        else:
-            gap = (rows[:, None].float() - positions[None, :]).abs_()  # [row, key]
-            distance = torch.einsum("hrk,rk->hr", w, gap).double()
-        index = torch.arange(n)
-        diag = torch.zeros(heads, n, dtype=torch.float64)
-        ok = rows < width
-        diag[:, ok] = w[:, index[ok], rows[ok]].double()
-        prev = torch.full((heads, n), _NAN, dtype=torch.float64)
-        has_prev = rows >= 1
-        prev[:, has_prev] = 0.0
-        seen = has_prev & (rows - 1 < width)
-        prev[:, seen] = w[:, index[seen], rows[seen] - 1].double()
-        following = torch.full((heads, n), _NAN, dtype=torch.float64)
-        has_next = rows + 1 < n_keys
-        following[:, has_next] = 0.0  # beyond the block's width a weight is exactly 0
-        seen = has_next & (rows + 1 < width)
-        following[:, seen] = w[:, index[seen], rows[seen] + 1].double()
-        fields.update(p_diag=diag, p_prev=prev, p_next=following, distance=distance)
-    return RowMoments(
-        rows=rows, log_z=log_z, mean_score=mean_score, p_max=p_max.double(), visible=block.visible, **fields
+    positions = PositionMoments.undefined(heads, n) if cross else _block_positions(block, n_keys)
+    return RowMoments.of(
+        rows,
+        block.visible,
+        log_z=log_z,
+        mean_score=mean_score,
+        p_max=p_max.double(),
+        p_first=w[:, :, 0].double(),
+        p_special=w[:, :, special].double().sum(-1),
+        positions=positions,
     )
+
+
+def _block_positions(block: Block, n_keys: int) -> PositionMoments:
+    """The position-based moments of a self-attention block (query and key are one text)."""
+    w, rows, width = block.weights, block.rows, block.width
+    heads, n = w.shape[0], len(rows)
+    positions = torch.arange(width, dtype=torch.float32)
+    if block.causal:
+        # Every key is at or before its row: sum_k p_k |q - k| = q - sum_k p_k k.
+        distance = rows.double()[None, :] - torch.matmul(w, positions).double()
+    else:
+        gap = (rows[:, None].float() - positions[None, :]).abs_()  # [row, key]
+        distance = torch.einsum("hrk,rk->hr", w, gap).double()
+    index = torch.arange(n)
+    diag = torch.zeros(heads, n, dtype=torch.float64)
+    ok = rows < width
+    diag[:, ok] = w[:, index[ok], rows[ok]].double()
+    prev = torch.full((heads, n), _NAN, dtype=torch.float64)
+    has_prev = rows >= 1
+    prev[:, has_prev] = 0.0
+    seen = has_prev & (rows - 1 < width)
+    prev[:, seen] = w[:, index[seen], rows[seen] - 1].double()
+    following = torch.full((heads, n), _NAN, dtype=torch.float64)
+    has_next = rows + 1 < n_keys
+    following[:, has_next] = 0.0  # beyond the block's width a weight is exactly 0
+    seen = has_next & (rows + 1 < width)
+    following[:, seen] = w[:, index[seen], rows[seen] + 1].double()
+    return PositionMoments(p_diag=diag, p_prev=prev, p_next=following, distance=distance)
 
 
 def pool_keys(mean_map: torch.Tensor, key_cell: int, n_cells: int) -> torch.Tensor:

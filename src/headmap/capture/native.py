@@ -24,13 +24,14 @@ import sys
 import threading
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
 
 import torch
 
-from headmap.capture.moments import MOMENT_FIELDS, RowMoments
+from headmap.capture.fused_rows import FusedRows
+from headmap.capture.moments import PositionMoments, RowMoments
 from headmap.capture.recompute import implicit_visible_counts
 from headmap.capture.tap import AttentionCall
+from headmap.models.cache import cache_root
 
 #: Texts shorter than this take the pure-torch kernel: there the compile would not pay off.
 MIN_TOKENS = 1024
@@ -47,9 +48,6 @@ _FLAGS = {
     ],
     "AVX2": ["-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2", "-mavx2", "-mfma"],
 }
-
-if TYPE_CHECKING:
-    from headmap.capture.fused import FusedRows
 
 log = logging.getLogger("headmap.native")
 _lock = threading.Lock()
@@ -81,7 +79,7 @@ def module() -> ModuleType | None:
         return None
     with _lock:
         if "module" in _state:
-            return _state["module"]  # type: ignore[return-value]
+            return _state["module"]  # type: ignore[return-value]  # only ever set to a built module
         try:
             _state["module"] = _build()
         except Exception as exc:  # noqa: BLE001 - no compiler, a failed build: keep the torch kernel
@@ -90,7 +88,7 @@ def module() -> ModuleType | None:
             )
             log.warning("headmap: %s; using the pure-torch kernel", _state["error"])
             return None
-        return _state["module"]  # type: ignore[return-value]
+        return _state["module"]  # type: ignore[return-value]  # only ever set to a built module
 
 
 def _flags() -> list[str]:
@@ -99,8 +97,6 @@ def _flags() -> list[str]:
 
 def _folder() -> Path:
     """The build folder of this source, these flags and this torch (so a change rebuilds)."""
-    from headmap.models.gguf_cache import cache_root
-
     key = hashlib.sha256(
         SOURCE.read_bytes() + " ".join(_flags()).encode() + torch.__version__.encode()
     ).hexdigest()[:12]
@@ -131,9 +127,10 @@ def _build() -> ModuleType:
     bin_dir = str(Path(sys.executable).parent)
     if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
-    return load(
+    built: ModuleType = load(
         name=name, sources=[str(SOURCE)], extra_cflags=flags, build_directory=str(folder), verbose=False
     )
+    return built
 
 
 def eligible(call: AttentionCall) -> bool:
@@ -147,7 +144,7 @@ def eligible(call: AttentionCall) -> bool:
         and call.mask is None
         and call.softcap is None
         and call.position_bias is None
-        and q.shape[2] == call.key.shape[2]  # type: ignore[union-attr]
+        and q.shape[2] == call.key.shape[2]  # type: ignore[union-attr]  # a call with a query has keys
         and unavailable() is None
     )
 
@@ -158,7 +155,7 @@ def native_element(
     """One batch element through the compiled kernel: its output ``[query, head, dim]`` and moments."""
     q, k, v = call.query, call.key, call.value
     assert q is not None and k is not None and v is not None
-    kv_heads, n_k = k.shape[1], k.shape[2]
+    n_k = k.shape[2]
     text_pos = torch.zeros(n_k, dtype=torch.float32)
     track = torch.full((q.shape[2], 4), -1, dtype=torch.long)
     special = torch.zeros(0, dtype=torch.long)
@@ -190,19 +187,22 @@ def _moments(call: AttentionCall, ask: FusedRows, sums: torch.Tensor, n_k: int) 
     text_rows = ask.text_rows.double()
     last = len(ask.keys) - 1
     nan = torch.full_like(total, float("nan"))
-    found = {
-        "log_z": picked[..., 0] + total.log(),
-        "mean_score": picked[..., 2] / total,
-        "p_max": 1.0 / total,
-        "p_special": picked[..., 4] / total,
-        "p_first": picked[..., 5] / total,
-    }
     if ask.cross:
-        found.update(p_diag=nan, p_prev=nan, p_next=nan, distance=nan)
+        positions = PositionMoments.undefined(total.shape[0], total.shape[1], device=total.device)
     else:
-        found["p_diag"] = picked[..., 6] / total
-        found["p_prev"] = torch.where(text_rows[None, :] >= 1, picked[..., 7] / total, nan)
-        found["p_next"] = torch.where(text_rows[None, :] < last, picked[..., 8] / total, nan)
-        found["distance"] = picked[..., 3] / total
-    visible = implicit_visible_counts(call, ask.rows, torch.arange(n_k))
-    return RowMoments(rows=ask.text_rows, visible=visible, **{name: found[name] for name in MOMENT_FIELDS})
+        positions = PositionMoments(
+            p_diag=picked[..., 6] / total,
+            p_prev=torch.where(text_rows[None, :] >= 1, picked[..., 7] / total, nan),
+            p_next=torch.where(text_rows[None, :] < last, picked[..., 8] / total, nan),
+            distance=picked[..., 3] / total,
+        )
+    return RowMoments.of(
+        ask.text_rows,
+        implicit_visible_counts(call, ask.rows, torch.arange(n_k)),
+        log_z=picked[..., 0] + total.log(),
+        mean_score=picked[..., 2] / total,
+        p_max=1.0 / total,
+        p_first=picked[..., 5] / total,
+        p_special=picked[..., 4] / total,
+        positions=positions,
+    )

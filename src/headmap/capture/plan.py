@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Union
 
 import numpy as np
 
 from headmap.capture.discovery import Architecture
 from headmap.errors import HeadmapError, check_index
-from headmap.result import LayerKey, Stack
+from headmap.result import LayerKey, Side, Stack
 from headmap.tokens import Tokens
 
-LayerSpec = Union[int, str, LayerKey]
-RowSpec = Union[None, int, slice, Sequence[int]]
+LayerSpec = int | str | LayerKey
+RowSpec = None | int | slice | Sequence[int]
 
 
 COMPILED, TORCH, EXACT, WEIGHTS = "compiled", "torch", "exact", "weights"
@@ -58,11 +57,17 @@ class CapturePlan:
         """The heads captured in layer ``key``."""
         return self.layer_heads.get(key, self.heads)
 
+    def side_tokens(self, item: int, side: Side) -> Tokens:
+        """Tokens of text ``item`` on ``side`` (a target exists wherever a layer has a target side)."""
+        tokens = self.targets[item] if side is Side.TARGET else self.sources[item]
+        assert tokens is not None
+        return tokens
+
     def query_tokens(self, item: int, key: LayerKey) -> Tokens:
-        return self.targets[item] if key.stack in (Stack.DECODER, Stack.CROSS) else self.sources[item]  # type: ignore[return-value]
+        return self.side_tokens(item, key.stack.query_side)
 
     def key_tokens(self, item: int, key: LayerKey) -> Tokens:
-        return self.targets[item] if key.stack is Stack.DECODER else self.sources[item]  # type: ignore[return-value]
+        return self.side_tokens(item, key.stack.key_side)
 
 
 def resolve_layers(

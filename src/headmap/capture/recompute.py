@@ -46,14 +46,13 @@ class Block:
         """The block with every tensor in host memory (a no-op on CPU): consumers use numpy."""
         if self.weights.device.type == "cpu":
             return self
-        move = lambda t: None if t is None else t.cpu()
         return replace(
             self,
             weights=self.weights.cpu(),
             rows=self.rows.cpu(),
             visible=self.visible.cpu(),
             scores_max=self.scores_max.cpu(),
-            scores=move(self.scores),
+            scores=None if self.scores is None else self.scores.cpu(),
         )
 
 
@@ -72,6 +71,7 @@ class HeadStates:
 
 def head_states(call: AttentionCall, batch: int, heads: torch.Tensor, keys: torch.Tensor) -> HeadStates:
     """Gather :class:`HeadStates` for ``heads`` (query-head indices) over key positions ``keys``."""
+    assert call.query is not None and call.key is not None, "a kernel call has queries and keys"
     n_rep = call.query.shape[1] // call.key.shape[1]  # GQA: query head h reads kv head h // n_rep
     # Scaling the queries instead of the scores saves a full pass over every block.
     query = call.query[batch, heads].float().mul_(call.scaling)
@@ -114,7 +114,7 @@ def attention_block(
         mask_implicit_(scores, call, rows, keys)
         visible = implicit_visible_counts(call, rows, keys)
     else:
-        mask = broadcast_pick(call.mask, batch, heads)[:, rows][:, :, keys]  # type: ignore[arg-type]
+        mask = broadcast_pick(call.mask, batch, heads)[:, rows][:, :, keys]  # type: ignore[arg-type]  # mask is set
         if mask.dtype != torch.bool:
             scores += mask.float().clamp(min=lowest)
             mask = mask > lowest / 2
@@ -146,7 +146,7 @@ def weights_block(
     is read off the weights (a key the mask hid has weight exactly 0), and the scores needed for
     entropies are ``log(weight)``, which differ from the model's logits by a per-row constant only.
     """
-    weights = call.weights[batch, heads][:, rows][:, :, keys].float()  # type: ignore[index]
+    weights = call.weights[batch, heads][:, rows][:, :, keys].float()  # type: ignore[index]  # eager path
     lowest = torch.finfo(torch.float32).min
     scores = weights.log().clamp_(min=lowest) if keep_scores else None
     return Block(

@@ -22,12 +22,32 @@ output (observed, changed, or computed its own way). Observers just call ``proce
 
 from __future__ import annotations
 
+import enum
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
+from torch.utils.hooks import RemovableHandle
+
+
+class CapturePath(enum.Enum):
+    """Which interception point sees a layer's attention (see the module docstring)."""
+
+    DISPATCH = "dispatch"
+    TORCH_SDPA = "torch-sdpa"
+    EAGER_WEIGHTS = "eager-weights"
+
+    def describe(self) -> str:
+        return {
+            CapturePath.DISPATCH: "tapped at transformers' attention dispatch; the model kept its own kernel",
+            CapturePath.TORCH_SDPA: "tapped at torch's scaled_dot_product_attention; "
+            "the model kept its own kernel",
+            CapturePath.EAGER_WEIGHTS: "taken from the weights the model computes itself "
+            "(eager-only attention), one layer at a time",
+        }[self]
 
 
 @dataclass(frozen=True)
@@ -39,7 +59,7 @@ class AttentionCall:
     may attend) or additive float, broadcastable to ``[batch, heads, q_len, k_len]``, or None
     when the kernel relies on ``is_causal``. ``weights`` is set instead of query and key where the
     model computed its attention weights itself (``[batch, heads, q_len, k_len]``, see
-    :mod:`headmap.capture.eager_path`).
+    :func:`weights_scope`).
     """
 
     module: torch.nn.Module
@@ -53,8 +73,8 @@ class AttentionCall:
     sliding_window: int | None = None
     value: torch.Tensor | None = None
     weights: torch.Tensor | None = None
-    via: str = "dispatch"
-    """Which interception point saw the call: ``"dispatch"``, ``"torch-sdpa"`` or ``"eager-weights"``."""
+    via: CapturePath = CapturePath.DISPATCH
+    """Which interception point saw the call."""
 
 
 Proceed = Callable[[], torch.Tensor]
@@ -104,7 +124,7 @@ def _make_call(
     key: torch.Tensor,
     value: torch.Tensor,
     mask: object,
-    kwargs: dict,
+    kwargs: dict[str, Any],
 ) -> AttentionCall:
     if mask is not None and not isinstance(mask, torch.Tensor):
         raise TypeError(
@@ -120,7 +140,7 @@ def _make_call(
         query=query,
         key=key,
         value=value,
-        mask=mask,  # type: ignore[arg-type]
+        mask=mask if isinstance(mask, torch.Tensor) else None,
         scaling=float(scaling) if scaling is not None else query.shape[-1] ** -0.5,
         # Kernels apply is_causal only to multi-row queries without an explicit mask.
         is_causal=bool(is_causal) and query.shape[2] > 1 and mask is None,
@@ -130,11 +150,23 @@ def _make_call(
     )
 
 
-def _wrap_dispatched(kernel: Callable) -> Callable:
-    def tapped(module, query, key, value, attention_mask, *args, **kwargs):  # type: ignore[no-untyped-def]
+#: transformers' attention interface: ``(module, query, key, value, mask, ...) -> (output, weights)``.
+Kernel = Callable[..., Any]
+
+
+def _wrap_dispatched(kernel: Kernel) -> Kernel:
+    def tapped(
+        module: torch.nn.Module,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attention_mask: object,
+        *args: Any,
+        **kwargs: Any,
+    ) -> tuple[object, ...]:
         state = _state()
         taps = [t for t in state.taps if t.wants(module)]
-        rest: list[tuple] = [(None,)]
+        rest: list[tuple[object, ...]] = [(None,)]
 
         def base() -> torch.Tensor:
             state.in_dispatch += 1
@@ -144,30 +176,32 @@ def _wrap_dispatched(kernel: Callable) -> Callable:
                 state.in_dispatch -= 1
             if isinstance(out, tuple):
                 rest[0] = out[1:]
-                return out[0]
-            return out
+                first: torch.Tensor = out[0]
+                return first
+            whole: torch.Tensor = out
+            return whole
 
         if not taps:
             return (base(), *rest[0])
         call = _make_call(module, query, key, value, attention_mask, kwargs)
         return (_chain(call, taps, base), *rest[0])
 
-    tapped.__wrapped__ = kernel  # type: ignore[attr-defined]
-    tapped.__headmap_tapped__ = True  # type: ignore[attr-defined]
+    tapped.__wrapped__ = kernel  # type: ignore[attr-defined]  # marks a wrapper, as functools.wraps does
+    tapped.__headmap_tapped__ = True  # type: ignore[attr-defined]  # our marker on a plain function
     return tapped
 
 
 def _tapped_sdpa(
-    query,
-    key,
-    value,
-    attn_mask=None,
-    dropout_p=0.0,
-    is_causal=False,
-    scale=None,  # type: ignore[no-untyped-def]
-    enable_gqa=False,
-    **kwargs,
-):
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attn_mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+    scale: float | None = None,
+    enable_gqa: bool = False,
+    **kwargs: Any,
+) -> torch.Tensor:
     state = _state()
 
     def base() -> torch.Tensor:
@@ -185,17 +219,17 @@ def _tapped_sdpa(
 
     module = state.scopes[-1] if state.scopes else None
     taps = [t for t in state.taps if module is not None and t.wants(module)] if not state.in_dispatch else []
-    if not taps:
+    if module is None or not taps:
         return base()
     call = AttentionCall(
-        module=module,  # type: ignore[arg-type]
+        module=module,
         query=query,
         key=key,
         value=value,
         mask=attn_mask,
         scaling=float(scale) if scale is not None else query.shape[-1] ** -0.5,
         is_causal=bool(is_causal) and attn_mask is None and query.shape[2] > 1,
-        via="torch-sdpa",
+        via=CapturePath.TORCH_SDPA,
     )
     # Advice sees the dispatch layout [batch, query, head, dim]; torch's is [batch, head, query, dim].
     out = _chain(call, taps, lambda: base().transpose(1, 2))
@@ -207,12 +241,12 @@ def _install() -> None:
 
     original = type(ALL_ATTENTION_FUNCTIONS).get_interface
 
-    def get_interface(attn_implementation: str, default: Callable) -> Callable:
+    def get_interface(attn_implementation: str, default: Kernel) -> Kernel:
         kernel = original(ALL_ATTENTION_FUNCTIONS, attn_implementation, default)
         return kernel if getattr(kernel, "__headmap_tapped__", False) else _wrap_dispatched(kernel)
 
     # An instance attribute shadows the class method for this one registry only.
-    ALL_ATTENTION_FUNCTIONS.get_interface = get_interface  # type: ignore[method-assign]
+    ALL_ATTENTION_FUNCTIONS.get_interface = get_interface  # type: ignore[method-assign]  # deliberate patch
     torch.nn.functional.scaled_dot_product_attention = _tapped_sdpa
 
 
@@ -278,12 +312,12 @@ def _leave(module: torch.nn.Module, args: object, output: object) -> None:
 
 # (kind, id(module)) -> (threads using the hooks, their handles); shared so that one thread's exit
 # never removes hooks another thread's forward is relying on.
-_shared: dict[tuple[str, int], tuple[int, list]] = {}
+_shared: dict[tuple[str, int], tuple[int, list[RemovableHandle]]] = {}
 
 
 @contextmanager
 def _shared_hooks(
-    kind: str, modules: list[torch.nn.Module], register: Callable[[torch.nn.Module], list]
+    kind: str, modules: list[torch.nn.Module], register: Callable[[torch.nn.Module], list[RemovableHandle]]
 ) -> Iterator[None]:
     with _lock:
         for module in modules:
@@ -303,7 +337,7 @@ def _shared_hooks(
                     _shared[(kind, id(module))] = (users - 1, handles)
 
 
-def module_scope(modules: list[torch.nn.Module]):  # type: ignore[no-untyped-def]
+def module_scope(modules: list[torch.nn.Module]) -> AbstractContextManager[None]:
     """Track, per thread, which of ``modules`` is running, so torch SDPA calls can be attributed."""
     return _shared_hooks(
         "scope",
@@ -312,7 +346,7 @@ def module_scope(modules: list[torch.nn.Module]):  # type: ignore[no-untyped-def
     )
 
 
-def _weights_hook(index: int) -> Callable:
+def _weights_hook(index: int) -> Callable[[torch.nn.Module, object, object], object]:
     def hook(module: torch.nn.Module, args: object, output: object) -> object:
         taps = [t for t in _state().taps if t.wants(module)]
         if not taps or not isinstance(output, tuple) or not isinstance(output[index], torch.Tensor):
@@ -325,7 +359,7 @@ def _weights_hook(index: int) -> Callable:
             scaling=1.0,
             is_causal=False,
             weights=output[index],
-            via="eager-weights",
+            via=CapturePath.EAGER_WEIGHTS,
         )
         for tap_ in taps:
             tap_.around(call, lambda: output[0])
@@ -336,7 +370,7 @@ def _weights_hook(index: int) -> Callable:
     return hook
 
 
-def weights_scope(modules: list[tuple[torch.nn.Module, int]]):  # type: ignore[no-untyped-def]
+def weights_scope(modules: list[tuple[torch.nn.Module, int]]) -> AbstractContextManager[None]:
     """Hand the attention weights that ``module`` returns at ``index`` of its output to this thread's taps.
 
     For models that compute their weights themselves (no kernel to tap); the taps' advice cannot

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -16,19 +15,10 @@ from pathlib import Path
 import torch
 
 from headmap.errors import HeadmapError
+from headmap.models.cache import cache_root
 
 #: Bumped whenever the layout of a converted folder changes, so stale copies are rebuilt.
 CACHE_VERSION = 2
-
-
-def cache_root(cache_dir: str | Path | None = None) -> Path:
-    """``cache_dir``, else ``$HEADMAP_CACHE``, else ``$XDG_CACHE_HOME/headmap``, else ``~/.cache/headmap``."""
-    if cache_dir is not None:
-        return Path(cache_dir)
-    if os.environ.get("HEADMAP_CACHE"):
-        return Path(os.environ["HEADMAP_CACHE"])
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg) / "headmap"
 
 
 def _fingerprint(gguf: Path) -> str:

@@ -25,8 +25,9 @@ from headmap.analysis import ablate
 from headmap.apps.bias.outputs import score_prompts
 from headmap.apps.bias.pairs import BiasPrompt
 from headmap.attribution.target import Target
-from headmap.capture.discovery import Path, discover
+from headmap.capture.discovery import discover
 from headmap.capture.plan import LayerSpec, resolve_layers
+from headmap.capture.tap import CapturePath
 from headmap.errors import HeadmapError
 from headmap.models import LoadedModel
 
@@ -76,7 +77,7 @@ def named(cells: Sequence[tuple[int, int]], layers: Sequence[str], heads: Sequen
 def check_ablatable(loaded: LoadedModel, layers: LayerSpec | Sequence[LayerSpec] | None) -> None:
     """Fail before any work when a chosen layer has no kernel output to gate (Bloom, DeBERTa, MPT)."""
     arch = discover(loaded.model)
-    eager = [k.name for k in resolve_layers(arch, layers) if arch.sites[k].path is Path.EAGER_WEIGHTS]
+    eager = [k.name for k in resolve_layers(arch, layers) if arch.sites[k].path is CapturePath.EAGER_WEIGHTS]
     if eager:
         raise HeadmapError(
             f"{loaded.name} computes the attention of {', '.join(eager[:3])} in its own eager code, so "
