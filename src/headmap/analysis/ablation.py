@@ -112,7 +112,7 @@ def reference_means(
 
     def observe(key: LayerKey, out: torch.Tensor, call: AttentionCall, forward: ForwardState) -> torch.Tensor:
         picked = out[0, :, index[key].to(out.device)].double()  # [query, head, dim]
-        sums[key] = sums.get(key, 0) + picked.sum(0)  # type: ignore[operator]
+        sums[key] = sums.get(key, 0) + picked.sum(0)
         counts[key] = counts.get(key, 0) + picked.shape[0]
         return out
 
@@ -123,7 +123,7 @@ def reference_means(
             inputs = {"input_ids": torch.tensor([ids], device=device)}
             inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
             if getattr(module.config, "is_encoder_decoder", False):
-                start = module.config.decoder_start_token_id
+                start = getattr(module.config, "decoder_start_token_id", None)
                 start = pad_token_id(tok) if start is None else start
                 inputs["decoder_input_ids"] = torch.tensor([[start, *ids]], device=device)
             forward_module(module)(**inputs, use_cache=False)

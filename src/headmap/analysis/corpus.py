@@ -12,6 +12,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from headmap.capture.encoding import encode
 from headmap.errors import HeadmapError
@@ -86,18 +87,20 @@ def as_corpus(
 ) -> list[CorpusText]:
     """A list of texts, a corpus already read (:func:`read_corpus`), or a corpus path (a ``str``
     counts as a path only when it names one)."""
-    if not isinstance(texts, (str, Path)) and texts and all(isinstance(t, CorpusText) for t in texts):
-        picked = list(texts)[:max_texts] if max_texts is not None else list(texts)  # type: ignore[arg-type]
+    given = list(texts) if not isinstance(texts, (str, Path)) else []
+    read = [t for t in given if isinstance(t, CorpusText)]
+    if read and len(read) == len(given):
+        picked = read[:max_texts] if max_texts is not None else read
         if [t.index for t in picked] != list(range(len(picked))):
             raise HeadmapError("a corpus must be numbered 0, 1, ... in order: read it with read_corpus")
-        return picked  # type: ignore[return-value]
+        return picked
     if isinstance(texts, Path) or (isinstance(texts, str) and len(texts) < 4096 and Path(texts).exists()):
         return read_corpus(texts, max_texts)
     if isinstance(texts, str):
         raise HeadmapError(
             f"texts must be a list of strings or a corpus path; {texts[:60]!r} is not a file or folder"
         )
-    return corpus_from_texts(texts, max_texts)
+    return corpus_from_texts(cast("Sequence[str]", texts), max_texts)  # checked there, text by text
 
 
 def _plain_line(line: str, where: str) -> str | None:
@@ -124,7 +127,7 @@ def _json_line(line: str, where: str) -> str | None:
     return text
 
 
-def _read_lines(path: Path, max_texts: int | None, parse) -> list[CorpusText]:  # type: ignore[no-untyped-def]
+def _read_lines(path: Path, max_texts: int | None, parse) -> list[CorpusText]:
     texts: list[CorpusText] = []
     try:
         with path.open(encoding="utf-8", newline=None) as handle:
@@ -159,7 +162,7 @@ def _read_folder(folder: Path, max_texts: int | None) -> list[CorpusText]:
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".txt")
     if not files:
         raise HeadmapError(f"folder {folder} holds no .txt files: put one text per .txt file in it")
-    texts = []
+    texts: list[CorpusText] = []
     for path in files[:max_texts] if max_texts is not None else files:
         try:
             text = path.read_text(encoding="utf-8")
@@ -179,7 +182,7 @@ def _read_folder(folder: Path, max_texts: int | None) -> list[CorpusText]:
 __all__ = ["CORPUS_SUFFIXES", "CorpusText", "as_corpus", "corpus_from_texts", "read_corpus", "text_digest"]
 
 
-def encode_text(tokenizer, text: CorpusText, limit: int | None) -> tuple[list[int], Tokens]:  # type: ignore[no-untyped-def]
+def encode_text(tokenizer, text: CorpusText, limit: int | None) -> tuple[list[int], Tokens]:
     """A corpus text's ids and tokens as a capture encodes them (at most ``limit`` tokens, see
     :func:`headmap.capture.engine.max_tokens`); a text the model cannot take fails naming its place."""
     try:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 
@@ -29,6 +29,7 @@ from headmap.models import LoadedModel
 
 if TYPE_CHECKING:
     import pandas as pd
+    from transformers import PreTrainedModel
 
 MONITOR_EXTENSIONS = (".csv", ".parquet")
 KEY_COLUMNS = ("step", "layer", "head")
@@ -81,7 +82,10 @@ def _as_loaded(
         return model
     if tokenizer is None:
         raise HeadmapError("recording heads of a bare torch model needs its tokenizer: pass tokenizer=")
-    return LoadedModel(model=model, tokenizer=tokenizer, name=name or type(model).__name__)
+    # a Trainer's model is a transformers model; capture needs only its forward and config
+    return LoadedModel(
+        model=cast("PreTrainedModel", model), tokenizer=tokenizer, name=name or type(model).__name__
+    )
 
 
 def check_monitor_path(path: str | Path) -> Path:
@@ -215,14 +219,14 @@ def _callback_class() -> type:
         ) -> None:
             self.recorder = _Recorder(tokenizer, probes, path, every, layers, heads, name)
 
-        def on_train_begin(self, args, state, control, model=None, **kwargs):  # type: ignore[no-untyped-def]
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
             self.recorder.record(model, state.global_step)
 
-        def on_step_end(self, args, state, control, model=None, **kwargs):  # type: ignore[no-untyped-def]
+        def on_step_end(self, args, state, control, model=None, **kwargs):
             if state.global_step % self.recorder.every == 0:
                 self.recorder.record(model, state.global_step)
 
-        def on_train_end(self, args, state, control, model=None, **kwargs):  # type: ignore[no-untyped-def]
+        def on_train_end(self, args, state, control, model=None, **kwargs):
             self.recorder.record(model, state.global_step)
 
     HeadMonitor.__module__, HeadMonitor.__qualname__ = __name__, "HeadMonitor"
@@ -243,4 +247,10 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["HeadMonitor", "append_rows", "probe_frame", "read_monitor", "record_heads"]
+__all__ = [
+    "HeadMonitor",  # noqa: F822 - made on first use by the module __getattr__ above
+    "append_rows",
+    "probe_frame",
+    "read_monitor",
+    "record_heads",
+]

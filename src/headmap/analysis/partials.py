@@ -196,7 +196,7 @@ def combine(partials: Iterable[Partial], spec: ReportSpec) -> Combined:
             raise HeadmapError("some partial results lack head distances: recompute them with diversity on")
         total = js_parts[0].js.copy()  # type: ignore[union-attr]
         for p in js_parts[1:]:
-            total += p.js  # type: ignore[operator]
+            total += p.js
         distances = unpack_upper(total / covered, spec.n_heads)
     importance, imp_texts = None, 0
     imp_parts = [p for p in parts if p.importance is not None]

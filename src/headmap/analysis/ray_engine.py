@@ -131,7 +131,7 @@ class RayEngine:
             if started:
                 ray.shutdown()
 
-    def _connect(self, ray) -> bool:  # type: ignore[no-untyped-def]
+    def _connect(self, ray) -> bool:
         """Start or join Ray; True when this call started it (and so stops it afterwards)."""
         if ray.is_initialized():
             return False
@@ -155,7 +155,7 @@ class RayEngine:
             ) from exc
         return True
 
-    def _run(self, ray, source: str, jobs: Sequence[Job], work: Work) -> Iterator[Partial]:  # type: ignore[no-untyped-def]
+    def _run(self, ray, source: str, jobs: Sequence[Job], work: Work) -> Iterator[Partial]:
         from safetensors.numpy import load as load_arrays
 
         context = ray.data.DataContext.get_current()
@@ -192,7 +192,7 @@ class RayEngine:
             )
 
 
-def _import_ray():  # type: ignore[no-untyped-def]
+def _import_ray():
     try:
         os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")  # no call home
         import ray

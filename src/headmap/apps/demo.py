@@ -9,7 +9,7 @@ from headmap.errors import HeadmapError
 from headmap.models import load
 from headmap.render.files import save_figure
 from headmap.render.profile import plot_layer_profile
-from headmap.result import CAUSATION_WARNING
+from headmap.result import CAUSATION_WARNING, AttentionResult
 
 #: A middle layer and a head with a clear pattern, per bundled model (found by looking, see docs/).
 SHOWCASE = {"minilm": (3, 5), "smollm2": (12, 4)}
@@ -25,6 +25,7 @@ def run_demo(model_name: str, out: Path, text: str) -> list[Path]:
     model = load(model_name)
     layer, head = SHOWCASE.get(model_name, (0, 0))
     result = capture(model, text)
+    assert isinstance(result, AttentionResult)  # one text gives one result
     words = result.to_words()
     stem = model_name.replace("/", "_")
     written = [

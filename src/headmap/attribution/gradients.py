@@ -86,7 +86,7 @@ def _lookup(problem: Problem) -> EmbeddingLookup:
     return EmbeddingLookup(layer)
 
 
-def _forward(problem: Problem, lookup: EmbeddingLookup):  # type: ignore[no-untyped-def]
+def _forward(problem: Problem, lookup: EmbeddingLookup):
     """F of ids, through ``lookup`` (where captum swaps in the interpolated embeddings)."""
     model, target = problem.loaded.model, problem.target
 

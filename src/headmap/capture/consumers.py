@@ -23,7 +23,7 @@ class Consumer(Protocol):
     keeps_scores: bool
     """True if the consumer reads :attr:`Block.scores` (costs memory; off for plain map storage)."""
 
-    def consume(self, item: int, key: LayerKey, start: int, block: Block) -> None:
+    def consume(self, item: int, key: LayerKey, start: int, block: Block) -> object:
         """``block`` (on the host) covers rows ``plan.rows[item][key][start : start + len(block.rows)]``."""
 
 

@@ -11,8 +11,12 @@ import hashlib
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 from headmap.errors import HeadmapError
 from headmap.models.cache import cache_root
@@ -72,7 +76,7 @@ def _convert(gguf: Path, target: Path) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _save_float_copy(model: torch.nn.Module, folder: Path) -> None:
+def _save_float_copy(model: PreTrainedModel, folder: Path) -> None:
     """Save dequantized weights and a config without the GGUF quantization entry.
 
     ``save_pretrained`` refuses GGUF-loaded models although their weights are already plain

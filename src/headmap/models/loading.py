@@ -12,9 +12,11 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 from urllib.parse import urlparse
 
 import torch
+from transformers import PreTrainedModel
 
 from headmap.errors import HeadmapError
 from headmap.models import gguf_cache, pruned
@@ -25,7 +27,7 @@ from headmap.models.names import BUNDLED, BUNDLED_INSTALL, DEFAULT_MODEL
 class LoadedModel:
     """A model ready for capture: the torch module (in eval mode), its tokenizer and a display name."""
 
-    model: torch.nn.Module
+    model: PreTrainedModel  # every loader returns a transformers model (a pruned one included)
     tokenizer: object  # a transformers PreTrainedTokenizerFast
     name: str
 
@@ -144,7 +146,8 @@ def _load_folder(
     if not getattr(tokenizer, "is_fast", False):
         raise HeadmapError(f"{display!r} has no fast tokenizer: headmap needs token offsets (tokenizer.json)")
     model.eval()
-    return LoadedModel(model=model, tokenizer=tokenizer, name=display)
+    # from_pretrained of an auto class is typed as a bare module; it returns a PreTrainedModel
+    return LoadedModel(model=cast(PreTrainedModel, model), tokenizer=tokenizer, name=display)
 
 
 def _load_hub(repo_id: str, *, trust_remote_code: bool, dtype: torch.dtype) -> LoadedModel:

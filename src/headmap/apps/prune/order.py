@@ -192,7 +192,7 @@ def importance_order(
 
 def _importance(
     model: LoadedModel, texts: Sequence[str], removed: Sequence[Head], loss: Loss | None, batch_size: int
-):  # type: ignore[no-untyped-def]
+):
     if not removed:
         return head_importance(model, list(texts), loss=loss, batch_size=batch_size)
     with ablate(model, list(removed), mode="zero"):

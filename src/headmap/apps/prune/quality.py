@@ -54,7 +54,7 @@ def is_causal_lm(model: torch.nn.Module) -> bool:
     return type(model).__name__ in names
 
 
-def _batches(loaded: LoadedModel, texts: Sequence[str], batch_size: int):  # type: ignore[no-untyped-def]
+def _batches(loaded: LoadedModel, texts: Sequence[str], batch_size: int):
     """``(input_ids, attention_mask)`` per batch of texts, right-padded, on the model's device."""
     device = next(loaded.model.parameters()).device
     limit = loaded.max_positions
@@ -149,7 +149,7 @@ class Quality:
         return embedding_quality(embeddings(model, self.texts, self.batch_size), self.reference)
 
 
-def retrieval_loss(loaded: LoadedModel, texts: Sequence[str], batch_size: int = 16):  # type: ignore[no-untyped-def]
+def retrieval_loss(loaded: LoadedModel, texts: Sequence[str], batch_size: int = 16):
     """The encoders' importance loss (see the module docstring), one value per text of a batch."""
 
     reference = torch.nn.functional.normalize(embeddings(loaded, texts, batch_size), dim=-1).float()

@@ -23,7 +23,7 @@ from headmap.storage import follow_umask
 RECORD = "headmap_pruning.json"
 
 
-def _state(model) -> dict:  # type: ignore[no-untyped-def]
+def _state(model) -> dict:
     state = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
     output, inputs = model.get_output_embeddings(), model.get_input_embeddings()
     # safetensors refuses two names for one storage: keep the input embedding, loading re-ties it.

@@ -164,9 +164,9 @@ def generate_answer(loaded: LoadedModel, prompt: RagPrompt, max_new_tokens: int)
     pad = next(iter(sorted(stops)), None) if getattr(loaded.tokenizer, "pad_token_id", None) is None else None
     extra = {"pad_token_id": pad} if pad is not None else {}
     with torch.inference_mode():
-        out = loaded.model.generate(
+        out = loaded.model.generate(  # type: ignore[operator]  # transformers' stubs type generate as a Tensor attribute
             input_ids=ids,
-            attention_mask=torch.ones_like(ids),  # type: ignore[attr-defined]
+            attention_mask=torch.ones_like(ids),
             do_sample=False,
             max_new_tokens=max_new_tokens,
             **extra,
