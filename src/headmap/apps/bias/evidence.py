@@ -3,8 +3,8 @@
 For every prompt, layer and head: the weight the answer position's row puts on the name's tokens
 (summed over them; a name of three tokens gets the sum of three weights), on the evidence
 phrase's tokens, and on the prompt's first token (position 0, where decoders put much of every
-head's attention as a sink: when the name is the first token, that weight is part of the name's). Outputs without an answer position (the cosine of a mean-pooled embedding) read
-every row, so there the sums are averaged over all rows, special tokens included, as the pooling
+head's attention as a sink: when the name is the first token, that weight is part of the name's).
+Outputs without an answer position (the cosine of a mean-pooled embedding) read every row, so there the sums are averaged over all rows, special tokens included, as the pooling
 includes them.
 
 Only the answer rows are captured (all rows where there is none), and each block is reduced to
