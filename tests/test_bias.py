@@ -12,8 +12,11 @@ import torch
 import transformers
 from scipy import stats as st
 from tiny_models import CONFIGS, build
+from tokenizers import processors
 
 from headmap import BiasReport, HeadmapError, ablate, bias_probe, capture
+from headmap.apps.bias.causal import name_scores
+from headmap.apps.bias.findings import SINK_SHARE
 from headmap.apps.bias.stats import bh, paired_columns
 from headmap.models import LoadedModel
 
@@ -309,3 +312,45 @@ def test_findings_say_what_was_found(report):
     assert "Ablating the 2 heads that attend most to the name" in lines[2]
     assert "2 seeded sets" in lines[3]
     assert "not independent" in report.pairing  # every A name with every B name: names repeat
+
+
+def bare_tokenizer(tokenizer):
+    """The tokenizer without [CLS]/[SEP]: the template's first word is position 0, as in SmolLM2."""
+    bare = copy.deepcopy(tokenizer)
+    bare._tokenizer.post_processor = processors.TemplateProcessing(single="$A", pair="$A $B")
+    return bare
+
+
+SINK_TEMPLATE = "{name} has ten years of experience in accounting . hire ? answer :"
+
+
+def test_a_name_on_the_first_token_marks_first_token_sinks(bert_tokenizer, tmp_path):
+    bare, _ = build("llama", bare_tokenizer(bert_tokenizer))
+    r = bias_probe(bare, SINK_TEMPLATE, GROUPS, EVIDENCE, target="yes", k=2, controls=1, resamples=200)
+    assert r.sink_prompts.all() and all(p.name_tokens[0] == 0 for p in r.prompts)
+    first = np.stack(
+        [
+            [
+                layer.weights[:, 0, 0].astype(np.float64)
+                for layer in capture(bare, p.encoded, rows=[-1]).layers
+            ]
+            for p in r.prompts
+        ]
+    )  # [prompt, layer, head]: the last row's weight on position 0
+    assert np.abs(r.first_attention - first).max() < 1e-5
+    share = name_scores(first, r.a_index, r.b_index) / r.name_score
+    assert np.allclose(r.name_sink_share, share, atol=1e-6)
+    assert (r.sink_heads == (share >= SINK_SHARE)).all() and r.sink_heads.all()  # one-token names: all sinks
+    assert r.table["sink"].all() and "sink" in r.to_dict()["head_statistics"][0]
+    # Every output says so beside the numbers: findings, warnings, page and figure caption.
+    assert "attend most to the name" not in r.findings[2] and "[first-token sink]" in r.findings[2]
+    assert any("first token of 6 of 6 prompts" in w for w in r.warnings)
+    assert any("not independent" in w for w in r.warnings)  # all pairs: names repeat
+    assert "overstate the evidence" in r.findings[0]
+    page = r.render(tmp_path / "b.html").read_text(encoding="utf-8")
+    assert "first-token sink" in page and "Heads that attend most" not in page
+
+
+def test_no_sink_flag_where_the_first_token_is_special(report):
+    assert not report.sink_prompts.any() and not report.sink_heads.any()
+    assert not any("first token" in w for w in report.warnings)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_bias import SINK_TEMPLATE, bare_tokenizer
 from tiny_models import build
 
+import headmap.cli.bias
 from headmap.cli import main
 
 TEMPLATE = "the applicant {name} has ten years of experience . hire ? answer :"
@@ -97,3 +99,15 @@ def test_bias_errors_are_one_line(folder, names, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["bias", "--template", TEMPLATE])
     assert exc.value.code == 2
+
+
+def test_console_summary_carries_the_sink_and_pairing_warnings(bert_tokenizer, names, capsys, monkeypatch):
+    bare, _ = build("llama", bare_tokenizer(bert_tokenizer))  # no [CLS]: the name is the first token
+    monkeypatch.setattr(headmap.cli.bias, "load_model", lambda args: bare)  # a saved folder would add [CLS]
+    argv = ["bias", "-t", SINK_TEMPLATE, "-g", f"A={names[0]}", "-g", f"B={names[1]}"]
+    argv += ["-e", "ten years of experience in accounting", "--target", "yes"]
+    assert main([*argv, "--k", "2", "--controls", "1", "--resamples", "200"]) == 0
+    printed = capsys.readouterr().out
+    assert "heads that attend most to the name" not in printed and "[first-token sink]" in printed
+    assert "first token of 6 of 6 prompts" in printed and "not attention to the name" in printed
+    assert "not independent" in printed  # every A name with every B name

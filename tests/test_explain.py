@@ -19,6 +19,7 @@ from headmap.attribution.agreement import agreement_table, rank_agreement
 from headmap.attribution.explanation import Explanation
 from headmap.attribution.target import encode_text
 from headmap.cli import main
+from headmap.cli.explain import summary
 from headmap.errors import HeadmapError
 from headmap.result import CAUSATION_WARNING
 
@@ -117,6 +118,24 @@ def test_static_formats(tiny_ex, tmp_path):
         words.render(tmp_path / "w.gif")
     with pytest.raises(HeadmapError, match="does not exist"):
         words.render(tmp_path / "missing" / "w.png")
+
+
+def test_an_unconverged_ig_row_is_marked_in_every_output(tiny_ex, tmp_path):
+    def with_ig(converged):
+        return replace(tiny_ex, info={**tiny_ex.info, "ig": {**tiny_ex.info["ig"], "converged": converged}})
+
+    ok, bad = with_ig(True).to_words(), with_ig(False).to_words()
+    assert ok.label("ig") == "ig" and not ok.flags and ok.to_dict()["methods"]["ig"]["flag"] is None
+    assert bad.label("ig") == "ig (NOT converged)" and bad.label("occlusion") == "occlusion"
+    text = summary(bad)
+    assert "ig (NOT converged)" in text.splitlines()[1]  # the table's header: the IG column itself
+    assert "  ig (NOT converged)" in text  # its agreement row with occlusion
+    assert bad.to_dict()["methods"]["ig"]["flag"] == "NOT converged"
+    page = bad.render(tmp_path / "w.html").read_text()
+    assert '<th class="flag">ig (NOT converged)</th>' in page
+    labels = [t.get_text() for t in bad.plot().axes[0].get_yticklabels()]
+    assert "ig (NOT converged)" in labels and "ig" not in labels
+    assert Explanation.from_dict(bad.to_dict()).label("ig") == "ig (NOT converged)"
 
 
 def test_hostile_tokens_are_escaped_on_every_html_path(llama, tmp_path):

@@ -302,3 +302,21 @@ def test_ctrl_c_keeps_the_orders_already_measured(tiny, monkeypatch):
     report = prune(tiny("llama"), TEXTS, heldout=HELD, curve=True, amount=0.25, step=0.25, latency_repeats=0)
     assert report.interrupted and report.pruning is None
     assert [c.order.name for c in report.curves] == ["importance"] and "Interrupted" in report.notes[0]
+
+
+def test_summary_claims_only_the_steps_measured(tiny, tmp_path):
+    llama = tiny("llama")
+    one = prune(llama, TEXTS, heldout=HELD, amount=0.25, step=0.25, latency_repeats=0)
+    assert one.curves[0].counts == (0, 2)  # only the cut's own step was measured
+    base, after = one.baseline["perplexity"], one.curves[0].values["perplexity"][1]
+    line = one.summary[1]
+    assert line.startswith("At the one step measured (25% of heads removed)")
+    assert f"importance {base / after:.0%}" in line and "within 90%" not in line.split(".")[0]
+    assert "Largest share" not in " ".join(one.summary)
+    for page in (one._repr_html_(), one.render(tmp_path / "one.html").read_text()):
+        assert "At the one step measured" in page and "Largest share" not in page
+    assert one.to_dict()["largest_share_measured"] == {"importance": 0.25}
+    curve = prune(llama, TEXTS, heldout=HELD, curve=True, seeds=(0,), step=0.25, latency_repeats=0)
+    assert (
+        "within 90% of the unpruned value, over the steps measured (up to 75% of heads)" in curve.summary[1]
+    )

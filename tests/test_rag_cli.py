@@ -70,6 +70,18 @@ def test_rag_writes_json_html_and_png(folder, tmp_path, capsys):
     )
 
 
+def test_console_summary_carries_the_caveats_that_change_the_numbers(folder, tmp_path, capsys):
+    chunks = tmp_path / "chunks.txt"
+    chunks.write_text("the maps are in the library.\n\nthe garage is empty.\n")
+    argv = ["rag", "-q", "where are the maps?", "-c", str(chunks), "-m", str(folder), "--max-new-tokens", "2"]
+    assert main([*argv, "-o", str(tmp_path / "r.html")]) == 0
+    printed = capsys.readouterr().out
+    assert "was cut at --max-new-tokens 2" in printed  # the answer and its log p are cut short
+    assert "flagged ignored when its calibrated attention is below" in printed  # the flag column
+    assert "Spearman over 2 chunks is a coarse guide" in printed
+    assert "cut there before the model ended it" in (tmp_path / "r.html").read_text()
+
+
 def test_rag_errors_are_one_line(folder, tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "ok"}\n{"txt": "typo"}\n')

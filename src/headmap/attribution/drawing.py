@@ -74,7 +74,7 @@ def _causal_lines(ex: Explanation) -> list[str]:
     ]
     for row in table.itertuples():
         lines.append(
-            f"  {row.method:<22} Spearman {row.spearman:+.2f}  Kendall {row.kendall:+.2f}  "
+            f"  {ex.label(row.method):<22} Spearman {row.spearman:+.2f}  Kendall {row.kendall:+.2f}  "
             f"Spearman of |scores| {row.spearman_abs:+.2f}"
         )
     return lines
@@ -109,7 +109,10 @@ def figure(ex: Explanation, max_label: int = 14) -> Figure:
     ax.imshow(
         np.ma.masked_invalid(values), cmap=cmap, vmin=-1, vmax=1, aspect="auto", interpolation="nearest"
     )
-    ax.set_yticks(range(len(methods)), methods, fontsize=8)
+    ax.set_yticks(range(len(methods)), [ex.label(m) for m in methods], fontsize=8)
+    for tick, method in zip(ax.get_yticklabels(), methods):
+        if method in ex.flags:
+            tick.set_color("#b00000")  # an unconverged IG row reads as a warning, not as scores
     ax.set_xticks(
         range(n), labels, fontsize=7, rotation=55, ha="right", rotation_mode="anchor", parse_math=False
     )

@@ -98,6 +98,20 @@ class Explanation:
         )
         return visible & ~np.array(self.axis.special, dtype=bool)
 
+    @property
+    def flags(self) -> dict[str, str]:
+        """``{method: flag}`` for methods whose scores must not be read as they stand: IG that did not
+        converge (its scores miss F(x) - F(baseline) by more than the rule allows)."""
+        ig = self.info.get("ig")
+        if ig and not ig.get("converged"):
+            return {"ig": "NOT converged"}
+        return {}
+
+    def label(self, method: str) -> str:
+        """The method's name as every output shows it, with its flag: ``ig (NOT converged)``."""
+        flag = self.flags.get(method)
+        return f"{method} ({flag})" if flag else method
+
     def to_words(self) -> Explanation:
         """The same explanation over words (sum over a word's tokens; occlusion removes the word)."""
         return replace(self, unit="word")
@@ -170,6 +184,7 @@ class Explanation:
             "methods": {
                 name: {
                     "signed": self.signed[name],
+                    "flag": self.flags.get(name),
                     "token_scores": self.token_scores[name].tolist(),
                     "word_scores": self.word_scores[name].tolist(),
                     "info": self.info.get(name, {}),

@@ -31,6 +31,7 @@ _STYLE = """
 .hm-ex td.text { line-height: 2.0; }
 .hm-ex span.u { padding: 2px 4px; margin: 0 1px; border-radius: 3px; white-space: pre; }
 .hm-ex tr.causal td { font-weight: 600; background: #fff6e0; }
+.hm-ex th.flag { color: #b00000; }
 .hm-ex p.note, .hm-ex li { color: #555; font-size: 13px; line-height: 1.4; }
 """
 
@@ -59,7 +60,8 @@ def _row(ex: Explanation, method: str) -> str:
         spans.append(
             f'<span class="u" style="background:{background};color:{text}" title="{title}">{escape(unit)}</span>'
         )
-    return f'<tr><th>{escape(method)}</th><td class="text">{" ".join(spans)}</td></tr>'
+    flagged = ' class="flag"' if method in ex.flags else ""
+    return f'<tr><th{flagged}>{escape(ex.label(method))}</th><td class="text">{" ".join(spans)}</td></tr>'
 
 
 def _number(value: object) -> str:
@@ -106,8 +108,12 @@ def fragment(ex: Explanation) -> str:
         "method's largest |score| (red raises the output, blue lowers it); grey: special tokens, tokens the "
         "output cannot see, or not measured. Hover a word for its score.</p>"
     )
-    agreement = ex.agreement()
+    label = ex.label
+    agreement = ex.agreement().assign(
+        method_a=lambda f: f["method_a"].map(label), method_b=lambda f: f["method_b"].map(label)
+    )
     causal = ex.causal_agreement()
+    causal = causal.assign(method=causal["method"].map(label))
     causal_html = (
         _frame(causal)
         if not causal.empty

@@ -162,6 +162,7 @@ def run(args: argparse.Namespace) -> None:
         top = report.table.sort_values("name_attention", ascending=False).head(report.k + 5)
         columns = [
             "name_attention",
+            "sink",
             "contrast_mean",
             "contrast_ci_low",
             "contrast_ci_high",
@@ -170,6 +171,12 @@ def run(args: argparse.Namespace) -> None:
         ]
         with pd.option_context("display.width", 160, "display.max_columns", None, "display.precision", 4):
             print(top[columns].to_string())
-        print(report.caveats[0])
+        if report.sink_heads.any():
+            print(
+                "sink: a first-token sink, its name attention is the weight on the prompt's first token "
+                "(the name), not attention to the name"
+            )
+        for line in [*report.warnings, report.caveats[0]]:
+            print(line)
     for path in args.output:
         print(f"wrote {report.render(path)}", file=sys.stderr)

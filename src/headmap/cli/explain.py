@@ -114,7 +114,7 @@ def _baseline(value: str) -> str | int:
 def summary(ex: Explanation) -> str:
     """The scores per unit and the agreement with occlusion, as plain text."""
     lines = [f"{ex.model}: {ex.target['description']} = {ex.output:.6g}"]
-    table = ex.table
+    table = ex.table.rename(columns={m: ex.label(m) for m in ex.methods})
     lines.append(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     causal = ex.causal_agreement()
     if not causal.empty:
@@ -123,7 +123,7 @@ def summary(ex: Explanation) -> str:
         )
         lines.append(f"  {'method':<22} {'Spearman':>8} {'Kendall':>8} {'Spearman of |scores|':>21}")
         lines += [
-            f"  {r.method:<22} {r.spearman:>+8.2f} {r.kendall:>+8.2f} {r.spearman_abs:>+21.2f}"
+            f"  {ex.label(r.method):<22} {r.spearman:>+8.2f} {r.kendall:>+8.2f} {r.spearman_abs:>+21.2f}"
             for r in causal.itertuples()
         ]
     ig, baseline = ex.info.get("ig"), ex.baseline_output  # IG records F(baseline) whenever it runs

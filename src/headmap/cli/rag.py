@@ -92,6 +92,7 @@ def run(args: argparse.Namespace) -> None:
             print(f"log p(answer) = {report.answer_logprob:.4f}")
             print(report.table.to_string())
             print(report.verdict)
-            print(report.caveats[0])
+            for line in [*report.warnings, report.caveats[0]]:
+                print(line)
     for path in args.output:
         print(f"wrote {report.render(path)}", file=sys.stderr)

@@ -1,9 +1,10 @@
 """Attention evidence per prompt: how much the answer position attends to the name and to the evidence.
 
 For every prompt, layer and head: the weight the answer position's row puts on the name's tokens
-(summed over them; a name of three tokens gets the sum of three weights) and on the evidence
-phrase's tokens. Outputs without an answer position (the cosine of a mean-pooled embedding) read
-every row, so there the sums are averaged over all rows, special tokens included, as the pooling
+(summed over them; a name of three tokens gets the sum of three weights), on the evidence
+phrase's tokens, and on the prompt's first token (position 0, where decoders put much of every
+head's attention as a sink: when the name is the first token, that weight is part of the name's).
+Outputs without an answer position (the cosine of a mean-pooled embedding) read every row, so there the sums are averaged over all rows, special tokens included, as the pooling
 includes them.
 
 Only the answer rows are captured (all rows where there is none), and each block is reduced to
@@ -25,25 +26,32 @@ from headmap.capture import CapturePlan, stream
 from headmap.capture.plan import LayerSpec
 from headmap.models import LoadedModel
 
-NAME, EVIDENCE = 0, 1
+NAME, EVIDENCE, FIRST = 0, 1, 2
 
 
 @dataclass(frozen=True)
 class SpanAttention:
-    """``name`` and ``evidence`` ``[prompt, layer, head]`` float64, and the layers and heads they cover."""
+    """``name``, ``evidence`` and ``first`` (the weight on position 0) ``[prompt, layer, head]`` float64,
+    and the layers and heads they cover."""
 
     name: np.ndarray
     evidence: np.ndarray
+    first: np.ndarray
     layers: tuple[str, ...]
     heads: tuple[int, ...]
 
 
 def key_groups(prompt: BiasPrompt) -> KeyGroups:
-    """Every token of the prompt: the name (0), the evidence (1) or neither (-1)."""
+    """Every token of the prompt: the name (0), the evidence (1), the first token (2) or none (-1).
+
+    The first token is its own group even inside the name or the evidence (groups do not overlap):
+    :func:`span_attention` adds it back to the span it belongs to.
+    """
     group = np.full(len(prompt), -1, dtype=np.int64)
     group[list(prompt.name_tokens)] = NAME
     group[list(prompt.evidence_tokens)] = EVIDENCE
-    return KeyGroups(group, 2)
+    group[0] = FIRST
+    return KeyGroups(group, 3)
 
 
 def span_attention(
@@ -60,6 +68,7 @@ def span_attention(
     specs = [None if pos is None else pos - len(p) for p, pos in zip(prompts, positions)]
     name: list[np.ndarray | None] = [None] * len(prompts)
     evidence: list[np.ndarray | None] = [None] * len(prompts)
+    on_first: list[np.ndarray | None] = [None] * len(prompts)
     plan: CapturePlan | None = None
     step = max(1, batch_size)
     for spec in dict.fromkeys(specs):
@@ -80,13 +89,16 @@ def span_attention(
                 sums = (
                     collected.sums[item].astype(np.float64).mean(axis=2)
                 )  # [layer, head, group]: mean over rows
-                name[i], evidence[i] = sums[..., NAME], sums[..., EVIDENCE]
+                weight = on_first[i] = sums[..., FIRST]
+                name[i] = sums[..., NAME] + (weight if 0 in prompts[i].name_tokens else 0.0)
+                evidence[i] = sums[..., EVIDENCE] + (weight if 0 in prompts[i].evidence_tokens else 0.0)
             if tick is not None:
                 tick(len(batch))
     assert plan is not None
     return SpanAttention(
-        np.stack(name),
-        np.stack(evidence),  # type: ignore[arg-type]
+        np.stack(name),  # type: ignore[arg-type]  # every slot is filled by the loop above
+        np.stack(evidence),  # type: ignore[arg-type]  # likewise
+        np.stack(on_first),  # type: ignore[arg-type]  # likewise
         tuple(k.name for k in plan.layers),
         tuple(plan.heads),
     )

@@ -100,8 +100,9 @@ def _head_map(
     signed: bool,
     marks: np.ndarray,
     mark_label: str,
+    sinks: np.ndarray | None = None,
 ) -> None:
-    """A ``[layer, head]`` map drawn head x layer, with marked cells."""
+    """A ``[layer, head]`` map drawn head x layer, with marked cells (``sinks``: red crosses)."""
     data = values.T
     if signed:
         top = float(np.nanmax(np.abs(data))) or 1.0
@@ -112,6 +113,10 @@ def _head_map(
     ax.scatter(
         ls, hs, marker="o", s=16, facecolors="white", edgecolors="black", linewidths=0.9
     )  # seen on any colour
+    if sinks is not None and sinks.any():
+        hs, ls = np.nonzero(sinks.T)
+        ax.scatter(ls, hs, marker="x", s=22, color="#e8312f", linewidths=1.3)
+        mark_label += "; red x: first-token sinks (name attention = weight on the first token)"
     layers = [name.rsplit(".", 1)[-1] for name in report.layers]
     step = max(1, len(layers) // 30)
     ax.set_xticks(range(0, len(layers), step), layers[::step], fontsize=7)
@@ -129,6 +134,7 @@ def _source(report: BiasReport) -> str:
 
 def report_figure(report: BiasReport) -> Figure:
     """The figure of :meth:`BiasReport.plot`; the caption holds the findings and the caveats."""
+    # The warnings sit among the caveats, so the caption carries them once, in the caveats' order.
     notes = [*report.findings, *(line for line in report.caveats if line != CAUSATION_WARNING)]
     map_height = float(np.clip(0.22 * len(report.heads) + 0.9, 1.8, 4.5))
     fig = new_figure(13.0, 3.4 + 2 * map_height + 0.7, notes)
@@ -153,6 +159,7 @@ def report_figure(report: BiasReport) -> Figure:
         False,
         marks,
         f"the {report.k} ablated heads",
+        report.sink_heads,
     )
     stats = report.head_statistics
     a, b = report.labels

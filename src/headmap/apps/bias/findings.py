@@ -15,6 +15,12 @@ if TYPE_CHECKING:
 
 #: Significance level of every sentence that says "differ" (p or BH q below it).
 ALPHA = 0.05
+#: A head is a first-token sink when at least this share of its name attention is the weight on the
+#: prompt's first token (which the name occupies): most of what reads as attention to the name is the
+#: sink every head of a decoder keeps there, whatever the token.
+SINK_SHARE = 0.5
+#: Appended to a statistic's sentence when names repeat across pairs.
+DEPENDENT = "the pairs share names, so these p-values and intervals overstate the evidence"
 BENCHMARKS = (
     "One template and two lists of names are a probe, not a bias audit: the result can change with the "
     "wording, the names, the target and the model's sampling; broader benchmarks test many contexts, "
@@ -44,8 +50,23 @@ def _excludes_zero(stats: PairedStats) -> bool:
     return stats.ci_low > 0 or stats.ci_high < 0
 
 
-def _heads(heads: tuple[tuple[str, int], ...]) -> str:
-    return ", ".join(f"{layer}/{head}" for layer, head in heads)
+def _heads(report: BiasReport, heads: tuple[tuple[str, int], ...]) -> str:
+    """``layer/head`` names, each first-token sink marked as such."""
+    return ", ".join(
+        f"{layer}/{head}" + (" [first-token sink]" if report.is_sink((layer, head)) else "")
+        for layer, head in heads
+    )
+
+
+def _sinks_ablated(report: BiasReport) -> int:
+    return sum(report.is_sink(h) for h in report.ablated)
+
+
+def _who(report: BiasReport) -> str:
+    """The ablated heads in words: "the heads that read the name" only when none is a first-token sink."""
+    if _sinks_ablated(report):
+        return "the heads with the largest name attention (first-token sinks among them)"
+    return "the heads that read the name"
 
 
 def findings(report: BiasReport) -> list[str]:
@@ -64,6 +85,8 @@ def findings(report: BiasReport) -> list[str]:
             f"neither test finds a difference at the {ALPHA:g} level, which is not evidence of none: the "
             "interval holds the gaps these pairs cannot rule out"
         )
+    if not report.independent and (t_sig or w_sig):
+        verdict += f", but {DEPENDENT}"
     lines = [f"{output_name(report)}, group {a} minus group {b}: {gap.describe()}; {verdict}."]
 
     stats = report.head_statistics
@@ -77,16 +100,30 @@ def findings(report: BiasReport) -> list[str]:
     if hits_t:
         q = np.where(np.isfinite(stats["t_q"]), stats["t_q"], np.inf)
         li, hi = np.unravel_index(int(np.argmin(q)), q.shape)
+        sink = " [first-token sink]" if report.sink_heads[li, hi] else ""
         line += (
-            f"; the clearest is {report.layers[li]} head {report.heads[hi]} ({a} - {b} = "
+            f"; the clearest is {report.layers[li]} head {report.heads[hi]}{sink} ({a} - {b} = "
             f"{stats['mean'][li, hi]:+.4f}, q = {stats['t_q'][li, hi]:.2g})"
         )
+    if hits_t or hits_w:
+        line += "".join(f"; {w}" for w in _head_cautions(report))
     lines.append(line + ".")
 
     change = report.ablation
+    sinks = _sinks_ablated(report)
+    if sinks:
+        which = (
+            f"Ablating the {report.k} heads with the largest name attention ({_heads(report, report.ablated)}; "
+            f"{sinks} of them first-token sinks, whose name attention is the weight on the prompt's first "
+            "token, not attention to the name)"
+        )
+    else:
+        which = (
+            f"Ablating the {report.k} heads that attend most to the name ({_heads(report, report.ablated)})"
+        )
     lines.append(
-        f"Ablating the {report.k} heads that attend most to the name ({_heads(report.ablated)}) moves the "
-        f"gap from {gap.mean:+.4g} to {report.gap_ablated.mean:+.4g}: change {change.describe()}."
+        f"{which} moves the gap from {gap.mean:+.4g} to {report.gap_ablated.mean:+.4g}: change "
+        f"{change.describe()}" + ("" if report.independent else f" ({DEPENDENT})") + "."
     )
     controls = [c.mean for c in report.controls]
     if controls:
@@ -98,9 +135,23 @@ def findings(report: BiasReport) -> list[str]:
     return lines
 
 
+def _head_cautions(report: BiasReport) -> list[str]:
+    """Short reasons the per-head differences may not be what they seem."""
+    out = []
+    if not report.independent:
+        out.append(DEPENDENT.replace("p-values", "q-values"))
+    counts = _token_counts(report)
+    if counts[0] != counts[1]:
+        out.append("the groups' names differ in token count, which alone can make heads differ")
+    if report.sink_heads.any():
+        out.append(f"{int(report.sink_heads.sum())} heads are first-token sinks")
+    return out
+
+
 def causal_verdict(report: BiasReport) -> str:
     """Whether removing the heads that read the name shrinks the gap, beyond what random heads do."""
     gap, change = report.gap, report.ablation
+    who = _who(report)
     if not any(_significant(gap)):
         return (
             "With no gap detected, the ablation cannot show that these heads carry one; it shows how much they "
@@ -108,22 +159,22 @@ def causal_verdict(report: BiasReport) -> str:
         )
     if not _excludes_zero(change):
         return (
-            "The causal check does not support that the heads reading the name carry the gap: the interval of "
+            f"The causal check does not support that {who} carry the gap: the interval of "
             "the change under their ablation includes 0."
         )
     shrinks = np.sign(change.mean) != np.sign(gap.mean) and abs(report.gap_ablated.mean) < abs(gap.mean)
     beyond = all(abs(change.mean) > abs(c.mean) for c in report.controls)
     if shrinks and beyond:
         return (
-            "The causal check supports the attention picture: removing the heads that read the name shrinks "
+            f"The causal check supports the attention picture: removing {who} shrinks "
             "the gap, by more than removing random heads does."
         )
     if shrinks:
         return (
-            "Removing the heads that read the name shrinks the gap, but random heads move it as much: the change "
+            f"Removing {who} shrinks the gap, but random heads move it as much: the change "
             "is not specific to them."
         )
-    return "Removing the heads that read the name does not shrink the gap (it grows or flips sign)."
+    return f"Removing {who} does not shrink the gap (it grows or flips sign)."
 
 
 def _ranges(values: tuple[object, ...]) -> str:
@@ -152,17 +203,7 @@ def caveats(report: BiasReport) -> list[str]:
         "the weight summed over the name's tokens (a name of several tokens sums several weights); evidence "
         f"attention likewise over the tokens of {report.evidence!r}."
     )
-    counts = [np.mean([len(p.name_tokens) for p in report.prompts if p.group == g]) for g in (0, 1)]
-    line = (
-        f"The name's tokens (all its slots) number {counts[0]:.2f} on average for {report.labels[0]} and "
-        f"{counts[1]:.2f} for {report.labels[1]}"
-    )
-    if counts[0] != counts[1]:
-        line += (
-            "; attention summed over a name grows with its tokens, so that difference alone can make heads "
-            "differ between the groups"
-        )
-    lines.append(line + ".")
+    lines.append(_token_line(report))
     lines.append(report.pairing)
     lines.append(
         f"Statistics over pairs: paired t-test (scipy ttest_rel), Wilcoxon signed-rank (scipy, zero "
@@ -182,11 +223,58 @@ def caveats(report: BiasReport) -> list[str]:
         f"projection); {len(report.control_heads)} control sets of {report.k} random other heads (seed "
         f"{report.seed})."
     )
-    if report.target["kind"] == "next-token" and any(0 in p.name_tokens for p in report.prompts):
-        lines.append(
-            "The name is the first token of the prompt: decoders put much of every head's attention on the "
-            "first token (an attention sink), so name attention there says little: start the template with "
-            "other words."
-        )
+    sink = _sink_line(report)
+    if sink:
+        lines.append(sink)
     lines.append(BENCHMARKS)
     return lines
+
+
+def _token_counts(report: BiasReport) -> tuple[float, float]:
+    """Mean number of name tokens (all slots) per prompt, for group A and group B."""
+    a, b = (float(np.mean([len(p.name_tokens) for p in report.prompts if p.group == g])) for g in (0, 1))
+    return a, b
+
+
+def _token_line(report: BiasReport) -> str:
+    counts = _token_counts(report)
+    line = (
+        f"The name's tokens (all its slots) number {counts[0]:.2f} on average for {report.labels[0]} and "
+        f"{counts[1]:.2f} for {report.labels[1]}"
+    )
+    if counts[0] != counts[1]:
+        line += (
+            "; attention summed over a name grows with its tokens, so that difference alone can make heads "
+            "differ between the groups"
+        )
+    return line + "."
+
+
+def _sink_line(report: BiasReport) -> str | None:
+    """The first-token sink warning, or None when no prompt's name covers its first token."""
+    n = int(report.sink_prompts.sum())
+    if not n:
+        return None
+    sinks = int(report.sink_heads.sum())
+    return (
+        f"The name is the first token of {n} of {len(report.prompts)} prompts: decoders put much of every "
+        "head's attention on the first token (an attention sink), whatever it is, so name attention there "
+        f"says little. {sinks} of {report.sink_heads.size} heads put at least {SINK_SHARE:.0%} of their name "
+        "attention on that first token; they are marked as first-token sinks, not heads that attend to the "
+        "name. Start the template with other words."
+    )
+
+
+def number_warnings(report: BiasReport) -> list[str]:
+    """The caveats that change how the printed numbers read: names shared across pairs (p-values
+    overstate), unequal name lengths (head differences), first-token sinks (name attention)."""
+    out = []
+    if not report.independent:
+        out.append(report.pairing)
+    counts = _token_counts(report)
+    if counts[0] != counts[1]:
+        out.append(_token_line(report))
+    sink = _sink_line(report)
+    if sink:
+        out.append(sink)
+    return out

@@ -93,9 +93,16 @@ def _stats_table(report: BiasReport) -> str:
 
 
 def _head_map(
-    report: BiasReport, values: np.ndarray, cmap: str, signed: bool, marks: np.ndarray, mark: str, fmt: str
+    report: BiasReport,
+    values: np.ndarray,
+    cmap: str,
+    signed: bool,
+    marks: np.ndarray,
+    mark: str,
+    fmt: str,
+    sinks: np.ndarray | None = None,
 ) -> str:
-    """A ``[layer, head]`` map as a coloured table, layers as rows."""
+    """A ``[layer, head]`` map as a coloured table, layers as rows; ``sinks`` cells get an "s"."""
     finite = values[np.isfinite(values)]
     top = float(np.abs(finite).max()) if finite.size else 1.0
     lo, hi = (-top, top) if signed else (0.0, top)
@@ -106,9 +113,11 @@ def _head_map(
         for hi_, h in enumerate(report.heads):
             value = values[li, hi_]
             bg, fg = cell_colors(value, lo, hi, cmap)
+            sink = sinks is not None and bool(sinks[li, hi_])
+            shown = (mark if marks[li, hi_] else "") + ("s" if sink else "")
             cells.append(
                 f"<td class='map' style='background:{bg};color:{fg}' title='{escape(layer)}, head {h}: "
-                f"{format(value, fmt)}'>{mark if marks[li, hi_] else ''}</td>"
+                f"{format(value, fmt)}{' (first-token sink)' if sink else ''}'>{shown}</td>"
             )
         rows.append(f"<tr><th>{escape(layer)}</th>{''.join(cells)}</tr>")
     return f"<table><tr><th>layer \\ head</th>{head}</tr>{''.join(rows)}</table>"
@@ -125,12 +134,13 @@ def _top_heads(report: BiasReport, count: int = 12) -> str:
             f"<td class='num'>{row[f'name_{a}']:.4f}</td><td class='num'>{row[f'name_{b}']:.4f}</td>"
             f"<td class='num'>{row[f'evidence_{a}']:.4f}</td><td class='num'>{row[f'evidence_{b}']:.4f}</td>"
             f"<td class='num'>{row['contrast_mean']:+.4f}</td><td class='num'>{_p(row['contrast_t_q'])}</td>"
+            f"<td>{'first-token sink' if row['sink'] else ''}</td>"
             f"<td>{'ablated' if row['ablated'] else ''}</td></tr>"
         )
     head = (
         f"<tr><th>layer</th><th>head</th><th>name (both)</th><th>name {escape(a)}</th><th>name {escape(b)}</th>"
         f"<th>evidence {escape(a)}</th><th>evidence {escape(b)}</th><th>contrast {escape(a)} - {escape(b)}</th>"
-        "<th>BH q (t)</th><th></th></tr>"
+        "<th>BH q (t)</th><th>sink</th><th></th></tr>"
     )
     return f"<table>{head}{''.join(rows)}</table>"
 
@@ -200,22 +210,31 @@ def report_body(report: BiasReport) -> str:
         if all(p is None for p in report.positions)
         else "from the answer position"
     )
+    sinks = report.sink_heads
+    sink_note = (
+        f" s marks the {int(sinks.sum())} first-token sinks: their name attention is the weight on the "
+        "prompt's first token, which the name occupies, not attention to the name."
+        if sinks.any()
+        else ""
+    )
+    sink_para = f"<p class='small'>{sink_note.strip()}</p>" if sinks.any() else ""
     return (
         f"<div class='hm-bias'><style>{_STYLE}</style>"
         f"<h1>Bias probe · {escape(report.model)}</h1>"
         f"<p class='tpl'>{_template(report)}</p>"
         f"<p class='small'>Template{chat}: <span class='name'>name slot</span>, "
         f"<span class='evidence'>evidence</span>. Output compared: {escape(output_name(report))}.</p>{groups}"
-        f"<h2>Findings</h2>{_list(report.findings, 'finding')}"
+        f"<h2>Findings</h2>{_list(report.findings, 'finding')}{_list(report.warnings, 'finding')}"
         f"<h2>Output gap and causal check</h2>{_stats_table(report)}"
         f"<h2>Attention on the name per head</h2><p class='small'>Mean over pairs of both prompts' weight on the "
-        f"name's tokens, {source}; ● marks the {report.k} ablated heads.</p>"
-        f"{_head_map(report, report.name_score, 'viridis', False, ablated, '●', '.4f')}"
+        f"name's tokens, {source}; ● marks the {report.k} ablated heads.{sink_note}</p>"
+        f"{_head_map(report, report.name_score, 'viridis', False, ablated, '●', '.4f', sinks)}"
         f"<h2>Group contrast per head</h2><p class='small'>(name - evidence attention) for {escape(a)} minus that for "
         f"{escape(b)}, mean over pairs; red: {escape(a)} draws more attention to the name relative to the evidence; "
         f"● Benjamini-Hochberg q &lt; {ALPHA:g} (paired t-test).</p>"
         f"{_head_map(report, stats['mean'], 'RdBu_r', True, stats['t_q'] < ALPHA, '●', '+.4f')}"
-        f"<h2>Heads that attend most to the name</h2>{_top_heads(report)}"
+        f"<h2>Heads with the largest name attention</h2>"
+        f"{sink_para}{_top_heads(report)}"
         f"<h2>Pairs</h2><details><summary>{len(report.pairs)} pairs</summary>{_pairs(report)}</details>"
         f"<h2>Caveats</h2>{_list(report.caveats)}"
         f"<h2>Exact prompts</h2><p class='small'>Tokens as the model sees them.</p>"

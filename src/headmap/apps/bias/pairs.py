@@ -122,10 +122,15 @@ def make_pairs(n_a: int, n_b: int, count: int | None = None, seed: int = 0) -> n
     return pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
 
 
+def name_uses(pairs: np.ndarray) -> int:
+    """The most pairs any one name is in (``pairs`` ``[pair, 2]``); 1 means the pairs are independent."""
+    return max(int(np.unique(pairs[:, side], return_counts=True)[1].max()) for side in (0, 1))
+
+
 def pairing(pairs: np.ndarray, n_a: int, n_b: int) -> str:
     """One sentence on how the pairs were formed and whether they are independent (``pairs`` ``[pair, 2]``
     of any indices that tell names apart)."""
-    uses = max(int(np.unique(pairs[:, side], return_counts=True)[1].max()) for side in (0, 1))
+    uses = name_uses(pairs)
     if len(pairs) == n_a * n_b:
         how = f"every A name with every B name ({n_a} x {n_b} = {len(pairs)} pairs)"
     else:

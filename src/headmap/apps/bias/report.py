@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from headmap.apps.bias.findings import ALPHA, caveats, findings
+from headmap.apps.bias.causal import name_scores
+from headmap.apps.bias.findings import ALPHA, SINK_SHARE, caveats, findings, number_warnings
 from headmap.apps.bias.inputs import Group
-from headmap.apps.bias.pairs import BiasPrompt, pairing
+from headmap.apps.bias.pairs import BiasPrompt, name_uses, pairing
 from headmap.apps.bias.stats import PairedStats, bh, paired, paired_columns
 from headmap.apps.report_files import only_json, write_report
 
@@ -35,7 +36,9 @@ class BiasReport:
     Prompts are group A's names in order, then group B's. Arrays: ``outputs``, ``ablated_outputs``
     ``[prompt]``; ``control_outputs`` ``[control, prompt]``; ``name_attention`` and
     ``evidence_attention`` ``[prompt, layer, head]`` (the answer row's weight summed over the name's,
-    or the evidence's, tokens); ``pairs`` ``[pair, 2]``: the prompt indices of each pair's A and B
+    or the evidence's, tokens); ``first_attention`` likewise, the weight on the prompt's first token
+    (position 0, an attention sink in decoders; part of the name's weight where the name starts the
+    prompt); ``pairs`` ``[pair, 2]``: the prompt indices of each pair's A and B
     names. ``prompts`` hold the names the pairs use, A's first (``groups`` hold the full lists).
     """
 
@@ -54,6 +57,7 @@ class BiasReport:
     outputs: np.ndarray
     name_attention: np.ndarray
     evidence_attention: np.ndarray
+    first_attention: np.ndarray
     layers: tuple[str, ...]
     heads: tuple[int, ...]
     k: int
@@ -138,6 +142,35 @@ class BiasReport:
         return name_scores(self.name_attention, self.a_index, self.b_index)
 
     @property
+    def sink_prompts(self) -> np.ndarray:
+        """``[prompt]`` bool: the name covers the prompt's first token (position 0, the attention sink)."""
+        return np.array([0 in p.name_tokens for p in self.prompts], dtype=bool)
+
+    @cached_property
+    def name_sink_share(self) -> np.ndarray:
+        """``[layer, head]``: the share of :attr:`name_score` that is weight on the prompt's first token
+        where the name covers it (0 where no name does; NaN where a head gives the name no weight)."""
+        inside = self.first_attention * self.sink_prompts[:, None, None]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return name_scores(inside, self.a_index, self.b_index) / self.name_score
+
+    @property
+    def sink_heads(self) -> np.ndarray:
+        """``[layer, head]`` bool: first-token sinks, heads whose name attention is mostly (at least
+        :data:`~headmap.apps.bias.findings.SINK_SHARE`) the weight on the prompt's first token, which the
+        name occupies: not attention to the name."""
+        return np.nan_to_num(self.name_sink_share) >= SINK_SHARE
+
+    def is_sink(self, head: tuple[str, int]) -> bool:
+        """Whether ``(layer name, head)`` is a first-token sink (see :attr:`sink_heads`)."""
+        return bool(self.sink_heads[self.layers.index(head[0]), self.heads.index(head[1])])
+
+    @property
+    def independent(self) -> bool:
+        """Whether every name is in one pair only (else the paired statistics overstate the evidence)."""
+        return name_uses(self.pairs) <= 1
+
+    @property
     def pairing(self) -> str:
         return pairing(self.pairs, len(self.groups[0].names), len(self.groups[1].names))
 
@@ -149,6 +182,12 @@ class BiasReport:
     @property
     def caveats(self) -> list[str]:
         return caveats(self)
+
+    @property
+    def warnings(self) -> list[str]:
+        """The caveats that change how this report's numbers read (shared names, unequal name lengths,
+        first-token sinks): printed wherever the numbers are, the console summary included."""
+        return number_warnings(self)
 
     # -- tables --------------------------------------------------------------------------------
     @property
@@ -167,6 +206,8 @@ class BiasReport:
                         "layer": layer,
                         "head": head,
                         "name_attention": self.name_score[li, hi],
+                        "sink": bool(self.sink_heads[li, hi]),
+                        "first_token_share": self.name_sink_share[li, hi],
                         f"name_{self.labels[0]}": self.name_attention[a, li, hi].mean(),
                         f"name_{self.labels[1]}": self.name_attention[b, li, hi].mean(),
                         f"evidence_{self.labels[0]}": self.evidence_attention[a, li, hi].mean(),

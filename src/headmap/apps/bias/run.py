@@ -125,6 +125,7 @@ def bias_probe(
         outputs=outputs,
         name_attention=spans.name,
         evidence_attention=spans.evidence,
+        first_attention=spans.first,
         layers=spans.layers,
         heads=spans.heads,
         k=k,

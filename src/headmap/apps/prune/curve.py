@@ -66,4 +66,10 @@ def tolerated(curve: Curve, metric: str, higher_is_better: bool, keep: float = 0
     return best
 
 
-__all__ = ["Curve", "measure_curve", "measure_step", "tolerated"]
+def kept_share(value: float, base: float, higher_is_better: bool) -> float:
+    """How much of the unpruned quality ``base`` a pruned ``value`` keeps, on the scale of the 90% rule:
+    ``value / base``, or ``base / value`` for a metric that is better lower (perplexity)."""
+    return value / base if higher_is_better else base / value
+
+
+__all__ = ["Curve", "kept_share", "measure_curve", "measure_step", "tolerated"]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from headmap.apps.prune.curve import Curve, tolerated
+from headmap.apps.prune.curve import Curve, kept_share, tolerated
 from headmap.apps.prune.physical import Latency
 from headmap.apps.prune.quality import Metric
 from headmap.apps.report_files import only_json, write_report
@@ -120,21 +120,7 @@ class PruneReport:
             f"{self.baseline[m.name]:.4g} on {self.n_heldout} held-out texts."
         ]
         if self.curves:
-            shares = self.tolerated()
-            named = [
-                f"{c.order.name} {shares[c.order.label]:.0%}" for c in self.curves if c.order.seed is None
-            ]
-            randoms = [c.order for c in self.curves if c.order.seed is not None]
-            if randoms:
-                named.append(
-                    "random "
-                    + ", ".join(f"{shares[o.label]:.0%}" for o in randoms)
-                    + f" (seeds {', '.join(str(o.seed) for o in randoms)})"
-                )
-            kept = "; ".join(named)
-            lines.append(
-                f"Largest share removed with {m.label} within {KEEP:.0%} of the unpruned value: {kept}."
-            )
+            lines.append(self._measured_line())
         p = self.pruning
         if p is not None:
             lines.append(
@@ -150,6 +136,35 @@ class PruneReport:
                     f"{p.latency.median_after * 1e3:.1f} ms (x{p.latency.speedup:.2f})."
                 )
         return lines
+
+    def _measured_line(self) -> str:
+        """What the curves measured: the share each order tolerates, claimed only over the steps measured."""
+        m, total = self.primary, self.total_heads
+        steps = [c for c in self.curves[0].counts if c]
+        if not steps:
+            return "No step removed a head (the amount is less than one head), so nothing was measured."
+        if len(steps) == 1:
+            base = self.baseline[m.name]
+            kept = {
+                c.order.label: kept_share(c.values[m.name][-1], base, m.higher_is_better) for c in self.curves
+            }
+            how = "" if m.higher_is_better else " (unpruned / pruned, as it is better lower)"
+            return (
+                f"At the one step measured ({steps[0] / total:.0%} of heads removed), each order keeps this "
+                f"share of the unpruned {m.label}{how}: {_by_order(self.curves, kept)}. No larger share was "
+                f"measured, so how many heads can go within {KEEP:.0%} is not known: measure the curve (--curve)."
+            )
+        shares = self.tolerated()
+        largest = {c.order.label: c.counts[-1] / total for c in self.curves}
+        named = {
+            label: f"{share:.0%}"
+            + (f" (within {KEEP:.0%} at every step measured)" if share == largest[label] else "")
+            for label, share in shares.items()
+        }
+        return (
+            f"Largest share removed with {m.label} within {KEEP:.0%} of the unpruned value, over the steps "
+            f"measured (up to {max(largest.values()):.0%} of heads): {_by_order(self.curves, named)}."
+        )
 
     @property
     def caveats(self) -> list[str]:
@@ -191,6 +206,7 @@ class PruneReport:
                 for c in self.curves
             ],
             "tolerated_share": {k: _num(v) for k, v in self.tolerated().items()},
+            "largest_share_measured": {c.order.label: c.counts[-1] / self.total_heads for c in self.curves},
             "pruning": None if p is None else pruning_record(p),
             "interrupted": self.interrupted,
             "notes": list(self.notes),
@@ -284,6 +300,23 @@ def read_report(path: str | Path) -> PruneReport:
         notes=tuple(data["notes"]),
         interrupted=data["interrupted"],
     )
+
+
+def _by_order(curves: tuple[Curve, ...], values: dict[str, object]) -> str:
+    """``importance 30%; entropy 20%; random 10%, 20% (seeds 0, 1)`` from values keyed by order label."""
+    named = [f"{c.order.name} {_pct(values[c.order.label])}" for c in curves if c.order.seed is None]
+    randoms = [c.order for c in curves if c.order.seed is not None]
+    if randoms:
+        named.append(
+            "random "
+            + ", ".join(_pct(values[o.label]) for o in randoms)
+            + f" (seeds {', '.join(str(o.seed) for o in randoms)})"
+        )
+    return "; ".join(named)
+
+
+def _pct(value: object) -> str:
+    return f"{value:.0%}" if isinstance(value, float) else str(value)
 
 
 def _named(heads) -> list[tuple[str, int]]:  # type: ignore[no-untyped-def]

@@ -139,6 +139,8 @@ def report_body(report: RagReport) -> str:
     source = (
         f"generated greedily, at most {report.max_new_tokens} new tokens" if report.generated else "given"
     )
+    if report.truncated:
+        source += ", cut there before the model ended it"
     without = "".join(
         f"<details><summary>{escape(_chunk_label(report, c))} removed: log p = "
         f"{report.logprob_without[c]:.4f}</summary><pre>{html.escape(text)}</pre></details>"

@@ -142,20 +142,15 @@ class RagReport:
         return f"{raw} {calibrated}"
 
     @property
-    def caveats(self) -> list[str]:
+    def warnings(self) -> list[str]:
+        """The caveats that change how the printed numbers read (what the attention averages, what
+        "ignored" means, how far the Spearman goes, a cut answer): printed beside them, console included."""
         lines = [
-            CAUSATION_WARNING,
-            ROW_CONVENTION,
             f"Attention is averaged over layers {_ranges(self.layers)} and heads {_ranges(self.heads)} "
             "(mean over layers, heads and answer tokens of the weight summed over each chunk's tokens).",
-            "Lookback ratio (Chuang et al. 2024): per head and answer step t >= 1, mean weight on the chunks' "
-            "tokens / (that + mean weight on the t answer tokens generated before); step 0 has none and is left "
-            "out; the map is the mean over steps.",
             f"Calibration (Hsieh et al. 2024): calibrated = attention - attention the same slot gets when the chunk "
             f'is replaced by a neutral dummy of about its token length ("{DUMMY_SENTENCE}" repeated and cut); '
             f"a chunk is flagged ignored when its calibrated attention is below {IGNORED_BELOW:g} x the dummy's.",
-            "Causal check: each chunk removed from the prompt (the others renumbered), the same answer ids "
-            "teacher-forced; drop = log p(answer | all chunks) - log p(answer | without it).",
             f"Spearman over {len(self.chunks)} chunks is a coarse guide; 'supported' needs the same top chunk and "
             f"rho >= {SUPPORTED_RHO}.",
         ]
@@ -164,6 +159,22 @@ class RagReport:
                 f"The answer was cut at --max-new-tokens {self.max_new_tokens} before the model ended it."
             )
         return lines
+
+    @property
+    def caveats(self) -> list[str]:
+        averaged, calibration, *rest = self.warnings
+        return [
+            CAUSATION_WARNING,
+            ROW_CONVENTION,
+            averaged,
+            "Lookback ratio (Chuang et al. 2024): per head and answer step t >= 1, mean weight on the chunks' "
+            "tokens / (that + mean weight on the t answer tokens generated before); step 0 has none and is left "
+            "out; the map is the mean over steps.",
+            calibration,
+            "Causal check: each chunk removed from the prompt (the others renumbered), the same answer ids "
+            "teacher-forced; drop = log p(answer | all chunks) - log p(answer | without it).",
+            *rest,
+        ]
 
     @property
     def table(self) -> pd.DataFrame:
