@@ -9,9 +9,6 @@ from headmap.cli.common import add_outputs, check_outputs, int_arg, load_model, 
 from headmap.errors import HeadmapError
 from headmap.models import BUNDLED, DEFAULT_MODEL
 
-EXPLAIN_EXTENSIONS = (".html", ".png", ".svg", ".pdf", ".json")
-
-
 #: ``headmap.attribution``'s METHODS and FLOW_MAX_TOKENS, written out because --help must answer
 #: without importing torch (which attribution needs); tests/test_cli_conventions.py keeps them equal.
 METHODS = ("attention", "rollout", "flow", "ig", "attention_x_gradient", "input_x_gradient", "occlusion")
@@ -136,8 +133,9 @@ def summary(ex) -> str:  # type: ignore[no-untyped-def]
 
 def run(args: argparse.Namespace) -> None:
     from headmap.attribution.explain import explain
+    from headmap.render.report import COMMON
 
-    check_outputs(args.output, EXPLAIN_EXTENSIONS)
+    check_outputs(args.output, [fmt.value for fmt in COMMON])
     if args.steps < 2 or args.max_steps < args.steps:
         raise HeadmapError("--steps must be at least 2 and --max-steps at least --steps")
     text = read_text(args.text)
@@ -161,4 +159,4 @@ def run(args: argparse.Namespace) -> None:
         ex = ex.to_words()
     print(summary(ex))
     for path in args.output:
-        print(f"wrote {ex.render(path)}", file=sys.stderr)
+        print(f"wrote {ex.save(path)}", file=sys.stderr)

@@ -99,7 +99,7 @@ def format_number(value: object, digits: int = 3, signed: bool = False) -> str:
 def html_document(fragment: str, title: str) -> str:
     """A full, self-contained HTML document around a result's fragment (``title`` is escaped)."""
     return (
-        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title></head>\n<body>\n{fragment}\n</body></html>\n"
     )
 
