@@ -10,7 +10,6 @@ a unit a method did not measure (occlusion leaves special tokens in place).
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +20,7 @@ from headmap.attribution.agreement import agreement_table, causal_agreement
 from headmap.attribution.drawing import figure as draw_figure
 from headmap.attribution.page import fragment
 from headmap.errors import HeadmapError
-from headmap.render.report import Report, json_number
+from headmap.render.report import Report, deprecated_alias, json_number
 from headmap.result import CAUSATION_WARNING
 from headmap.tokens import Tokens
 
@@ -190,30 +189,30 @@ class Explanation(Report):
         return _json_ready(data)  # type: ignore[return-value]
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> Explanation:
+    def from_dict(cls, data: dict[str, Any]) -> Explanation:
         """Inverse of :meth:`to_dict`."""
         if data.get("format") != FORMAT:
             raise HeadmapError(
                 f"not a headmap explanation (format {data.get('format')!r}, expected {FORMAT!r})"
             )
-        methods: dict[str, dict] = data["methods"]  # type: ignore[assignment]
+        methods: dict[str, dict[str, Any]] = data["methods"]
 
-        def array(values: list) -> np.ndarray:
+        def array(values: list[float | None]) -> np.ndarray:
             return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
 
         return cls(
             model=str(data["model"]),
-            tokens=Tokens.from_dict(data["tokens"]),  # type: ignore[arg-type]
-            words=Tokens.from_dict(data["words"]),  # type: ignore[arg-type]
-            groups=tuple(tuple(int(i) for i in g) for g in data["word_groups"]),  # type: ignore[union-attr]
+            tokens=Tokens.from_dict(data["tokens"]),
+            words=Tokens.from_dict(data["words"]),
+            groups=tuple(tuple(int(i) for i in g) for g in data["word_groups"]),
             target=dict(data["target"]),
-            output=float(data["output"]),  # type: ignore[arg-type]
+            output=float(data["output"]),
             token_scores={m: array(v["token_scores"]) for m, v in methods.items()},
             word_scores={m: array(v["word_scores"]) for m, v in methods.items()},
             signed={m: bool(v["signed"]) for m, v in methods.items()},
             info={m: dict(v.get("info", {})) for m, v in methods.items()},
             visible=np.array(data["visible"], dtype=bool),
-            notes=tuple(str(n) for n in data.get("notes", [])),  # type: ignore[union-attr]
+            notes=tuple(str(n) for n in data.get("notes", [])),
         )
 
     @classmethod
@@ -256,15 +255,8 @@ class Explanation(Report):
     def _title(self) -> str:
         return f"headmap explain · {self.model}"
 
-    def render(self, path: str | Path, **options: Any) -> Path:
-        """Deprecated alias of :meth:`save` (one release)."""
-        warnings.warn("Explanation.render() is deprecated: use save()", DeprecationWarning, stacklevel=2)
-        return self.save(path, **options)
-
-    def plot(self, **options: Any) -> Figure:
-        """Deprecated alias of :meth:`figure` (one release)."""
-        warnings.warn("Explanation.plot() is deprecated: use figure()", DeprecationWarning, stacklevel=2)
-        return self.figure(**options)
+    render = deprecated_alias("save", "render")
+    plot = deprecated_alias("figure", "plot")
 
     def __repr__(self) -> str:
         return (

@@ -7,10 +7,8 @@ be traced back to them, and the JSON holds every pair's exact prompts and ids to
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,7 +20,7 @@ from headmap.apps.bias.inputs import Group
 from headmap.apps.bias.page import report_body
 from headmap.apps.bias.pairs import BiasPrompt, pairing
 from headmap.apps.bias.stats import PairedStats, bh, paired, paired_columns
-from headmap.render.report import Report, json_number, json_numbers
+from headmap.render.report import Report, deprecated_alias, json_number, json_numbers
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -295,15 +293,8 @@ class BiasReport(Report):
     def _title(self) -> str:
         return f"headmap bias · {self.model}"
 
-    def render(self, path: str | Path) -> Path:
-        """Deprecated alias of :meth:`save` (one release)."""
-        warnings.warn("BiasReport.render() is deprecated: use save()", DeprecationWarning, stacklevel=2)
-        return self.save(path)
-
-    def plot(self) -> Figure:
-        """Deprecated alias of :meth:`figure` (one release)."""
-        warnings.warn("BiasReport.plot() is deprecated: use figure()", DeprecationWarning, stacklevel=2)
-        return self.figure()
+    render = deprecated_alias("save", "render")
+    plot = deprecated_alias("figure", "plot")
 
 
 def _plain(value: object) -> object:

@@ -7,7 +7,7 @@ and the cut model's measured parameters, latency and output difference.
 from __future__ import annotations
 
 import json
-import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +21,7 @@ from headmap.apps.prune.pruning import KEEP, Pruning, mean_random, pruning_recor
 from headmap.apps.prune.quality import Metric
 from headmap.errors import HeadmapError
 from headmap.models.pruned import HeadLayout
-from headmap.render.report import Report, json_number
+from headmap.render.report import Report, deprecated_alias, json_number
 from headmap.result import CAUSATION_WARNING, LayerKey
 
 if TYPE_CHECKING:
@@ -192,17 +192,8 @@ class PruneReport(Report):
     def _title(self) -> str:
         return f"{self.model} · head pruning"
 
-    def render(self, path: str | Path) -> Path:
-        """Deprecated alias of :meth:`save` (one release)."""
-        warnings.warn("PruneReport.render() is deprecated: use save()", DeprecationWarning, stacklevel=2)
-        return self.save(path)
-
-    def plot_curve(self) -> Figure:
-        """Deprecated alias of :meth:`figure` (one release)."""
-        warnings.warn(
-            "PruneReport.plot_curve() is deprecated: use figure()", DeprecationWarning, stacklevel=2
-        )
-        return self.figure()
+    render = deprecated_alias("save", "render")
+    plot_curve = deprecated_alias("figure", "plot_curve")
 
 
 def read_report(path: str | Path) -> PruneReport:
@@ -270,7 +261,7 @@ def read_report(path: str | Path) -> PruneReport:
     )
 
 
-def _named(heads) -> list[tuple[str, int]]:  # type: ignore[no-untyped-def]
+def _named(heads: Sequence[tuple[LayerKey, int]]) -> list[tuple[str, int]]:
     return [(key.name, int(h)) for key, h in heads]
 
 

@@ -7,10 +7,8 @@ the arrays held here, so a number in the JSON can be traced back to them.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,7 +18,7 @@ from headmap.apps.rag.chunks import Chunk
 from headmap.apps.rag.evidence import DUMMY_SENTENCE, IGNORED_BELOW, flags
 from headmap.apps.rag.figure import report_figure
 from headmap.apps.rag.page import report_body
-from headmap.render.report import Report, json_number, json_numbers
+from headmap.render.report import Report, deprecated_alias, json_number, json_numbers
 from headmap.result import CAUSATION_WARNING
 
 if TYPE_CHECKING:
@@ -263,15 +261,8 @@ class RagReport(Report):
     def _title(self) -> str:
         return f"headmap rag · {self.model}"
 
-    def render(self, path: str | Path) -> Path:
-        """Deprecated alias of :meth:`save` (one release)."""
-        warnings.warn("RagReport.render() is deprecated: use save()", DeprecationWarning, stacklevel=2)
-        return self.save(path)
-
-    def plot(self) -> Figure:
-        """Deprecated alias of :meth:`figure` (one release)."""
-        warnings.warn("RagReport.plot() is deprecated: use figure()", DeprecationWarning, stacklevel=2)
-        return self.figure()
+    render = deprecated_alias("save", "render")
+    plot = deprecated_alias("figure", "plot")
 
 
 def _ranges(values: tuple[object, ...]) -> str:
