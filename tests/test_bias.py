@@ -137,7 +137,7 @@ def test_statistics_equal_scipy_on_the_reports_numbers(report):
 
 
 def test_json_holds_every_pair_and_recomputes(tiny, report, tmp_path):
-    path = report.render(tmp_path / "bias.json")
+    path = report.save(tmp_path / "bias.json")
     data = json.loads(
         path.read_text(encoding="utf-8"), parse_constant=lambda c: pytest.fail(f"bare {c} in JSON")
     )
@@ -287,7 +287,7 @@ def test_html_png_and_notebook_output_escape_everything(tiny, tmp_path):
         controls=1,
         resamples=100,
     )
-    page = r.render(tmp_path / "bias.html").read_text(encoding="utf-8")
+    page = r.save(tmp_path / "bias.html").read_text(encoding="utf-8")
     assert "<script" not in page.lower() and "<img" not in page.lower() and "</div> " not in page
     assert "&lt;script&gt;" in page and "&lt;img src=x" in page and "&lt;b&gt;A&lt;/b&gt;" in page
     tags = parsed_tags(page)
@@ -297,11 +297,13 @@ def test_html_png_and_notebook_output_escape_everything(tiny, tmp_path):
     assert "correlation, not causation" in page and "Layers 0, 1 and heads 0..3" in page
     assert "CrowS-Pairs" in page and "BBQ" in page
     assert r._repr_html_().startswith("<div class='hm-bias'>")
-    assert r.render(tmp_path / "bias.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    with pytest.raises(HeadmapError, match="extension"):
-        r.render(tmp_path / "bias.csv")
-    with pytest.raises(HeadmapError, match="JSON"):
-        r.save(tmp_path / "bias.html")
+    assert r.save(tmp_path / "bias.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(HeadmapError, match="cannot be saved as .csv"):
+        r.save(tmp_path / "bias.csv")
+    with pytest.warns(DeprecationWarning, match="use save"):
+        assert r.render(tmp_path / "old.html").read_text(encoding="utf-8") == page
+    with pytest.warns(DeprecationWarning, match="use figure"):
+        r.plot()
     assert isinstance(r, BiasReport)
 
 

@@ -89,7 +89,7 @@ def test_words_sum_their_tokens_except_occlusion(tiny_ex):
 
 # -- files ----------------------------------------------------------------------------------------
 def test_json_holds_everything_to_recompute_the_checks(tiny_ex, llama, tmp_path):
-    path = tiny_ex.render(tmp_path / "why.json")
+    path = tiny_ex.save(tmp_path / "why.json")
     data = json.loads(path.read_text())
     ids, _ = encode_text(llama, TROPHY)
     with torch.no_grad():
@@ -111,13 +111,17 @@ def test_json_holds_everything_to_recompute_the_checks(tiny_ex, llama, tmp_path)
 
 def test_static_formats(tiny_ex, tmp_path):
     words = tiny_ex.to_words()
-    assert words.render(tmp_path / "w.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert b"<svg" in words.render(tmp_path / "w.svg").read_bytes()[:3000]
-    assert words.render(tmp_path / "w.pdf").read_bytes()[:5] == b"%PDF-"
-    with pytest.raises(HeadmapError, match="extension"):
-        words.render(tmp_path / "w.gif")
+    assert words.save(tmp_path / "w.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert b"<svg" in words.save(tmp_path / "w.svg").read_bytes()[:3000]
+    assert words.save(tmp_path / "w.pdf").read_bytes()[:5] == b"%PDF-"
+    with pytest.raises(HeadmapError, match="cannot be saved as .gif"):
+        words.save(tmp_path / "w.gif")
     with pytest.raises(HeadmapError, match="does not exist"):
-        words.render(tmp_path / "missing" / "w.png")
+        words.save(tmp_path / "missing" / "w.png")
+    with pytest.warns(DeprecationWarning, match="use save"):
+        assert words.render(tmp_path / "old.json").read_text() == words.save(tmp_path / "w.json").read_text()
+    with pytest.warns(DeprecationWarning, match="use figure"):
+        words.plot()
 
 
 def test_an_unconverged_ig_row_is_marked_in_every_output(tiny_ex, tmp_path):
@@ -142,8 +146,8 @@ def test_hostile_tokens_are_escaped_on_every_html_path(llama, tmp_path):
     evil = replace(llama, name="<b>model</b>")
     ex = headmap.explain(evil, HOSTILE, methods=["attention", "occlusion"])
     for html in (
-        ex.render(tmp_path / "t.html").read_text(),
-        ex.to_words().render(tmp_path / "w.html").read_text(),
+        ex.save(tmp_path / "t.html").read_text(),
+        ex.to_words().save(tmp_path / "w.html").read_text(),
         ex._repr_html_(),
     ):
         assert "<img" not in html and "<b>" not in html and "\u2028" not in html
@@ -181,14 +185,12 @@ def test_bad_input_names_the_fix(llama, bert_tokenizer):
 
 def test_threads_get_their_serial_results(llama):
     texts = [TROPHY, PREFIX, "Short one.", "Attention is correlation, not causation."]
-    run = lambda text: headmap.explain(
-        llama,
-        text,
-        2000,
-        methods=["ig", "attention_x_gradient", "occlusion"],  # noqa: E731
-        n_steps=4,
-        max_steps=4,
-    )
+
+    def run(text):
+        return headmap.explain(
+            llama, text, 2000, methods=["ig", "attention_x_gradient", "occlusion"], n_steps=4, max_steps=4
+        )
+
     serial = [run(t) for t in texts]
     with ThreadPoolExecutor(4) as pool:
         concurrent = list(pool.map(run, texts))
@@ -202,7 +204,7 @@ def test_threads_get_their_serial_results(llama):
 def test_smollm2_output_is_the_models_own_log_probability(smollm2, tmp_path):
     ex = headmap.explain(smollm2, PREFIX, " big", n_steps=8, max_steps=8)
     assert set(ex.methods) == set(headmap.attribution.METHODS)
-    data = json.loads(ex.to_words().render(tmp_path / "why.json").read_text())
+    data = json.loads(ex.to_words().save(tmp_path / "why.json").read_text())
     ids, _ = encode_text(smollm2, PREFIX)
     token = smollm2.tokenizer(" big", add_special_tokens=False)["input_ids"][0]
     with torch.no_grad():
@@ -214,7 +216,7 @@ def test_smollm2_output_is_the_models_own_log_probability(smollm2, tmp_path):
         ex.output - ex.baseline_output + ig["delta"], abs=1e-3
     )
     assert ig["converged"] == (abs(ig["delta"]) <= 0.05 * abs(ex.output - ex.baseline_output))
-    assert ex.to_words().render(tmp_path / "why.png").stat().st_size > 10_000
+    assert ex.to_words().save(tmp_path / "why.png").stat().st_size > 10_000
 
 
 @pytest.mark.slow

@@ -253,12 +253,16 @@ def test_prune_report_holds_what_it_measured(tiny, tmp_path):
     assert saved["pruning"]["removed"] == {
         name: [h for n, h in p.removed if n == name] for name, _ in p.removed
     }
-    data = json.loads(report.render(tmp_path / "r.json").read_text())
+    data = json.loads(report.save(tmp_path / "r.json").read_text())
     assert data["curves"][0]["values"]["perplexity"] == list(report.curves[0].values["perplexity"])
     again = read_report(tmp_path / "r.json")
     assert again.summary == report.summary and again.table.equals(report.table)
     assert again.curves[0].order.heads == report.curves[0].order.heads
-    report.render(tmp_path / "r.png")
+    report.save(tmp_path / "r.png")
+    with pytest.warns(DeprecationWarning, match="use save"):
+        report.render(tmp_path / "old.png")
+    with pytest.warns(DeprecationWarning, match="use figure"):
+        report.plot_curve()
     counts, geometric = mean_random(report, PERPLEXITY)
     seeds = np.array([c.values["perplexity"] for c in report.curves if c.order.name == "random"])
     np.testing.assert_allclose(geometric, np.exp(np.log(seeds).mean(0)), rtol=1e-12)

@@ -162,7 +162,7 @@ def test_verdict_wording():
 
 
 def test_json_holds_what_a_rerun_needs(tiny, report, tmp_path):
-    path = report.render(tmp_path / "rag.json")
+    path = report.save(tmp_path / "rag.json")
     data = json.loads(
         path.read_text(encoding="utf-8"), parse_constant=lambda c: pytest.fail(f"bare {c} in JSON")
     )
@@ -202,7 +202,7 @@ def test_html_png_and_notebook_output_escape_everything(tiny, tmp_path):
         Chunk("two", "<img src=x onerror=alert(2)> the garden & the $x$ shed"),
     ]
     report = rag(tiny, "where are </div> the maps?", evil, answer="<i>here</i>")
-    page = report.render(tmp_path / "rag.html").read_text(encoding="utf-8")
+    page = report.save(tmp_path / "rag.html").read_text(encoding="utf-8")
     assert "<script" not in page.lower() and "<img" not in page.lower() and "</div> the maps" not in page
     assert "&lt;script&gt;" in page and "&lt;img src=x" in page and "&lt;b&gt;x&lt;/b&gt;" in page
     tags = parsed_tags(page)
@@ -211,11 +211,13 @@ def test_html_png_and_notebook_output_escape_everything(tiny, tmp_path):
     assert "http" not in page  # nothing fetched
     assert "correlation, not causation" in page and "layers 0, 1" in page
     assert report._repr_html_().startswith("<div class='hm-rag'>")
-    assert report.render(tmp_path / "rag.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    with pytest.raises(HeadmapError, match="extension"):
-        report.render(tmp_path / "rag.csv")
-    with pytest.raises(HeadmapError, match="JSON"):
-        report.save(tmp_path / "rag.html")
+    assert report.save(tmp_path / "rag.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(HeadmapError, match="cannot be saved as .csv"):
+        report.save(tmp_path / "rag.csv")
+    with pytest.warns(DeprecationWarning, match="use save"):
+        assert report.render(tmp_path / "old.html").read_text(encoding="utf-8") == page
+    with pytest.warns(DeprecationWarning, match="use figure"):
+        report.plot()
     assert isinstance(report, RagReport)
 
 

@@ -1,5 +1,5 @@
-"""Draw an :class:`~headmap.attribution.explanation.Explanation`: a static figure (PNG, SVG, PDF),
-and the file writer for every format (the HTML page itself is in :mod:`headmap.attribution.page`).
+"""Draw an :class:`~headmap.attribution.explanation.Explanation`: a static figure (PNG, SVG, PDF);
+the HTML page is in :mod:`headmap.attribution.page`, and :mod:`headmap.render.report` writes both.
 
 Every method gets one row over the same units. Colours are each method's scores divided by its
 largest magnitude over the included units, on a diverging scale centred on zero (blue: lowers the
@@ -11,14 +11,12 @@ cells, the JSON and the table.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from headmap.errors import HeadmapError
-from headmap.render.files import check_writable, save_figure
+from headmap.render.report import format_number
 from headmap.render.static import new_figure, wrap_lines
 from headmap.view.downsample import shorten, visible
 
@@ -50,10 +48,6 @@ def color_of(value: float) -> tuple[str, str]:
     r, g, b, _ = matplotlib.colormaps[CMAP]((float(value) + 1.0) / 2.0)
     text = "#ffffff" if abs(value) > 0.6 else "#111111"
     return f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}", text
-
-
-def format_score(value: float) -> str:
-    return "n/a" if not np.isfinite(value) else f"{value:.3g}"
 
 
 def headline(ex: Explanation) -> list[str]:
@@ -128,7 +122,7 @@ def figure(ex: Explanation, max_label: int = 14) -> Figure:
                 ax.text(
                     j,
                     i,
-                    format_score(raw),
+                    format_number(raw),
                     ha="center",
                     va="center",
                     fontsize=5.5,
@@ -151,28 +145,3 @@ def figure(ex: Explanation, max_label: int = 14) -> Figure:
         parse_math=False,
     ).set_in_layout(False)
     return fig
-
-
-def write(ex: Explanation, path: Path, **options: object) -> Path:
-    """Write ``ex`` to ``path``; the extension picks the format (html, png, svg, pdf, json)."""
-    from headmap.attribution.explanation import EXTENSIONS
-
-    suffix = path.suffix.lower()
-    if suffix not in EXTENSIONS:
-        raise HeadmapError(
-            f"unknown output extension {suffix or '(none)'!r} for {path}: use one of {', '.join(EXTENSIONS)}"
-        )
-    check_writable(path)
-    try:
-        if suffix == ".json":
-            path.write_text(json.dumps(ex.to_dict(), indent=1, allow_nan=False), encoding="utf-8")
-        elif suffix == ".html":
-            from headmap.attribution.page import page
-
-            path.write_text(page(ex), encoding="utf-8")
-        else:
-            dpi = int(options.pop("dpi", 150))  # type: ignore[call-overload]
-            save_figure(figure(ex, **options), path, suffix[1:], dpi=dpi)  # type: ignore[arg-type]
-    except OSError as exc:
-        raise HeadmapError(f"cannot write {path}: {exc.strerror or exc}") from None
-    return path

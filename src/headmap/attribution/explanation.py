@@ -10,15 +10,17 @@ a unit a method did not measure (occlusion leaves special tokens in place).
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from headmap.attribution.agreement import agreement_table, causal_agreement
+from headmap.attribution.drawing import figure as draw_figure
+from headmap.attribution.page import fragment
 from headmap.errors import HeadmapError
+from headmap.render.report import Report, deprecated_alias, json_number
 from headmap.result import CAUSATION_WARNING
 from headmap.tokens import Tokens
 
@@ -27,7 +29,6 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 FORMAT = "headmap.explanation/1"
-EXTENSIONS = (".html", ".png", ".svg", ".pdf", ".json")
 
 #: What each method's picture does and does not say; shown with every rendering.
 METHOD_NOTES = {
@@ -45,7 +46,7 @@ METHOD_NOTES = {
 
 
 @dataclass(frozen=True)
-class Explanation:
+class Explanation(Report):
     """Attributions of one explained output by several methods, on one axis.
 
     ``tokens``/``words`` are the two axes and ``groups`` the tokens of each word; ``unit`` says
@@ -66,6 +67,8 @@ class Explanation:
     visible: np.ndarray  # [token] bool: the output can depend on the token
     unit: str = "token"
     notes: tuple[str, ...] = field(default=())
+
+    tabular = True  # to_pandas() is the table: .parquet is written too
 
     # -- views -------------------------------------------------------------------------------
     @property
@@ -163,7 +166,7 @@ class Explanation:
         return [*lines, *self.notes]
 
     # -- output ------------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, Any]:
         """Everything needed to recompute the checks, JSON-ready (NaN becomes null)."""
         baseline = self.baseline_output
         ig = self.info.get("ig", {})
@@ -201,35 +204,35 @@ class Explanation:
         return _json_ready(data)  # type: ignore[return-value]
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> Explanation:
+    def from_dict(cls, data: dict[str, Any]) -> Explanation:
         """Inverse of :meth:`to_dict`."""
         if data.get("format") != FORMAT:
             raise HeadmapError(
                 f"not a headmap explanation (format {data.get('format')!r}, expected {FORMAT!r})"
             )
-        methods: dict[str, dict] = data["methods"]  # type: ignore[assignment]
+        methods: dict[str, dict[str, Any]] = data["methods"]
 
-        def array(values: list) -> np.ndarray:
+        def array(values: list[float | None]) -> np.ndarray:
             return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
 
         return cls(
             model=str(data["model"]),
-            tokens=Tokens.from_dict(data["tokens"]),  # type: ignore[arg-type]
-            words=Tokens.from_dict(data["words"]),  # type: ignore[arg-type]
-            groups=tuple(tuple(int(i) for i in g) for g in data["word_groups"]),  # type: ignore[union-attr]
+            tokens=Tokens.from_dict(data["tokens"]),
+            words=Tokens.from_dict(data["words"]),
+            groups=tuple(tuple(int(i) for i in g) for g in data["word_groups"]),
             target=dict(data["target"]),
-            output=float(data["output"]),  # type: ignore[arg-type]
+            output=float(data["output"]),
             token_scores={m: array(v["token_scores"]) for m, v in methods.items()},
             word_scores={m: array(v["word_scores"]) for m, v in methods.items()},
             signed={m: bool(v["signed"]) for m, v in methods.items()},
             info={m: dict(v.get("info", {})) for m, v in methods.items()},
             visible=np.array(data["visible"], dtype=bool),
-            notes=tuple(str(n) for n in data.get("notes", [])),  # type: ignore[union-attr]
+            notes=tuple(str(n) for n in data.get("notes", [])),
         )
 
     @classmethod
     def load(cls, path: str | Path) -> Explanation:
-        """Read an explanation written by :meth:`save` (or ``render("x.json")``)."""
+        """Read an explanation written by :meth:`save` as ``.json``."""
         path = Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -246,32 +249,29 @@ class Explanation:
                 f"{path} is a corrupt headmap explanation ({type(exc).__name__}: {exc})"
             ) from None
 
-    def save(self, path: str | Path) -> Path:
-        """Write the explanation as JSON (see :meth:`to_dict`)."""
-        return self.render(Path(path) if Path(path).suffix else Path(path).with_suffix(".json"))
+    def save(self, path: str | Path, **options: Any) -> Path:
+        """Write the explanation; the extension picks the format (see :meth:`formats`), none means ``.json``."""
+        path = Path(path)
+        return super().save(path if path.suffix else path.with_suffix(".json"), **options)
 
-    def render(self, path: str | Path, **options: object) -> Path:
-        """Write ``.html`` (self-contained page), ``.png``/``.svg``/``.pdf`` (static figure) or ``.json``."""
-        from headmap.attribution import drawing
+    def to_pandas(self) -> pd.DataFrame:
+        """:attr:`table`: one row per unit."""
+        return self.table
 
-        return drawing.write(self, Path(path), **options)
-
-    def plot(self, **options: object) -> Figure:
+    def figure(self, max_label: int = 14, **options: Any) -> Figure:
         """The static figure (one row of coloured words per method, agreement and caveats)."""
-        from headmap.attribution import drawing
+        return draw_figure(self, max_label=max_label)
 
-        return drawing.figure(self, **options)  # type: ignore[arg-type]
-
-    def show(self, **options: object) -> None:
-        import matplotlib.pyplot as plt
-
-        self.plot(**options)
-        plt.show()
-
-    def _repr_html_(self) -> str:
-        from headmap.attribution.page import fragment
-
+    def page(self, **options: Any) -> str:
+        """The self-contained HTML fragment (also the notebook display), with the full JSON in a
+        non-executed ``<script type="application/json">`` block."""
         return fragment(self)
+
+    def _title(self) -> str:
+        return f"headmap explain · {self.model}"
+
+    render = deprecated_alias("save", "render")
+    plot = deprecated_alias("figure", "plot")
 
     def __repr__(self) -> str:
         return (
@@ -288,6 +288,6 @@ def _json_ready(value: object) -> object:
         return [_json_ready(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
+    if isinstance(value, float):
+        return json_number(value)
     return value

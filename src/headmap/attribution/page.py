@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from headmap.attribution.drawing import color_of, display_values, format_score, headline
+from headmap.attribution.drawing import color_of, display_values, headline
 from headmap.render.html import escape
+from headmap.render.report import format_number
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -56,7 +57,7 @@ def _row(ex: Explanation, method: str) -> str:
     spans = []
     for unit, value, scaled in zip(ex.axis.tokens, raw, shown):
         background, text = color_of(scaled)
-        title = escape(f"{unit}: {format_score(value)}")
+        title = escape(f"{unit}: {format_number(value)}")
         spans.append(
             f'<span class="u" style="background:{background};color:{text}" title="{title}">{escape(unit)}</span>'
         )
@@ -64,18 +65,16 @@ def _row(ex: Explanation, method: str) -> str:
     return f'<tr><th{flagged}>{escape(ex.label(method))}</th><td class="text">{" ".join(spans)}</td></tr>'
 
 
-def _number(value: object) -> str:
-    if isinstance(value, (float, np.floating)):
-        return "n/a" if not np.isfinite(value) else f"{value:+.3f}"
-    return escape(str(value))
-
-
 def _frame(frame: pd.DataFrame, highlight: str | None = None) -> str:
     head = "".join(f"<th>{escape(str(c))}</th>" for c in frame.columns if c != highlight)
     body = []
     for record in frame.to_dict("records"):
         mark = ' class="causal"' if highlight and record.get(highlight) else ""
-        cells = "".join(f"<td>{_number(v)}</td>" for c, v in record.items() if c != highlight)
+        cells = "".join(
+            f"<td>{escape(format_number(v, signed=isinstance(v, (float, np.floating))))}</td>"
+            for c, v in record.items()
+            if c != highlight
+        )
         body.append(f"<tr{mark}>{cells}</tr>")
     return f'<table class="grid"><tr>{head}</tr>{"".join(body)}</table>'
 
@@ -100,7 +99,9 @@ def _ig_check(ex: Explanation) -> str:
 
 
 def fragment(ex: Explanation) -> str:
-    """The explanation as an HTML fragment (also the notebook display)."""
+    """The explanation as a self-contained HTML fragment (the notebook display, and the body of the
+    ``.html`` file): the coloured rows, the agreement tables, the IG check, the caveats, and the full
+    JSON in a non-executed block so the page alone is enough to recompute every check."""
     title = "".join(f"<p><strong>{escape(line)}</strong></p>" for line in headline(ex))
     rows = "".join(_row(ex, m) for m in ex.methods)
     legend = (
@@ -126,15 +127,6 @@ def fragment(ex: Explanation) -> str:
         f"<h3>Agreement between every pair of methods</h3>{_frame(agreement, 'with_occlusion')}"
         f"<p class='note'>Spearman and Kendall (tau-b) over {escape(ex.unit)}s, signed scores; *_abs compare "
         "magnitudes. Highlighted: pairs with occlusion.</p>"
-        f"{_ig_check(ex)}<h3>Caveats</h3><ul>{caveats}</ul></div>"
-    )
-
-
-def page(ex: Explanation) -> str:
-    """A full, self-contained HTML document."""
-    data = script_json(ex.to_dict())
-    return (
-        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        f"<title>{escape(f'headmap explain · {ex.model}')}</title>\n</head>\n<body>\n{fragment(ex)}\n"
-        f'<script type="application/json" id="headmap-explanation">{data}</script>\n</body>\n</html>\n'
+        f"{_ig_check(ex)}<h3>Caveats</h3><ul>{caveats}</ul></div>\n"
+        f'<script type="application/json" id="headmap-explanation">{script_json(ex.to_dict())}</script>'
     )

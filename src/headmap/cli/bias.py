@@ -122,9 +122,9 @@ def parse_pairs(value: str) -> int | None:
 
 def run(args: argparse.Namespace) -> None:
     from headmap.apps.bias import bias_probe
-    from headmap.apps.report_files import REPORT_EXTENSIONS
+    from headmap.render.report import COMMON
 
-    check_outputs(args.output, REPORT_EXTENSIONS)
+    check_outputs(args.output, [fmt.value for fmt in COMMON])
     groups = parse_groups(args.group)
     for label, path in groups.items():
         if path.suffix.lower() != ".txt":
@@ -179,4 +179,4 @@ def run(args: argparse.Namespace) -> None:
         for line in [*report.warnings, report.caveats[0]]:
             print(line)
     for path in args.output:
-        print(f"wrote {report.render(path)}", file=sys.stderr)
+        print(f"wrote {report.save(path)}", file=sys.stderr)

@@ -13,8 +13,6 @@ from headmap.models import BUNDLED, DEFAULT_MODEL
 if TYPE_CHECKING:  # for annotations only: --help must not import torch
     from headmap.attribution import Explanation
 
-EXPLAIN_EXTENSIONS = (".html", ".png", ".svg", ".pdf", ".json")
-
 
 #: ``headmap.attribution``'s METHODS and FLOW_MAX_TOKENS, written out because --help must answer
 #: without importing torch (which attribution needs); tests/test_cli_conventions.py keeps them equal.
@@ -140,8 +138,9 @@ def summary(ex: Explanation) -> str:
 
 def run(args: argparse.Namespace) -> None:
     from headmap.attribution.explain import explain
+    from headmap.render.report import COMMON
 
-    check_outputs(args.output, EXPLAIN_EXTENSIONS)
+    check_outputs(args.output, [fmt.value for fmt in COMMON])
     if args.steps < 2 or args.max_steps < args.steps:
         raise HeadmapError("--steps must be at least 2 and --max-steps at least --steps")
     text = read_text(args.text)
@@ -165,4 +164,4 @@ def run(args: argparse.Namespace) -> None:
         ex = ex.to_words()
     print(summary(ex))
     for path in args.output:
-        print(f"wrote {ex.render(path)}", file=sys.stderr)
+        print(f"wrote {ex.save(path)}", file=sys.stderr)

@@ -104,7 +104,7 @@ def _seeds(value: str) -> list[int]:
 
 def run(args: argparse.Namespace) -> None:
     from headmap.apps.prune import prune
-    from headmap.apps.report_files import REPORT_EXTENSIONS
+    from headmap.render.report import COMMON
 
     if args.amount is None and not args.curve:
         raise HeadmapError(
@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> None:
             raise HeadmapError(
                 f"{args.out} already exists and is not an empty folder: choose a new --out folder"
             )
-    check_outputs(args.output, REPORT_EXTENSIONS)
+    check_outputs(args.output, [fmt.value for fmt in COMMON])
     if not args.texts.exists():
         raise HeadmapError(f"{args.texts} does not exist: --texts takes a .txt/.jsonl file or a folder")
     seeds = _seeds(args.seeds)
@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> None:
             print(report.table.to_string(index=False))
     print("\n".join([*report.summary, *report.notes]))
     for path in args.output:
-        print(f"wrote {report.render(path)}", file=sys.stderr)
+        print(f"wrote {report.save(path)}", file=sys.stderr)
     if report.pruning is not None and report.pruning.folder is not None:
         print(f"wrote {report.pruning.folder} (load it with headmap.load or --model)", file=sys.stderr)
     if report.interrupted:

@@ -68,9 +68,9 @@ def _answer_ids(value: str) -> list[int]:
 
 def run(args: argparse.Namespace) -> None:
     from headmap.apps.rag import rag, read_chunks
-    from headmap.apps.report_files import REPORT_EXTENSIONS
+    from headmap.render.report import COMMON
 
-    check_outputs(args.output, REPORT_EXTENSIONS)
+    check_outputs(args.output, [fmt.value for fmt in COMMON])
     chunks = read_chunks(args.chunks)
     answer = _answer_ids(args.answer_ids) if args.answer_ids is not None else args.answer
     model = load_model(args)
@@ -95,4 +95,4 @@ def run(args: argparse.Namespace) -> None:
             for line in [*report.warnings, report.caveats[0]]:
                 print(line)
     for path in args.output:
-        print(f"wrote {report.render(path)}", file=sys.stderr)
+        print(f"wrote {report.save(path)}", file=sys.stderr)

@@ -24,6 +24,7 @@ import enum
 import html
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -99,7 +100,7 @@ def format_number(value: object, digits: int = 3, signed: bool = False) -> str:
 def html_document(fragment: str, title: str) -> str:
     """A full, self-contained HTML document around a result's fragment (``title`` is escaped)."""
     return (
-        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title></head>\n<body>\n{fragment}\n</body></html>\n"
     )
 
@@ -197,3 +198,20 @@ def show(report: Any, **options: Any) -> None:
 
     report.figure(**options)
     plt.show()
+
+
+def deprecated_alias(new: str, old: str) -> Any:
+    """A method ``old`` that warns (DeprecationWarning) and calls ``new``: an old name kept one release.
+
+    In a class body: ``render = deprecated_alias("save", "render")``.
+    """
+
+    def alias(self: Any, *args: Any, **kwargs: Any) -> Any:
+        warnings.warn(
+            f"{type(self).__name__}.{old}() is deprecated: use {new}()", DeprecationWarning, stacklevel=2
+        )
+        return getattr(self, new)(*args, **kwargs)
+
+    alias.__name__ = old
+    alias.__doc__ = f"Deprecated alias of :meth:`{new}` (kept one release)."
+    return alias

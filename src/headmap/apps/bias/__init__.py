@@ -5,7 +5,7 @@
 ...                     target=" Yes")
 >>> report.findings         # the output gap, the heads, the causal check, in sentences
 >>> report.table            # per head: attention on name and evidence by group, paired statistics
->>> report.render("bias.html")
+>>> report.save("bias.html")
 
 See :func:`bias_probe`. Attention is correlation, not causation, so every report sets the heads'
 attention beside what ablating the heads that read the name does to the gap between the groups.

@@ -8,7 +8,7 @@ Outputs without an answer position (the cosine of a mean-pooled embedding) read 
 includes them.
 
 Only the answer rows are captured (all rows where there is none), and each block is reduced to
-the two span sums as it arrives (:class:`headmap.apps.rag.evidence.GroupMass`): no map is held.
+the two span sums as it arrives (:class:`headmap.apps.group_mass.GroupMass`): no map is held.
 Prompts are streamed in batches of those that share one row index counted from the end (all of
 them, for decoders).
 """
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from headmap.apps.bias.pairs import BiasPrompt
-from headmap.apps.rag.evidence import GroupMass, KeyGroups
+from headmap.apps.group_mass import GroupMass, KeyGroups
 from headmap.capture import CapturePlan, stream
 from headmap.capture.plan import LayerSpec
 from headmap.models import LoadedModel

@@ -35,18 +35,6 @@ _STYLE = """
 .hm-bias .tpl { font-size: 14px; padding: 6px 8px; border-left: 4px solid #ccc; white-space: pre-wrap; }
 """
 
-_PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>{title}</title>
-</head>
-<body>
-{body}
-</body>
-</html>
-"""
-
 
 def _p(value: float) -> str:
     return "n/a" if not math.isfinite(value) else (f"{value:.2g}" if value < 0.001 else f"{value:.3f}")
@@ -241,8 +229,3 @@ def report_body(report: BiasReport) -> str:
         f"{''.join(_prompt(report, i) for i in range(len(report.prompts)))}"
         f"</div>"
     )
-
-
-def report_page(report: BiasReport) -> str:
-    """A complete, self-contained HTML document of the report."""
-    return _PAGE.format(title=escape(f"headmap bias · {report.model}"), body=report_body(report))

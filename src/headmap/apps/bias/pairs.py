@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from headmap.apps.bias.inputs import Template
-from headmap.apps.rag.prompt import has_chat_template
+from headmap.apps.chat import has_chat_template
 from headmap.attribution.target import encode_text
 from headmap.capture.encoding import Encoded, encode_parts
 from headmap.errors import HeadmapError

@@ -7,20 +7,20 @@ be traced back to them, and the JSON holds every pair's exact prompts and ids to
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from headmap.apps.bias.causal import name_scores
+from headmap.apps.bias.figure import report_figure
 from headmap.apps.bias.findings import ALPHA, SINK_SHARE, caveats, findings, number_warnings
 from headmap.apps.bias.inputs import Group
+from headmap.apps.bias.page import report_body
 from headmap.apps.bias.pairs import BiasPrompt, name_uses, pairing
 from headmap.apps.bias.stats import PairedStats, bh, paired, paired_columns
-from headmap.apps.report_files import only_json, write_report
+from headmap.render.report import Report, deprecated_alias, json_number, json_numbers
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -30,7 +30,7 @@ FORMAT = "headmap-bias/1"
 
 
 @dataclass(frozen=True, eq=False)
-class BiasReport:
+class BiasReport(Report):
     """A counterfactual bias probe over pairs of prompts that differ only in the name.
 
     Prompts are group A's names in order, then group B's. Arrays: ``outputs``, ``ablated_outputs``
@@ -69,6 +69,8 @@ class BiasReport:
     seed: int = 0
     resamples: int = 10_000
     confidence: float = 0.95
+
+    tabular = True  # to_pandas() is the table: .parquet is written too
 
     # -- pairs ---------------------------------------------------------------------------------
     @property
@@ -137,8 +139,6 @@ class BiasReport:
     @cached_property
     def name_score(self) -> np.ndarray:
         """``[layer, head]``: mean over pairs of the two prompts' name attention (ranks the ablated heads)."""
-        from headmap.apps.bias.causal import name_scores
-
         return name_scores(self.name_attention, self.a_index, self.b_index)
 
     @property
@@ -251,14 +251,14 @@ class BiasReport:
             "name_tokens": list(p.name_tokens),
             "evidence_tokens": list(p.evidence_tokens),
             "answer_position": self.positions[i],
-            "output": _num(self.outputs[i]),
-            "output_ablated": _num(self.ablated_outputs[i]),
-            "output_controls": _nums(self.control_outputs[:, i]),
-            "name_attention": [_nums(row) for row in self.name_attention[i]],
-            "evidence_attention": [_nums(row) for row in self.evidence_attention[i]],
+            "output": json_number(self.outputs[i]),
+            "output_ablated": json_number(self.ablated_outputs[i]),
+            "output_controls": json_numbers(self.control_outputs[:, i]),
+            "name_attention": [json_numbers(row) for row in self.name_attention[i]],
+            "evidence_attention": [json_numbers(row) for row in self.evidence_attention[i]],
         }
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, Any]:
         """Everything needed to recompute every number: exact prompts and ids per pair, outputs, settings."""
         pairs = []
         for p, (a, b) in enumerate(zip(self.a_index, self.b_index)):
@@ -272,11 +272,11 @@ class BiasReport:
                     "prompt_a_ids": pa.ids,
                     "prompt_b": pb.text,
                     "prompt_b_ids": pb.ids,
-                    "output_a": _num(self.outputs[a]),
-                    "output_b": _num(self.outputs[b]),
-                    "difference": _num(self.outputs[a] - self.outputs[b]),
-                    "output_a_ablated": _num(self.ablated_outputs[a]),
-                    "output_b_ablated": _num(self.ablated_outputs[b]),
+                    "output_a": json_number(self.outputs[a]),
+                    "output_b": json_number(self.outputs[b]),
+                    "difference": json_number(self.outputs[a] - self.outputs[b]),
+                    "output_a_ablated": json_number(self.ablated_outputs[a]),
+                    "output_b_ablated": json_number(self.ablated_outputs[b]),
                 }
             )
         heads = [
@@ -318,47 +318,27 @@ class BiasReport:
             "prompts": [self._prompt_record(i) for i in range(len(self.prompts))],
         }
 
-    def save(self, path: str | Path) -> Path:
-        """Write the report as JSON (``.json``); see :meth:`to_dict` for the fields."""
-        return self.render(only_json(path))
+    def to_pandas(self) -> pd.DataFrame:
+        """:attr:`table`: one row per layer and head."""
+        return self.table
 
-    def render(self, path: str | Path) -> Path:
-        """Write ``.html`` (one self-contained page), ``.png``/``.svg``/``.pdf`` (matplotlib) or ``.json``."""
-        from headmap.apps.bias.page import report_page
-
-        return write_report(path, self.to_dict, lambda: report_page(self), self.plot)
-
-    def plot(self) -> Figure:
+    def figure(self, **options: Any) -> Figure:
         """The matplotlib figure: outputs by group, name attention per head, head contrast, causal check."""
-        from headmap.apps.bias.figure import report_figure
-
         return report_figure(self)
 
-    def show(self) -> None:
-        """Display the figure (in a notebook, or a window where matplotlib has one)."""
-        import matplotlib.pyplot as plt
-
-        self.plot()
-        plt.show()
-
-    def _repr_html_(self) -> str:
-        from headmap.apps.bias.page import report_body
-
+    def page(self, **options: Any) -> str:
+        """The report as one self-contained HTML fragment (its own scoped style)."""
         return report_body(self)
 
+    def _title(self) -> str:
+        return f"headmap bias · {self.model}"
 
-def _num(value: float) -> float | None:
-    """A JSON number, or null where the value is undefined (NaN, or infinite for a constant difference)."""
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
-def _nums(values: np.ndarray) -> list[float | None]:
-    return [_num(v) for v in np.asarray(values).ravel()]
+    render = deprecated_alias("save", "render")
+    plot = deprecated_alias("figure", "plot")
 
 
 def _plain(value: object) -> object:
-    """A table cell as a JSON value: floats through :func:`_num`, numpy scalars as Python ones."""
+    """A table cell as a JSON value: floats through :func:`json_number`, numpy scalars as Python ones."""
     if isinstance(value, (float, np.floating)):
-        return _num(value)
+        return json_number(value)
     return value.item() if isinstance(value, np.generic) else value

@@ -2,7 +2,7 @@
 
 >>> report = prune(model, "corpora/sentences.txt", amount=0.3, out="pruned-minilm/")
 >>> report.table            # quality per order and step
->>> report.plot_curve()     # quality vs share of heads removed: importance, entropy and random orders
+>>> report.figure()         # quality vs share of heads removed: importance, entropy and random orders
 
 Orders come from head importance (Michel et al. 2019, recomputed after each step), random seeds and
 attention entropy; quality is measured on held-out text with the heads gated off

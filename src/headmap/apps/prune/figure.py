@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from headmap.apps.prune.pruning import KEEP, mean_random
 from headmap.render.static import new_figure
 
 if TYPE_CHECKING:
@@ -17,8 +18,6 @@ COLORS = {"importance": "#1f77b4", "entropy": "#d62728", "random": "0.55"}
 
 
 def _panel(ax: Axes, report: PruneReport, metric: Metric) -> None:
-    from headmap.apps.prune.report import KEEP, mean_random
-
     total = report.total_heads
     for curve in report.curves:
         x = [100 * c / total for c in curve.counts]

@@ -10,7 +10,8 @@ import html
 import io
 from typing import TYPE_CHECKING
 
-from headmap.apps.prune.report import pruning_record
+from headmap.apps.prune.pruning import pruning_record
+from headmap.render.files import save_figure
 
 if TYPE_CHECKING:
     from headmap.apps.prune.report import PruneReport
@@ -26,10 +27,8 @@ _STYLE = """
 
 
 def _figure_png(report: PruneReport) -> str:
-    from headmap.render.files import save_figure
-
     buffer = io.BytesIO()
-    save_figure(report.plot_curve(), buffer, "png")
+    save_figure(report.figure(), buffer, "png")
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -89,12 +88,4 @@ def report_body(report: PruneReport) -> str:
     )
 
 
-def report_page(report: PruneReport) -> str:
-    return (
-        f"<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
-        f"<title>{html.escape(report.model)} · head pruning</title>\n</head>\n<body>\n{report_body(report)}\n"
-        "</body>\n</html>\n"
-    )
-
-
-__all__ = ["report_body", "report_page"]
+__all__ = ["report_body"]

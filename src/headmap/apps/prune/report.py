@@ -7,19 +7,21 @@ and the cut model's measured parameters, latency and output difference.
 from __future__ import annotations
 
 import json
-import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from headmap.apps.prune.curve import Curve, kept_share, tolerated
+from headmap.apps.prune.figure import curve_figure
+from headmap.apps.prune.order import Order
+from headmap.apps.prune.page import report_body
 from headmap.apps.prune.physical import Latency
+from headmap.apps.prune.pruning import KEEP, Pruning, mean_random, pruning_record
 from headmap.apps.prune.quality import Metric
-from headmap.apps.report_files import only_json, write_report
 from headmap.errors import HeadmapError
 from headmap.models.pruned import HeadLayout
+from headmap.render.report import Report, deprecated_alias, json_number
 from headmap.result import CAUSATION_WARNING, LayerKey
 
 if TYPE_CHECKING:
@@ -27,34 +29,10 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 FORMAT = "headmap-prune/1"
-KEEP = 0.9  # bertology's stop rule: quality within 90% of the unpruned model's
-
-
-@dataclass(frozen=True)
-class Pruning:
-    """The heads cut from the model and what the cut model measured."""
-
-    order: str
-    amount: float
-    removed: tuple[tuple[str, int], ...]  # (layer name, head) in the unpruned model's numbering
-    layouts: tuple[HeadLayout, ...]
-    quality: dict[str, float]  # the cut model on the held-out texts
-    parameters_before: int
-    parameters_after: int
-    kv_heads_before: int
-    kv_heads_after: int
-    max_difference: float  # cut vs gated outputs (logits or last hidden state), held-out texts
-    output_scale: float  # largest |output| of the gated model there
-    latency: Latency | None
-    folder: str | None
-
-    @property
-    def heads_after(self) -> int:
-        return sum(len(layout.query) for layout in self.layouts)
 
 
 @dataclass(frozen=True, eq=False)
-class PruneReport:
+class PruneReport(Report):
     """Quality vs heads removed for each order (``curves``), and the cut model (``pruning``) if asked.
 
     ``heads_per_layer`` and ``layers`` describe the unpruned model; ``baseline`` is its quality.
@@ -75,6 +53,8 @@ class PruneReport:
     pruning: Pruning | None = None
     notes: tuple[str, ...] = ()
     interrupted: bool = False
+
+    tabular = True  # to_pandas() is the table: .parquet is written too
 
     @property
     def total_heads(self) -> int:
@@ -176,7 +156,7 @@ class PruneReport:
             CAUSATION_WARNING,
         ]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         p = self.pruning
         return {
             "format": FORMAT,
@@ -194,18 +174,18 @@ class PruneReport:
                 {"name": m.name, "label": m.label, "higher_is_better": m.higher_is_better}
                 for m in self.metrics
             ],
-            "baseline": {k: _num(v) for k, v in self.baseline.items()},
+            "baseline": {k: json_number(v) for k, v in self.baseline.items()},
             "curves": [
                 {
                     "order": c.order.name,
                     "seed": c.order.seed,
                     "heads_removed": list(c.counts),
-                    "values": {k: [_num(x) for x in v] for k, v in c.values.items()},
+                    "values": {k: [json_number(x) for x in v] for k, v in c.values.items()},
                     "removal_order": [[layer, head] for layer, head in _named(c.order.heads)],
                 }
                 for c in self.curves
             ],
-            "tolerated_share": {k: _num(v) for k, v in self.tolerated().items()},
+            "tolerated_share": {k: json_number(v) for k, v in self.tolerated().items()},
             "largest_share_measured": {c.order.label: c.counts[-1] / self.total_heads for c in self.curves},
             "pruning": None if p is None else pruning_record(p),
             "interrupted": self.interrupted,
@@ -213,32 +193,27 @@ class PruneReport:
             "caveats": self.caveats,
         }
 
-    def save(self, path: str | Path) -> Path:
-        """Write the report as JSON (``.json``)."""
-        return self.render(only_json(path))
+    def to_pandas(self) -> pd.DataFrame:
+        """:attr:`table`: one row per order and step."""
+        return self.table
 
-    def render(self, path: str | Path) -> Path:
-        """Write ``.png``/``.svg``/``.pdf`` (the curve), ``.html`` (one self-contained page) or ``.json``."""
-        from headmap.apps.prune.page import report_page
-
-        return write_report(path, self.to_dict, lambda: report_page(self), self.plot_curve)
-
-    def plot_curve(self) -> Figure:
+    def figure(self, **options: Any) -> Figure:
         """Quality vs share of heads removed, one line per order (random: each seed, and their mean)."""
-        from headmap.apps.prune.figure import curve_figure
-
         return curve_figure(self)
 
-    def _repr_html_(self) -> str:
-        from headmap.apps.prune.page import report_body
-
+    def page(self, **options: Any) -> str:
+        """The report as one self-contained HTML fragment: summary, curve (inline PNG), tables, caveats."""
         return report_body(self)
+
+    def _title(self) -> str:
+        return f"{self.model} · head pruning"
+
+    render = deprecated_alias("save", "render")
+    plot_curve = deprecated_alias("figure", "plot_curve")
 
 
 def read_report(path: str | Path) -> PruneReport:
-    """A report saved as JSON (:meth:`PruneReport.save`), to draw or render again without recomputing."""
-    from headmap.apps.prune.order import Order
-
+    """A report saved as JSON (:meth:`PruneReport.save`), to draw or save again without recomputing."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -319,64 +294,8 @@ def _pct(value: object) -> str:
     return f"{value:.0%}" if isinstance(value, float) else str(value)
 
 
-def _named(heads) -> list[tuple[str, int]]:  # type: ignore[no-untyped-def]
+def _named(heads: Sequence[tuple[LayerKey, int]]) -> list[tuple[str, int]]:
     return [(key.name, int(h)) for key, h in heads]
-
-
-def _num(value: float) -> float | None:
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
-def pruning_record(p: Pruning) -> dict:
-    """What ``headmap_pruning.json`` and the report's JSON say about the cut."""
-    removed: dict[str, list[int]] = {}
-    for layer, head in p.removed:
-        removed.setdefault(layer, []).append(head)
-    return {
-        "order": p.order,
-        "amount": p.amount,
-        "heads_removed": len(p.removed),
-        "heads_after": p.heads_after,
-        "removed": {
-            k: sorted(v) for k, v in sorted(removed.items(), key=lambda kv: LayerKey.parse(kv[0]).sort_key)
-        },
-        "removal_order": [[layer, head] for layer, head in p.removed],
-        "layouts": [layout.to_json() for layout in p.layouts],
-        "quality": {k: _num(v) for k, v in p.quality.items()},
-        "parameters_before": p.parameters_before,
-        "parameters_after": p.parameters_after,
-        "kv_heads_before": p.kv_heads_before,
-        "kv_heads_after": p.kv_heads_after,
-        "max_difference_vs_gated": _num(p.max_difference),
-        "output_scale": _num(p.output_scale),
-        "latency": None
-        if p.latency is None
-        else {
-            "before_s": list(p.latency.before),
-            "after_s": list(p.latency.after),
-            "median_before_s": p.latency.median_before,
-            "median_after_s": p.latency.median_after,
-            "batch": p.latency.batch,
-            "tokens": p.latency.tokens,
-        },
-        "folder": p.folder,
-    }
-
-
-def mean_random(report: PruneReport, metric: Metric) -> tuple[tuple[int, ...], np.ndarray] | None:
-    """``(counts, mean over seeds)`` of the random orders' ``metric``, or None without random orders.
-
-    Perplexities are averaged geometrically (the exp of the mean per-token loss): one seed's blow-up
-    to 10^5 would otherwise hide the others.
-    """
-    curves = [c for c in report.curves if c.order.name == "random"]
-    if not curves:
-        return None
-    values = np.array([c.values[metric.name] for c in curves], dtype=np.float64)
-    if metric.name == "perplexity":
-        return curves[0].counts, np.exp(np.log(values).mean(axis=0))
-    return curves[0].counts, values.mean(axis=0)
 
 
 __all__ = ["FORMAT", "KEEP", "PruneReport", "Pruning", "mean_random", "pruning_record", "read_report"]

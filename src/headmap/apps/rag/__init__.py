@@ -2,7 +2,7 @@
 
 >>> report = rag(model, "What is the access code for the vault?", "corpora/rag/vault.jsonl")
 >>> report.table            # per chunk: attention, calibrated attention, log-prob drop, flag
->>> report.render("rag.html")
+>>> report.save("rag.html")
 
 See :func:`rag`; attention is correlation, not causation, so every report sets each chunk's
 attention beside the causal check (the answer's log-probability without the chunk).

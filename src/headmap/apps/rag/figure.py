@@ -104,7 +104,7 @@ def _lookback(ax: Axes, report: RagReport) -> None:
 
 
 def report_figure(report: RagReport) -> Figure:
-    """The figure of :meth:`RagReport.plot`; the caption holds the verdict and the caveats."""
+    """The figure of :meth:`RagReport.figure`; the caption holds the verdict and the caveats."""
     n_tokens = len(report.answer_tokens)
     top = float(np.clip(0.16 * max(n_tokens, len(report.chunks) * 1.6), 3.0, 8.0))
     notes = [report.verdict, *(line for line in report.caveats if line != CAUSATION_WARNING)]

@@ -34,18 +34,6 @@ _STYLE = """
 .hm-rag .small { color: #555; font-size: 12px; } .hm-rag td.lb { width: 20px; height: 14px; padding: 0; }
 """
 
-_PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>{title}</title>
-</head>
-<body>
-{body}
-</body>
-</html>
-"""
-
 
 def _chunk_label(report: RagReport, c: int) -> str:
     return f"[{c + 1}] {report.chunks[c].id}"
@@ -167,8 +155,3 @@ def report_body(report: RagReport) -> str:
         f"<pre>{html.escape(report.prompt)}</pre></details>{without}"
         f"</div>"
     )
-
-
-def report_page(report: RagReport) -> str:
-    """A complete, self-contained HTML document of the report."""
-    return _PAGE.format(title=escape(f"headmap rag · {report.model}"), body=report_body(report))

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from headmap.apps.chat import has_chat_template
 from headmap.capture import Encoded, encode_parts
 from headmap.errors import HeadmapError
 from headmap.models import LoadedModel
@@ -63,10 +64,6 @@ def user_message(question: str, texts: Sequence[str]) -> tuple[str, list[tuple[i
         position += len(label) + len(text)
     parts.append(f"\n\nQuestion: {question}")
     return "".join(parts), spans
-
-
-def has_chat_template(tokenizer: object) -> bool:
-    return bool(getattr(tokenizer, "chat_template", None))
 
 
 def build_prompt(tokenizer: object, question: str, texts: Sequence[str]) -> RagPrompt:

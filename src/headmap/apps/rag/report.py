@@ -7,18 +7,18 @@ the arrays held here, so a number in the JSON can be traced back to them.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from headmap.apps.rag.causal import SUPPORTED_RHO, ranks, spearman, verdict
 from headmap.apps.rag.chunks import Chunk
 from headmap.apps.rag.evidence import DUMMY_SENTENCE, IGNORED_BELOW, flags
-from headmap.apps.report_files import only_json, write_report
+from headmap.apps.rag.figure import report_figure
+from headmap.apps.rag.page import report_body
+from headmap.render.report import Report, deprecated_alias, json_number, json_numbers
 from headmap.result import CAUSATION_WARNING
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ ROW_CONVENTION = (
 
 
 @dataclass(frozen=True, eq=False)
-class RagReport:
+class RagReport(Report):
     """Attention on each chunk while the model gives its answer, and what removing each chunk does.
 
     Arrays: ``mass`` ``[layer, head, answer_token, chunk]`` (sum of the predicting row's weights over
@@ -70,6 +70,8 @@ class RagReport:
     token_logprobs: np.ndarray
     prompts_without: tuple[str, ...]
     token_logprobs_without: np.ndarray
+
+    tabular = True  # to_pandas() is the table: .parquet is written too
 
     # -- per chunk ------------------------------------------------------------------------------
     @property
@@ -200,7 +202,7 @@ class RagReport:
         return frame
 
     # -- files and display ---------------------------------------------------------------------
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, Any]:
         """Everything needed to re-run the check: exact prompts, answer ids, and every number shown."""
         head_attention, token_attention = self.head_attention, self.token_attention
         chunks = []
@@ -211,20 +213,20 @@ class RagReport:
                     "id": chunk.id,
                     "text": chunk.text,
                     "tokens": self.chunk_token_counts[c],
-                    "attention": _num(self.attention[c]),
-                    "calibrated_attention": _num(self.calibrated_attention[c]),
-                    "dummy_attention": _num(self.dummy_attention[c]),
+                    "attention": json_number(self.attention[c]),
+                    "calibrated_attention": json_number(self.calibrated_attention[c]),
+                    "dummy_attention": json_number(self.dummy_attention[c]),
                     "dummy_text": self.dummy_texts[c],
                     "flag": self.flags[c],
                     "prompt_without": self.prompts_without[c],
-                    "answer_logprob_without": _num(self.logprob_without[c]),
-                    "answer_token_logprobs_without": _nums(self.token_logprobs_without[c]),
-                    "logprob_drop": _num(self.logprob_drop[c]),
+                    "answer_logprob_without": json_number(self.logprob_without[c]),
+                    "answer_token_logprobs_without": json_numbers(self.token_logprobs_without[c]),
+                    "logprob_drop": json_number(self.logprob_drop[c]),
                     "attention_rank": int(ranks(self.attention)[c]),
                     "calibrated_rank": int(ranks(self.calibrated_attention)[c]),
                     "ablation_rank": int(ranks(self.logprob_drop)[c]),
-                    "attention_by_answer_token": _nums(token_attention[:, c]),
-                    "attention_by_layer_head": [_nums(row) for row in head_attention[:, :, c]],
+                    "attention_by_answer_token": json_numbers(token_attention[:, c]),
+                    "attention_by_layer_head": [json_numbers(row) for row in head_attention[:, :, c]],
                 }
             )
         return {
@@ -240,51 +242,38 @@ class RagReport:
             "answer_source": "generated (greedy)" if self.generated else "given",
             "max_new_tokens": self.max_new_tokens,
             "truncated": self.truncated,
-            "answer_logprob": _num(self.answer_logprob),
-            "answer_token_logprobs": _nums(self.token_logprobs),
+            "answer_logprob": json_number(self.answer_logprob),
+            "answer_token_logprobs": json_numbers(self.token_logprobs),
             "layers": list(self.layers),
             "heads": list(self.heads),
             "row_convention": ROW_CONVENTION,
             "ignored_rule": f"calibrated_attention < {IGNORED_BELOW:g} * dummy_attention",
             "dummy_sentence": DUMMY_SENTENCE,
-            "spearman": _num(self.spearman),
-            "spearman_calibrated": _num(self.spearman_calibrated),
+            "spearman": json_number(self.spearman),
+            "spearman_calibrated": json_number(self.spearman_calibrated),
             "verdict": self.verdict,
             "chunks": chunks,
-            "lookback_ratio": [_nums(row) for row in self.lookback],
+            "lookback_ratio": [json_numbers(row) for row in self.lookback],
             "caveats": self.caveats,
         }
 
-    def save(self, path: str | Path) -> Path:
-        """Write the report as JSON (``.json``); see :meth:`to_dict` for the fields."""
-        return self.render(only_json(path))
+    def to_pandas(self) -> pd.DataFrame:
+        """:attr:`table`: one row per chunk."""
+        return self.table
 
-    def render(self, path: str | Path) -> Path:
-        """Write ``.html`` (one self-contained page), ``.png``/``.svg``/``.pdf`` (matplotlib) or ``.json``."""
-        from headmap.apps.rag.page import report_page
-
-        return write_report(path, self.to_dict, lambda: report_page(self), self.plot)
-
-    def plot(self) -> Figure:
+    def figure(self, **options: Any) -> Figure:
         """The matplotlib figure: heatmap, attention vs ablation bars, lookback map, caveats."""
-        from headmap.apps.rag.figure import report_figure
-
         return report_figure(self)
 
-    def _repr_html_(self) -> str:
-        from headmap.apps.rag.page import report_body
-
+    def page(self, **options: Any) -> str:
+        """The report as one self-contained HTML fragment (its own scoped style)."""
         return report_body(self)
 
+    def _title(self) -> str:
+        return f"headmap rag · {self.model}"
 
-def _num(value: float) -> float | None:
-    """A JSON number, or null where the value is undefined (NaN)."""
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
-def _nums(values: np.ndarray) -> list[float | None]:
-    return [_num(v) for v in np.asarray(values).ravel()]
+    render = deprecated_alias("save", "render")
+    plot = deprecated_alias("figure", "plot")
 
 
 def _ranges(values: tuple[object, ...]) -> str:

@@ -13,16 +13,17 @@ from pathlib import Path
 
 import numpy as np
 
+from headmap.apps.chat import has_chat_template
+from headmap.apps.group_mass import GroupMass
 from headmap.apps.rag.causal import answer_token_logprobs
 from headmap.apps.rag.chunks import CHUNK_EXTENSIONS, Chunk, as_chunks, read_chunks
-from headmap.apps.rag.evidence import GroupMass, answer_rows, dummy_text, key_groups, lookback_ratio
+from headmap.apps.rag.evidence import answer_rows, dummy_text, key_groups, lookback_ratio
 from headmap.apps.rag.prompt import (
     RagPrompt,
     build_prompt,
     check_causal_lm,
     encode_answer,
     generate_answer,
-    has_chat_template,
     with_answer,
 )
 from headmap.apps.rag.report import RagReport
