@@ -12,6 +12,7 @@ import io
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from headmap.analysis.report_plots import STAT_LABELS
 from headmap.analysis.roles import describe_thresholds
 from headmap.errors import HeadmapError
 from headmap.render.files import save_figure
@@ -45,10 +46,14 @@ def figure_png(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
+def figure_img(fig: Figure, alt: str) -> str:
+    """``fig`` as an ``<img>`` with the PNG inline (``alt`` is escaped); the figure is closed."""
+    data = base64.b64encode(figure_png(fig)).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}" style="max-width:100%">'
+
+
 def _title(stem: str) -> str:
     if stem.startswith("stat_"):
-        from headmap.analysis.report_plots import STAT_LABELS
-
         name = stem[len("stat_") :]
         return f"{name}: {STAT_LABELS.get(name, name)}"
     return TITLES.get(stem, stem)
@@ -138,4 +143,4 @@ def _parquet(table, path: Path) -> None:  # type: ignore[no-untyped-def]
     table.to_parquet(path, index=False)
 
 
-__all__ = ["figure_png", "report_page", "write_report"]
+__all__ = ["figure_img", "figure_png", "report_page", "write_report"]
