@@ -29,7 +29,7 @@ import torch
 
 from headmap.analysis.report_html import figure_img
 from headmap.analysis.report_plots import STAT_LABELS, plot_layer_head
-from headmap.analysis.stats_io import write_csv
+from headmap.analysis.stats_io import short_summary, write_csv
 from headmap.capture import CapturePlan, stream
 from headmap.capture.encoding import Encoded
 from headmap.capture.moments import RowMoments, block_moments, pool_keys
@@ -104,6 +104,8 @@ class HeadStats(Report):
 
     # -- the report contract ---------------------------------------------------------------------
     tabular: ClassVar[bool] = True
+    #: The statistics every HeadStats has (:data:`STATS`).
+    statistics: ClassVar[tuple[str, ...]] = STATS
 
     def to_pandas(self) -> pd.DataFrame:
         """One row per (layer, head): ``layer``, ``head`` and every statistic as a column."""
@@ -159,24 +161,7 @@ class HeadStats(Report):
     def summary(self, top: int = 3) -> str:
         """A few lines: model, tokens, layers x heads, the statistics, and the most focused and the
         most sink-like heads (not the arrays: ``to_pandas()`` or ``format_table()`` has them all)."""
-        lines = [
-            f"HeadStats(model={self.model!r}, tokens={len(self.tokens)}, "
-            f"{len(self.layers)} layers x {len(self.heads)} heads)",
-            f"  statistics: {', '.join(STATS)}",
-        ]
-        for name, label, sign in (
-            ("entropy", "most focused (lowest entropy)", 1.0),
-            ("first_share", "strongest sinks (first_share)", -1.0),
-        ):
-            values = self.stat(name).ravel()  # [layer * head]
-            order = [i for i in np.argsort(sign * values, kind="stable") if np.isfinite(values[i])][:top]
-            cells = ", ".join(
-                f"{self.layers[i // len(self.heads)].name}/{self.heads[i % len(self.heads)]} "
-                f"{format_number(values[i])}"
-                for i in order
-            )
-            lines.append(f"  {label}: {cells or 'n/a'}")
-        return "\n".join(lines)
+        return short_summary(self, top)
 
 
 @dataclass

@@ -7,8 +7,10 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from headmap.errors import HeadmapError
-from headmap.render.report import COMMON, Format, check_writable
+from headmap.render.report import COMMON, Format, check_writable, format_number
 
 if TYPE_CHECKING:
     from headmap.analysis.stats import HeadStats
@@ -29,6 +31,29 @@ def write_csv(stats: HeadStats, path: Path) -> Path:
     except OSError as exc:
         raise HeadmapError(f"cannot write {path}: {exc.strerror or exc}") from exc
     return path
+
+
+def short_summary(stats: HeadStats, top: int = 3) -> str:
+    """``print(stats)``: model, tokens, layers x heads, the statistics, and the ``top`` most focused
+    (lowest entropy) and most sink-like (highest ``first_share``) heads."""
+    lines = [
+        f"HeadStats(model={stats.model!r}, tokens={len(stats.tokens)}, "
+        f"{len(stats.layers)} layers x {len(stats.heads)} heads)",
+        f"  statistics: {', '.join(stats.statistics)}",
+    ]
+    for name, label, sign in (
+        ("entropy", "most focused (lowest entropy)", 1.0),
+        ("first_share", "strongest sinks (first_share)", -1.0),
+    ):
+        values = stats.stat(name).ravel()  # [layer * head]
+        order = [i for i in np.argsort(sign * values, kind="stable") if np.isfinite(values[i])][:top]
+        cells = ", ".join(
+            f"{stats.layers[i // len(stats.heads)].name}/{stats.heads[i % len(stats.heads)]} "
+            f"{format_number(values[i])}"
+            for i in order
+        )
+        lines.append(f"  {label}: {cells or 'n/a'}")
+    return "\n".join(lines)
 
 
 def save_stats(stats: HeadStats, path: str | Path) -> Path:
