@@ -12,7 +12,7 @@ from helpers import make_result, softmax_rows, tokens_from
 
 from headmap import CAUSATION_WARNING, HeadmapError
 from headmap.render.files import render_to_file
-from headmap.render.html import grid_html, head_html, notebook_html
+from headmap.render.html import grid_html, head_html
 from headmap.render.profile import plot_layer_profile
 from headmap.render.static import plot_diff, plot_grid, plot_head
 from headmap.result import AttentionResult, LayerKey, LayerMap, Stack
@@ -156,13 +156,14 @@ def test_html_escapes_untrusted_tokens_and_embeds_plotly(small):
     assert "layer 1" in page and "head 2" in page and "normalization: raw" in page
 
 
-def test_notebook_display_is_light_and_escaped(small):
-    nb = notebook_html(small)  # the static summary; _repr_html_ is the interactive view (test_interactive.py)
-    assert nb.startswith("<div>")
-    assert "<img src=x" not in nb and "</script><img" not in nb and nb.count("<img") == 1
-    assert "data:image/png;base64," in nb and "Plotly" not in nb and len(nb) < 300_000
+def test_notebook_display_is_the_page_and_escaped(small):
+    # notebook_html (a static summary) is gone: the notebook display is the contract's page().
+    nb = small._repr_html_()
+    assert nb == small.page() and nb.startswith("<div class='hmv'")
+    assert "<img src=x" not in nb and "</script><img" not in nb and "Plotly" not in nb
+    assert "<script src=" not in nb  # self-contained
     assert "normalization" in nb and "layer.1" in nb and "not causation" in nb
-    assert plt.get_fignums() == []  # the picture's figure was closed
+    assert plt.get_fignums() == []
 
 
 def test_diff_is_diverging_symmetric_and_exact(small):
@@ -241,7 +242,9 @@ def test_render_errors_are_one_clear_line(small, tmp_path, monkeypatch):
         small.render(tmp_path / "missing" / "x.png", layer=1)
     assert str(tmp_path / "missing" / "x.png") in str(missing.value) and "\n" not in str(missing.value)
     # Root may write anywhere, so simulate a read-only folder.
-    monkeypatch.setattr("headmap.render.files.os.access", lambda *args: False)
+    monkeypatch.setattr(
+        "headmap.render.report.os.access", lambda *args: False
+    )  # check_writable lives in render.report
     with pytest.raises(HeadmapError, match=r"cannot write .*ro\.html: permission denied"):
         small.render(tmp_path / "ro.html", layer=1)
 
@@ -252,3 +255,12 @@ def test_many_renders_leave_no_open_figures(small, tmp_path):
         small.render(tmp_path / "again.png", layer=1, head=i % 4, dpi=40)
     small.render(tmp_path / "grid.html", layer=1, head=None)
     assert len(plt.get_fignums()) == before
+
+
+def test_repr_says_which_heads_were_captured():
+    tokens = tokens_from("a b c", [(0, 1), (2, 3), (4, 5)])
+    only_4 = LayerMap(LayerKey(Stack.SELF, 1), (4,), (0, 1, 2), softmax_rows((1, 3, 3)))
+    result = AttentionResult("m", tokens, (only_4,), {Stack.SELF: 2}, num_heads=9)
+    assert "heads=[4] of 9" in repr(result) and "heads=9" not in repr(result)
+    full = make_result(tokens, softmax_rows((3, 3, 3)))
+    assert "heads=all 3" in repr(full)

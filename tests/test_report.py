@@ -402,3 +402,24 @@ def test_known_distributions_through_the_collector():
         for n in lengths
     ]
     assert c.distances[0, 1] == pytest.approx(np.mean(js_rows), abs=1e-6)
+
+
+def test_pictures_are_a_type_and_the_string_form_warns(tiny, tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from headmap.analysis import Picture
+
+    report = head_report(tiny["llama"], TEXTS[:2], diversity=False)
+    shown = []
+    monkeypatch.setattr(plt, "show", lambda: shown.append(plt.gcf().axes[0].get_title()))
+    report.show(Picture.STAT_ENTROPY)
+    with pytest.warns(DeprecationWarning, match="Picture.STAT_ENTROPY"):
+        report.show("stat_entropy")
+    assert len(shown) == 2 and shown[0] == shown[1]
+    with pytest.raises(HeadmapError, match="unknown picture 'nope'"):
+        report.show("nope")
+    assert Picture.STAT_ENTROPY.stat == "entropy" and Picture.ROLES.stat is None
+    path = report.save(tmp_path / "roles.png", picture=Picture.ROLES)
+    assert path.read_bytes().startswith(b"\x89PNG")
+    assert report.save(tmp_path / "rep") == tmp_path / "rep" and (tmp_path / "rep" / "report.html").exists()
+    plt.close("all")

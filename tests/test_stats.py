@@ -137,3 +137,13 @@ def test_short_texts_on_a_cpu_take_the_faster_path_and_say_so(bert_tokenizer, mo
     assert any("fused kernel in torch" in n for n in fused.notes), fused.notes
     for name in STATS:
         np.testing.assert_allclose(fused.stat(name), short.stat(name), atol=TOL, rtol=TOL, err_msg=name)
+
+
+def test_stats_print_is_a_short_summary_and_the_table_has_every_statistic(minilm):
+    stats = collect_stats(minilm, TROPHY, layers=[0, 5])
+    text = repr(stats)
+    assert str(stats) == text and len(text.splitlines()) <= 6 and "array(" not in text
+    assert "2 layers x 12 heads" in text and "entropy" in text and "layer.0/" in text
+    frame = stats.to_pandas()
+    assert len(frame) == 2 * 12 and list(frame.columns) == ["layer", "head", *STATS]
+    assert frame["entropy"].iloc[0] == pytest.approx(stats.entropy[0, 0])

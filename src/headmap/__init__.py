@@ -27,7 +27,7 @@ from headmap import result as _result
 from headmap.errors import HeadmapError
 from headmap.normalization import Normalization
 from headmap.result import CAUSATION_WARNING, AttentionResult, LayerKey, LayerMap, Stack
-from headmap.storage import load_result
+from headmap.storage import load_result, save_result
 from headmap.tokens import Tokens
 
 if TYPE_CHECKING:  # the lazy names below, for type checkers and editors (a test keeps both lists equal)
@@ -118,11 +118,12 @@ class _Api(types.ModuleType):
         super().__setattr__(name, value)
 
 
-def _later(name: str) -> Callable[..., Any]:
-    """A stand-in for the lazy function ``name`` that imports it on the first call."""
+def _later(name: str, module: str | None = None) -> Callable[..., Any]:
+    """A stand-in for the lazy function ``name`` (of ``module``, else of :data:`_LAZY`) that imports
+    it on the first call."""
 
     def call(*args: Any, **kwargs: Any) -> Any:
-        return getattr(importlib.import_module(_LAZY[name]), name)(*args, **kwargs)
+        return getattr(importlib.import_module(module or _LAZY[name]), name)(*args, **kwargs)
 
     call.__name__ = call.__qualname__ = name
     return call
@@ -136,7 +137,11 @@ _result.bind_stages(
         plot_head=_later("plot_head"),
         plot_grid=_later("plot_grid"),
         render=_later("render_to_file"),
-        notebook_html=_later("notebook_view"),
+        page=_later("attention_page", "headmap.render.attention"),
+        write=_later("write", "headmap.render.report"),
+        formats=_later("attention_formats", "headmap.render.attention"),
+        save_raw=save_result,
+        show=_later("show", "headmap.render.report"),
     )
 )
 sys.modules[__name__].__class__ = _Api

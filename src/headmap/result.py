@@ -11,7 +11,7 @@ import enum
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,6 +20,7 @@ from headmap.normalization import RAW, Normalization
 from headmap.tokens import Tokens
 
 if TYPE_CHECKING:
+    import pandas as pd
     from matplotlib.figure import Figure
 
 
@@ -38,7 +39,16 @@ class Stages:
     plot_head: Callable[..., Figure]
     plot_grid: Callable[..., Figure]
     render: Callable[..., Path]
-    notebook_html: Callable[[AttentionResult], str]
+    #: ``headmap.render.attention.attention_page``: the interactive view as an HTML fragment.
+    page: Callable[..., str]
+    #: ``headmap.render.report.write``: the one writer behind every result's ``save``.
+    write: Callable[..., Path]
+    #: ``headmap.render.attention.attention_formats``: the render stage's ``Format`` members.
+    formats: Callable[[AttentionResult], tuple[enum.Enum, ...]]
+    #: ``headmap.storage.save_result`` (same stage, but storage imports this module).
+    save_raw: Callable[..., Path]
+    #: ``headmap.render.report.show``.
+    show: Callable[..., None]
 
 
 _bound: list[Stages] = []
@@ -265,29 +275,96 @@ class AttentionResult:
         """Apply a display normalization such as ``"topk:3"``, ``"window:2,renorm"`` or ``"log"``."""
         return _stages().normalize(self, spec)
 
-    # -- output -------------------------------------------------------------------------------
-    def save(self, path: str | Path, precision: str = "float32", topk: int | None = None) -> Path:
-        """Write the maps to a ``.safetensors`` file that :func:`headmap.load_result` reads back.
+    # -- output: the report contract (headmap.render.report.Report, registered as virtual subclass) --
+    #: ``to_pandas`` gives a table, so ``.parquet`` is written too (see :meth:`formats`).
+    tabular = True
 
-        ``precision="float16"`` or ``topk=K`` store them compactly; the loss is measured and kept.
+    def formats(self) -> tuple[enum.Enum, ...]:
+        """Every format :meth:`save` writes: ``.json``, ``.html``, pictures, ``.parquet``, ``.safetensors``."""
+        return _stages().formats(self)
+
+    def save(self, path: str | Path, **options: Any) -> Path:
+        """Write the result; the extension picks the format (see :meth:`formats`). Returns ``path``.
+
+        ``.safetensors`` keeps the maps for :func:`headmap.load_result`: ``precision="float16"`` or
+        ``topk=K`` store them compactly (the loss is measured and kept). Pictures and ``.html`` take
+        :meth:`figure` / :meth:`page` options (``layer``, ``head``, ...).
         """
-        from headmap.storage import save_result  # same stage; imported late only to avoid a cycle
+        return _stages().write(self, path, **options)
 
-        return save_result(self, path, precision=precision, topk=topk)
+    def _save_raw(self, path: Path, fmt: enum.Enum, **options: Any) -> None:
+        _stages().save_raw(self, path, **options)
 
-    def plot(self, layer: int | str | LayerKey = 0, head: int | None = 0, **kwargs: object) -> Figure:
+    def _title(self) -> str:
+        return f"headmap: {self.model} attention maps"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything the result holds, JSON-safe: undefined weights (NaN, infinite) become None.
+
+        (The render stage's ``json_numbers`` does the same; this stage may not import it.)
+        """
+        return {
+            "model": self.model,
+            "source": self.source.to_dict(),
+            "target": self.target.to_dict() if self.target is not None else None,
+            "num_layers": {stack.value: n for stack, n in self.num_layers.items()},
+            "num_heads": self.num_heads,
+            "normalization": self.normalization.caption,
+            "notes": list(self.notes),
+            "layers": [
+                {
+                    "layer": layer.key.name,
+                    "heads": list(layer.heads),
+                    "rows": list(layer.rows),
+                    "weights": _json_array(layer.weights),
+                }
+                for layer in self.layers
+            ],
+        }
+
+    def to_pandas(self) -> pd.DataFrame:
+        """A long table, one row per weight: ``layer`` (name), ``head``, ``query``, ``key``, ``weight``."""
+        import pandas as pd  # pandas takes ~0.3 s to import: only when a table is asked for
+
+        frames = []
+        for layer in self.layers:
+            n_heads, n_rows, n_keys = layer.weights.shape
+            head, row, key = np.meshgrid(
+                np.asarray(layer.heads), np.asarray(layer.rows), np.arange(n_keys), indexing="ij"
+            )
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "layer": layer.key.name,
+                        "head": head.ravel(),
+                        "query": row.ravel(),
+                        "key": key.ravel(),
+                        "weight": layer.weights.ravel(),
+                    }
+                )
+            )
+        if not frames:
+            return pd.DataFrame(columns=["layer", "head", "query", "key", "weight"])
+        return pd.concat(frames, ignore_index=True)
+
+    def figure(self, layer: int | str | LayerKey = 0, head: int | None = 0, **options: Any) -> Figure:
         """A matplotlib figure of one head (``head=None``: all captured heads of the layer as a grid)."""
         key = self.resolve(layer)
         if head is None:
-            return _stages().plot_grid(self, key, **kwargs)
-        return _stages().plot_head(self, key, head, **kwargs)
+            return _stages().plot_grid(self, key, **options)
+        return _stages().plot_head(self, key, head, **options)
 
-    def show(self, layer: int | str | LayerKey = 0, head: int | None = 0, **kwargs: object) -> None:
-        """Display one head (or the grid of a layer) inline in a notebook, or in a window."""
-        import matplotlib.pyplot as plt
+    def plot(self, layer: int | str | LayerKey = 0, head: int | None = 0, **kwargs: Any) -> Figure:
+        """The same as :meth:`figure` (the established name)."""
+        return self.figure(layer, head, **kwargs)
 
-        self.plot(layer, head, **kwargs)
-        plt.show()
+    def page(self, layer: int | str | LayerKey | None = None, head: int | None = None, **options: Any) -> str:
+        """The interactive view as a self-contained HTML fragment, starting at ``layer``/``head``."""
+        return _stages().page(self, layer, head, **options)
+
+    def show(self, layer: int | str | LayerKey = 0, head: int | None = 0, **kwargs: Any) -> None:
+        """Display the result: the interactive view in a notebook, else one head's figure in a window."""
+        _stages().show(self, layer=layer, head=head, **kwargs)
 
     def render(
         self, path: str | Path, layer: int | str | LayerKey = 0, head: int | None = 0, **kwargs: object
@@ -296,12 +373,36 @@ class AttentionResult:
         return _stages().render(self, path, self.resolve(layer), head, **kwargs)
 
     def _repr_html_(self) -> str:
-        return _stages().notebook_html(self)
+        return self.page()
 
     def __repr__(self) -> str:
         layers = ", ".join(k.name for k in self.keys)
         n = len(self.source) if self.target is None else f"{len(self.source)}->{len(self.target)}"
         return (
             f"AttentionResult(model={self.model!r}, {self.source.unit}s={n}, layers=[{layers}], "
-            f"heads={self.num_heads}, normalization={self.normalization.caption!r})"
+            f"heads={self._heads_text()}, normalization={self.normalization.caption!r})"
         )
+
+    def _heads_text(self) -> str:
+        """The captured heads: ``all 12`` or ``[4] of 12`` (per layer where layers differ)."""
+        captured = {layer.heads for layer in self.layers}
+        if captured == {tuple(range(self.num_heads))}:
+            return f"all {self.num_heads}"
+        if len(captured) == 1:
+            return f"{list(captured.pop())} of {self.num_heads}"
+        per_layer = ", ".join(f"{layer.key.name}: {list(layer.heads)}" for layer in self.layers)
+        return f"{{{per_layer}}} of {self.num_heads}"
+
+
+def _json_array(weights: np.ndarray) -> list[Any]:
+    """``weights`` as nested lists of floats, None where undefined (JSON has no NaN)."""
+    values = weights.astype(np.float64)
+    if np.isfinite(values).all():
+        nested: list[Any] = values.tolist()
+        return nested
+    cleaned: list[Any] = np.asarray(values, dtype=object).tolist()
+
+    def clean(item: Any) -> Any:
+        return [clean(x) for x in item] if isinstance(item, list) else (item if np.isfinite(item) else None)
+
+    return [clean(x) for x in cleaned]

@@ -12,28 +12,33 @@ are taken with :func:`torch.autograd.grad` for the gates only, so no parameter's
 
 from __future__ import annotations
 
+import html
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+import pandas as pd
 import torch
 
 from headmap.analysis.corpus import CorpusText, as_corpus, encode_text
 from headmap.analysis.gating import eval_mode, gate_heads
 from headmap.analysis.losses import Loss, LossFn, resolve_loss
 from headmap.analysis.partials import Partial
+from headmap.analysis.report_html import figure_img
+from headmap.analysis.report_plots import plot_layer_head
 from headmap.capture.discovery import discover
 from headmap.capture.encoding import pad_batch, pad_token_id
 from headmap.capture.engine import max_tokens
 from headmap.capture.plan import LayerSpec, resolve_heads, resolve_layers
 from headmap.errors import HeadmapError
 from headmap.models import LoadedModel, load
+from headmap.render.report import Report, check_writable, format_number, json_numbers, write
 from headmap.result import CAUSATION_WARNING, LayerKey
 
 if TYPE_CHECKING:
-    import pandas as pd
     from matplotlib.figure import Figure
 
 
@@ -101,14 +106,16 @@ def importance_partial(
 
 
 def _takes_cache(model: torch.nn.Module) -> bool:
-    import inspect
-
     return "use_cache" in inspect.signature(model.forward).parameters
 
 
 @dataclass(frozen=True)
-class HeadImportance:
-    """Importance of every (layer, head): ``raw`` and ``normalized`` are ``[layer, head]``."""
+class HeadImportance(Report):
+    """Importance of every (layer, head): ``raw`` and ``normalized`` are ``[layer, head]``.
+
+    The report contract (:class:`~headmap.render.report.Report`): ``save`` writes ``.json``,
+    ``.html``, pictures and ``.parquet`` (one row per head), and ``.csv`` as before.
+    """
 
     model: str
     layers: tuple[LayerKey, ...]
@@ -118,10 +125,10 @@ class HeadImportance:
     loss: str
     n_texts: int
 
-    @property
-    def table(self) -> pd.DataFrame:
-        import pandas as pd
+    tabular: ClassVar[bool] = True
 
+    def to_pandas(self) -> pd.DataFrame:
+        """One row per (layer, head): ``layer``, ``head``, ``importance``, ``importance_norm``."""
         return pd.DataFrame(
             [
                 {
@@ -132,12 +139,30 @@ class HeadImportance:
                 }
                 for li, k in enumerate(self.layers)
                 for hi, h in enumerate(self.heads)
-            ]
+            ],
+            columns=["layer", "head", "importance", "importance_norm"],
         )
 
-    def plot(self, normalized: bool = True) -> Figure:
-        from headmap.analysis.report_plots import plot_layer_head
+    @property
+    def table(self) -> pd.DataFrame:
+        """The same as :meth:`to_pandas`."""
+        return self.to_pandas()
 
+    def to_dict(self) -> dict[str, Any]:
+        """Model, loss, layers, heads and both ``[layer, head]`` arrays (None where undefined)."""
+        return {
+            "model": self.model,
+            "loss": self.loss,
+            "n_texts": self.n_texts,
+            "layers": [k.name for k in self.layers],
+            "heads": list(self.heads),
+            "importance": [json_numbers(row) for row in self.raw],
+            "importance_norm": [json_numbers(row) for row in self.normalized],
+            "warning": CAUSATION_WARNING,
+        }
+
+    def figure(self, normalized: bool = True, **options: Any) -> Figure:
+        """Layer x head heatmap of the importance (``normalized``: l2-normalized per layer)."""
         values = self.normalized if normalized else self.raw
         what = "importance, l2-normalized per layer" if normalized else "importance |d loss / d gate|"
         return plot_layer_head(
@@ -146,20 +171,36 @@ class HeadImportance:
             list(self.heads),
             self.model,
             f"{what} · {self.loss}, mean over {self.n_texts} texts",
-            cmap="magma",
+            cmap=options.get("cmap", "magma"),
         )
 
-    def save(self, path: str | Path) -> Path:
+    def plot(self, normalized: bool = True) -> Figure:
+        """The same as :meth:`figure`."""
+        return self.figure(normalized)
+
+    def page(self, **options: Any) -> str:
+        """The picture and the table as one HTML fragment."""
+        table = self.to_pandas().to_html(index=False, float_format=format_number, na_rep="n/a")
+        return (
+            f"<div><p>{html.escape(self.model)}: head importance ({html.escape(self.loss)}, "
+            f"{self.n_texts} texts)</p>{figure_img(self.figure(**options), 'head importance')}{table}"
+            f"<p><em>{html.escape(CAUSATION_WARNING)}</em></p></div>"
+        )
+
+    def save(self, path: str | Path, **options: Any) -> Path:
+        """Write by extension (see :meth:`formats`); ``.csv`` writes the table as before."""
         path = Path(path)
-        if path.suffix.lower() != ".csv":
-            raise HeadmapError(f"importance tables are written as .csv, not {path.suffix or '(none)'!r}")
-        self.table.to_csv(path, index=False)
-        return path
+        if path.suffix.lower() == ".csv":
+            check_writable(path)
+            self.to_pandas().to_csv(path, index=False)
+            return path
+        return write(self, path, **options)
 
-    def _repr_html_(self) -> str:
-        import html
-
-        return self.table.to_html(index=False) + f"<p><em>{html.escape(CAUSATION_WARNING)}</em></p>"
+    def __repr__(self) -> str:
+        return (
+            f"HeadImportance(model={self.model!r}, layers={len(self.layers)}, heads={len(self.heads)}, "
+            f"loss={self.loss!r}, texts={self.n_texts})"
+        )
 
 
 def head_importance(

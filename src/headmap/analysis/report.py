@@ -11,39 +11,57 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+import pandas as pd
 
-from headmap.analysis.compute import DEFAULT_BUDGET_BYTES, check_diversity, plan_groups, token_counts
-from headmap.analysis.corpus import CorpusText, as_corpus
+from headmap.analysis.compute import DEFAULT_BUDGET_BYTES, check_diversity
+from headmap.analysis.corpus import as_corpus
 from headmap.analysis.diversity import linkage, mds_embedding, near_duplicates
-from headmap.analysis.engines import IMPORTANCE_JOB, STATS_JOB, Engine, Job, LocalEngine, Work
+from headmap.analysis.engines import Engine, LocalEngine
 from headmap.analysis.losses import Loss, LossFn, resolve_loss
-from headmap.analysis.partials import Combined, Partial, ReportSpec, combine
+from headmap.analysis.partials import Combined, ReportSpec, combine
+from headmap.analysis.pictures import Picture, as_picture
+from headmap.analysis.report_html import figure_png, report_fragment, report_page, write_report
+from headmap.analysis.report_plots import (
+    STAT_LABELS,
+    plot_dendrogram,
+    plot_layer_head,
+    plot_mds,
+    plot_profile,
+    plot_roles,
+)
+from headmap.analysis.report_run import PARTIALS, parts_of, store_of
 from headmap.analysis.roles import THRESHOLDS, assign_roles, describe_thresholds
-from headmap.analysis.store import PartialStore, kept_indices
 from headmap.capture.discovery import discover
 from headmap.capture.plan import LayerSpec, resolve_heads, resolve_layers
 from headmap.capture.tap import CapturePath
 from headmap.errors import HeadmapError
 from headmap.models import LoadedModel, load
+from headmap.render.report import Format, Report, check_writable, json_number
+from headmap.render.report import show as show_report
 from headmap.result import CAUSATION_WARNING, LayerKey
 
 if TYPE_CHECKING:
-    import pandas as pd
     from matplotlib.figure import Figure
-
-PARTIALS = "partials"
 
 
 @dataclass(frozen=True)
-class HeadReport:
-    """Per-head statistics of a model over a corpus; ``.table`` has one row per (layer, head)."""
+class HeadReport(Report):
+    """Per-head statistics of a model over a corpus; ``.table`` has one row per (layer, head).
+
+    The report contract (:class:`~headmap.render.report.Report`): ``save`` writes ``.json``,
+    ``.html``, one picture (``picture=Picture.ROLES``), ``.parquet`` (the table) and, for a path
+    without extension, the folder of every file (CSV tables, pictures, ``report.html``).
+    """
 
     combined: Combined
     notes: tuple[str, ...] = ()
     loss: str | None = None
+
+    raw_formats: ClassVar[tuple[Format, ...]] = (Format.FOLDER,)
+    tabular: ClassVar[bool] = True
 
     # -- tables ---------------------------------------------------------------------------------
     @property
@@ -65,10 +83,12 @@ class HeadReport:
 
     @property
     def table(self) -> pd.DataFrame:
+        """The same as :meth:`to_pandas`."""
+        return self.to_pandas()
+
+    def to_pandas(self) -> pd.DataFrame:
         """One row per (layer, head): counts, each statistic's corpus mean and its spread across texts
         (``<stat>_std``), importance when computed, and the role."""
-        import pandas as pd
-
         c, spec = self.combined, self.spec
         roles = self.roles
         records = []
@@ -92,8 +112,6 @@ class HeadReport:
     @property
     def distances(self) -> pd.DataFrame | None:
         """The ``[head, head]`` distance matrix labelled ``layer.i/head.j``, or None without diversity."""
-        import pandas as pd
-
         if self.combined.distances is None:
             return None
         labels = self.spec.head_labels()
@@ -101,8 +119,6 @@ class HeadReport:
 
     def near_duplicates(self, count: int = 10) -> pd.DataFrame:
         """The ``count`` closest pairs of distinct heads, closest first."""
-        import pandas as pd
-
         if self.combined.distances is None:
             raise HeadmapError("this report has no head distances: compute it with diversity on")
         pairs = near_duplicates(self.combined.distances, self.spec.head_labels(), count)
@@ -114,8 +130,6 @@ class HeadReport:
 
     def plot_stat(self, name: str, cmap: str = "viridis") -> Figure:
         """Layer x head heatmap of one statistic's corpus mean."""
-        from headmap.analysis.report_plots import STAT_LABELS, plot_layer_head
-
         if name not in self.spec.stats:
             raise HeadmapError(f"unknown statistic {name!r}: choose from {', '.join(self.spec.stats)}")
         return plot_layer_head(
@@ -128,13 +142,9 @@ class HeadReport:
         )
 
     def plot_profile(self) -> Figure:
-        from headmap.analysis.report_plots import plot_profile
-
         return plot_profile(self.combined.mean, self.spec.layers, self.model, self._corpus())
 
     def plot_roles(self) -> Figure:
-        from headmap.analysis.report_plots import plot_roles
-
         return plot_roles(
             self.roles,
             self.spec.layers,
@@ -148,8 +158,6 @@ class HeadReport:
         return [li for li in range(len(self.spec.layers)) for _ in self.spec.heads]
 
     def plot_dendrogram(self) -> Figure:
-        from headmap.analysis.report_plots import plot_dendrogram
-
         d = self._need_distances()
         return plot_dendrogram(
             linkage(d),
@@ -161,8 +169,6 @@ class HeadReport:
         )
 
     def plot_mds(self, pairs: int = 5) -> Figure:
-        from headmap.analysis.report_plots import plot_mds
-
         d = self._need_distances()
         labels = self.spec.head_labels()
         close = [(labels.index(a), labels.index(b)) for a, b, _ in near_duplicates(d, labels, pairs)]
@@ -171,8 +177,6 @@ class HeadReport:
         )
 
     def plot_importance(self, normalized: bool = True) -> Figure:
-        from headmap.analysis.report_plots import plot_layer_head
-
         c = self.combined
         if c.importance is None:
             raise HeadmapError(
@@ -208,18 +212,56 @@ class HeadReport:
             out["importance"] = self.plot_importance()
         return out
 
-    # -- output ---------------------------------------------------------------------------------
-    def save(self, folder: str | Path) -> Path:
-        """Write ``heads.csv``, ``heads.parquet``, ``distances.csv``, ``near_duplicates.csv``, the
-        pictures (PNG) and ``report.html`` into ``folder`` (created if missing)."""
-        from headmap.analysis.report_html import write_report
+    # -- output: the report contract --------------------------------------------------------------
+    def figure(self, picture: Picture = Picture.PROFILE, **options: Any) -> Figure:
+        """One picture of the report (a :class:`~headmap.analysis.pictures.Picture`)."""
+        picture = as_picture(picture)
+        if picture.stat is not None:
+            return self.plot_stat(picture.stat, **options)
+        drawers = {
+            Picture.PROFILE: self.plot_profile,
+            Picture.ROLES: self.plot_roles,
+            Picture.DENDROGRAM: self.plot_dendrogram,
+            Picture.MDS: self.plot_mds,
+            Picture.IMPORTANCE: self.plot_importance,
+        }
+        return drawers[picture](**options)
 
-        return write_report(self, Path(folder))
+    def to_dict(self) -> dict[str, Any]:
+        """Model, corpus size, notes and the table's records (undefined numbers as None)."""
+        records = [
+            {k: json_number(v) if isinstance(v, float) else v for k, v in record.items()}
+            for record in self.to_pandas().to_dict("records")
+        ]
+        distances = self.combined.distances
+        return {
+            "model": self.model,
+            "texts": self.n_texts,
+            "tokens": int(self.combined.n_tokens),
+            "layers": list(self.spec.layers),
+            "head_numbers": [int(h) for h in self.spec.heads],
+            "statistics": list(self.spec.stats),
+            "loss": self.loss,
+            "notes": list(self.notes),
+            "warning": CAUSATION_WARNING,
+            "heads": [{k: int(v) if isinstance(v, np.integer) else v for k, v in r.items()} for r in records],
+            "distances": None if distances is None else [[json_number(v) for v in row] for row in distances],
+        }
+
+    def page(self, picture: Picture | None = None, **options: Any) -> str:
+        """The whole report as an HTML fragment (pictures embedded), or only ``picture``."""
+        if picture is None:
+            return report_fragment(self, {name: figure_png(fig) for name, fig in self.figures().items()})
+        return report_fragment(self, {picture.value: figure_png(self.figure(picture, **options))}, brief=True)
+
+    def _save_raw(self, path: Path, fmt: Format, **options: Any) -> None:
+        write_report(self, path)
+
+    def _title(self) -> str:
+        return f"headmap head report: {self.model}"
 
     def to_html(self) -> str:
         """The self-contained report page (pictures embedded)."""
-        from headmap.analysis.report_html import figure_png, report_page
-
         return report_page(self, {name: figure_png(fig) for name, fig in self.figures().items()})
 
     def render(self, path: str | Path) -> Path:
@@ -229,34 +271,14 @@ class HeadReport:
             raise HeadmapError(
                 f"a report renders to .html, not {path.suffix or '(none)'!r}; save(folder) writes every file"
             )
-        if not path.parent.is_dir():
-            raise HeadmapError(f"cannot write {path}: the folder {path.parent} does not exist")
+        check_writable(path)
         path.write_text(self.to_html(), encoding="utf-8")
         return path
 
-    def show(self, picture: str = "profile") -> None:
-        """Display one picture (``profile``, ``roles``, ``dendrogram``, ``mds``, ``importance`` or
-        ``stat_<name>``) inline in a notebook, or in a window."""
-        import matplotlib.pyplot as plt
-
-        if picture.startswith("stat_"):
-            self.plot_stat(picture[len("stat_") :])
-        elif picture in ("profile", "roles", "dendrogram", "mds", "importance"):
-            getattr(self, f"plot_{picture}")()
-        else:
-            raise HeadmapError(
-                f"unknown picture {picture!r}: profile, roles, dendrogram, mds, importance or stat_<name>"
-            )
-        plt.show()
-
-    def _repr_html_(self) -> str:
-        import html
-
-        head = self.table.head(20).to_html(index=False, float_format=lambda v: f"{v:.3f}")
-        return (
-            f"<p>{html.escape(self.model)}: {self.spec.n_heads} heads over {html.escape(self._corpus())} "
-            f"(first 20 rows)</p>{head}<p><em>{html.escape(CAUSATION_WARNING)}</em></p>"
-        )
+    def show(self, picture: Picture | str = Picture.PROFILE, **options: Any) -> None:  # type: ignore[override]  # one picture, not every option of the base
+        """Display one picture inline in a notebook, or in a window. The string form
+        (``show("stat_entropy")``) is deprecated: use ``show(Picture.STAT_ENTROPY)``."""
+        show_report(self, picture=as_picture(picture), **options)
 
     def __repr__(self) -> str:
         return f"HeadReport(model={self.model!r}, heads={self.spec.n_heads}, texts={self.n_texts})"
@@ -301,8 +323,8 @@ def head_report(
     if why_not:
         notes.append(why_not)
     spec = ReportSpec(loaded.name, tuple(k.name for k in keys), picked, diversity=diversity and not why_not)
-    store = _store(out, spec, chosen_loss)
-    parts = _parts(
+    store = store_of(out, spec, chosen_loss)
+    parts = parts_of(
         loaded, corpus, spec, store, batch_size, budget_bytes, chosen_loss, engine or LocalEngine(), progress
     )
     report = HeadReport(combine(parts, spec), tuple(notes), chosen_loss.name if chosen_loss else None)
@@ -311,78 +333,4 @@ def head_report(
     return report
 
 
-def _store(out: str | Path | None, spec: ReportSpec, loss: Loss | None) -> PartialStore | None:
-    if out is None:
-        return None
-    folder = Path(out)
-    if folder.exists() and not folder.is_dir():
-        raise HeadmapError(f"cannot write the report into {folder}: it is a file, not a folder")
-    if not folder.parent.is_dir():
-        raise HeadmapError(
-            f"cannot write the report into {folder}: the folder {folder.parent} does not exist"
-        )
-    return PartialStore(folder / PARTIALS, spec, loss.name if loss else None)
-
-
-def _bar(progress: bool, total: int, done: int, what: str):  # type: ignore[no-untyped-def]
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=done, desc=what, unit="text")
-
-
-def _parts(
-    loaded: LoadedModel,
-    corpus: list[CorpusText],
-    spec: ReportSpec,
-    store: PartialStore | None,
-    batch_size: int,
-    budget_bytes: int,
-    loss: Loss | None,
-    engine: Engine,
-    progress: bool,
-) -> list[Partial]:
-    """Every partial of the report: kept ones from ``store``, the rest from ``engine`` (kept as they come)."""
-    work = Work(spec, budget_bytes, loss)
-    parts: list[Partial] = []
-    kinds = [STATS_JOB] + ([IMPORTANCE_JOB] if loss is not None else [])
-    for kind in kinds:
-        kept = store.load(kind, corpus) if store is not None else []
-        done = kept_indices(kept)
-        todo = [t for t in corpus if t.index not in done]
-        jobs = _jobs(kind, loaded, todo, spec, batch_size, budget_bytes)
-        parts += kept
-        bar = _bar(progress, len(corpus), len(done), "texts" if kind == STATS_JOB else "importance")
-        try:
-            for partial in engine.partials(loaded, jobs, work):
-                if store is not None:
-                    store.write(partial)
-                parts.append(partial)
-                if bar is not None:
-                    bar.update(len(partial.indices))
-        finally:
-            if bar is not None:
-                bar.close()
-    return parts
-
-
-def _jobs(
-    kind: str,
-    loaded: LoadedModel,
-    todo: list[CorpusText],
-    spec: ReportSpec,
-    batch_size: int,
-    budget_bytes: int,
-) -> list[Job]:
-    """Groups of texts per forward: stats jobs bounded by ``batch_size`` and the distance budget."""
-    tokens = token_counts(loaded, todo)
-    if kind == IMPORTANCE_JOB:
-        step = max(1, batch_size)
-        groups = [list(range(a, min(len(todo), a + step))) for a in range(0, len(todo), step)]
-    else:
-        groups = plan_groups(todo, tokens, spec, batch_size, budget_bytes)
-    return [Job(kind, tuple(todo[i] for i in g), tuple(tokens[i] for i in g)) for g in groups]
-
-
-__all__ = ["HeadReport", "head_report"]
+__all__ = ["PARTIALS", "HeadReport", "head_report"]

@@ -12,10 +12,11 @@ import io
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from headmap.analysis.report_plots import STAT_LABELS
 from headmap.analysis.roles import describe_thresholds
 from headmap.errors import HeadmapError
-from headmap.render.files import save_figure
 from headmap.render.profile import DEPTH_NOTE
+from headmap.render.report import format_number, html_document, save_figure
 from headmap.result import CAUSATION_WARNING
 
 if TYPE_CHECKING:
@@ -30,12 +31,12 @@ TITLES = {
     "mds": "Head map (MDS)",
     "importance": "Head importance",
 }
-_STYLE = (
-    "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-    "img{max-width:100%;border:1px solid #ddd}table{border-collapse:collapse;font-size:12px}"
-    "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#f3f3f3}"
-    ".warn{background:#fff4e0;border-left:4px solid #e69500;padding:.6em 1em}"
-    "details{margin:1em 0}summary{cursor:pointer;font-weight:600}"
+_STYLE = (  # scoped to the report's own element: a notebook's page keeps its own look
+    ".hm-report{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+    ".hm-report img{max-width:100%;border:1px solid #ddd}.hm-report table{border-collapse:collapse;font-size:12px}"
+    ".hm-report td,.hm-report th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
+    ".hm-report th{background:#f3f3f3}.hm-report .warn{background:#fff4e0;border-left:4px solid #e69500;"
+    "padding:.6em 1em}.hm-report details{margin:1em 0}.hm-report summary{cursor:pointer;font-weight:600}"
 )
 
 
@@ -45,10 +46,14 @@ def figure_png(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
+def figure_img(fig: Figure, alt: str) -> str:
+    """``fig`` as an ``<img>`` with the PNG inline (``alt`` is escaped); the figure is closed."""
+    data = base64.b64encode(figure_png(fig)).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}" style="max-width:100%">'
+
+
 def _title(stem: str) -> str:
     if stem.startswith("stat_"):
-        from headmap.analysis.report_plots import STAT_LABELS
-
         name = stem[len("stat_") :]
         return f"{name}: {STAT_LABELS.get(name, name)}"
     return TITLES.get(stem, stem)
@@ -64,11 +69,18 @@ def _image(stem: str, png: bytes) -> str:
 
 def report_page(report: HeadReport, pngs: dict[str, bytes]) -> str:
     """The report as one HTML document."""
+    return html_document(report_fragment(report, pngs), f"headmap head report: {report.spec.model}")
+
+
+def report_fragment(report: HeadReport, pngs: dict[str, bytes], brief: bool = False) -> str:
+    """The report as a self-contained HTML fragment with the pictures ``pngs`` (by file stem).
+
+    ``brief``: only the heading, the caveats and the pictures (one picture shown in a notebook).
+    """
     spec, c = report.spec, report.combined
     esc = html.escape
     parts = [
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>headmap head report: {esc(spec.model)}</title><style>{_STYLE}</style></head><body>",
+        f"<div class='hm-report'><style>{_STYLE}</style>",
         f"<h1>Head report: {esc(spec.model)}</h1>",
         f"<p>{spec.n_heads} heads ({len(spec.layers)} layers x {len(spec.heads)} heads) over {c.n_texts} texts "
         f"and {c.n_tokens} tokens. Every statistic is a mean over all query rows of all texts (each row "
@@ -77,6 +89,9 @@ def report_page(report: HeadReport, pngs: dict[str, bytes]) -> str:
         "head looks on average over this corpus, not what it computes.</p>",
     ]
     parts += [f"<p>{esc(note)}</p>" for note in report.notes]
+    if brief:
+        parts += [_image(stem, png) for stem, png in pngs.items()]
+        return "\n".join([*parts, "</div>"])
     parts.append(
         "<h2>Role thresholds</h2><p>Fixed for every model; a head takes the first role it passes, in "
         "this order.</p><ul>" + "".join(f"<li>{esc(line)}</li>" for line in describe_thresholds()) + "</ul>"
@@ -95,16 +110,16 @@ def report_page(report: HeadReport, pngs: dict[str, bytes]) -> str:
         )
         parts += [_image(s, pngs[s]) for s in ("dendrogram", "mds") if s in pngs]
         parts.append("<h3>Closest pairs of heads</h3>")
-        parts.append(report.near_duplicates(10).to_html(index=False, float_format=lambda v: f"{v:.4f}"))
+        parts.append(report.near_duplicates(10).to_html(index=False, float_format=format_number))
     parts.append("<details><summary>Full table</summary>")
-    parts.append(report.table.to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep=""))
+    parts.append(report.table.to_html(index=False, float_format=format_number, na_rep=""))
     parts.append("</details>")
     if report.loss:
         parts.append(
             f"<p>Importance loss: {esc(report.loss)} (Michel et al. 2019: mean over texts of "
             "|d loss / d gate| of a gate on each head's output).</p>"
         )
-    parts.append(f"<p><em>{esc(CAUSATION_WARNING)}</em></p></body></html>")
+    parts.append(f"<p><em>{esc(CAUSATION_WARNING)}</em></p></div>")
     return "\n".join(parts)
 
 
@@ -138,4 +153,4 @@ def _parquet(table, path: Path) -> None:  # type: ignore[no-untyped-def]
     table.to_parquet(path, index=False)
 
 
-__all__ = ["figure_png", "report_page", "write_report"]
+__all__ = ["figure_img", "figure_png", "report_fragment", "report_page", "write_report"]

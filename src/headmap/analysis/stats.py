@@ -17,20 +17,30 @@ max-pooled to at most that many cells a side, so that peaks survive the reductio
 
 from __future__ import annotations
 
+import html
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+import pandas as pd
 import torch
 
-from headmap.capture import CapturePlan
+from headmap.analysis.report_html import figure_img
+from headmap.analysis.report_plots import STAT_LABELS, plot_layer_head
+from headmap.analysis.stats_io import short_summary, write_csv
+from headmap.capture import CapturePlan, stream
 from headmap.capture.encoding import Encoded
 from headmap.capture.moments import RowMoments, block_moments, pool_keys
 from headmap.capture.recompute import Block
 from headmap.errors import HeadmapError
+from headmap.render.report import Report, format_number, json_number, write
 from headmap.result import CAUSATION_WARNING, LayerKey, Stack
 from headmap.tokens import Tokens
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 STATS = (
     "entropy",
@@ -45,8 +55,12 @@ STATS = (
 
 
 @dataclass(frozen=True)
-class HeadStats:
-    """Statistics of every captured head of one text. Each array is ``[layer, head]``."""
+class HeadStats(Report):
+    """Statistics of every captured head of one text. Each array is ``[layer, head]``.
+
+    The report contract (:class:`~headmap.render.report.Report`): ``save`` writes ``.json``,
+    ``.html``, pictures and ``.parquet`` (:meth:`to_pandas`), and ``.csv`` as before.
+    """
 
     model: str
     tokens: Tokens
@@ -88,29 +102,66 @@ class HeadStats:
         lines.append(f"# {len(self.tokens)} tokens, model {self.model}. {CAUSATION_WARNING}")
         return "\n".join(lines)
 
-    def save(self, path: str | Path) -> Path:
-        """Write the table as ``.csv``, ``.json`` or ``.parquet`` (the last needs pyarrow)."""
-        from headmap.analysis.stats_io import save_stats
+    # -- the report contract ---------------------------------------------------------------------
+    tabular: ClassVar[bool] = True
+    #: The statistics every HeadStats has (:data:`STATS`).
+    statistics: ClassVar[tuple[str, ...]] = STATS
 
-        return save_stats(self, path)
+    def to_pandas(self) -> pd.DataFrame:
+        """One row per (layer, head): ``layer``, ``head`` and every statistic as a column."""
+        return pd.DataFrame(self.rows(), columns=["layer", "head", *STATS])
 
-    def _repr_html_(self) -> str:
-        import html
+    def to_dict(self) -> dict[str, Any]:
+        """The table as records (NaN, undefined for cross-attention, as None), with model and notes."""
+        return {
+            "model": self.model,
+            "tokens": len(self.tokens),
+            "layers": [k.name for k in self.layers],
+            "head_numbers": list(self.heads),
+            "statistics": list(STATS),
+            "notes": list(self.notes),
+            "warning": CAUSATION_WARNING,
+            "heads": [
+                {k: json_number(v) if isinstance(v, float) else v for k, v in record.items()}
+                for record in self.rows()
+            ],
+        }
 
-        head = "".join(f"<th>{html.escape(n)}</th>" for n in ("layer", "head", *STATS))
-        body = "".join(
-            "<tr>"
-            + "".join(
-                f"<td>{html.escape(str(r[c]) if c in ('layer', 'head') else f'{r[c]:.3f}')}</td>"
-                for c in ("layer", "head", *STATS)
-            )
-            + "</tr>"
-            for r in self.rows()
+    def figure(self, stat: str = "entropy", cmap: str = "viridis", **options: Any) -> Figure:
+        """Layer x head heatmap of one statistic (``stat``, one of :data:`STATS`)."""
+        return plot_layer_head(
+            self.stat(stat),
+            [k.name for k in self.layers],
+            list(self.heads),
+            self.model,
+            f"{STAT_LABELS.get(stat, stat)} · {len(self.tokens)} tokens",
+            cmap,
+            notes=self.notes,
         )
+
+    def page(self, stat: str = "entropy", **options: Any) -> str:
+        """The summary, one statistic's picture and the whole table, as one HTML fragment."""
+        table = self.to_pandas().to_html(index=False, float_format=format_number, na_rep="n/a")
+        picture = figure_img(self.figure(stat, **options), STAT_LABELS.get(stat, stat))
         return (
-            f"<p>{html.escape(self.model)}: {len(self.tokens)} tokens</p><table><tr>{head}</tr>{body}</table>"
-            f"<p><em>{html.escape(CAUSATION_WARNING)}</em></p>"
+            f"<div><p>{html.escape(self.model)}: {len(self.tokens)} tokens, {len(self.layers)} layers x "
+            f"{len(self.heads)} heads</p>{picture}{table}<p><em>{html.escape(CAUSATION_WARNING)}</em></p></div>"
         )
+
+    def save(self, path: str | Path, **options: Any) -> Path:
+        """Write by extension (see :meth:`formats`); ``.csv`` writes the table as before."""
+        path = Path(path)
+        if path.suffix.lower() == ".csv":
+            return write_csv(self, path)
+        return write(self, path, **options)
+
+    def __repr__(self) -> str:
+        return self.summary()
+
+    def summary(self, top: int = 3) -> str:
+        """A few lines: model, tokens, layers x heads, the statistics, and the most focused and the
+        most sink-like heads (not the arrays: ``to_pandas()`` or ``format_table()`` has them all)."""
+        return short_summary(self, top)
 
 
 @dataclass
@@ -334,8 +385,6 @@ def collect_stats(
     ``overview_size``: also keep each layer's head-mean map max-pooled to at most this many cells a
     side (``HeadStats.overview``); off by default, since it needs every weight of every row.
     """
-    from headmap.capture import stream
-
     collector = StatsCollector(
         overview_size=overview_size or 256, pool=overview_size is not None, fused=fused
     )

@@ -7,8 +7,8 @@ from pathlib import Path
 from headmap.capture import capture
 from headmap.errors import HeadmapError
 from headmap.models import load
-from headmap.render.files import save_figure
 from headmap.render.profile import plot_layer_profile
+from headmap.render.report import save_figure
 from headmap.result import CAUSATION_WARNING, AttentionResult
 
 #: A middle layer and a head with a clear pattern, per bundled model (found by looking, see docs/).

@@ -52,7 +52,7 @@ def package_version() -> str:
 
 def check_output(path: Path, extensions: Sequence[str]) -> Path:
     """Fail before any model work when the output cannot be written."""
-    from headmap.render.files import check_writable
+    from headmap.render.report import check_writable
 
     if path.suffix.lower() not in extensions:
         raise HeadmapError(

@@ -24,7 +24,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from headmap.analysis.monitor_plot import plot_monitor
-    from headmap.render.files import STATIC, save_figure
+    from headmap.render.files import STATIC
+    from headmap.render.report import save_figure
 
     check_outputs(args.output, STATIC)
     for path in args.output:

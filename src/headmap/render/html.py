@@ -1,4 +1,4 @@
-"""Interactive, self-contained HTML heatmaps (plotly, its JavaScript embedded) and notebook display.
+"""Interactive, self-contained HTML heatmaps (plotly, its JavaScript embedded).
 
 Tokens are untrusted text. They are HTML-escaped before they become plotly labels, because
 plotly turns ``<b>``, ``<br>``, ``<a href>`` and similar tags in labels into markup; plotly.js
@@ -10,9 +10,7 @@ embeds no JSON of its own. Nothing is fetched at view time: no CDN, no fonts, no
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -21,8 +19,7 @@ import matplotlib
 import numpy as np
 
 from headmap.normalization import Normalization
-from headmap.render.files import save_figure
-from headmap.render.static import check_cmap, plot_head
+from headmap.render.static import check_cmap
 from headmap.result import CAUSATION_WARNING, AttentionResult, LayerKey
 from headmap.view.downsample import color_limits, pooled_labels, prepare, visible
 
@@ -222,26 +219,3 @@ def summary_rows(result: AttentionResult) -> list[tuple[str, str]]:
         *(("note", note) for note in result.notes),
     ]
     return rows
-
-
-def notebook_html(result: AttentionResult, dpi: int = 80) -> str:
-    """Light rich display for notebooks: a summary table and an inline PNG of the first captured head.
-
-    The PNG is head 0 of the first captured layer (or its first captured head). plotly.js (~4 MB)
-    is deliberately not embedded: notebooks would bloat with every displayed result; the
-    interactive view is one ``result.render("map.html", ...)`` away.
-    """
-    cells = "".join(
-        f"<tr><th style='text-align:left'>{escape(a)}</th><td style='text-align:left'>{escape(b)}</td></tr>"
-        for a, b in summary_rows(result)
-    )
-    image = ""
-    if result.layers:
-        first = result.layers[0]
-        head = 0 if 0 in first.heads else first.heads[0]
-        buffer = io.BytesIO()
-        save_figure(plot_head(result, first.key, head, max_tokens=128), buffer, "png", dpi=dpi)
-        data = base64.b64encode(buffer.getvalue()).decode("ascii")
-        alt = escape(f"{first.key.title()}, head {head}")
-        image = f"<img alt='{alt}' src='data:image/png;base64,{data}' style='max-width:100%'/>"
-    return f"<div><table>{cells}</table>{image}<p><em>{escape(CAUSATION_WARNING)}</em></p></div>"

@@ -16,9 +16,9 @@ max-pooling (threshold, log) and no word toggle, and the caption says so.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import math
-import uuid
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -240,7 +240,10 @@ def interactive_html(
     ``presets`` are the normalization specs offered (see :mod:`headmap.view.normalize`).
     """
     payload = view_payload(result, layer, head, cmap, max_tokens, precision, presets)
-    root = f"hmv-{uuid.uuid4().hex[:12]}"
+    data = script_json(payload)
+    # The same result gives the same fragment (so ``_repr_html_() == page()``); the script finds its
+    # own container first, so two displays of one result in a notebook (equal ids) each mount.
+    root = f"hmv-{hashlib.sha1(data.encode('utf-8')).hexdigest()[:12]}"
     fallback = (
         "The interactive heatmap needs JavaScript: in Jupyter, trust the notebook "
         "(or re-run the cell); elsewhere use result.render('map.png')."
@@ -250,9 +253,11 @@ def interactive_html(
         f"<style>{asset('heatmap.css')}</style>"
         f"<div class='hmv-fallback'><p>{html.escape(fallback)}</p>"
         f"<p><em>{escape(CAUSATION_WARNING)}</em></p></div>"
-        f"<script type='application/json' class='hmv-data'>{script_json(payload)}</script>"
+        f"<script type='application/json' class='hmv-data'>{data}</script>"
         f"<script>(function () {{\n{asset('heatmap.js')}\n"
-        f"headmapView().mountNotebook(document.getElementById({script_json(root)}));\n}})();</script>"
+        "var own = document.currentScript && document.currentScript.parentNode;\n"
+        f"headmapView().mountNotebook(own && own.id === {script_json(root)} ? own "
+        f": document.getElementById({script_json(root)}));\n}})();</script>"
         f"{_details(result)}"
         "</div>"
     )

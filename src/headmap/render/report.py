@@ -24,14 +24,14 @@ import enum
 import html
 import json
 import math
+import os
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from headmap.errors import HeadmapError
-from headmap.render.files import check_writable, save_figure
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -64,9 +64,45 @@ class Format(enum.Enum):
         return self in PICTURES
 
 
+#: Raster resolution of PNG output unless a caller asks for another.
+PNG_DPI = 150
 #: The formats every result writes (a picture, a page and its numbers).
 PICTURES = (Format.PNG, Format.SVG, Format.PDF)
 COMMON = (Format.JSON, Format.HTML, *PICTURES)
+
+
+def check_writable(path: Path) -> None:
+    """One clear line when ``path`` cannot be written, before any work is done."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise HeadmapError(f"cannot write {path}: the folder {parent} does not exist")
+    if path.is_dir():
+        raise HeadmapError(f"cannot write {path}: it is a folder")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise HeadmapError(f"cannot write {path}: permission denied")
+
+
+def save_figure(
+    fig: Figure, target: str | Path | IO[bytes], fmt: str | None = None, dpi: int = PNG_DPI
+) -> None:
+    """Save and close ``fig`` (pyplot keeps every figure alive until closed).
+
+    Warnings about glyphs missing from the font (CJK or emoji tokens) are silenced: the text is
+    still written, and a warning per missing glyph would bury the user's own output.
+    """
+    import matplotlib.pyplot as plt
+
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Glyph .* missing from font", category=UserWarning)
+            warnings.filterwarnings(
+                "ignore", message=r"Matplotlib currently does not support", category=UserWarning
+            )
+            # No bbox_inches="tight": the constrained layout already fits every label and the caption,
+            # and "tight" would draw the figure twice (a third of the time for a long map).
+            fig.savefig(target, format=fmt, dpi=dpi)
+    finally:
+        plt.close(fig)
 
 
 def json_number(value: float | np.floating[Any] | int) -> float | None:

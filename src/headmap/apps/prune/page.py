@@ -11,7 +11,7 @@ import io
 from typing import TYPE_CHECKING
 
 from headmap.apps.prune.pruning import pruning_record
-from headmap.render.files import save_figure
+from headmap.render.report import save_figure
 
 if TYPE_CHECKING:
     from headmap.apps.prune.report import PruneReport
