@@ -142,6 +142,8 @@ _result.bind_stages(
         formats=_later("attention_formats", "headmap.render.attention"),
         save_raw=save_result,
         show=_later("show", "headmap.render.report"),
+        to_dict=_later("attention_dict", "headmap.render.attention"),
+        to_pandas=_later("attention_table", "headmap.render.attention"),
     )
 )
 sys.modules[__name__].__class__ = _Api

@@ -49,6 +49,9 @@ class Stages:
     save_raw: Callable[..., Path]
     #: ``headmap.render.report.show``.
     show: Callable[..., None]
+    #: ``headmap.render.attention.attention_dict`` / ``attention_table``.
+    to_dict: Callable[[AttentionResult], dict[str, Any]]
+    to_pandas: Callable[[AttentionResult], pd.DataFrame]
 
 
 _bound: list[Stages] = []
@@ -299,53 +302,12 @@ class AttentionResult:
         return f"headmap: {self.model} attention maps"
 
     def to_dict(self) -> dict[str, Any]:
-        """Everything the result holds, JSON-safe: undefined weights (NaN, infinite) become None.
-
-        (The render stage's ``json_numbers`` does the same; this stage may not import it.)
-        """
-        return {
-            "model": self.model,
-            "source": self.source.to_dict(),
-            "target": self.target.to_dict() if self.target is not None else None,
-            "num_layers": {stack.value: n for stack, n in self.num_layers.items()},
-            "num_heads": self.num_heads,
-            "normalization": self.normalization.caption,
-            "notes": list(self.notes),
-            "layers": [
-                {
-                    "layer": layer.key.name,
-                    "heads": list(layer.heads),
-                    "rows": list(layer.rows),
-                    "weights": _json_array(layer.weights),
-                }
-                for layer in self.layers
-            ],
-        }
+        """Everything the result holds, JSON-safe: undefined weights (NaN, infinite) become None."""
+        return _stages().to_dict(self)
 
     def to_pandas(self) -> pd.DataFrame:
         """A long table, one row per weight: ``layer`` (name), ``head``, ``query``, ``key``, ``weight``."""
-        import pandas as pd  # pandas takes ~0.3 s to import: only when a table is asked for
-
-        frames = []
-        for layer in self.layers:
-            n_heads, n_rows, n_keys = layer.weights.shape
-            head, row, key = np.meshgrid(
-                np.asarray(layer.heads), np.asarray(layer.rows), np.arange(n_keys), indexing="ij"
-            )
-            frames.append(
-                pd.DataFrame(
-                    {
-                        "layer": layer.key.name,
-                        "head": head.ravel(),
-                        "query": row.ravel(),
-                        "key": key.ravel(),
-                        "weight": layer.weights.ravel(),
-                    }
-                )
-            )
-        if not frames:
-            return pd.DataFrame(columns=["layer", "head", "query", "key", "weight"])
-        return pd.concat(frames, ignore_index=True)
+        return _stages().to_pandas(self)
 
     def figure(self, layer: int | str | LayerKey = 0, head: int | None = 0, **options: Any) -> Figure:
         """A matplotlib figure of one head (``head=None``: all captured heads of the layer as a grid)."""
@@ -392,17 +354,3 @@ class AttentionResult:
             return f"{list(captured.pop())} of {self.num_heads}"
         per_layer = ", ".join(f"{layer.key.name}: {list(layer.heads)}" for layer in self.layers)
         return f"{{{per_layer}}} of {self.num_heads}"
-
-
-def _json_array(weights: np.ndarray) -> list[Any]:
-    """``weights`` as nested lists of floats, None where undefined (JSON has no NaN)."""
-    values = weights.astype(np.float64)
-    if np.isfinite(values).all():
-        nested: list[Any] = values.tolist()
-        return nested
-    cleaned: list[Any] = np.asarray(values, dtype=object).tolist()
-
-    def clean(item: Any) -> Any:
-        return [clean(x) for x in item] if isinstance(item, list) else (item if np.isfinite(item) else None)
-
-    return [clean(x) for x in cleaned]
