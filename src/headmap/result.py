@@ -258,7 +258,7 @@ class AttentionResult:
 
     # -- transforms (each returns a new result) -------------------------------------------------
     def with_layers(self, layers: Sequence[LayerMap], **changes: object) -> AttentionResult:
-        return replace(self, layers=tuple(layers), **changes)  # type: ignore[arg-type]
+        return replace(self, layers=tuple(layers), **changes)  # type: ignore[arg-type]  # the changes are AttentionResult fields, checked by dataclasses.replace
 
     def to_words(self, split_punctuation: bool = False) -> AttentionResult:
         """Aggregate sub-tokens into words: sum over a word's keys, mean over its queries."""

@@ -61,10 +61,10 @@ def importance_partial(
                 f"{text.origin}: {len(ids)} token(s); the {loss.name} needs at least {loss.min_tokens}"
             )
         encoded.append((ids, tokens))
-    ids, mask, _ = pad_batch([e[0] for e in encoded], pad_token_id(loaded.tokenizer), "right")
+    batch_ids, mask, _ = pad_batch([e[0] for e in encoded], pad_token_id(loaded.tokenizer), "right")
     param = next(model.parameters())
     inputs = loss.prepare(
-        {"input_ids": ids, "attention_mask": mask},
+        {"input_ids": batch_ids, "attention_mask": mask},
         [e[1] for e in encoded],
         getattr(loaded.tokenizer, "mask_token_id", None),
     )
@@ -75,7 +75,7 @@ def importance_partial(
     )
     slot = {key: i for i, key in enumerate(keys)}
 
-    def advice(key, out, call, forward):  # type: ignore[no-untyped-def]
+    def advice(key, out, call, forward):
         return out * gates[:, slot[key], None, :, None].to(out.dtype)  # [batch, 1, head, 1]
 
     model_inputs = {k: v for k, v in inputs.items() if k != "labels"}
@@ -238,13 +238,13 @@ def head_importance(
             bar.update(len(group))
     if bar is not None:
         bar.close()
-    raw = np.concatenate([p.importance for p in parts]).mean(0)  # type: ignore[misc]
+    raw = np.concatenate([p.importance for p in parts]).mean(0)
     norm = np.linalg.norm(raw, axis=1, keepdims=True)
     normalized = np.divide(raw, norm, out=np.zeros_like(raw), where=norm > 0)
     return HeadImportance(loaded.name, keys, picked, raw, normalized, chosen.name, len(corpus))
 
 
-def _bar(enabled: bool, total: int):  # type: ignore[no-untyped-def]
+def _bar(enabled: bool, total: int):
     if not enabled:
         return None
     from tqdm.auto import tqdm

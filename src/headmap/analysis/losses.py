@@ -52,7 +52,7 @@ def next_token_loss(output: object, inputs: dict[str, torch.Tensor]) -> torch.Te
 
 def masked_lm_loss(output: object, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
     """Mean cross-entropy at the masked positions (``inputs["labels"]``, -100 elsewhere), per text."""
-    logits = output.logits  # type: ignore[attr-defined]
+    logits = output.logits  # type: ignore[attr-defined]  # a transformers ModelOutput; its stubs have no logits field
     labels = inputs["labels"]
     ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels.clamp(min=0), reduction="none")
     valid = labels >= 0

@@ -194,7 +194,7 @@ def combine(partials: Iterable[Partial], spec: ReportSpec) -> Combined:
         covered = sum(len(p.indices) for p in js_parts)
         if covered != len(indices):
             raise HeadmapError("some partial results lack head distances: recompute them with diversity on")
-        total = js_parts[0].js.copy()  # type: ignore[union-attr]
+        total = js_parts[0].js.copy()  # type: ignore[union-attr]  # every part carries JS sums when distances were asked
         for p in js_parts[1:]:
             total += p.js
         distances = unpack_upper(total / covered, spec.n_heads)

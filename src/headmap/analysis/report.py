@@ -104,7 +104,7 @@ class HeadReport(Report):
                 record.update({f"{name}_std": float(c.std[name][li, hi]) for name in spec.stats})
                 if c.importance is not None:
                     record["importance"] = float(c.importance[li, hi])
-                    record["importance_norm"] = float(c.importance_norm[li, hi])  # type: ignore[index]
+                    record["importance_norm"] = float(c.importance_norm[li, hi])  # type: ignore[index]  # set whenever importance is
                 record["role"] = str(roles[li, hi])
                 records.append(record)
         return pd.DataFrame(records)
@@ -183,12 +183,13 @@ class HeadReport(Report):
                 "this report has no importance: compute it with importance=True (--importance)"
             )
         values = c.importance_norm if normalized else c.importance
+        assert values is not None  # importance_norm exists whenever importance does
         what = "importance, l2-normalized per layer" if normalized else "importance |d loss / d gate|"
         return plot_layer_head(
             values,
             self.spec.layers,
             self.spec.heads,
-            self.model,  # type: ignore[arg-type]
+            self.model,
             f"{what} · {self.loss} · mean over {c.importance_texts} texts",
             cmap="magma",
         )
@@ -275,7 +276,7 @@ class HeadReport(Report):
         path.write_text(self.to_html(), encoding="utf-8")
         return path
 
-    def show(self, picture: Picture | str = Picture.PROFILE, **options: Any) -> None:  # type: ignore[override]  # one picture, not every option of the base
+    def show(self, picture: Picture | str = Picture.PROFILE, **options: Any) -> None:
         """Display one picture inline in a notebook, or in a window. The string form
         (``show("stat_entropy")``) is deprecated: use ``show(Picture.STAT_ENTROPY)``."""
         show_report(self, picture=as_picture(picture), **options)

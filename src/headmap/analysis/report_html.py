@@ -145,7 +145,7 @@ def write_report(report: HeadReport, folder: Path) -> Path:
     return page
 
 
-def _parquet(table, path: Path) -> None:  # type: ignore[no-untyped-def]
+def _parquet(table, path: Path) -> None:
     try:
         import pyarrow  # noqa: F401
     except ImportError as exc:

@@ -373,7 +373,7 @@ def collect_stats(
     text,
     *,
     fused: bool = True,
-    overview_size: int | None = None,  # type: ignore[no-untyped-def]
+    overview_size: int | None = None,
     **capture_options,
 ) -> HeadStats | list[HeadStats]:
     """Statistics of every (or the asked) layers and heads of ``text``; see :func:`headmap.capture.capture`

@@ -96,7 +96,7 @@ class AttentionXGradient:
         for key, grad in zip(keys, grads):
             call = recorded[key][0]
             if grad is not None:  # a layer the output does not depend on contributes nothing
-                total += weight_times_gradient(call, grad, heads.to(call.key.device))  # type: ignore[union-attr]
+                total += weight_times_gradient(call, grad, heads.to(call.key.device))  # type: ignore[union-attr]  # the gradient exists: the forward ran with gates that require grad
         return Attribution(
             self.name,
             total / len(keys),

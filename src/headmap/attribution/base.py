@@ -70,7 +70,8 @@ class Attribution:
 class Method(Protocol):
     """An attribution method: ``attribute(problem)`` gives one score per input token."""
 
-    name: str
+    @property
+    def name(self) -> str: ...  # a property: the methods are frozen dataclasses
 
     def attribute(self, problem: Problem) -> Attribution: ...
 

@@ -104,15 +104,15 @@ def explain(
             f"flow skipped: {problem.n} tokens is above its limit of {FLOW_MAX_TOKENS} (rollout shown)"
         )
     else:
-        names = None if methods is None else methods  # type: ignore[assignment]
+        names = None if methods is None else methods  # type: ignore[assignment]  # a list of method names or None, narrowed by the caller's check
     if names is not None and not isinstance(names, str) and names and not isinstance(names[0], str):
-        chosen: list[Method] = list(names)  # type: ignore[arg-type]
+        chosen: list[Method] = list(names)
     else:
         chosen = build_methods(
             method_names(names),
             layers=layers,
             heads=heads,
-            n_steps=n_steps,  # type: ignore[arg-type]
+            n_steps=n_steps,
             max_steps=max_steps,
             internal_batch_size=internal_batch_size,
             baseline=baseline,

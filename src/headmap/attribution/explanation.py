@@ -10,9 +10,10 @@ a unit a method did not measure (occlusion leaves special tokens in place).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -89,7 +90,7 @@ class Explanation(Report):
     def baseline_output(self) -> float | None:
         """F(baseline) of Integrated Gradients, when IG ran."""
         value = self.info.get("ig", {}).get("baseline_output")
-        return None if value is None else float(value)  # type: ignore[arg-type]
+        return None if value is None else float(value)  # type: ignore[arg-type]  # the IG info record holds JSON values (object)
 
     @property
     def included(self) -> np.ndarray:
@@ -148,15 +149,15 @@ class Explanation(Report):
             note = METHOD_NOTES.get(name)
             layers = self.info.get(name, {}).get("layers")
             if note and name in ("attention", "attention_x_gradient") and layers:
-                note += f" (layers {', '.join(map(str, layers))}, heads {self.info[name].get('heads')})"  # type: ignore[arg-type]
+                note += f" (layers {', '.join(str(x) for x in cast(Sequence[object], layers))}, heads {self.info[name].get('heads')})"
             if note:
                 lines.append(note)
         ig = self.info.get("ig")
         if ig:
             verdict = "converged" if ig.get("converged") else "did NOT converge"
             lines.append(
-                f"IG {verdict}: delta {float(ig['delta']):+.2e} with {ig['steps']} steps "  # type: ignore[arg-type]
-                f"(rule: |delta| <= {float(ig['tolerance']):.0%} of |F(x) - F(baseline)|); "  # type: ignore[arg-type]
+                f"IG {verdict}: delta {float(ig['delta']):+.2e} with {ig['steps']} steps "  # type: ignore[arg-type]  # the IG info record holds JSON values (object)
+                f"(rule: |delta| <= {float(ig['tolerance']):.0%} of |F(x) - F(baseline)|); "  # type: ignore[arg-type]  # the IG info record holds JSON values (object)
                 f"baseline: {ig['baseline']}"
             )
         lines.append(
@@ -201,7 +202,7 @@ class Explanation(Report):
             "notes": list(self.notes),
             "caveats": self.caveats(),
         }
-        return _json_ready(data)  # type: ignore[return-value]
+        return _json_ready(data)  # type: ignore[return-value]  # _json_ready keeps the dict's shape
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Explanation:

@@ -61,11 +61,11 @@ def baseline_token(problem: Problem, baseline: str | int) -> tuple[int, str]:
         token = pad_token_id(tokenizer)
     elif isinstance(baseline, (int, np.integer)) and not isinstance(baseline, bool):
         token = int(baseline)
-        if not 0 <= token < len(tokenizer):  # type: ignore[arg-type]
+        if not 0 <= token < len(tokenizer):  # type: ignore[arg-type]  # LoadedModel.tokenizer is typed as object (any fast tokenizer)
             raise HeadmapError(f"baseline token id {token} is out of range for this vocabulary")
     else:
         raise HeadmapError(f"unknown IG baseline {baseline!r}: use 'auto', 'mask', 'pad' or a token id")
-    return token, str(tokenizer.convert_ids_to_tokens([token])[0])  # type: ignore[attr-defined]
+    return token, str(tokenizer.convert_ids_to_tokens([token])[0])  # type: ignore[attr-defined]  # LoadedModel.tokenizer is typed as object (any fast tokenizer)
 
 
 def baseline_ids(problem: Problem, token: int) -> list[int]:

@@ -89,7 +89,7 @@ def _ig_check(ex: Explanation) -> str:
         ("F(x)", f"{ex.output:.6g}"),
         ("F(baseline)", f"{baseline:.6g}" if baseline is not None else "n/a"),
         ("sum of IG scores", f"{total:.6g}"),
-        ("convergence delta", f"{float(ig['delta']):+.3e}"),  # type: ignore[arg-type]
+        ("convergence delta", f"{float(ig['delta']):+.3e}"),  # type: ignore[arg-type]  # the IG info record holds JSON values (object)
         ("steps", str(ig["steps"])),
         ("converged (|delta| <= 5% of |F(x) - F(baseline)|)", "yes" if ig["converged"] else "NO"),
         ("baseline", str(ig["baseline"])),

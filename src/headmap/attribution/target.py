@@ -26,6 +26,7 @@ from headmap.capture.discovery import discover, forward_module
 from headmap.capture.encoding import encode
 from headmap.errors import HeadmapError, check_index
 from headmap.models import LoadedModel
+from headmap.tokens import Tokens
 
 
 @dataclass(frozen=True)
@@ -245,7 +246,7 @@ class Custom(Target):
         return out.float()
 
 
-def encode_text(loaded: LoadedModel, text: str) -> tuple[list[int], object]:
+def encode_text(loaded: LoadedModel, text: str) -> tuple[list[int], Tokens]:
     """Token ids and :class:`~headmap.tokens.Tokens` exactly as capture sees the text."""
 
     limit = loaded.max_positions
@@ -257,20 +258,20 @@ def encode_text(loaded: LoadedModel, text: str) -> tuple[list[int], object]:
 def _single_token(loaded: LoadedModel, token: str | int) -> tuple[int, str]:
     tokenizer = loaded.tokenizer
     if isinstance(token, (int, np.integer)):
-        vocab = len(tokenizer)  # type: ignore[arg-type]
+        vocab = len(tokenizer)  # type: ignore[arg-type]  # LoadedModel.tokenizer is typed as object (any fast tokenizer)
         if not 0 <= int(token) < vocab:
             raise HeadmapError(f"target token id {token} is out of range: the vocabulary has {vocab} ids")
-        return int(token), tokenizer.decode([int(token)])  # type: ignore[attr-defined]
+        return int(token), tokenizer.decode([int(token)])  # type: ignore[attr-defined]  # LoadedModel.tokenizer is typed as object (any fast tokenizer)
     if not token:
         raise HeadmapError("the target token is empty: give one token such as ' big'")
-    ids = tokenizer(token, add_special_tokens=False)["input_ids"]  # type: ignore[operator]
+    ids = tokenizer(token, add_special_tokens=False)["input_ids"]  # type: ignore[operator]  # LoadedModel.tokenizer is typed as object (any fast tokenizer)
     if len(ids) != 1:
-        pieces = tokenizer.convert_ids_to_tokens(ids)  # type: ignore[attr-defined]
+        pieces = tokenizer.convert_ids_to_tokens(ids)  # type: ignore[attr-defined]  # LoadedModel.tokenizer is typed as object (any fast tokenizer)
         raise HeadmapError(
             f"the target {token!r} is {len(ids)} tokens {pieces} for this tokenizer: explain one token, "
-            f"e.g. its first piece {tokenizer.decode(ids[:1])!r} (mind the leading space of GPT-style tokenizers)"  # type: ignore[attr-defined]
+            f"e.g. its first piece {tokenizer.decode(ids[:1])!r} (mind the leading space of GPT-style tokenizers)"  # type: ignore[attr-defined]  # LoadedModel.tokenizer is typed as object (any fast tokenizer)
         )
-    return int(ids[0]), tokenizer.decode(ids)  # type: ignore[attr-defined]
+    return int(ids[0]), tokenizer.decode(ids)  # type: ignore[attr-defined]  # LoadedModel.tokenizer is typed as object (any fast tokenizer)
 
 
 def _top_token(loaded: LoadedModel, ids: list[int], position: int) -> tuple[int, str]:
@@ -281,7 +282,7 @@ def _top_token(loaded: LoadedModel, ids: list[int], position: int) -> tuple[int,
             loaded.model, ModelInputs(inputs.ids.to(device), inputs.mask.to(device), inputs.position)
         )
     top = int(logits[0].argmax())
-    return top, loaded.tokenizer.decode([top])  # type: ignore[attr-defined]
+    return top, loaded.tokenizer.decode([top])  # type: ignore[attr-defined]  # LoadedModel.tokenizer is typed as object (any fast tokenizer)
 
 
 def resolve_target(

@@ -14,6 +14,7 @@ import html
 import math
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -88,12 +89,12 @@ def _title(result: AttentionResult, what: str) -> str:
     )
 
 
-def _page(fig: object, title: str, notes: Sequence[str]) -> str:
+def _page(fig: Any, title: str, notes: Sequence[str]) -> str:
     """A full HTML document: the figure with plotly.js inlined, and the escaped caption below it."""
     plot = fig.to_html(
         full_html=False,
         include_plotlyjs=True,
-        include_mathjax=False,  # type: ignore[attr-defined]
+        include_mathjax=False,
         config={"displaylogo": False, "responsive": True},
     )
     caption = "<br>".join(escape(line) for line in [*notes, CAUSATION_WARNING] if line)

@@ -44,7 +44,7 @@ def top_cells(scores: np.ndarray, k: int) -> list[tuple[int, int]]:
     """The ``k`` (layer index, head index) cells with the largest score; ties by layer, then head."""
     flat = scores.ravel()
     order = sorted(range(flat.size), key=lambda i: (-float(flat[i]), i))[:k]
-    return [divmod(i, scores.shape[1]) for i in order]  # type: ignore[misc]
+    return [divmod(i, scores.shape[1]) for i in order]
 
 
 def control_cells(

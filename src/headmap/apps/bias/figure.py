@@ -3,7 +3,7 @@ attention on the name per head, and the group contrast per head; findings and ca
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from headmap.apps.bias.report import BiasReport
     from headmap.apps.bias.stats import PairedStats
 
-_TEXT = {"parse_math": False}  # a "$" in a name or label is text, not a formula
+_TEXT: dict[str, Any] = {"parse_math": False}  # a "$" in a name or label is text, not a formula
 _COLORS = ("#2b7bb9", "#d0612a")
 
 

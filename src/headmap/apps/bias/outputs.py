@@ -62,7 +62,7 @@ def answer_positions(
                 f"the prompt for {p.name!r} has no mask token: keep the mask in the template, "
                 "outside the name"
             )
-        out.append(p.ids.index(mask_id))  # type: ignore[arg-type]
+        out.append(p.ids.index(mask_id))
     return out
 
 

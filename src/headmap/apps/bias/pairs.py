@@ -61,7 +61,7 @@ def build_prompt(
             raise HeadmapError(
                 f"{loaded.name} has no chat template: drop --chat to use the template as plain text"
             )
-        text = tokenizer.apply_chat_template(  # type: ignore[attr-defined]
+        text = tokenizer.apply_chat_template(  # type: ignore[attr-defined]  # LoadedModel.tokenizer is typed as object (any fast tokenizer)
             [{"role": "user", "content": message}], tokenize=False, add_generation_prompt=True
         )
         shift = text.rfind(message)

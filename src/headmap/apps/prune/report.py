@@ -7,7 +7,7 @@ and the cut model's measured parameters, latency and output difference.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -277,7 +277,7 @@ def read_report(path: str | Path) -> PruneReport:
     )
 
 
-def _by_order(curves: tuple[Curve, ...], values: dict[str, object]) -> str:
+def _by_order(curves: tuple[Curve, ...], values: Mapping[str, object]) -> str:
     """``importance 30%; entropy 20%; random 10%, 20% (seeds 0, 1)`` from values keyed by order label."""
     named = [f"{c.order.name} {_pct(values[c.order.label])}" for c in curves if c.order.seed is None]
     randoms = [c.order for c in curves if c.order.seed is not None]

@@ -59,7 +59,7 @@ def save_pruned(model: LoadedModel, folder: str | Path, record: dict) -> Path:
         save_file(_state(net), str(tmp / "model.safetensors"), metadata={"format": "pt"})
         follow_umask(tmp / "model.safetensors")
         follow_umask(tmp, folder=True)
-        model.tokenizer.save_pretrained(tmp)  # type: ignore[attr-defined]
+        model.tokenizer.save_pretrained(tmp)  # type: ignore[attr-defined]  # LoadedModel.tokenizer is typed as object (any fast tokenizer)
         (tmp / RECORD).write_text(
             json.dumps(record, indent=1, ensure_ascii=False, allow_nan=False), encoding="utf-8"
         )

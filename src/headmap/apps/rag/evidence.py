@@ -79,7 +79,7 @@ def dummy_text(tokenizer: object, tokens: int) -> str:
     while True:
         out.append(words[len(out) % len(words)])
         text = " ".join(out)
-        if len(tokenizer(text, add_special_tokens=False)["input_ids"]) >= tokens:  # type: ignore[operator]
+        if len(tokenizer(text, add_special_tokens=False)["input_ids"]) >= tokens:  # type: ignore[operator]  # LoadedModel.tokenizer is typed as object (any fast tokenizer)
             return text
 
 

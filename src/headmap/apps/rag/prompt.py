@@ -72,7 +72,7 @@ def build_prompt(tokenizer: object, question: str, texts: Sequence[str]) -> RagP
         raise HeadmapError("the question is empty: give the question the chunks should answer")
     message, spans = user_message(question, texts)
     if has_chat_template(tokenizer):
-        text = tokenizer.apply_chat_template(  # type: ignore[attr-defined]
+        text = tokenizer.apply_chat_template(  # type: ignore[attr-defined]  # LoadedModel.tokenizer is typed as object (any fast tokenizer)
             [{"role": "user", "content": message}], tokenize=False, add_generation_prompt=True
         )
         start = text.rfind(message)
@@ -95,7 +95,7 @@ def _bos_text(tokenizer: object) -> str:
     bos = getattr(tokenizer, "bos_token", None)
     if bos_id is None or not bos:
         return ""
-    ids = tokenizer("a")["input_ids"]  # type: ignore[operator]
+    ids = tokenizer("a")["input_ids"]  # type: ignore[operator]  # LoadedModel.tokenizer is typed as object (any fast tokenizer)
     return str(bos) if ids and ids[0] == bos_id else ""
 
 
@@ -122,7 +122,7 @@ def encode_answer(tokenizer: object, answer: str) -> list[int]:
         raise HeadmapError(
             "the answer is empty: give the answer text to check, or leave it out to generate one"
         )
-    return list(tokenizer(answer, add_special_tokens=False)["input_ids"])  # type: ignore[operator]
+    return list(tokenizer(answer, add_special_tokens=False)["input_ids"])  # type: ignore[operator]  # LoadedModel.tokenizer is typed as object (any fast tokenizer)
 
 
 def check_causal_lm(loaded: LoadedModel) -> None:

@@ -114,7 +114,7 @@ def rag(
         prompt=prompt.text,
         prompt_ids=tuple(prompt.ids),
         chat_template=has_chat_template(tokenizer),
-        answer=tokenizer.decode(answer_ids),  # type: ignore[attr-defined]
+        answer=tokenizer.decode(answer_ids),  # type: ignore[attr-defined]  # LoadedModel.tokenizer is typed as object (any fast tokenizer)
         answer_ids=tuple(answer_ids),
         answer_tokens=full.tokens.tokens[len(prompt) :],
         generated=given is None,
@@ -179,7 +179,7 @@ def _chunks(chunks: ChunkInput) -> list[Chunk]:
         isinstance(chunks, str) and Path(chunks).suffix.lower() in CHUNK_EXTENSIONS
     ):
         return read_chunks(chunks)
-    return as_chunks(chunks)  # type: ignore[arg-type]
+    return as_chunks(chunks)
 
 
 def _check_length(loaded: LoadedModel, tokens: int, what: str) -> None:
@@ -198,7 +198,7 @@ def _given_answer(tokenizer: object, answer: str | Sequence[int]) -> list[int]:
     ids = [int(i) for i in answer]
     if not ids:
         raise HeadmapError("the answer has no tokens: give the answer text or its ids")
-    vocab = len(tokenizer)  # type: ignore[arg-type]
+    vocab = len(tokenizer)  # type: ignore[arg-type]  # LoadedModel.tokenizer is typed as object (any fast tokenizer)
     if any(not 0 <= i < vocab for i in ids):
         raise HeadmapError(f"answer ids must lie in 0..{vocab - 1} (the tokenizer's vocabulary)")
     return ids
