@@ -161,9 +161,8 @@ def test_nothing_patched_after_an_exception_and_errors(bert_tokenizer):
         pass
     with pytest.raises(HeadmapError, match="unknown ablation mode"), ablate(fast, [(0, 0)], mode="drop"):
         pass
-    with pytest.raises(HeadmapError, match=r"\(layer, head\) pairs"):
-        with ablate(fast, [3]):  # type: ignore[list-item]
-            pass
+    with pytest.raises(HeadmapError, match=r"\(layer, head\) pairs"), ablate(fast, [3]):  # type: ignore[list-item]
+        pass
     bloom, _ = build("bloom", bert_tokenizer)
     with (
         pytest.raises(

@@ -118,8 +118,8 @@ def test_top_heads_and_controls_follow_the_stated_rules():
     scores = name_scores(name, a, b)
     assert np.allclose(scores, np.mean([(name[i] + name[j]) / 2 for i, j in zip(a, b)], axis=0))
     top = top_cells(scores, 3)
-    flat = sorted((-scores[l, h], l, h) for l in range(3) for h in range(4))[:3]
-    assert top == [(l, h) for _, l, h in flat]
+    flat = sorted((-scores[li, h], li, h) for li in range(3) for h in range(4))[:3]
+    assert top == [(li, h) for _, li, h in flat]
     assert top_cells(np.zeros((2, 2)), 3) == [(0, 0), (0, 1), (1, 0)]  # ties: layer, then head order
     sets = control_cells((3, 4), top, 3, 4, seed=9)
     assert len(sets) == 4 and all(len(set(s)) == 3 and not set(s) & set(top) for s in sets)

@@ -13,13 +13,13 @@ from headmap.capture import fused as fused_module
 from headmap.capture import stream
 from headmap.capture.discovery import discover, forward_module
 from headmap.capture.fused import fusable, fused_attention
+from headmap.capture.moments import MOMENT_FIELDS as FIELDS
 from headmap.capture.moments import block_moments, pool_keys
 from headmap.capture.tap import module_scope, tap_around
 from headmap.result import Stack
 
 TOL = 1e-5
 TEXTS = [TROPHY, "Hi there.", "Attention is correlation, not causation, so read every map with care."]
-from headmap.capture.moments import MOMENT_FIELDS as FIELDS
 
 KERNEL_ARCHS = sorted(name for name in CONFIGS if PATHS.get(name, "dispatch") != "eager-weights")
 

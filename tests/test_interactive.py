@@ -6,6 +6,7 @@ import base64
 import json
 import re
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -175,7 +176,7 @@ def test_precision_auto_keeps_pages_small():
 def test_smollm2_all_heads_of_64_tokens_fit_a_few_hundred_kb(smollm2):
     from headmap import capture
 
-    words = open("corpora/sentences.txt", encoding="utf-8").read().split()
+    words = Path("corpora/sentences.txt").read_text(encoding="utf-8").split()
     text = " ".join(words[:40])
     while len(smollm2.tokenizer(text)["input_ids"]) < 64:
         text += " " + words[len(text.split())]
@@ -192,6 +193,6 @@ def test_smollm2_all_heads_of_64_tokens_fit_a_few_hundred_kb(smollm2):
     )
     worst = max(
         float(np.abs(m - layer.weights[h]).max() / s)
-        for m, s, (layer, h) in zip(maps, step, [(l, h) for l in result.layers for h in range(9)])
+        for m, s, (layer, h) in zip(maps, step, [(lk, h) for lk in result.layers for h in range(9)])
     )
     assert worst <= 0.5 + 1e-6

@@ -119,7 +119,7 @@ def test_real_minilm_matches_eager(minilm):
     assert minilm.model.config._attn_implementation == "sdpa"
     result = capture(minilm, TROPHY)
     reference = eager_maps(eager.eval(), minilm.tokenizer, TROPHY)["layer"]
-    worst = max(np.abs(l.weights - reference[i][0].numpy()).max() for i, l in enumerate(result.layers))
+    worst = max(np.abs(lm.weights - reference[i][0].numpy()).max() for i, lm in enumerate(result.layers))
     assert worst <= TOL
 
 
@@ -133,7 +133,7 @@ def test_real_smollm2_matches_eager(smollm2):
     result = capture(smollm2, TROPHY)
     reference = eager_maps(eager.eval(), smollm2.tokenizer, TROPHY)["layer"]
     assert len(result.layers) == 30 and result.num_heads == 9
-    worst = max(np.abs(l.weights - reference[i][0].numpy()).max() for i, l in enumerate(result.layers))
+    worst = max(np.abs(lm.weights - reference[i][0].numpy()).max() for i, lm in enumerate(result.layers))
     assert worst <= TOL
 
 
@@ -187,7 +187,9 @@ def test_longest_text_the_position_table_allows(bert_tokenizer):
     result = capture(fast, words)
     assert len(result.source) == 64
     reference = eager_maps(eager, bert_tokenizer, words)["layer"]
-    assert max(np.abs(l.weights - reference[i][0].numpy()).max() for i, l in enumerate(result.layers)) <= TOL
+    assert (
+        max(np.abs(lm.weights - reference[i][0].numpy()).max() for i, lm in enumerate(result.layers)) <= TOL
+    )
 
     with pytest.raises(HeadmapError, match="at most 64"):
         capture(fast, words + " word")
