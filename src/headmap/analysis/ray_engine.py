@@ -1,6 +1,6 @@
 """Corpus reports on Ray Data: the per-text half on a pool of workers, each loading the model once.
 
-Install with ``pip install headmap[ray]``. Without an address Ray starts embedded on this machine
+Install with ``pip install '.[ray]'`` from a clone. Without an address Ray starts embedded on this machine
 (the way to try it); with one it joins an existing cluster. Jobs go out as a Ray dataset and
 ``map_batches`` runs them on an actor pool (one model per worker); each worker returns its
 partials as safetensors bytes (no pickles), and the driver decodes, keeps and combines them exactly
@@ -198,5 +198,7 @@ def _import_ray():
         import ray
         import ray.data  # noqa: F401
     except ImportError as exc:
-        raise HeadmapError("the Ray engine needs Ray Data: pip install 'headmap[ray]'") from exc
+        raise HeadmapError(
+            "the Ray engine needs Ray Data: pip install 'ray[data]' (or '.[ray]' from a clone)"
+        ) from exc
     return ray
