@@ -349,7 +349,7 @@ def test_a_name_on_the_first_token_marks_first_token_sinks(bert_tokenizer, tmp_p
     assert any("first token of 6 of 6 prompts" in w for w in r.warnings)
     assert any("not independent" in w for w in r.warnings)  # all pairs: names repeat
     assert "overstate the evidence" in r.findings[0]
-    page = r.render(tmp_path / "b.html").read_text(encoding="utf-8")
+    page = r.save(tmp_path / "b.html").read_text(encoding="utf-8")
     assert "first-token sink" in page and "Heads that attend most" not in page
 
 

@@ -135,9 +135,9 @@ def test_an_unconverged_ig_row_is_marked_in_every_output(tiny_ex, tmp_path):
     assert "ig (NOT converged)" in text.splitlines()[1]  # the table's header: the IG column itself
     assert "  ig (NOT converged)" in text  # its agreement row with occlusion
     assert bad.to_dict()["methods"]["ig"]["flag"] == "NOT converged"
-    page = bad.render(tmp_path / "w.html").read_text()
+    page = bad.save(tmp_path / "w.html").read_text()
     assert '<th class="flag">ig (NOT converged)</th>' in page
-    labels = [t.get_text() for t in bad.plot().axes[0].get_yticklabels()]
+    labels = [t.get_text() for t in bad.figure().axes[0].get_yticklabels()]
     assert "ig (NOT converged)" in labels and "ig" not in labels
     assert Explanation.from_dict(bad.to_dict()).label("ig") == "ig (NOT converged)"
 

@@ -317,7 +317,7 @@ def test_summary_claims_only_the_steps_measured(tiny, tmp_path):
     assert line.startswith("At the one step measured (25% of heads removed)")
     assert f"importance {base / after:.0%}" in line and "within 90%" not in line.split(".")[0]
     assert "Largest share" not in " ".join(one.summary)
-    for page in (one._repr_html_(), one.render(tmp_path / "one.html").read_text()):
+    for page in (one._repr_html_(), one.save(tmp_path / "one.html").read_text()):
         assert "At the one step measured" in page and "Largest share" not in page
     assert one.to_dict()["largest_share_measured"] == {"importance": 0.25}
     curve = prune(llama, TEXTS, heldout=HELD, curve=True, seeds=(0,), step=0.25, latency_repeats=0)
