@@ -97,3 +97,21 @@ def test_loads_back(made, tmp_path):
         again = case.load(path)
         assert type(again) is type(report)
         assert again.to_dict() == report.to_dict(), fmt
+
+
+def test_a_capture_of_some_heads_draws_by_default(tmp_path):
+    """save(.png) with no options draws the first captured layer and head, not layer 0 head 0."""
+    from dataclasses import replace
+
+    from helpers import make_result, softmax_rows, tokens_from
+
+    from headmap.result import LayerMap
+
+    tokens = tokens_from("a b c", [(0, 1), (2, 3), (4, 5)])
+    result = make_result(tokens, softmax_rows((1, 3, 3)), layer=2, num_layers=4)
+    only = result.layers[0]
+    part = replace(result, layers=(LayerMap(only.key, (3,), only.rows, only.weights),), num_heads=4)
+    for ext in (".png", ".svg", ".html"):
+        assert part.save(tmp_path / f"part{ext}").stat().st_size > 0
+    assert part.figure().axes
+    assert part.figure(2, None).axes  # head=None: the grid of the layer

@@ -142,6 +142,16 @@ class LayerKey:
         return f"{words[self.stack]} {self.index}"
 
 
+class _Default(enum.Enum):
+    FIRST = "first"
+
+
+#: The default head of a picture: the first head captured in the layer shown.
+FIRST = _Default.FIRST
+LayerArg = int | str | LayerKey
+HeadArg = int | None | _Default
+
+
 @dataclass(frozen=True)
 class LayerMap:
     """The captured maps of one layer.
@@ -309,14 +319,20 @@ class AttentionResult:
         """A long table, one row per weight: ``layer`` (name), ``head``, ``query``, ``key``, ``weight``."""
         return _stages().to_pandas(self)
 
-    def figure(self, layer: int | str | LayerKey = 0, head: int | None = 0, **options: Any) -> Figure:
-        """A matplotlib figure of one head (``head=None``: all captured heads of the layer as a grid)."""
-        key = self.resolve(layer)
-        if head is None:
-            return _stages().plot_grid(self, key, **options)
-        return _stages().plot_head(self, key, head, **options)
+    def _pick(self, layer: LayerArg | None, head: HeadArg) -> tuple[LayerKey, int | None]:
+        """The layer and head a picture shows: by default the first captured layer and its first head."""
+        key = self.keys[0] if layer is None else self.resolve(layer)
+        return key, (self.layer(key).heads[0] if head is FIRST else head)
 
-    def plot(self, layer: int | str | LayerKey = 0, head: int | None = 0, **kwargs: Any) -> Figure:
+    def figure(self, layer: LayerArg | None = None, head: HeadArg = FIRST, **options: Any) -> Figure:
+        """A matplotlib figure of one head (``head=None``: all captured heads of the layer as a grid);
+        by default the first captured layer and head."""
+        key, picked = self._pick(layer, head)
+        if picked is None:
+            return _stages().plot_grid(self, key, **options)
+        return _stages().plot_head(self, key, picked, **options)
+
+    def plot(self, layer: LayerArg | None = None, head: HeadArg = FIRST, **kwargs: Any) -> Figure:
         """The same as :meth:`figure` (the established name)."""
         return self.figure(layer, head, **kwargs)
 
@@ -324,15 +340,16 @@ class AttentionResult:
         """The interactive view as a self-contained HTML fragment, starting at ``layer``/``head``."""
         return _stages().page(self, layer, head, **options)
 
-    def show(self, layer: int | str | LayerKey = 0, head: int | None = 0, **kwargs: Any) -> None:
+    def show(self, layer: LayerArg | None = None, head: HeadArg = FIRST, **kwargs: Any) -> None:
         """Display the result: the interactive view in a notebook, else one head's figure in a window."""
-        _stages().show(self, layer=layer, head=head, **kwargs)
+        key, picked = self._pick(layer, head)
+        _stages().show(self, layer=key, head=picked, **kwargs)
 
     def render(
-        self, path: str | Path, layer: int | str | LayerKey = 0, head: int | None = 0, **kwargs: object
+        self, path: str | Path, layer: LayerArg | None = None, head: HeadArg = FIRST, **kwargs: object
     ) -> Path:
         """Write a picture; the format follows the extension (``.png``, ``.svg``, ``.pdf``, ``.html``)."""
-        return _stages().render(self, path, self.resolve(layer), head, **kwargs)
+        return _stages().render(self, path, *self._pick(layer, head), **kwargs)
 
     def _repr_html_(self) -> str:
         return self.page()
