@@ -115,3 +115,11 @@ def test_a_capture_of_some_heads_draws_by_default(tmp_path):
         assert part.save(tmp_path / f"part{ext}").stat().st_size > 0
     assert part.figure().axes
     assert part.figure(2, None).axes  # head=None: the grid of the layer
+
+
+def test_a_type_claiming_raw_formats_must_write_them():
+    """Declaring a raw format without its writer fails when the class is made, not at the first save."""
+    with pytest.raises(TypeError, match="without _save_raw"):
+
+        class Broken(Report):  # defining it is the test
+            raw_formats = (Format.FOLDER,)

@@ -169,8 +169,12 @@ class Report(abc.ABC):
         """Every format ``save`` writes for this result."""
         return (*COMMON, *((Format.PARQUET,) if self.tabular else ()), *self.raw_formats)
 
-    def _save_raw(self, path: Path, fmt: Format, **options: Any) -> None:
-        raise NotImplementedError(f"{type(self).__name__} declares {fmt} but does not write it")
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # A type that claims raw formats writes them with its own _save_raw(path, fmt, **options):
+        # checked once, when the class is made, instead of failing at the first save.
+        super().__init_subclass__(**kwargs)
+        if cls.raw_formats and "_save_raw" not in vars(cls):
+            raise TypeError(f"{cls.__name__} declares raw formats {cls.raw_formats} without _save_raw")
 
     def _title(self) -> str:
         return f"headmap: {type(self).__name__}"
