@@ -137,7 +137,7 @@ def server_share(bench, model: str, text: str, repeats: int) -> tuple[float, flo
 
     import matplotlib.pyplot as plt
 
-    from headmap.render.files import save_figure
+    from headmap.render.report import save_figure
     from headmap.render.static import plot_head
     from headmap.serve.display import ViewSpec
     from headmap.serve.payload import finish

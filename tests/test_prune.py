@@ -22,8 +22,9 @@ from headmap.apps.prune.order import (
     step_counts,
 )
 from headmap.apps.prune.physical import layouts_for, max_difference, parameter_count, plan_layout
+from headmap.apps.prune.pruning import mean_random
 from headmap.apps.prune.quality import PERPLEXITY, embedding_quality, embeddings, perplexity, retrieval_loss
-from headmap.apps.prune.report import mean_random, read_report
+from headmap.apps.prune.report import read_report
 from headmap.errors import HeadmapError
 from headmap.models.pruned import HeadLayout
 from headmap.result import LayerKey, Stack

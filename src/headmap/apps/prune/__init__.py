@@ -11,7 +11,8 @@ attention entropy; quality is measured on held-out text with the heads gated off
 """
 
 from headmap.apps.prune.physical import prune_heads
-from headmap.apps.prune.report import PruneReport, Pruning, read_report
+from headmap.apps.prune.pruning import Pruning
+from headmap.apps.prune.report import PruneReport, read_report
 from headmap.apps.prune.run import prune
 from headmap.apps.prune.save import read_record, save_pruned
 

@@ -17,7 +17,7 @@ from headmap.apps.prune.figure import curve_figure
 from headmap.apps.prune.order import Order
 from headmap.apps.prune.page import report_body
 from headmap.apps.prune.physical import Latency
-from headmap.apps.prune.pruning import KEEP, Pruning, mean_random, pruning_record
+from headmap.apps.prune.pruning import KEEP, Pruning, pruning_record
 from headmap.apps.prune.quality import Metric
 from headmap.errors import HeadmapError
 from headmap.models.pruned import HeadLayout
@@ -298,4 +298,4 @@ def _named(heads: Sequence[tuple[LayerKey, int]]) -> list[tuple[str, int]]:
     return [(key.name, int(h)) for key, h in heads]
 
 
-__all__ = ["FORMAT", "KEEP", "PruneReport", "Pruning", "mean_random", "pruning_record", "read_report"]
+__all__ = ["FORMAT", "PruneReport", "read_report"]

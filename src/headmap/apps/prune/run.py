@@ -17,8 +17,9 @@ from headmap.apps.prune.physical import (
     parameter_count,
     prune_heads,
 )
+from headmap.apps.prune.pruning import Pruning
 from headmap.apps.prune.quality import Quality, retrieval_loss
-from headmap.apps.prune.report import PruneReport, Pruning
+from headmap.apps.prune.report import PruneReport
 from headmap.apps.prune.save import save_pruned
 from headmap.capture.discovery import discover
 from headmap.errors import HeadmapError
