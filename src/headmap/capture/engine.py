@@ -13,17 +13,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import suppress
-from dataclasses import replace
 from typing import Protocol, cast
 
 import torch
 
+from headmap.capture import native
+from headmap.capture.blocks import Valid, emit_blocks, fused_asks
 from headmap.capture.consumers import Consumer, MapStore, MomentConsumer
 from headmap.capture.discovery import Architecture, discover, forward_module
 from headmap.capture.encoding import Encoded, encode, encode_targets, pad_batch, pad_token_id
 from headmap.capture.fused import fused_attention, route
-from headmap.capture.fused_rows import FusedRows
 from headmap.capture.intercept import CallCounter, LayerAddressing
+from headmap.capture.packed import PackedForward
+from headmap.capture.packing import PackedBatch, pack_refusal, packed_inputs
 from headmap.capture.plan import (
     EXACT,
     WEIGHTS,
@@ -35,16 +37,12 @@ from headmap.capture.plan import (
     resolve_layers,
     resolve_rows,
 )
-from headmap.capture.recompute import attention_block, head_states, rows_per_block, weights_block
 from headmap.capture.tap import AttentionCall, CapturePath, Proceed
 from headmap.errors import HeadmapError
 from headmap.models import LoadedModel, load
-from headmap.result import AttentionResult, LayerKey, Side, Stack
+from headmap.result import AttentionResult, LayerKey, Side
 
 DEFAULT_BLOCK_BYTES = 64 * 2**20
-
-#: Each text's real (non-padding) positions on each side: ``side -> [1-D position tensor per text]``.
-Valid = dict[Side, list[torch.Tensor]]
 
 __all__ = ["DEFAULT_BLOCK_BYTES", "CapturePlan", "Consumer", "MapStore", "capture", "stream"]
 
@@ -73,6 +71,7 @@ def capture(
     padding_side: str = "right",
     block_bytes: int = DEFAULT_BLOCK_BYTES,
     progress: bool = False,
+    pack: bool = False,
 ) -> AttentionResult | list[AttentionResult]:
     """Capture attention maps of ``text`` (one string -> one result, a list -> a list of results).
 
@@ -83,7 +82,8 @@ def capture(
     in every stack), names such as ``"cross.2"``, or None for all. ``heads``: model head numbers or
     None for all. ``rows``: query rows to keep (an index, slice or list, relative to each text;
     ``-1`` is the last token), None for all. ``target``: decoder text of encoder-decoder models
-    (defaults to the input text). The model keeps its own attention implementation.
+    (defaults to the input text). The model keeps its own attention implementation. ``pack``: run
+    each batch as one unpadded sequence (see :func:`stream`; the maps are the same).
     """
     store = MapStore()
     stream(
@@ -98,6 +98,7 @@ def capture(
         padding_side=padding_side,
         block_bytes=block_bytes,
         progress=progress,
+        pack=pack,
     )
     results = store.results()
     return results[0] if isinstance(text, (str, Encoded)) else results
@@ -116,8 +117,14 @@ def stream(
     padding_side: str = "right",
     block_bytes: int = DEFAULT_BLOCK_BYTES,
     progress: bool = False,
+    pack: bool | None = None,
 ) -> CapturePlan:
-    """Run the model on ``text`` and hand every attention block of the asked layers to ``consumer``."""
+    """Run the model on ``text`` and hand every attention block of the asked layers to ``consumer``.
+
+    ``pack``: run each batch's texts as one unpadded sequence, each confined to its own keys
+    (:mod:`headmap.capture.packing`); None (default) packs where the consumer takes moments (the
+    statistics), False never, True wherever the model allows. The plan's notes say which, and why
+    a model's batches run padded."""
     loaded = load(model) if isinstance(model, str) else model
     arch = discover(loaded.model)
     texts = [text] if isinstance(text, (str, Encoded)) else list(text)
@@ -129,6 +136,11 @@ def stream(
     encoded = [encode(loaded.tokenizer, t, limit) for t in texts]
     targets = encode_targets(loaded, arch.is_encoder_decoder, texts, target, limit)
     keys = resolve_layers(arch, layers)
+    wanted = pack if pack is not None else bool(getattr(consumer, "wants_moments", False))
+    refusal = pack_refusal(arch, loaded.model) if wanted and len(texts) > 1 and batch_size > 1 else None
+    packing = wanted and len(texts) > 1 and batch_size > 1 and refusal is None
+    if packing and sum(len(ids) for ids, _ in encoded) >= native.MIN_TOKENS:
+        native.module()  # a corpus long enough to pay for building the compiled kernel
     plan = CapturePlan(
         model=loaded.name,
         layers=keys,
@@ -146,7 +158,7 @@ def stream(
         ),
         num_layers=arch.num_layers,
         num_heads=arch.num_heads,
-        notes=_path_notes(arch, keys) + _fused_notes(loaded, consumer),
+        notes=_path_notes(arch, keys) + _fused_notes(loaded, consumer) + _pack_notes(packing, refusal),
         layer_heads=resolve_layer_heads(arch, keys, heads),
     )
     consumer.begin(plan)
@@ -156,6 +168,12 @@ def stream(
     try:
         for first in range(0, len(texts), step):
             batch = range(first, min(len(texts), first + step))
+            if packing:
+                packed = packed_inputs(arch, [encoded[i][0] for i in batch])
+                _run_batch(
+                    loaded, arch, plan, consumer, batch, packed.inputs, packed.valid, block_bytes, bar, packed
+                )
+                continue
             inputs, valid = _batch_inputs(
                 arch,
                 [encoded[i][0] for i in batch],
@@ -182,6 +200,14 @@ def _path_notes(arch: Architecture, keys: Sequence[LayerKey]) -> tuple[str, ...]
     return tuple(
         f"capture path: {path.value} ({path.describe()})" for path in sorted(paths, key=lambda p: p.value)
     )
+
+
+def _pack_notes(packing: bool, refusal: str | None) -> tuple[str, ...]:
+    if packing:
+        return (
+            "packed batches: each batch's texts run as one unpadded sequence, each text confined to its own keys",
+        )
+    return (f"batches run padded, not packed: {refusal}",) if refusal else ()
 
 
 def _fused_notes(loaded: LoadedModel, consumer: Consumer) -> tuple[str, ...]:
@@ -242,14 +268,18 @@ def _run_batch(
     valid: Valid,
     block_bytes: int,
     bar: _Bar | None,
+    packed: PackedBatch | None = None,
 ) -> None:
-    """One forward over ``batch``: every asked layer's blocks go to ``consumer``, then the forward stops."""
+    """One forward over ``batch``: every asked layer's blocks go to ``consumer``, then the forward stops.
+
+    ``packed``: the batch runs as one packed sequence (every layer up to the last asked is tapped, so
+    that each text sees only its own keys)."""
     device = _model_device(loaded.model)
     inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-    addressing = LayerAddressing(arch, plan.layers)
+    addressing = LayerAddressing(arch, plan.layers if packed is None else tuple(arch.sites))
     counter = CallCounter()  # one forward: a fresh count
     head_index = {key: torch.tensor(plan.heads_of(key), dtype=torch.long) for key in plan.layers}
-    remaining = set(addressing.layers)
+    remaining = set(plan.layers)
 
     def locate(call: AttentionCall) -> LayerKey | None:
         key = addressing.locate(call, counter)
@@ -265,7 +295,7 @@ def _run_batch(
     def observe(call: AttentionCall, proceed: Proceed) -> torch.Tensor:
         key = locate(call)
         if key is not None:
-            _emit(call, key, plan, consumer, batch, valid, head_index[key], block_bytes)
+            emit_blocks(call, key, plan, consumer, batch, valid, head_index[key], block_bytes)
             done(key)
         return proceed()
 
@@ -274,15 +304,14 @@ def _run_batch(
         if key is None:
             return proceed()
         pooled = any(moments_to.key_cells(item, key) for item in batch)
-        kernel = route(call, pooled) if call.query is not None else None
-        plan.kernels.add((kernel or EXACT) if call.weights is None else WEIGHTS)
-        if kernel is None:
-            _emit(call, key, plan, consumer, batch, valid, head_index[key], block_bytes)
+        kernel, reason = route(call, pooled) if call.query is not None else (WEIGHTS, "")
+        plan.record_kernel(kernel, reason, key)
+        if kernel in (EXACT, WEIGHTS):
+            emit_blocks(call, key, plan, consumer, batch, valid, head_index[key], block_bytes)
             done(key)
             return proceed()
-        out, moments = fused_attention(
-            call, _fused_asks(call, key, plan, moments_to, batch, valid), block_bytes, kernel
-        )
+        asks = fused_asks(call, key, plan, moments_to, batch, valid)
+        out, moments = fused_attention(call, asks, block_bytes, kernel)
         for found, item in zip(moments, batch, strict=True):
             assert found is not None
             moments_to.consume_moments(
@@ -291,10 +320,20 @@ def _run_batch(
         done(key)
         return out
 
-    wants_moments = getattr(consumer, "wants_moments", False)
+    def pack(call: AttentionCall, proceed: Proceed) -> torch.Tensor:
+        key = locate(call)
+        out = forward.layer(call, key)
+        if key is not None:
+            done(key)
+        return out
+
     # Only read in ``fuse``, which is the advice only where the consumer says it takes moments.
     moments_to = cast(MomentConsumer, consumer)
-    advice = fuse if wants_moments else observe
+    if packed is not None:
+        forward = PackedForward(plan, consumer, batch, packed, head_index, block_bytes)
+        advice = pack
+    else:
+        advice = fuse if takes_moments(consumer) else observe
     # _StopForward: the last asked layer is done, and deeper layers are not needed.
     with torch.inference_mode(), addressing.intercept(advice), suppress(_StopForward):
         forward_module(loaded.model)(**inputs, use_cache=False)
@@ -305,68 +344,10 @@ def _run_batch(
         )
 
 
-def _fused_asks(
-    call: AttentionCall,
-    key: LayerKey,
-    plan: CapturePlan,
-    consumer: MomentConsumer,
-    batch: range,
-    valid: Valid,
-) -> list[FusedRows]:
-    """What each text of the batch asks of this layer, in the fused kernel's terms."""
-    q_side, k_side = key.stack.query_side, key.stack.key_side
-    device = call.query.device  # type: ignore[union-attr]  # fused calls always carry queries
-    asks = []
-    for b, item in enumerate(batch):
-        text_rows = torch.tensor(plan.rows[item][key], dtype=torch.long)
-        special = [i for i, s in enumerate(plan.key_tokens(item, key).special) if s]
-        cells = consumer.key_cells(item, key)
-        asks.append(
-            FusedRows(
-                keys=valid[k_side][b].to(device),
-                rows=valid[q_side][b].to(device)[text_rows.to(device)],
-                plan_index=torch.arange(len(text_rows)),
-                text_rows=text_rows,
-                special=torch.tensor(special, dtype=torch.long, device=device),
-                cross=key.stack is Stack.CROSS,
-                heads=torch.tensor(plan.heads_of(key), dtype=torch.long, device=device),
-                key_cell=cells[0] if cells else None,
-                n_cells=cells[1] if cells else 0,
-            )
-        )
-    return asks
-
-
-def _emit(
-    call: AttentionCall,
-    key: LayerKey,
-    plan: CapturePlan,
-    consumer: Consumer,
-    batch: range,
-    valid: Valid,
-    head_index: torch.Tensor,
-    block_bytes: int,
-) -> None:
-    """Recompute (or cut) the asked rows of one layer, block by block, for every text of the batch."""
-    q_side, k_side = key.stack.query_side, key.stack.key_side
-    device = (call.query if call.query is not None else call.weights).device  # type: ignore[union-attr]  # queries or weights
-    heads = head_index.to(device)
-    for b, item in enumerate(batch):
-        key_pos = valid[k_side][b].to(device)
-        text_rows = torch.tensor(plan.rows[item][key], dtype=torch.long)
-        row_pos = valid[q_side][b].to(device)[text_rows.to(device)]
-        states = head_states(call, b, heads, key_pos) if call.weights is None else None
-        step = rows_per_block(len(heads), len(key_pos), block_bytes)
-        for start in range(0, len(row_pos), step):
-            picked = row_pos[start : start + step]
-            if states is None:
-                block = weights_block(call, b, heads, picked, key_pos, keep_scores=consumer.keeps_scores)
-            else:
-                block = attention_block(
-                    call, states, b, heads, picked, key_pos, keep_scores=consumer.keeps_scores
-                )
-            # The one place blocks leave the device: every consumer works on host tensors.
-            consumer.consume(item, key, start, replace(block.to_host(), rows=text_rows[start : start + step]))
+def takes_moments(consumer: Consumer) -> bool:
+    """Whether a padded batch hands this consumer fused moments: it asks for them and not for whole
+    rows (head distances need every weight, which only a packed batch's compiled kernel returns)."""
+    return bool(getattr(consumer, "wants_moments", False)) and not getattr(consumer, "wants_maps", False)
 
 
 def _progress(enabled: bool, total: int) -> _Bar | None:

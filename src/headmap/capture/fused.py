@@ -25,7 +25,7 @@ import torch
 from headmap.capture import native
 from headmap.capture.fused_rows import FusedRows
 from headmap.capture.moments import MOMENT_FIELDS, PositionMoments, RowMoments, pool_keys
-from headmap.capture.plan import COMPILED, TORCH
+from headmap.capture.plan import COMPILED, EXACT, TORCH
 from headmap.capture.recompute import broadcast_pick, implicit_visible_counts, mask_implicit_, rows_per_block
 from headmap.capture.tap import AttentionCall
 
@@ -52,18 +52,32 @@ def fusable(call: AttentionCall) -> str | None:
 TORCH_MIN_TOKENS = 4096
 
 
-def route(call: AttentionCall, pooled: bool) -> str | None:
-    """Which fused kernel serves this call (:data:`COMPILED` or :data:`TORCH`), or None where the
-    exact path is the right one: the call cannot be fused (:func:`fusable`), or, on a CPU without
-    the compiled kernel, the text is too short for fusing to pay. ``pooled``: whether a pooled
-    overview is asked of this call, which only the torch kernel makes."""
-    if fusable(call) is not None:
-        return None
-    if native.eligible(call) and not pooled:
-        return COMPILED
+def route(call: AttentionCall, pooled: bool) -> tuple[str, str]:
+    """Which kernel serves this call's statistics, and why: ``(COMPILED | TORCH | EXACT, reason)``.
+
+    EXACT (the model's kernel, then recomputation) where the call cannot be fused (:func:`fusable`),
+    or on a CPU where the compiled kernel cannot serve and the text is too short for the torch kernel
+    to pay. ``pooled``: whether a pooled overview is asked of this call, which only the torch kernel
+    makes. The reason is the one the notes give (empty for the compiled kernel).
+    """
+    unfit = fusable(call)
+    if unfit is not None:
+        return EXACT, unfit
+    refusal = native.refusal(call) or (
+        "an overview map is asked, which only the torch kernel makes" if pooled else None
+    )
+    if refusal is None:
+        return COMPILED, ""
     q = call.query
     assert q is not None
-    return TORCH if q.device.type != "cpu" or q.shape[2] >= TORCH_MIN_TOKENS else None
+    if q.device.type != "cpu":
+        return TORCH, f"on {q.device.type}"
+    if q.shape[2] >= TORCH_MIN_TOKENS:
+        return TORCH, refusal
+    return EXACT, (
+        f"{refusal}; and on a CPU the torch kernel is slower than recomputing below "
+        f"{TORCH_MIN_TOKENS:,} tokens (this text has {q.shape[2]:,})"
+    )
 
 
 def fused_attention(
@@ -78,11 +92,8 @@ def fused_attention(
     out = torch.empty(batch, n_q, heads, v.shape[-1], dtype=q.dtype, device=q.device)
     moments: list[RowMoments | None] = []
     if kernel is None:
-        kernel = (
-            COMPILED
-            if native.eligible(call) and all(a is None or a.key_cell is None for a in asks)
-            else TORCH
-        )
+        pooled = any(a is not None and a.key_cell is not None for a in asks)
+        kernel = COMPILED if native.refusal(call) is None and not pooled else TORCH
     compiled = native.module() if kernel == COMPILED else None
     for b in range(batch):
         ask = asks[b] if b < len(asks) else None

@@ -112,6 +112,14 @@ class RowMoments:
         picked = {name: getattr(self, name).index_select(0, index) for name in MOMENT_FIELDS}
         return RowMoments(rows=self.rows, visible=self.visible, pooled=self.pooled, **picked)
 
+    def slice_rows(self, start: int, stop: int) -> RowMoments:
+        """The moments of rows ``start .. stop`` only (a packed batch's moments, text by text)."""
+        picked = {name: getattr(self, name)[:, start:stop] for name in MOMENT_FIELDS}
+        pooled = None if self.pooled is None else self.pooled[start:stop]
+        return RowMoments(
+            rows=self.rows[start:stop], visible=self.visible[start:stop], pooled=pooled, **picked
+        )
+
     @property
     def entropy(self) -> torch.Tensor:
         """``[head, row]`` entropy in nats, ``L - sum_k p_k s_k`` (clamped at 0 against rounding)."""

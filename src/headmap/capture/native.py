@@ -8,10 +8,10 @@ statistics' sums from the tile while it is hot. It is compiled with torch's own 
 entry point and torch's vectorized ``exp`` (the one ``torch.exp`` uses), so its numbers agree with
 the pure-torch path to float32 rounding (tested).
 
-It is built for the first text of 1,024 tokens or more (compiling takes about a minute, once per
-machine and torch version), then serves texts of every length, on CPUs where torch runs AVX2 or
-AVX-512 code, for layers whose masks are causal/sliding-window flags or absent and that
-have no softcap or position bias. Without a C++ compiler, or with ``HEADMAP_NATIVE=0``, headmap
+It is built for the first text (or packed batch) of 1,024 tokens or more (compiling takes about a
+minute, once per machine and torch version), then serves texts of every length, on CPUs where torch
+runs AVX2 or AVX-512 code, for every self-attention layer without a position bias: causal and
+sliding-window flags, mask tensors (padding, windows, packed boundaries), softcaps. Without a C++ compiler, or with ``HEADMAP_NATIVE=0``, headmap
 keeps the pure-torch kernel, with the same results.
 """
 
@@ -22,6 +22,8 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
@@ -29,12 +31,12 @@ import torch
 
 from headmap.capture.fused_rows import FusedRows
 from headmap.capture.moments import PositionMoments, RowMoments
-from headmap.capture.recompute import implicit_visible_counts
 from headmap.capture.tap import AttentionCall
 from headmap.models.cache import cache_root
 
 #: Texts shorter than this take the pure-torch kernel: there the compile would not pay off.
 MIN_TOKENS = 1024
+_LOWEST = torch.finfo(torch.float32).min
 SOURCE = Path(__file__).with_name("kernels") / "fused_stats.cpp"
 _FLAGS = {
     "AVX512": [
@@ -133,76 +135,155 @@ def _build() -> ModuleType:
     return built
 
 
+def refusal(call: AttentionCall) -> str | None:
+    """Why the compiled kernel cannot serve this layer call (None when it can): it serves every
+    self-attention call on a CPU without a position bias (causal and sliding-window flags, mask
+    tensors, softcaps, packed texts), once built; texts of :data:`MIN_TOKENS` and more pay for
+    building it, and any text is served once it is built."""
+    q, k = call.query, call.key
+    if q is None or k is None:
+        return "the model computes its weights itself"
+    if q.device.type != "cpu":
+        return f"the compiled kernel runs on a CPU, and this layer runs on {q.device.type}"
+    if call.position_bias is not None:
+        return "the layer adds a position bias (T5-style), which the compiled kernel does not take"
+    if q.shape[2] != k.shape[2]:
+        return (
+            "cross-attention (queries and keys of different texts), which the compiled kernel does not take"
+        )
+    missing = unavailable()
+    if missing is not None:
+        return f"the compiled kernel is unavailable ({missing})"
+    if q.shape[2] < MIN_TOKENS and not built():
+        return (
+            f"the compiled kernel is not built yet, and a text under {MIN_TOKENS:,} tokens does not pay "
+            "for its one-minute build"
+        )
+    return None
+
+
 def eligible(call: AttentionCall) -> bool:
-    """Whether this layer call can take the compiled kernel (flags-only masks, plain scores, CPU):
-    texts of :data:`MIN_TOKENS` and more, which pay for building it, and any text once it is built."""
-    q = call.query
-    return (
-        q is not None
-        and q.device.type == "cpu"
-        and (q.shape[2] >= MIN_TOKENS or built())
-        and call.mask is None
-        and call.softcap is None
-        and call.position_bias is None
-        and q.shape[2] == call.key.shape[2]  # type: ignore[union-attr]  # a call with a query has keys
-        and unavailable() is None
+    """Whether this layer call can take the compiled kernel (see :func:`refusal`)."""
+    return refusal(call) is None
+
+
+@dataclass(frozen=True)
+class KernelRun:
+    """One batch element through the compiled kernel: ``out`` ``[query, head, dim]`` (what the model
+    receives), ``sums`` ``[head, query, 10]`` (the per-row sums, see the kernel's header) and, where
+    asked, ``maps`` ``[head, query, width]``: each row's weights over its text's keys, first key first."""
+
+    out: torch.Tensor
+    sums: torch.Tensor
+    maps: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class ElementLayout:
+    """Where the texts of one batch element lie, in the kernel's terms (the same for every layer of a
+    forward, so built once): ``track`` ``[query, 4]`` the key of each row's first token, itself, the
+    token before and the one after (-1: none); ``key_lo`` / ``key_hi`` ``[query]`` the keys each row
+    may see (its own text in a packed batch, all keys otherwise); ``special`` the special keys."""
+
+    track: torch.Tensor
+    key_lo: torch.Tensor
+    key_hi: torch.Tensor
+    special: torch.Tensor
+
+    @classmethod
+    def of(cls, texts: Sequence[FusedRows], n_queries: int, n_keys: int, packed: bool) -> ElementLayout:
+        """The layout of ``texts`` (each a contiguous run of positions of one self-attention element)."""
+        track = torch.full((n_queries, 4), -1, dtype=torch.long)
+        key_lo = torch.zeros(n_queries, dtype=torch.long)
+        key_hi = torch.full((n_queries,), n_keys, dtype=torch.long)
+        specials = [torch.zeros(0, dtype=torch.long)]
+        for ask in texts:
+            keys = ask.keys.cpu()
+            track[keys, 0] = keys[0]
+            track[keys, 1] = keys  # the query token itself (one text on both sides)
+            track[keys[1:], 2] = keys[:-1]
+            track[keys[:-1], 3] = keys[1:]
+            if packed:
+                key_lo[keys], key_hi[keys] = int(keys[0]), int(keys[-1]) + 1
+            specials.append(keys[ask.special.cpu()])
+        return cls(track, key_lo, key_hi, torch.cat(specials))
+
+
+def run_element(
+    call: AttentionCall, b: int, layout: ElementLayout, kernel: ModuleType, width: int = 0
+) -> KernelRun:
+    """Batch element ``b`` through the compiled kernel, its texts placed by ``layout``. ``width``: also
+    return each row's weights over its first ``width`` keys (from ``layout.key_lo``)."""
+    q, k, v = call.query, call.key, call.value
+    assert q is not None and k is not None and v is not None
+    mask = torch.zeros(0)
+    if call.mask is not None:
+        picked = call.mask[b if call.mask.shape[0] > 1 else 0]  # [1 or heads, query, key]
+        mask = picked.float().clamp(min=_LOWEST) if picked.dtype != torch.bool else _additive(picked)
+    maps = torch.zeros(q.shape[1], q.shape[2], width) if width else torch.zeros(0)
+    out, sums = kernel.fused_stats(
+        (q[b].float() * call.scaling).contiguous(),
+        k[b].float().transpose(1, 2).contiguous(),
+        v[b].float().contiguous(),
+        bool(call.is_causal),
+        int(call.sliding_window or -1),
+        layout.track,
+        layout.special,
+        layout.key_lo,
+        layout.key_hi,
+        mask,
+        float(call.softcap or 0.0),
+        maps,
     )
+    return KernelRun(out, sums, maps if width else None)
+
+
+def _additive(allowed: torch.Tensor) -> torch.Tensor:
+    """A boolean mask (True: may attend) as the additive one the exact path applies."""
+    return torch.zeros(allowed.shape).masked_fill_(~allowed, _LOWEST)
 
 
 def native_element(
     call: AttentionCall, b: int, ask: FusedRows | None, kernel: ModuleType
 ) -> tuple[torch.Tensor, RowMoments | None]:
-    """One batch element through the compiled kernel: its output ``[query, head, dim]`` and moments."""
-    q, k, v = call.query, call.key, call.value
-    assert q is not None and k is not None and v is not None
-    n_k = k.shape[2]
-    text_pos = torch.zeros(n_k, dtype=torch.float32)
-    track = torch.full((q.shape[2], 4), -1, dtype=torch.long)
-    special = torch.zeros(0, dtype=torch.long)
-    if ask is not None:
-        text_pos[ask.keys] = torch.arange(len(ask.keys), dtype=torch.float32)
-        track[:, 0] = ask.keys[0]
-        track[ask.keys, 1] = ask.keys  # the query token itself (one text on both sides)
-        track[ask.keys[1:], 2] = ask.keys[:-1]
-        track[ask.keys[:-1], 3] = ask.keys[1:]
-        special = ask.keys[ask.special].to(torch.long)
-    vaug = v[b].float().contiguous()
-    out, sums = kernel.fused_stats(
-        (q[b].float() * call.scaling).contiguous(),
-        k[b].float().transpose(1, 2).contiguous(),
-        vaug,
-        bool(call.is_causal),
-        int(call.sliding_window or -1),
-        track,
-        special,
-        text_pos,
-    )
-    return out, (None if ask is None else _moments(call, ask, sums, n_k))
+    """One unpacked batch element through the compiled kernel: its output ``[query, head, dim]`` and
+    the moments of the asked rows."""
+    q, k = call.query, call.key
+    assert q is not None and k is not None
+    layout = ElementLayout.of([ask] if ask is not None else [], q.shape[2], k.shape[2], packed=False)
+    run = run_element(call, b, layout, kernel)
+    if ask is None:
+        return run.out, None
+    text_len = torch.full((len(ask.rows),), len(ask.keys), dtype=torch.long)
+    return run.out, row_moments(run.sums, ask.rows.cpu(), ask.text_rows, text_len, ask.cross)
 
 
-def _moments(call: AttentionCall, ask: FusedRows, sums: torch.Tensor, n_k: int) -> RowMoments:
-    """RowMoments of the asked rows from the kernel's per-row sums ``[head, row, 9]``."""
-    picked = sums[:, ask.rows].double()  # [head, row, 9]
+def row_moments(
+    sums: torch.Tensor, rows: torch.Tensor, text_rows: torch.Tensor, text_len: torch.Tensor, cross: bool
+) -> RowMoments:
+    """RowMoments of the query ``rows`` (positions in the element) from the kernel's sums
+    ``[head, query, 10]``; ``text_rows`` are their token indices in their texts, ``text_len`` the
+    lengths of those texts (a packed batch mixes texts)."""
+    picked = sums[:, rows].double()  # [head, row, 10]
     total = picked[..., 1]
-    text_rows = ask.text_rows.double()
-    last = len(ask.keys) - 1
+    text_rows = text_rows.double()
     nan = torch.full_like(total, float("nan"))
-    if ask.cross:
+    if cross:
         positions = PositionMoments.undefined(total.shape[0], total.shape[1], device=total.device)
     else:
         positions = PositionMoments(
-            p_diag=picked[..., 6] / total,
-            p_prev=torch.where(text_rows[None, :] >= 1, picked[..., 7] / total, nan),
-            p_next=torch.where(text_rows[None, :] < last, picked[..., 8] / total, nan),
+            p_diag=picked[..., 7] / total,
+            p_prev=torch.where(text_rows[None, :] >= 1, picked[..., 8] / total, nan),
+            p_next=torch.where(text_rows[None, :] < text_len[None, :] - 1, picked[..., 9] / total, nan),
             distance=picked[..., 3] / total,
         )
     return RowMoments.of(
-        ask.text_rows,
-        implicit_visible_counts(call, ask.rows, torch.arange(n_k)),
+        text_rows.long(),
+        picked[..., 5].amax(0).long(),
         log_z=picked[..., 0] + total.log(),
         mean_score=picked[..., 2] / total,
         p_max=1.0 / total,
-        p_first=picked[..., 5] / total,
+        p_first=picked[..., 6] / total,
         p_special=picked[..., 4] / total,
         positions=positions,
     )

@@ -20,10 +20,18 @@ COMPILED, TORCH, EXACT, WEIGHTS = "compiled", "torch", "exact", "weights"
 KERNEL_NOTES = {
     COMPILED: "statistics: compiled fused kernel (each layer's attention output and statistics in one pass)",
     TORCH: "statistics: fused kernel in torch (each layer's attention output and statistics in one pass)",
-    EXACT: "statistics: exact recomputation after the model's own kernel (on a CPU without the compiled "
-    "kernel, faster than fusing on short texts)",
+    EXACT: "statistics: exact recomputation after the model's own kernel",
     WEIGHTS: "statistics: from the model's own weights (eager-only attention)",
 }
+
+
+def layer_list(keys: Sequence[LayerKey], of: Sequence[LayerKey]) -> str:
+    """``keys`` in words: "all 30 layers", or their names (runs of one stack shortened)."""
+    if set(keys) == set(of):
+        return f"all {len(of)} layers" if len(of) > 1 else keys[0].name
+    ordered = sorted(set(keys), key=lambda k: k.sort_key)
+    names = [k.name for k in ordered]
+    return ", ".join(names) if len(names) <= 6 else f"{', '.join(names[:5])}, ... ({len(names)} layers)"
 
 
 @dataclass(frozen=True)
@@ -46,12 +54,21 @@ class CapturePlan:
     """How the capture was made where that is not the usual dispatch tap (e.g. the eager-weights path)."""
     layer_heads: dict[LayerKey, tuple[int, ...]] = field(default_factory=dict)
     """The heads of each layer where layers have different head counts (a pruned model); else empty."""
-    kernels: set[str] = field(default_factory=set, compare=False)
-    """How a statistics capture's layers were computed, filled in as they run (:data:`KERNEL_NOTES`)."""
+    kernels: dict[tuple[str, str], set[LayerKey]] = field(default_factory=dict, compare=False)
+    """How a statistics capture's layers were computed and why, filled in as they run:
+    ``(kind, reason) -> layers`` (kinds in :data:`KERNEL_NOTES`)."""
+
+    def record_kernel(self, kind: str, reason: str, key: LayerKey) -> None:
+        """Note that layer ``key`` was computed by ``kind`` (for ``reason``, empty where it needs none)."""
+        self.kernels.setdefault((kind, reason), set()).add(key)
 
     def kernel_notes(self) -> tuple[str, ...]:
-        """One note per way the statistics' layers were computed in this run."""
-        return tuple(KERNEL_NOTES[k] for k in sorted(self.kernels))
+        """One note per way the statistics' layers were computed in this run, naming the layers and why."""
+        notes = []
+        for (kind, reason), keys in sorted(self.kernels.items()):
+            where = layer_list(sorted(keys, key=lambda k: k.sort_key), self.layers)
+            notes.append(f"{KERNEL_NOTES[kind]}: {where}" + (f" ({reason})" if reason else ""))
+        return tuple(notes)
 
     def heads_of(self, key: LayerKey) -> tuple[int, ...]:
         """The heads captured in layer ``key``."""

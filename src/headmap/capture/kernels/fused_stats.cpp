@@ -4,12 +4,12 @@
 // torch's own vectorized exp (Sleef, as torch.exp uses) and torch's BLAS entry point.
 //
 // Layout (float32, contiguous): q [H, N, D] already multiplied by the scale; kt [KV, D, Nk] (the
-// keys transposed); v [KV, Nk, Dv] the values; track [N, J] key
-// positions (-1: none) whose weight each row records; special [S] the special keys' positions; row_pos
-// [N] each query's text position. Returns out [N, H, Dv] and sums [H, N, 5 + J]: the row max m,
-// Z = sum e, sum e*s, sum e*|row_pos - key|, sum e over special keys, then e at each tracked key,
-// with e = exp(s - m) for the final m. Keys are unpadded: a key's text position is its index.
-// Masks: causal (key <= row) and a sliding window (key > row - window) given as flags only.
+// keys transposed); v [KV, Nk, Dv] the values; track [N, J] key positions (-1: none) whose weight
+// each row records; special [S] the special keys' positions (further arguments at fused_stats).
+// Returns out [N, H, Dv] and sums [H, N, 6 + J]: the row max m, Z = sum e, sum e*s, sum e*|row - key|,
+// sum e over special keys, the number of visible keys, then e at each tracked key, with e = exp(s - m)
+// for the final m. Masks: the causal (key <= row) and sliding-window (key > row - window) flags, each
+// row's key range (its text in a padded or packed batch) and, where the model passes one, a mask tensor.
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -130,11 +130,42 @@ inline std::pair<float, float> exp_sums(float* s, int64_t lo, int64_t hi, float 
   return {z, w};
 }
 
+// s[lo:hi] <- cap * tanh(s / cap), the softcap some models (Gemma 2) put on their logits.
+inline void softcap_range(float* s, int64_t lo, int64_t hi, float cap) {
+  int64_t k = lo;
+  const Vec inv(1.f / cap), vc(cap);
+  for (; k + Vec::size() <= hi; k += Vec::size()) ((Vec::loadu(s + k) * inv).tanh() * vc).store(s + k);
+  for (; k < hi; ++k) s[k] = cap * std::tanh(s[k] / cap);
+}
+
+// s[lo:hi] <- max(s + mask, lowest) (an additive mask, as the exact path applies it); returns how many
+// keys the mask leaves visible.
+inline int64_t mask_range(float* s, const float* mask, int64_t lo, int64_t hi) {
+  const float lowest = std::numeric_limits<float>::lowest();
+  int64_t visible = 0;
+  for (int64_t k = lo; k < hi; ++k) {
+    s[k] = std::max(s[k] + mask[k], lowest);
+    visible += mask[k] > lowest / 2;
+  }
+  return visible;
+}
+
+// The scores of one tile after everything the model adds to Q K^T: softcap, then the mask.
+inline int64_t finish_scores(float* s, const float* mask_row, int64_t lo, int64_t hi, float cap) {
+  if (cap > 0.f) softcap_range(s, lo, hi, cap);
+  return mask_row != nullptr ? mask_range(s, mask_row, lo, hi) : hi - lo;
+}
+
 }  // namespace
 
+// Arguments beyond the layout above: key_lo / key_hi [N] the range of keys each row may see before
+// the causal and window flags (its own text: a padded or packed batch's texts are contiguous runs of
+// keys); mask [Hm, N, Nk] an additive float mask (Hm 1 or H; empty: none); softcap (<= 0: none);
+// maps [H, N, Wm] (empty: none) receives each row's normalized weights over its keys, key_lo[r] first.
 std::vector<torch::Tensor> fused_stats(torch::Tensor q, torch::Tensor k, torch::Tensor vaug, bool causal,
                                        int64_t window, torch::Tensor track, torch::Tensor special,
-                                       torch::Tensor row_pos) {
+                                       torch::Tensor key_lo, torch::Tensor key_hi, torch::Tensor mask,
+                                       double softcap, torch::Tensor maps) {
   TORCH_CHECK(q.dtype() == torch::kFloat32 && k.dtype() == torch::kFloat32 && vaug.dtype() == torch::kFloat32,
               "fused_stats takes float32 tensors");
   q = q.contiguous();
@@ -142,10 +173,22 @@ std::vector<torch::Tensor> fused_stats(torch::Tensor q, torch::Tensor k, torch::
   vaug = vaug.contiguous();
   track = track.to(torch::kInt64).contiguous();
   special = special.to(torch::kInt64).contiguous();
-  row_pos = row_pos.to(torch::kFloat32).contiguous();
+  key_lo = key_lo.to(torch::kInt64).contiguous();
+  key_hi = key_hi.to(torch::kInt64).contiguous();
   const int64_t H = q.size(0), N = q.size(1), D = q.size(2);
   const int64_t KV = k.size(0), Nk = k.size(2), V1 = vaug.size(2), Dv = V1, J = track.size(1);
-  const int64_t rep = H / KV, W = 5 + J;
+  const int64_t rep = H / KV, W = 6 + J;
+  const bool masked = mask.numel() > 0, keep = maps.numel() > 0;
+  if (masked) {
+    mask = mask.to(torch::kFloat32).contiguous();
+    TORCH_CHECK(mask.dim() == 3 && (mask.size(0) == 1 || mask.size(0) == H) && mask.size(1) == N &&
+                    mask.size(2) == Nk,
+                "fused_stats: the mask must be [1 or heads, queries, keys]");
+  }
+  const int64_t Hm = masked ? mask.size(0) : 0, Wm = keep ? maps.size(2) : 0;
+  TORCH_CHECK(!keep || (maps.dtype() == torch::kFloat32 && maps.is_contiguous() && maps.size(0) == H &&
+                        maps.size(1) == N),
+              "fused_stats: maps must be a contiguous float32 [heads, queries, width] tensor");
   auto out = torch::empty({N, H, Dv}, q.options());
   auto sums = torch::empty({H, N, W}, q.options());
   const float* qp = q.data_ptr<float>();
@@ -153,12 +196,19 @@ std::vector<torch::Tensor> fused_stats(torch::Tensor q, torch::Tensor k, torch::
   const float* vp = vaug.data_ptr<float>();
   const int64_t* tp = track.data_ptr<int64_t>();
   const int64_t* sp = special.data_ptr<int64_t>();
+  const int64_t* klo = key_lo.data_ptr<int64_t>();
+  const int64_t* khi = key_hi.data_ptr<int64_t>();
+  const float* mp = masked ? mask.data_ptr<float>() : nullptr;
+  float* wp = keep ? maps.data_ptr<float>() : nullptr;
   const int64_t S = special.size(0);
-  const float* pp = row_pos.data_ptr<float>();
+  const float cap = static_cast<float>(softcap);
   float* op = out.data_ptr<float>();
   float* rp = sums.data_ptr<float>();
   const int64_t blocks = (N + kRowBlock - 1) / kRowBlock;
   const float lowest = std::numeric_limits<float>::lowest();
+  // The keys row r may see: its text's range, cut by the causal and window flags.
+  auto row_lo = [&](int64_t r) { return window > 0 ? std::max(klo[r], r - window + 1) : klo[r]; };
+  auto row_hi = [&](int64_t r) { return causal ? std::min(khi[r], r + 1) : khi[r]; };
 
   at::parallel_for(0, H * blocks, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> scores(kRowBlock * kKeyBlock), acc(kRowBlock * V1), rows(kRowBlock * W);
@@ -173,14 +223,16 @@ std::vector<torch::Tensor> fused_stats(torch::Tensor q, torch::Tensor k, torch::
       const float* qb = qp + (h * N + r0) * D;
       const float* kg = kp + g * D * Nk;
       const float* vg = vp + g * Nk * V1;
+      const float* mh = masked ? mp + (Hm > 1 ? h : 0) * N * Nk : nullptr;
       std::fill(acc.begin(), acc.end(), 0.f);
+      int64_t first = Nk, last = 0;
       for (int64_t i = 0; i < n; ++i) {
         float* row = rows.data() + i * W;
         std::fill(row, row + W, 0.f);
         row[0] = lowest;
+        first = std::min(first, std::max<int64_t>(0, row_lo(r0 + i)));
+        last = std::max(last, std::min(Nk, row_hi(r0 + i)));
       }
-      const int64_t first = window > 0 ? std::max<int64_t>(0, r0 - window + 1) : 0;
-      const int64_t last = causal ? std::min(Nk, r1) : Nk;
       for (int64_t t0 = first; t0 < last; t0 += kKeyBlock) {
         const int64_t t1 = std::min(last, t0 + kKeyBlock), T = t1 - t0;
         // scores [n, T] = Q_block [n, D] @ K^T tile [D, T] (kt is [D, Nk] per KV head).
@@ -189,24 +241,25 @@ std::vector<torch::Tensor> fused_stats(torch::Tensor q, torch::Tensor k, torch::
           const int64_t r = r0 + i;
           float* s = scores.data() + i * T;
           float* row = rows.data() + i * W;
-          int64_t lo = window > 0 ? std::max<int64_t>(t0, r - window + 1) - t0 : 0;
-          int64_t hi = causal ? std::min<int64_t>(t1, r + 1) - t0 : T;
-          lo = std::max<int64_t>(lo, 0);
+          const int64_t lo = std::max<int64_t>(row_lo(r) - t0, 0);
+          const int64_t hi = std::min<int64_t>(row_hi(r) - t0, T);
           if (hi <= lo) {  // nothing visible in this tile: it adds nothing to the row
             std::fill(s, s + T, 0.f);
             continue;
           }
+          row[5] += static_cast<float>(finish_scores(s, mh ? mh + r * Nk + t0 : nullptr, lo, hi, cap));
           const float m = std::max(row[0], row_max(s, lo, hi));
           const float alpha = row[0] == lowest ? 0.f : std::exp(row[0] - m);
           auto [z, w] = exp_sums(s, lo, hi, m);
           std::fill(s, s + lo, 0.f);
           std::fill(s + hi, s + T, 0.f);
-          float spec = 0.f, dist = 0.f;
+          float spec = 0.f;
           for (int64_t j = 0; j < S; ++j) {  // the few special keys, not a pass over the tile
             const int64_t c = sp[j] - t0;
             if (c >= lo && c < hi) spec += s[c];
           }
-          dist = abs_distance(s, lo, hi, pp[r] - static_cast<float>(t0));
+          // Keys of the row's own text only, so |r - c| is the distance in the text.
+          const float dist = abs_distance(s, lo, hi, static_cast<float>(r - t0));
           row[0] = m;
           row[3] = row[3] * alpha + dist;
           row[1] = row[1] * alpha + z;
@@ -214,8 +267,8 @@ std::vector<torch::Tensor> fused_stats(torch::Tensor q, torch::Tensor k, torch::
           row[4] = row[4] * alpha + spec;
           for (int64_t j = 0; j < J; ++j) {
             const int64_t key = tp[r * J + j];
-            row[5 + j] *= alpha;
-            if (key >= t0 + lo && key < t0 + hi) row[5 + j] = s[key - t0];
+            row[6 + j] *= alpha;
+            if (key >= t0 + lo && key < t0 + hi) row[6 + j] = s[key - t0];
           }
           float* a = acc.data() + i * V1;
           for (int64_t c = 0; c < V1; ++c) a[c] *= alpha;
@@ -231,6 +284,25 @@ std::vector<torch::Tensor> fused_stats(torch::Tensor q, torch::Tensor k, torch::
         float* o = op + (r * H + h) * Dv;
         for (int64_t c = 0; c < Dv; ++c) o[c] = a[c] / z;
         std::copy(row, row + W, rp + (h * N + r) * W);
+      }
+      if (!keep) continue;
+      // The weights themselves, where asked (head distances need whole rows): a second pass over
+      // the tiles with the row's final max and normalizer, so nothing is rescaled after the fact.
+      for (int64_t t0 = first; t0 < last; t0 += kKeyBlock) {
+        const int64_t t1 = std::min(last, t0 + kKeyBlock), T = t1 - t0;
+        gemm(n, T, D, qb, D, kg + t0, Nk, false, scores.data(), T);
+        for (int64_t i = 0; i < n; ++i) {
+          const int64_t r = r0 + i;
+          float* s = scores.data() + i * T;
+          const float* row = rows.data() + i * W;
+          const int64_t lo = std::max<int64_t>(row_lo(r) - t0, 0);
+          const int64_t hi = std::min<int64_t>({row_hi(r) - t0, T, klo[r] + Wm - t0});
+          if (hi <= lo) continue;
+          finish_scores(s, mh ? mh + r * Nk + t0 : nullptr, lo, hi, cap);
+          const float m = row[0], inv = row[1] > 0.f ? 1.f / row[1] : 0.f;
+          float* dst = wp + (h * N + r) * Wm + (t0 - klo[r]);
+          for (int64_t c = lo; c < hi; ++c) dst[c] = std::exp(s[c] - m) * inv;
+        }
       }
     }
   });

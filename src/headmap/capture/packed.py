@@ -1,0 +1,191 @@
+"""One packed forward (see :mod:`headmap.capture.packing`): every attention layer's output computed
+with each text confined to its own keys, and the asked layers handed to the consumer.
+
+Per layer the compiled kernel (:mod:`headmap.capture.native`) takes the whole packed sequence in one
+call, each row's key range set to its text, and returns the output, every row's moments and, for
+head distances, every row's weights; the consumer gets the batch's moments at once
+(:meth:`PackedConsumer.consume_packed`), so a batch costs one reduction per layer, not one per text.
+Without the compiled kernel, each text runs through the torch kernel on its own slice of the call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from types import ModuleType
+from typing import Protocol
+
+import torch
+
+from headmap.capture import native
+from headmap.capture.blocks import emit_blocks, text_ask
+from headmap.capture.consumers import Consumer, MomentConsumer
+from headmap.capture.fused import fused_attention
+from headmap.capture.fused_rows import FusedRows
+from headmap.capture.moments import RowMoments
+from headmap.capture.packing import PackedBatch
+from headmap.capture.plan import COMPILED, TORCH, CapturePlan
+from headmap.capture.tap import AttentionCall
+from headmap.result import LayerKey, Side
+
+__all__ = ["PackedConsumer", "PackedForward"]
+
+
+class PackedConsumer(MomentConsumer, Protocol):
+    """A moment consumer that takes a packed batch's moments at once.
+
+    ``wants_maps``: it also needs every row's weights (head distances)."""
+
+    wants_maps: bool
+
+    def consume_packed(
+        self,
+        items: Sequence[int],
+        key: LayerKey,
+        counts: Sequence[int],
+        moments: RowMoments,
+        maps: torch.Tensor | None,
+    ) -> None:
+        """``moments`` of the asked rows of ``items``, one text after another (``counts[i]`` rows of
+        ``items[i]``, in plan order) and, where wanted, ``maps`` ``[head, row, width]``: each row's
+        weights over its text's keys, its first key first (zero beyond the text)."""
+
+
+def segment(call: AttentionCall, start: int, length: int) -> AttentionCall:
+    """The part of a packed call that one text (positions ``start .. start + length``) computes:
+    the call that text makes when it runs alone."""
+    cut = slice(start, start + length)
+    assert call.query is not None and call.key is not None and call.value is not None
+    return replace(
+        call,
+        query=call.query[:, :, cut],
+        key=call.key[:, :, cut],
+        value=call.value[:, :, cut],
+        mask=None if call.mask is None else call.mask[..., cut, cut],
+        position_bias=None if call.position_bias is None else call.position_bias[..., cut, cut],
+    )
+
+
+@dataclass
+class PackedForward:
+    """The state of one packed forward: the plan, the consumer, the texts (``batch``) and where they lie."""
+
+    plan: CapturePlan
+    consumer: Consumer
+    batch: Sequence[int]
+    packed: PackedBatch
+    head_index: dict[LayerKey, torch.Tensor]
+    block_bytes: int
+    _layouts: dict[LayerKey, native.ElementLayout] = field(default_factory=dict)
+    _plain: native.ElementLayout | None = None
+    _asks: dict[LayerKey, list[FusedRows]] = field(default_factory=dict)
+
+    @property
+    def _moments_to(self) -> PackedConsumer | None:
+        wants = getattr(self.consumer, "wants_moments", False)
+        return self.consumer if wants else None  # type: ignore[return-value]  # it says it takes moments
+
+    def output(self, call: AttentionCall, kernel: ModuleType | None) -> torch.Tensor:
+        """The layer's output ``[1, query, head, dim]``, each text confined to its own keys."""
+        q = call.query
+        assert q is not None
+        if kernel is not None:
+            if self._plain is None:
+                self._plain = native.ElementLayout.of(self._texts(call), q.shape[2], q.shape[2], packed=True)
+            return native.run_element(call, 0, self._plain, kernel).out[None].to(q.dtype)
+        parts = [
+            fused_attention(segment(call, o, n), [None], self.block_bytes, TORCH)[0]
+            for o, n in zip(self.packed.offsets, self.packed.lengths, strict=True)
+        ]
+        return torch.cat(parts, dim=1)
+
+    def _texts(self, call: AttentionCall) -> list[FusedRows]:
+        """Every text's keys (and nothing asked), for layers whose output alone is needed."""
+        device = call.query.device  # type: ignore[union-attr]  # fused calls carry queries
+        empty = torch.zeros(0, dtype=torch.long, device=device)
+        return [
+            FusedRows(
+                keys=p.to(device),
+                rows=empty,
+                plan_index=empty,
+                text_rows=empty,
+                special=empty,
+                cross=False,
+                heads=empty,
+            )
+            for p in self.packed.valid[Side.SOURCE]
+        ]
+
+    def layer(self, call: AttentionCall, key: LayerKey | None) -> torch.Tensor:
+        """The output of one attention call of the packed forward; for an asked layer (``key``), also
+        its blocks or moments, handed to the consumer."""
+        kernel = native.module() if native.refusal(call) is None else None
+        if key is None:
+            return self.output(call, kernel)
+        consumer = self._moments_to
+        pooled = consumer is not None and any(consumer.key_cells(item, key) for item in self.batch)
+        maps = getattr(consumer, "wants_maps", False)
+        if consumer is not None and kernel is not None and not pooled:
+            self.plan.record_kernel(COMPILED, "packed batch", key)
+            return self._compiled(call, key, consumer, kernel, maps)
+        if consumer is not None and not maps:
+            why = native.refusal(call) or "an overview map is asked, which only the torch kernel makes"
+            self.plan.record_kernel(TORCH, f"packed batch, each text alone: {why}", key)
+            return self._per_text(call, key, consumer)
+        out = self.output(call, kernel)
+        emit_blocks(
+            call, key, self.plan, self.consumer, self.batch, self.packed.valid, self.head_index[key],
+            self.block_bytes, elements=[0] * len(self.batch),
+        )  # fmt: skip
+        return out
+
+    def _asks_of(self, call: AttentionCall, key: LayerKey, consumer: PackedConsumer) -> list[FusedRows]:
+        if key not in self._asks:
+            device = call.query.device  # type: ignore[union-attr]  # fused calls carry queries
+            positions = self.packed.valid[key.stack.key_side]
+            self._asks[key] = [
+                text_ask(key, self.plan, consumer, item, positions[b], positions[b], device)
+                for b, item in enumerate(self.batch)
+            ]
+        return self._asks[key]
+
+    def _compiled(
+        self, call: AttentionCall, key: LayerKey, consumer: PackedConsumer, kernel: ModuleType, maps: bool
+    ) -> torch.Tensor:
+        asks = self._asks_of(call, key, consumer)
+        q = call.query
+        assert q is not None
+        if key not in self._layouts:
+            self._layouts[key] = native.ElementLayout.of(asks, q.shape[2], q.shape[2], packed=True)
+        layout = self._layouts[key]
+        run = native.run_element(call, 0, layout, kernel, width=max(self.packed.lengths) if maps else 0)
+        rows = torch.cat([a.rows.cpu() for a in asks])
+        text_rows = torch.cat([a.text_rows for a in asks])
+        lengths = torch.cat([torch.full((len(a.rows),), len(a.keys)) for a in asks])
+        moments = native.row_moments(run.sums, rows, text_rows, lengths, cross=False)
+        heads = self.head_index[key]
+        if len(heads) != q.shape[1] or not torch.equal(heads, torch.arange(q.shape[1])):
+            moments = moments.select_heads(heads)
+        counts = [len(a.rows) for a in asks]
+        kept = None if run.maps is None else run.maps.index_select(0, heads)[:, rows]
+        if hasattr(consumer, "consume_packed"):
+            consumer.consume_packed(list(self.batch), key, counts, moments, kept)
+        else:
+            start = 0
+            for item, n in zip(self.batch, counts, strict=True):
+                consumer.consume_moments(item, key, torch.arange(n), moments.slice_rows(start, start + n))
+                start += n
+        return run.out[None].to(q.dtype)
+
+    def _per_text(self, call: AttentionCall, key: LayerKey, consumer: PackedConsumer) -> torch.Tensor:
+        """Each text through the torch kernel on its own slice of the call (no compiled kernel)."""
+        parts = []
+        device = call.query.device  # type: ignore[union-attr]  # fused calls carry queries
+        for item, o, n in zip(self.batch, self.packed.offsets, self.packed.lengths, strict=True):
+            alone = torch.arange(n)
+            ask = text_ask(key, self.plan, consumer, item, alone, alone, device)
+            out, found = fused_attention(segment(call, o, n), [ask], self.block_bytes, TORCH)
+            assert found[0] is not None
+            consumer.consume_moments(item, key, ask.plan_index, found[0].select_heads(self.head_index[key]))
+            parts.append(out)
+        return torch.cat(parts, dim=1)
