@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from headmap.analysis.corpus import CorpusText, encode_text
-from headmap.analysis.diversity import js_row_sums
+from headmap.analysis.diversity import js_pairs, js_row_sums
 from headmap.analysis.partials import Partial, ReportSpec, pack_upper
 from headmap.analysis.stats import StatsCollector
 from headmap.capture import CapturePlan, stream
@@ -42,18 +42,33 @@ class CorpusCollector:
     next_sums: dict[tuple[int, LayerKey], np.ndarray] = field(default_factory=dict)
     next_counts: dict[tuple[int, LayerKey], float] = field(default_factory=dict)
     js: dict[int, np.ndarray] = field(default_factory=dict)  # item -> [head, head]
+    js_packed: list[np.ndarray] = field(default_factory=list)  # per packed batch, summed over its texts
     _maps: dict[int, torch.Tensor] = field(default_factory=dict)  # item -> [layer, head, row, key]
     _missing: dict[int, int] = field(default_factory=dict)  # item -> rows still to come over all layers
+    # A packed batch's maps by layer until every layer has come: items -> {layer: [head, row, width]}.
+    _batch_maps: dict[tuple[int, ...], dict[LayerKey, torch.Tensor]] = field(default_factory=dict)
 
     def begin(self, plan: CapturePlan) -> None:
         self.plan = plan
         self.stats.begin(plan)
         self.next_sums, self.next_counts, self.js, self._maps, self._missing = {}, {}, {}, {}, {}
+        self.js_packed, self._batch_maps = [], {}
 
     @property
     def wants_moments(self) -> bool:
-        """Distances need every head's rows at once, so they take blocks; the rest can be fused."""
-        return self.stats.fused and not self.diversity
+        return self.stats.fused
+
+    @property
+    def wants_maps(self) -> bool:
+        """Distances need every head's whole rows: a packed batch's compiled kernel returns them with
+        the moments; elsewhere they come as blocks (see :func:`headmap.capture.engine.takes_moments`)."""
+        return self.diversity
+
+    def js_sum(self) -> np.ndarray:
+        """``[head, head]``: the distances summed over every text seen (zeros without distances)."""
+        assert self.plan is not None
+        n = len(self.plan.layers) * len(self.plan.heads)
+        return sum((*self.js.values(), *self.js_packed), np.zeros((n, n)))
 
     def key_cells(self, item: int, key: LayerKey) -> tuple[int, int] | None:
         return self.stats.key_cells(item, key)
@@ -69,6 +84,28 @@ class CorpusCollector:
     ) -> None:
         self.stats.consume_moments(item, key, plan_index, moments)
         self._next_share(item, key, moments)
+
+    def consume_packed(
+        self,
+        items: Sequence[int],
+        key: LayerKey,
+        counts: Sequence[int],
+        moments: RowMoments,
+        maps: torch.Tensor | None,
+    ) -> None:
+        """A packed batch's moments (and, for distances, its rows' weights) at once."""
+        assert self.plan is not None
+        sums, totals = self.stats.consume_packed(items, key, counts, moments)
+        for i, item in enumerate(items):
+            self.next_sums[(item, key)] = self.next_sums.get((item, key), 0.0) + sums[i, -1]
+            self.next_counts[(item, key)] = self.next_counts.get((item, key), 0.0) + float(totals[i, -1])
+        if self.diversity and maps is not None:
+            held = self._batch_maps.setdefault(tuple(items), {})
+            held[key] = maps
+            if len(held) == len(self.plan.layers):
+                del self._batch_maps[tuple(items)]
+                stacked = torch.cat([held[k] for k in self.plan.layers])  # [layer * head, row, width]
+                self.js_packed.append(js_pairs(stacked, _extents(stacked)))
 
     def _next_share(self, item: int, key: LayerKey, moments: RowMoments) -> None:
         """Weight on the token after the query, over the rows that have one (none for cross-attention)."""
@@ -100,6 +137,13 @@ class CorpusCollector:
         nxt = np.stack([self.next_sums[(item, k)] for k in self.plan.layers])[None]
         nxt_counts = np.array([[self.next_counts[(item, k)] for k in self.plan.layers]])
         return np.concatenate([sums, nxt]), np.concatenate([counts, nxt_counts])
+
+
+def _extents(maps: torch.Tensor) -> torch.Tensor:
+    """``[row]``: how many leading keys of each row carry weight in any head (causal rows see only
+    the keys up to themselves), so that distances skip the zeros after them."""
+    seen = (maps > 0).any(0)  # [row, width]
+    return seen.shape[1] - seen.flip(1).to(torch.int8).argmax(1)
 
 
 def spec_keys(spec: ReportSpec) -> list[LayerKey]:
@@ -169,8 +213,8 @@ def stats_partial(
             s, c = collector.text_sums(item)
             sums[item] += s
             counts[item] += c
-            if js_total is not None:
-                js_total += collector.js[item]
+        if js_total is not None:
+            js_total += collector.js_sum()
     return Partial(
         indices=np.array([t.index for t in texts], dtype=np.int64),
         digests=tuple(t.digest for t in texts),

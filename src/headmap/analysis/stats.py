@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -29,6 +30,7 @@ import torch
 
 from headmap.analysis.report_html import figure_img
 from headmap.analysis.report_plots import STAT_LABELS, plot_layer_head
+from headmap.analysis.row_sums import STATS, moment_sums, text_sums
 from headmap.analysis.stats_io import short_summary, write_csv
 from headmap.capture import CapturePlan, stream
 from headmap.capture.encoding import Encoded
@@ -41,17 +43,6 @@ from headmap.tokens import Tokens
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-STATS = (
-    "entropy",
-    "entropy_norm",
-    "distance",
-    "first_share",
-    "special_share",
-    "confidence",
-    "prev_share",
-    "diag_share",
-)
 
 
 @dataclass(frozen=True)
@@ -240,8 +231,34 @@ class StatsCollector:
         if self.pool and moments.pooled is not None:
             self._pool(acc, plan_index // self._cells(item, key)[0], moments.pooled)
 
+    def consume_packed(
+        self,
+        items: Sequence[int],
+        key: LayerKey,
+        counts: Sequence[int],
+        moments: RowMoments,
+        maps: torch.Tensor | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """A packed batch's moments at once (``counts[i]`` rows of ``items[i]``, one text after
+        another); returns every text's sums ``[text, stat, head]`` (STATS, then next_share) and
+        counts, for consumers that build on this one."""
+        accs = [self._accumulator(item, key) for item in items]
+        text_of_row = torch.repeat_interleave(torch.arange(len(items)), torch.tensor(counts))
+        bounds = np.cumsum([0, *counts])
+        special = torch.cat(
+            [a.special_queries[moments.rows[bounds[i] : bounds[i + 1]]] for i, a in enumerate(accs)]
+        )
+        sums, totals = text_sums(moments, text_of_row, len(items), special)
+        for i, acc in enumerate(accs):
+            for j, name in enumerate(STATS):
+                acc.sums[name] += sums[i, j]
+                acc.counts[name] += totals[i, j]
+        return sums, totals
+
     def _add(self, acc: _Accumulator, key: LayerKey, moments: RowMoments) -> None:
-        for name, (value, count) in _moment_sums(moments, key, acc.special_queries).items():
+        for name, (value, count) in moment_sums(
+            moments, key.stack is Stack.CROSS, acc.special_queries
+        ).items():
             acc.sums[name] += value
             acc.counts[name] += count
 
@@ -333,39 +350,6 @@ class StatsCollector:
 
 def _same_shape(accs: list[_Accumulator]) -> bool:
     return len({tuple(a.overview.shape) for a in accs}) == 1
-
-
-def _nan_sum(values: torch.Tensor) -> tuple[np.ndarray, float]:
-    """Per-head sum over the rows where ``values`` ``[head, row]`` is defined, and how many rows."""
-    defined = ~values[0].isnan() if values.shape[0] else torch.zeros(values.shape[1], dtype=torch.bool)
-    return values[:, defined].sum(1).numpy(), float(defined.sum())
-
-
-def _moment_sums(
-    m: RowMoments, key: LayerKey, special_queries: torch.Tensor
-) -> dict[str, tuple[np.ndarray, float]]:
-    """Per-head sums over the rows of ``m``, with the number of rows each statistic averages over."""
-    n_rows = len(m.rows)
-    entropy = m.entropy
-    out: dict[str, tuple[np.ndarray, float]] = {"entropy": (entropy.sum(1).numpy(), n_rows)}
-    broad = m.visible > 1
-    log_visible = m.visible.clamp(min=2).double().log()
-    out["entropy_norm"] = ((entropy / log_visible)[:, broad].sum(1).numpy(), float(broad.sum()))
-    out["first_share"] = (m.p_first.sum(1).numpy(), n_rows)
-    out["special_share"] = (m.p_special.sum(1).numpy(), n_rows)
-    plain_rows = ~special_queries[m.rows]
-    if not plain_rows.any():
-        plain_rows = torch.ones(n_rows, dtype=torch.bool)
-    out["confidence"] = (m.p_max[:, plain_rows].sum(1).numpy(), float(plain_rows.sum()))
-    if key.stack is Stack.CROSS:
-        heads = m.p_max.shape[0]
-        for name in ("distance", "prev_share", "diag_share"):
-            out[name] = (np.zeros(heads), 0.0)
-        return out
-    out["distance"] = (m.distance.sum(1).numpy(), n_rows)
-    out["diag_share"] = (m.p_diag.sum(1).numpy(), n_rows)
-    out["prev_share"] = _nan_sum(m.p_prev)
-    return out
 
 
 def collect_stats(

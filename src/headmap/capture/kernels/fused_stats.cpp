@@ -204,27 +204,51 @@ std::vector<torch::Tensor> fused_stats(torch::Tensor q, torch::Tensor k, torch::
   const float cap = static_cast<float>(softcap);
   float* op = out.data_ptr<float>();
   float* rp = sums.data_ptr<float>();
-  const int64_t blocks = (N + kRowBlock - 1) / kRowBlock;
   const float lowest = std::numeric_limits<float>::lowest();
+  // Blocks of rows: at most kRowBlock rows, and never across texts (a new key range starts a new
+  // block), so a packed batch of short texts computes each text's small square, not the whole one.
+  std::vector<int64_t> starts;
+  for (int64_t r = 0; r < N; ++r) {
+    if (starts.empty() || r - starts.back() >= kRowBlock || klo[r] != klo[r - 1] || khi[r] != khi[r - 1])
+      starts.push_back(r);
+  }
+  starts.push_back(N);
+  const int64_t blocks = static_cast<int64_t>(starts.size()) - 1;
+  // Buffers sized for the largest tile this call can make (small texts need small buffers).
+  const int64_t tile_keys = std::min<int64_t>(kKeyBlock, std::max<int64_t>(Nk, 1));
   // The keys row r may see: its text's range, cut by the causal and window flags.
   auto row_lo = [&](int64_t r) { return window > 0 ? std::max(klo[r], r - window + 1) : klo[r]; };
   auto row_hi = [&](int64_t r) { return causal ? std::min(khi[r], r + 1) : khi[r]; };
 
-  at::parallel_for(0, H * blocks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> scores(kRowBlock * kKeyBlock), acc(kRowBlock * V1), rows(kRowBlock * W);
+  // Work of the whole call in score entries: a small call (a packed batch of short texts) runs on one
+  // thread, where waking a thread pool would cost more than the scores.
+  int64_t work = 0;
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t r0 = starts[b], r1 = starts[b + 1];
+    int64_t first = Nk, last = 0;
+    for (int64_t r = r0; r < r1; ++r) {
+      first = std::min(first, std::max<int64_t>(0, row_lo(r)));
+      last = std::max(last, std::min(Nk, row_hi(r)));
+    }
+    work += (r1 - r0) * std::max<int64_t>(0, last - first) * (D + V1);
+  }
+  const int64_t grain = work * H < (int64_t{1} << 21) ? H * blocks : 1;
+  at::parallel_for(0, H * blocks, grain, [&](int64_t begin, int64_t end) {
+    const int64_t tile_rows = std::min<int64_t>(kRowBlock, N);
+    std::vector<float> scores(tile_rows * tile_keys), acc(tile_rows * V1), rows(tile_rows * W);
     for (int64_t task = begin; task < end; ++task) {
       // Threads take contiguous ranges of tasks, and under a causal mask a block's cost grows with
       // its index: each head's blocks go first, last, second, second to last..., so that a range
       // cut in the middle of a head is as costly as the rest (5% of a layer at 8192 tokens).
       const int64_t h = task / blocks, turn = task % blocks;
       const int64_t block = turn % 2 == 0 ? turn / 2 : blocks - 1 - turn / 2;
-      const int64_t r0 = block * kRowBlock, r1 = std::min(N, r0 + kRowBlock);
+      const int64_t r0 = starts[block], r1 = starts[block + 1];
       const int64_t n = r1 - r0, g = h / rep;
       const float* qb = qp + (h * N + r0) * D;
       const float* kg = kp + g * D * Nk;
       const float* vg = vp + g * Nk * V1;
       const float* mh = masked ? mp + (Hm > 1 ? h : 0) * N * Nk : nullptr;
-      std::fill(acc.begin(), acc.end(), 0.f);
+      std::fill(acc.begin(), acc.begin() + n * V1, 0.f);
       int64_t first = Nk, last = 0;
       for (int64_t i = 0; i < n; ++i) {
         float* row = rows.data() + i * W;
