@@ -17,6 +17,10 @@ from conftest import TROPHY
 from tiny_models import CONFIGS, PATHS, VOCAB, build
 
 from headmap import capture
+from headmap.analysis.compute import stats_partial, token_counts
+from headmap.analysis.corpus import corpus_from_texts
+from headmap.analysis.diversity import js_row_sums
+from headmap.analysis.partials import ReportSpec, unpack_upper
 from headmap.analysis.row_sums import STATS, moment_sums, text_sums
 from headmap.analysis.stats import collect_stats
 from headmap.capture import native
@@ -189,3 +193,20 @@ def test_text_sums_equal_the_per_text_sums():
             assert counts[t, j] == own[name][1], name
         defined = ~m.p_next[0].isnan()
         np.testing.assert_allclose(sums[t, -1], m.p_next[:, defined].sum(1).numpy(), atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["llama", "bert", "gemma2"])
+def test_packed_head_distances_equal_each_text_alone(name, kernel, bert_tokenizer):
+    """A corpus group's head distances (from the packed kernel's maps, or blocks without it) equal
+    the sum over texts of the distances of each text's own maps."""
+    model = model_of(name, bert_tokenizer)
+    texts = corpus_from_texts(TEXTS)
+    spec = ReportSpec(model.name, ("layer.0", "layer.1"), (0, 1, 2, 3))
+    partial = stats_partial(model, texts, spec, token_counts(model, texts))
+    expected = np.zeros((spec.n_heads, spec.n_heads))
+    for text in TEXTS:
+        maps = np.concatenate([layer.weights for layer in capture(model, text).layers])  # [layer*head, n, n]
+        expected += js_row_sums(torch.from_numpy(maps))
+    np.testing.assert_allclose(unpack_upper(partial.js, spec.n_heads), expected, atol=TOL)
+    alone = sum(stats_partial(model, [t], spec, token_counts(model, [t])).sums for t in texts)
+    np.testing.assert_allclose(partial.sums.sum(0), alone.sum(0), atol=TOL, rtol=TOL)

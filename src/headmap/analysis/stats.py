@@ -38,7 +38,7 @@ from headmap.capture.moments import RowMoments, block_moments, pool_keys
 from headmap.capture.recompute import Block
 from headmap.errors import HeadmapError
 from headmap.render.report import Report, format_number, json_number, write
-from headmap.result import CAUSATION_WARNING, LayerKey, Stack
+from headmap.result import CAUSATION_WARNING, LayerKey, Side, Stack
 from headmap.tokens import Tokens
 
 if TYPE_CHECKING:
@@ -180,6 +180,8 @@ class StatsCollector:
     keeps_scores: bool = True
     plan: CapturePlan | None = None
     _acc: dict[tuple[int, LayerKey], _Accumulator] = field(default_factory=dict)
+    _specials: dict[tuple[int, Side, bool], torch.Tensor] = field(default_factory=dict)
+    _packed_rows: dict[tuple[object, ...], tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     pool: bool = True
     """False skips the overview maps (corpus reports read only the sums, see :meth:`totals`)."""
     fused: bool = True
@@ -190,7 +192,7 @@ class StatsCollector:
         return self.fused
 
     def begin(self, plan: CapturePlan) -> None:
-        self.plan, self._acc = plan, {}
+        self.plan, self._acc, self._specials, self._packed_rows = plan, {}, {}, {}
 
     def _cells(self, item: int, key: LayerKey) -> tuple[int, int]:
         assert self.plan is not None
@@ -243,12 +245,17 @@ class StatsCollector:
         another); returns every text's sums ``[text, stat, head]`` (STATS, then next_share) and
         counts, for consumers that build on this one."""
         accs = [self._accumulator(item, key) for item in items]
-        text_of_row = torch.repeat_interleave(torch.arange(len(items)), torch.tensor(counts))
-        bounds = np.cumsum([0, *counts])
-        special = torch.cat(
-            [a.special_queries[moments.rows[bounds[i] : bounds[i + 1]]] for i, a in enumerate(accs)]
-        )
-        sums, totals = text_sums(moments, text_of_row, len(items), special)
+        # The rows' texts and special queries are the same for every layer of a stack: made once.
+        layout = (tuple(items), tuple(counts), key.stack)
+        if layout not in self._packed_rows:
+            bounds = np.cumsum([0, *counts])
+            special = [a.special_queries[moments.rows[bounds[i] : bounds[i + 1]]] for i, a in enumerate(accs)]
+            self._packed_rows[layout] = (
+                torch.repeat_interleave(torch.arange(len(items)), torch.tensor(counts)),
+                torch.cat(special),
+            )
+        text_of_row, special_rows = self._packed_rows[layout]
+        sums, totals = text_sums(moments, text_of_row, len(items), special_rows)
         for i, acc in enumerate(accs):
             for j, name in enumerate(STATS):
                 acc.sums[name] += sums[i, j]
@@ -264,20 +271,30 @@ class StatsCollector:
 
     def _new(self, item: int, key: LayerKey) -> _Accumulator:
         assert self.plan is not None
-        cr, ck = self._cells(item, key)
-        shape = (
-            math.ceil(len(self.plan.rows[item][key]) / cr),
-            math.ceil(len(self.plan.key_tokens(item, key)) / ck),
-        )
         heads = len(self.plan.heads_of(key))
-        keys, queries = self.plan.key_tokens(item, key), self.plan.query_tokens(item, key)
+        overview = torch.zeros(0)
+        if self.pool:
+            cr, ck = self._cells(item, key)
+            rows, keys = len(self.plan.rows[item][key]), len(self.plan.key_tokens(item, key))
+            overview = torch.zeros(math.ceil(rows / cr), math.ceil(keys / ck))
         return _Accumulator(
             {n: np.zeros(heads) for n in STATS},
             {n: 0.0 for n in STATS},
-            torch.zeros(shape),
-            special_keys=torch.tensor([i for i, s in enumerate(keys.special) if s], dtype=torch.long),
-            special_queries=torch.tensor(queries.special, dtype=torch.bool),
+            overview,
+            special_keys=self._special(item, key.stack.key_side, keys=True),
+            special_queries=self._special(item, key.stack.query_side, keys=False),
         )
+
+    def _special(self, item: int, side: Side, keys: bool) -> torch.Tensor:
+        """Text ``item``'s special tokens on ``side``: indices (``keys``) or a ``[token]`` mask, made once."""
+        assert self.plan is not None
+        found = self._specials.get((item, side, keys))
+        if found is None:
+            special = self.plan.side_tokens(item, side).special
+            chosen = [i for i, s in enumerate(special) if s] if keys else list(special)
+            found = torch.tensor(chosen, dtype=torch.long if keys else torch.bool)
+            self._specials[(item, side, keys)] = found
+        return found
 
     @staticmethod
     def _pool(acc: _Accumulator, row_cells: torch.Tensor, pooled: torch.Tensor) -> None:

@@ -78,6 +78,8 @@ class PackedForward:
     block_bytes: int
     _layouts: dict[LayerKey, native.ElementLayout] = field(default_factory=dict)
     _plain: native.ElementLayout | None = None
+    # Per layer: the asked rows' positions, their token indices and their texts' lengths.
+    _rows: dict[LayerKey, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     _asks: dict[LayerKey, list[FusedRows]] = field(default_factory=dict)
 
     @property
@@ -140,6 +142,15 @@ class PackedForward:
         return out
 
     def _asks_of(self, call: AttentionCall, key: LayerKey, consumer: PackedConsumer) -> list[FusedRows]:
+        """What each text asks of layer ``key``; layers that ask the same (the same rows, heads and
+        overview) share one list, and its layout (:meth:`_compiled`), made once per forward."""
+        same = self._same_as(key, consumer)
+        if same is not None:
+            self._asks[key], self._layouts[key], self._rows[key] = (
+                self._asks[same],
+                self._layouts[same],
+                self._rows[same],
+            )
         if key not in self._asks:
             device = call.query.device  # type: ignore[union-attr]  # fused calls carry queries
             positions = self.packed.valid[key.stack.key_side]
@@ -149,6 +160,20 @@ class PackedForward:
             ]
         return self._asks[key]
 
+    def _same_as(self, key: LayerKey, consumer: PackedConsumer) -> LayerKey | None:
+        """A layer already asked whose asks equal ``key``'s, if any."""
+        plan = self.plan
+
+        def signature(k: LayerKey) -> tuple[object, ...]:
+            rows = tuple(plan.rows[item][k] for item in self.batch)
+            cells = tuple(consumer.key_cells(item, k) for item in self.batch)
+            return (k.stack, plan.heads_of(k), rows, cells)
+
+        if key in self._asks or not self._asks:
+            return None
+        mine = signature(key)
+        return next((k for k in self._asks if k in self._layouts and signature(k) == mine), None)
+
     def _compiled(
         self, call: AttentionCall, key: LayerKey, consumer: PackedConsumer, kernel: ModuleType, maps: bool
     ) -> torch.Tensor:
@@ -157,11 +182,14 @@ class PackedForward:
         assert q is not None
         if key not in self._layouts:
             self._layouts[key] = native.ElementLayout.of(asks, q.shape[2], q.shape[2], packed=True)
+            self._rows[key] = (
+                torch.cat([a.rows.cpu() for a in asks]),
+                torch.cat([a.text_rows for a in asks]),
+                torch.cat([torch.full((len(a.rows),), len(a.keys)) for a in asks]),
+            )
         layout = self._layouts[key]
         run = native.run_element(call, 0, layout, kernel, width=max(self.packed.lengths) if maps else 0)
-        rows = torch.cat([a.rows.cpu() for a in asks])
-        text_rows = torch.cat([a.text_rows for a in asks])
-        lengths = torch.cat([torch.full((len(a.rows),), len(a.keys)) for a in asks])
+        rows, text_rows, lengths = self._rows[key]
         moments = native.row_moments(run.sums, rows, text_rows, lengths, cross=False)
         heads = self.head_index[key]
         if len(heads) != q.shape[1] or not torch.equal(heads, torch.arange(q.shape[1])):
