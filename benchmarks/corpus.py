@@ -3,8 +3,8 @@
 Every measurement runs in a fresh Python process (so peak RSS belongs to that method alone) after
 loading the model, one warm-up forward and, for headmap, the one-time probe that finds the
 attention modules; the table reports the median wall time of ``--repeats`` runs as texts/s and
-tokens/s, the peak RSS, and both as ratios to the plain forward. Methods, all over the same texts
-in batches of ``--batch-size``:
+tokens/s, the peak RSS, and both as ratios to the plain forward of the same model and corpus.
+Methods, all over the same texts in batches of ``--batch-size``:
 
 - ``plain``: the model's own SDPA forward (no LM head), under ``torch.inference_mode``: the floor;
 - ``stats``: ``head_report(..., diversity=False)``: every streaming statistic of every head;
@@ -16,8 +16,17 @@ in batches of ``--batch-size``:
   (next-token loss for SmolLM2; for MiniLM, which has no LM head, 1 - cosine similarity of each
   text's mean-pooled embedding to the first text's).
 
-Run: ``python benchmarks/corpus.py`` (writes benchmarks/corpus.json and the table in
-benchmarks/README.md between the corpus markers). ``--max-texts 16 --repeats 1`` is a smoke run.
+Models (``--models``): the bundled ``smollm2`` and ``minilm``, and ``gemma3-270m-random``, Gemma 3
+270M's published shape with random weights (sliding-window layers, 5 sliding : 1 full; see
+common.py). Corpora (``--corpora``): ``sentences`` (corpora/sentences.txt, 321 sentences),
+``mixed`` (corpora/mixed.txt, 160 texts of 6-90 words), ``long`` (16 texts of ~1,500 tokens made of
+the mixed texts, so that a 512-token window really cuts) or a path. ``--model-corpora`` gives a
+model its own corpora instead: by default Gemma runs ``long`` only, since no short text reaches
+its window.
+
+Run: ``python benchmarks/corpus.py`` (writes benchmarks/corpus.json with every run and the table
+in benchmarks/README.md between the corpus markers). ``--max-texts 8 --repeats 1 --no-readme`` is
+a smoke run.
 """
 
 from __future__ import annotations
@@ -33,11 +42,27 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import fresh_runs, machine_bytes, write_block
+from common import (
+    GEMMA_RANDOM,
+    bench_texts,
+    corpus_label,
+    fresh_runs,
+    load_bench_model,
+    machine_bytes,
+    write_block,
+)
 
 HERE = Path(__file__).resolve().parent
-CORPUS = HERE.parent / "corpora" / "sentences.txt"
 METHODS = ("plain", "stats", "report", "saved", "importance")
+MODELS = ("smollm2", "minilm", GEMMA_RANDOM)
+CORPORA = ("sentences", "mixed")
+#: Models that run their own corpora rather than ``--corpora`` (``--model-corpora``'s default).
+MODEL_CORPORA = {GEMMA_RANDOM: ("long",)}
+#: Measurements left out, with the reason recorded in the results and the table.
+SKIPPED = {
+    (GEMMA_RANDOM, "long", "importance"): "next-token loss over a 262,144-word vocabulary needs "
+    "[8, 1,500, 262,144] float32 logits (12.6 GB a batch) and as much again for their gradient",
+}
 
 
 def loss_for(loaded, anchor_text: str):  # type: ignore[no-untyped-def]
@@ -66,19 +91,18 @@ def loss_for(loaded, anchor_text: str):  # type: ignore[no-untyped-def]
 
 
 def worker(
-    model_name: str, method: str, corpus: Path, max_texts: int | None, batch_size: int
+    model_name: str, method: str, corpus: str, max_texts: int | None, batch_size: int
 ) -> dict[str, float]:
-    """One measurement in this (fresh) process."""
+    """One measurement in this (fresh) process: ``corpus`` is a corpus name or a path."""
     import torch
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
-    from headmap import head_importance, head_report, load
-    from headmap.analysis.corpus import read_corpus
+    from headmap import head_importance, head_report
     from headmap.capture.discovery import discover, forward_module
     from headmap.capture.encoding import pad_batch, pad_token_id
 
-    loaded = load(model_name)
-    texts = [t.text for t in read_corpus(corpus, max_texts)]
+    loaded = load_bench_model(model_name)
+    texts = bench_texts(corpus, max_texts)
     encoded = [loaded.tokenizer(t)["input_ids"] for t in texts]
     tokens = sum(len(ids) for ids in encoded)
     runner = forward_module(loaded.model)
@@ -104,10 +128,21 @@ def worker(
         head_importance(loaded, texts, batch_size=batch_size, loss=loss_for(loaded, texts[0]))
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"seconds": seconds, "peak_bytes": peak, "texts": len(texts), "tokens": tokens}
+    from headmap.capture import native
+
+    return {
+        "seconds": seconds,
+        "peak_bytes": peak,
+        "texts": len(texts),
+        "tokens": tokens,
+        # Once compiled (first built by a text of 1,024+ tokens, then kept in the user cache), the
+        # kernel serves every unpadded layer call, short texts too: results depend on it being there.
+        "native_kernel": native.built(),
+    }
 
 
-def measure(model: str, method: str, args: argparse.Namespace) -> dict[str, object]:
+def measure(model: str, corpus: str, method: str, args: argparse.Namespace) -> dict[str, object]:
+    """The median of ``--repeats`` fresh-process runs of one method, with every run kept."""
     command = [
         sys.executable,
         __file__,
@@ -115,7 +150,7 @@ def measure(model: str, method: str, args: argparse.Namespace) -> dict[str, obje
         model,
         method,
         "--corpus",
-        str(args.corpus),
+        corpus,
         "--batch-size",
         str(args.batch_size),
     ] + (["--max-texts", str(args.max_texts)] if args.max_texts else [])
@@ -127,27 +162,62 @@ def measure(model: str, method: str, args: argparse.Namespace) -> dict[str, obje
         "peak_bytes": max(r["peak_bytes"] for r in runs),
         "texts": runs[0]["texts"],
         "tokens": runs[0]["tokens"],
-        "runs": [r["seconds"] for r in runs],
+        "runs": runs,
     }
 
 
+def parse_model_corpora(text: str) -> dict[str, tuple[str, ...]]:
+    """``model=corpus+corpus,model=corpus`` -> ``{model: (corpus, ...)}``; empty: none."""
+    mapping = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        model, sep, corpora = item.partition("=")
+        if not sep or not corpora:
+            raise SystemExit(f"--model-corpora: {item!r} is not model=corpus[+corpus...]")
+        mapping[model] = tuple(corpora.split("+"))
+    return mapping
+
+
+def plan(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """Every (model, corpus) pair to measure, in order; printed so that the mapping is never hidden."""
+    if args.corpus:  # one corpus for every model, as before --corpora existed
+        corpora, own = (args.corpus,), {}
+    else:
+        corpora, own = tuple(args.corpora.split(",")), parse_model_corpora(args.model_corpora)
+    pairs = []
+    for model in args.models.split(","):
+        chosen = own.get(model, corpora)
+        why = " (--model-corpora)" if model in own else ""
+        print(f"{model}: {', '.join(corpus_label(c) for c in chosen)}{why}", file=sys.stderr)
+        pairs += [(model, corpus) for corpus in chosen]
+    return pairs
+
+
+def per_second(rate: float) -> str:
+    """A rate with one decimal, or two significant digits below 1 (long texts go at 0.05 a second)."""
+    return f"{rate:.1f}" if rate >= 1 else f"{rate:.2g}"
+
+
 def table(results: dict[str, object]) -> str:
+    """The Markdown table of every row, each against the plain forward of its model and corpus."""
     rows = results["rows"]  # type: ignore[index]
-    plain = {r["model"]: r for r in rows if r["method"] == "plain" and "seconds" in r}
+    plain = {(r["model"], r["corpus"]): r for r in rows if r["method"] == "plain" and "seconds" in r}
     lines = [
-        "| model | method | texts | tokens | time (s) | texts/s | tokens/s | peak RSS (GB) | time / plain | RSS / plain |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | corpus | method | texts | tokens | time (s) | texts/s | tokens/s | peak RSS (GB) "
+        "| time / plain | RSS / plain |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        head = f"| {r['model']} | {r['corpus']} | {r['method']} |"
         if "seconds" not in r:
-            lines.append(f"| {r['model']} | {r['method']} | failed: {r.get('error', '')} | | | | | | | |")
+            why = f"skipped: {r['skipped']}" if "skipped" in r else f"failed: {r.get('error', '')}"
+            lines.append(f"{head} {why} | | | | | | | |")
             continue
-        base = plain.get(r["model"])
+        base = plain.get((r["model"], r["corpus"]))
         ratio_t = f"{r['seconds'] / base['seconds']:.2f}x" if base else ""
         ratio_m = f"{r['peak_bytes'] / base['peak_bytes']:.2f}x" if base else ""
         lines.append(
-            f"| {r['model']} | {r['method']} | {r['texts']} | {r['tokens']} | {r['seconds']:.2f} | "
-            f"{r['texts'] / r['seconds']:.1f} | {r['tokens'] / r['seconds']:.0f} | "
+            f"{head} {r['texts']} | {r['tokens']} | {r['seconds']:.2f} | "
+            f"{per_second(r['texts'] / r['seconds'])} | {r['tokens'] / r['seconds']:.0f} | "
             f"{r['peak_bytes'] / 1e9:.2f} | {ratio_t} | {ratio_m} |"
         )
     return "\n".join(lines)
@@ -156,9 +226,19 @@ def table(results: dict[str, object]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--worker", nargs=2, metavar=("MODEL", "METHOD"), help=argparse.SUPPRESS)
-    parser.add_argument("--models", default="smollm2,minilm")
+    parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--corpus", type=Path, default=CORPUS)
+    parser.add_argument(
+        "--corpora",
+        default=",".join(CORPORA),
+        help="corpora for every model not in --model-corpora: sentences, mixed, long or paths",
+    )
+    parser.add_argument(
+        "--model-corpora",
+        default=",".join(f"{m}={'+'.join(c)}" for m, c in MODEL_CORPORA.items()),
+        help="models that run their own corpora instead, as model=corpus[+corpus],...; '' for none",
+    )
+    parser.add_argument("--corpus", help="one corpus (name or path) for every model, --model-corpora ignored")
     parser.add_argument("--max-texts", type=int, help="only the first N texts (a smoke run)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
@@ -169,25 +249,32 @@ def main() -> None:
         model, method = args.worker
         print(json.dumps(worker(model, method, args.corpus, args.max_texts, args.batch_size)))
         return
+    pairs = plan(args)
     results: dict[str, object] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {machine_bytes() / 2**30:.0f} GiB, "
         f"{os.environ.get('BENCH_THREADS', '2')} torch threads",
-        "corpus": f"{args.corpus.name}" + (f" (first {args.max_texts} texts)" if args.max_texts else ""),
+        "texts": f"first {args.max_texts} texts of each corpus" if args.max_texts else "whole corpora",
         "batch_size": args.batch_size,
         "repeats": args.repeats,
+        "plan": [{"model": m, "corpus": c} for m, c in pairs],
         "rows": [],
     }
-    for model in args.models.split(","):
+    for model, corpus in pairs:
         for method in args.methods.split(","):
-            row = {"model": model, "method": method, **measure(model, method, args)}
+            row: dict[str, object] = {"model": model, "corpus": corpus_label(corpus), "method": method}
+            skipped = SKIPPED.get((model, corpus, method))
+            row.update({"skipped": skipped} if skipped else measure(model, corpus, method, args))
             print(json.dumps(row), flush=True)
             results["rows"].append(row)  # type: ignore[attr-defined]
+    kernel = {run.get("native_kernel") for r in results["rows"] for run in r.get("runs", [])}  # type: ignore[attr-defined]
+    results["native_kernel"] = "built" if kernel == {True} else "not built" if kernel == {False} else "mixed"
     args.out.write_text(json.dumps(results, indent=1), encoding="utf-8")
     if not args.no_readme:
         write_block(
             "corpus",
-            f"Machine: {results['machine']}; corpus {results['corpus']}, batch size "
-            f"{results['batch_size']}; median of {results['repeats']} fresh-process runs.\n\n{table(results)}",
+            f"Machine: {results['machine']}; {results['texts']}, batch size {results['batch_size']}; "
+            f"median of {results['repeats']} fresh-process runs; compiled statistics kernel "
+            f"{results['native_kernel']}.\n\n{table(results)}",
         )
     print(table(results))
 
