@@ -46,10 +46,11 @@ CORPORA = HERE.parent / "corpora"
 #: Corpora named on the command line; anything else is a path (.txt, .jsonl or a folder).
 NAMED_CORPORA = {"sentences": CORPORA / "sentences.txt", "mixed": CORPORA / "mixed.txt"}
 #: ``long``: the mixed texts joined, in order and wrapping round, into texts of this many words,
-#: ~1,500 SmolLM2 tokens (1.11 tokens a word on mixed.txt): long enough for a 512-token sliding
-#: window to cut, which no text of the other corpora is.
-LONG_WORDS = 1350
-LONG_TEXTS = 16
+#: ~700 SmolLM2 tokens (1.11 tokens a word on mixed.txt): long enough for a 512-token sliding
+#: window to cut, which no text of the other corpora is, and short enough that every head's maps of
+#: one text (72 heads x 700 x 700 float32, 141 MB) fit the report's distance budget in one forward.
+LONG_WORDS = 630
+LONG_TEXTS = 8
 
 
 def corpus_label(corpus: str) -> str:

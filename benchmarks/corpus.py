@@ -19,7 +19,7 @@ Methods, all over the same texts in batches of ``--batch-size``:
 Models (``--models``): the bundled ``smollm2`` and ``minilm``, and ``gemma3-270m-random``, Gemma 3
 270M's published shape with random weights (sliding-window layers, 5 sliding : 1 full; see
 common.py). Corpora (``--corpora``): ``sentences`` (corpora/sentences.txt, 321 sentences),
-``mixed`` (corpora/mixed.txt, 160 texts of 6-90 words), ``long`` (16 texts of ~1,500 tokens made of
+``mixed`` (corpora/mixed.txt, 160 texts of 6-90 words), ``long`` (8 texts of ~700 tokens made of
 the mixed texts, so that a 512-token window really cuts) or a path. ``--model-corpora`` gives a
 model its own corpora instead: by default Gemma runs ``long`` only, since no short text reaches
 its window.
@@ -61,7 +61,7 @@ MODEL_CORPORA = {GEMMA_RANDOM: ("long",)}
 #: Measurements left out, with the reason recorded in the results and the table.
 SKIPPED = {
     (GEMMA_RANDOM, "long", "importance"): "next-token loss over a 262,144-word vocabulary needs "
-    "[8, 1,500, 262,144] float32 logits (12.6 GB a batch) and as much again for their gradient",
+    "[8, 700, 262,144] float32 logits (5.9 GB a batch) and as much again for their gradient",
 }
 
 
