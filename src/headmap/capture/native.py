@@ -38,6 +38,8 @@ from headmap.models.cache import cache_root
 MIN_TOKENS = 1024
 _LOWEST = torch.finfo(torch.float32).min
 SOURCE = Path(__file__).with_name("kernels") / "fused_stats.cpp"
+#: The head-distance kernel (Jensen-Shannon of every pair of heads), compiled into the same module.
+JS_SOURCE = Path(__file__).with_name("kernels") / "js_pairs.cpp"
 _FLAGS = {
     "AVX512": [
         "-DCPU_CAPABILITY=AVX512",
@@ -98,9 +100,12 @@ def _flags() -> list[str]:
 
 
 def _folder() -> Path:
-    """The build folder of this source, these flags and this torch (so a change rebuilds)."""
+    """The build folder of these sources, these flags and this torch (so a change rebuilds)."""
     key = hashlib.sha256(
-        SOURCE.read_bytes() + " ".join(_flags()).encode() + torch.__version__.encode()
+        SOURCE.read_bytes()
+        + JS_SOURCE.read_bytes()
+        + " ".join(_flags()).encode()
+        + torch.__version__.encode()
     ).hexdigest()[:12]
     return cache_root() / "kernels" / f"headmap_fused_{key}"
 
@@ -130,7 +135,11 @@ def _build() -> ModuleType:
     if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     built: ModuleType = load(
-        name=name, sources=[str(SOURCE)], extra_cflags=flags, build_directory=str(folder), verbose=False
+        name=name,
+        sources=[str(SOURCE), str(JS_SOURCE)],
+        extra_cflags=flags,
+        build_directory=str(folder),
+        verbose=False,
     )
     return built
 

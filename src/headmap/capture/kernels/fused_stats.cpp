@@ -342,6 +342,9 @@ std::vector<torch::Tensor> fused_stats(torch::Tensor q, torch::Tensor k, torch::
   return {out, sums};
 }
 
+torch::Tensor js_pairs(torch::Tensor maps, torch::Tensor widths);  // kernels/js_pairs.cpp
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("fused_stats", &fused_stats, "attention output and per-row sums in one pass (headmap)");
+  m.def("js_pairs", &js_pairs, "Jensen-Shannon sums over rows of every pair of heads (headmap)");
 }
