@@ -105,7 +105,7 @@ class CorpusCollector:
             if len(held) == len(self.plan.layers):
                 del self._batch_maps[tuple(items)]
                 stacked = torch.cat([held[k] for k in self.plan.layers])  # [layer * head, row, width]
-                self.js_packed.append(js_pairs(stacked, _extents(stacked)))
+                self.js_packed.append(js_pairs(stacked))  # the kernel skips each row's trailing zeros
 
     def _next_share(self, item: int, key: LayerKey, moments: RowMoments) -> None:
         """Weight on the token after the query, over the rows that have one (none for cross-attention)."""
@@ -137,13 +137,6 @@ class CorpusCollector:
         nxt = np.stack([self.next_sums[(item, k)] for k in self.plan.layers])[None]
         nxt_counts = np.array([[self.next_counts[(item, k)] for k in self.plan.layers]])
         return np.concatenate([sums, nxt]), np.concatenate([counts, nxt_counts])
-
-
-def _extents(maps: torch.Tensor) -> torch.Tensor:
-    """``[row]``: how many leading keys of each row carry weight in any head (causal rows see only
-    the keys up to themselves), so that distances skip the zeros after them."""
-    seen = (maps > 0).any(0)  # [row, width]
-    return seen.shape[1] - seen.flip(1).to(torch.int8).argmax(1)
 
 
 def spec_keys(spec: ReportSpec) -> list[LayerKey]:
