@@ -97,7 +97,7 @@ def test_packed_maps_and_statistics_equal_each_text_alone(name, kernel, bert_tok
         for lp, la in zip(p.layers, a.layers, strict=True):
             np.testing.assert_allclose(lp.weights, la.weights, atol=TOL, err_msg=f"{name} {lp.key.name}")
     assert any(n.startswith("packed batches") for n in packed[0].notes), packed[0].notes
-    stats = collect_stats(model, TEXTS)  # statistics pack by default
+    stats = collect_stats(model, TEXTS, pack=True)  # by default only where the compiled kernel is
     assert_stats_equal(stats, [collect_stats(model, t) for t in TEXTS])
     assert_stats_equal(stats, collect_stats(model, TEXTS, fused=False, pack=False))  # the padded exact path
     notes = " ".join(stats[0].notes)
@@ -114,6 +114,18 @@ def test_families_that_cannot_pack_run_padded_and_say_why(name, bert_tokenizer):
     note = next(n for n in stats[0].notes if "padded" in n)
     assert note.startswith("batches run padded, not packed:") and REFUSED[name] in note, note
     assert_stats_equal(stats, [collect_stats(model, t) for t in TEXTS])
+
+
+def test_statistics_pack_by_default_only_where_it_pays(bert_tokenizer, monkeypatch):
+    model = build("llama", bert_tokenizer)[0]
+    if native.module() is not None:
+        assert any(n.startswith("packed batches") for n in collect_stats(model, TEXTS)[0].notes)
+    monkeypatch.setenv("HEADMAP_NATIVE", "0")
+    notes = " ".join(collect_stats(model, TEXTS)[0].notes)
+    assert (
+        "batches run padded, not packed: on a CPU without the compiled kernel (HEADMAP_NATIVE=0), "
+        "a padded batch is faster"
+    ) in notes, notes
 
 
 def test_a_model_in_bfloat16_runs_padded_and_says_why(bert_tokenizer):
@@ -210,3 +222,27 @@ def test_packed_head_distances_equal_each_text_alone(name, kernel, bert_tokenize
     np.testing.assert_allclose(unpack_upper(partial.js, spec.n_heads), expected, atol=TOL)
     alone = sum(stats_partial(model, [t], spec, token_counts(model, [t])).sums for t in texts)
     np.testing.assert_allclose(partial.sums.sum(0), alone.sum(0), atol=TOL, rtol=TOL)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_name", ["minilm", "smollm2"])
+def test_real_models_packed_report_equals_the_padded_exact_path(model_name, request):
+    """The bundled models on texts of mixed lengths: statistics and head distances, packed through the
+    compiled kernel, equal the padded exact path's (and the distances of each text's own maps)."""
+    if native.module() is None:
+        pytest.skip(f"no compiled kernel: {native.unavailable()}")
+    model = request.getfixturevalue(model_name)
+    with open("corpora/mixed.txt", encoding="utf-8") as handle:
+        lines = [line for line in handle.read().splitlines() if line][:6]
+    layers = ["layer.0", "layer.3"]
+    packed = collect_stats(model, lines, layers=layers)
+    assert any(n.startswith("packed batches") for n in packed[0].notes)
+    assert_stats_equal(packed, collect_stats(model, lines, layers=layers, fused=False, pack=False))
+    texts = corpus_from_texts(lines)
+    spec = ReportSpec(model.name, tuple(layers), tuple(range(6)))
+    partial = stats_partial(model, texts, spec, token_counts(model, texts))
+    expected = np.zeros((spec.n_heads, spec.n_heads))
+    for text in lines:
+        found = capture(model, text, layers=layers, heads=list(range(6)))
+        expected += js_row_sums(torch.from_numpy(np.concatenate([layer.weights for layer in found.layers])))
+    np.testing.assert_allclose(unpack_upper(partial.js, spec.n_heads), expected, rtol=TOL, atol=TOL)

@@ -138,9 +138,11 @@ def stream(
     keys = resolve_layers(arch, layers)
     wanted = pack if pack is not None else bool(getattr(consumer, "wants_moments", False))
     refusal = pack_refusal(arch, loaded.model) if wanted and len(texts) > 1 and batch_size > 1 else None
-    packing = wanted and len(texts) > 1 and batch_size > 1 and refusal is None
-    if packing and sum(len(ids) for ids, _ in encoded) >= native.MIN_TOKENS:
+    if refusal is None and wanted and sum(len(ids) for ids, _ in encoded) >= native.MIN_TOKENS:
         native.module()  # a corpus long enough to pay for building the compiled kernel
+    if refusal is None and wanted and pack is None:
+        refusal = _cpu_refusal(loaded.model)
+    packing = wanted and len(texts) > 1 and batch_size > 1 and refusal is None
     plan = CapturePlan(
         model=loaded.name,
         layers=keys,
@@ -200,6 +202,16 @@ def _path_notes(arch: Architecture, keys: Sequence[LayerKey]) -> tuple[str, ...]
     return tuple(
         f"capture path: {path.value} ({path.describe()})" for path in sorted(paths, key=lambda p: p.value)
     )
+
+
+def _cpu_refusal(model: torch.nn.Module) -> str | None:
+    """Why packing would not pay on this model's device (None where it does): on a CPU only the
+    compiled kernel computes a packed batch faster than the model's kernel does a padded one."""
+    missing = native.unavailable()
+    if _model_device(model).type != "cpu" or (missing is None and native.built()):
+        return None
+    missing = missing or "not built yet: a corpus of 1,024 tokens or more builds it"
+    return f"on a CPU without the compiled kernel ({missing}), a padded batch is faster"
 
 
 def _pack_notes(packing: bool, refusal: str | None) -> tuple[str, ...]:

@@ -24,7 +24,7 @@ from headmap.capture.fused import fused_attention
 from headmap.capture.fused_rows import FusedRows
 from headmap.capture.moments import RowMoments
 from headmap.capture.packing import PackedBatch
-from headmap.capture.plan import COMPILED, TORCH, CapturePlan
+from headmap.capture.plan import COMPILED, EXACT, TORCH, CapturePlan
 from headmap.capture.tap import AttentionCall
 from headmap.result import LayerKey, Side
 
@@ -134,6 +134,8 @@ class PackedForward:
             why = native.refusal(call) or "an overview map is asked, which only the torch kernel makes"
             self.plan.record_kernel(TORCH, f"packed batch, each text alone: {why}", key)
             return self._per_text(call, key, consumer)
+        if consumer is not None:  # head distances without the compiled kernel: whole rows as blocks
+            self.plan.record_kernel(EXACT, f"packed batch: {native.refusal(call)}", key)
         out = self.output(call, kernel)
         emit_blocks(
             call, key, self.plan, self.consumer, self.batch, self.packed.valid, self.head_index[key],
