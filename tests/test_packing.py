@@ -16,7 +16,7 @@ import transformers
 from conftest import TROPHY
 from tiny_models import CONFIGS, PATHS, VOCAB, build
 
-from headmap import capture
+from headmap import capture, head_report
 from headmap.analysis.compute import stats_partial, token_counts
 from headmap.analysis.corpus import corpus_from_texts
 from headmap.analysis.diversity import js_row_sums
@@ -138,14 +138,14 @@ def test_a_model_in_bfloat16_runs_padded_and_says_why(bert_tokenizer):
 def test_exact_path_notes_give_the_real_reason(bert_tokenizer, monkeypatch):
     t5 = build("t5", bert_tokenizer)[0]
     notes = " ".join(collect_stats(t5, TROPHY).notes)
-    assert "encoder.0, encoder.1 (the layer adds a position bias (T5-style)" in notes, notes
+    assert "own kernel: all 6 layers (the layer adds a position bias (T5-style)" in notes, notes
     monkeypatch.setenv("HEADMAP_NATIVE", "0")
     llama = build("llama", bert_tokenizer)[0]
     notes = " ".join(collect_stats(llama, TROPHY).notes)
     assert (
         "exact recomputation after the model's own kernel: all 2 layers (the compiled kernel is "
         "unavailable (HEADMAP_NATIVE=0); and on a CPU the torch kernel is slower than recomputing below "
-        "4,096 tokens (this text has 17))"
+        "4,096 tokens)"
     ) in notes, notes
 
 
@@ -246,3 +246,26 @@ def test_real_models_packed_report_equals_the_padded_exact_path(model_name, requ
         found = capture(model, text, layers=layers, heads=list(range(6)))
         expected += js_row_sums(torch.from_numpy(np.concatenate([layer.weights for layer in found.layers])))
     np.testing.assert_allclose(unpack_upper(partial.js, spec.n_heads), expected, rtol=TOL, atol=TOL)
+
+
+def test_corpus_reports_say_how_their_groups_were_computed(bert_tokenizer, tmp_path):
+    """A corpus report's notes say how its groups ran (packed or padded, which kernel served which
+    layers and why), also when it is resumed from the partials kept on disk."""
+    if native.module() is None:
+        pytest.skip(f"no compiled kernel: {native.unavailable()}")
+    model = build("llama", bert_tokenizer)[0]
+    report = head_report(model, TEXTS, out=tmp_path / "r")
+    expected = [
+        "packed batches: each batch's texts run as one unpadded sequence, each text confined to its own keys",
+        "statistics: compiled fused kernel (each layer's attention output and statistics in one pass): "
+        "all 2 layers (packed batch)",
+    ]
+    assert all(note in report.notes for note in expected), report.notes
+    resumed = head_report(model, TEXTS, out=tmp_path / "r")  # every group read back from disk
+    assert all(note in resumed.notes for note in expected), resumed.notes
+    t5 = build("t5", bert_tokenizer)[0]
+    notes = " ".join(head_report(t5, TEXTS, layers=["encoder.0", "encoder.1"]).notes)
+    assert "batches run padded, not packed: an encoder-decoder model" in notes, notes
+    assert (
+        "exact recomputation after the model's own kernel: all 2 layers (head distances need every" in notes
+    )

@@ -191,9 +191,10 @@ def stats_partial(
     sums = np.zeros((len(texts), len(spec.stats), len(keys), len(heads)))
     counts = np.zeros((len(texts), len(spec.stats), len(keys)))
     js_total = np.zeros((spec.n_heads, spec.n_heads)) if spec.diversity else None
+    notes: dict[str, None] = {}
     for rows in chunks:
         collector = CorpusCollector(diversity=spec.diversity)
-        stream(
+        plan = stream(
             loaded,
             [t.text for t in texts],
             collector,
@@ -208,6 +209,7 @@ def stats_partial(
             counts[item] += c
         if js_total is not None:
             js_total += collector.js_sum()
+        notes.update(dict.fromkeys((*plan.notes, *plan.kernel_notes())))
     return Partial(
         indices=np.array([t.index for t in texts], dtype=np.int64),
         digests=tuple(t.digest for t in texts),
@@ -215,6 +217,7 @@ def stats_partial(
         sums=sums,
         counts=counts,
         js=None if js_total is None else pack_upper(js_total),
+        notes=tuple(notes),
     )
 
 

@@ -92,6 +92,8 @@ class Partial:
     counts: np.ndarray | None = None
     js: np.ndarray | None = None
     importance: np.ndarray | None = None
+    notes: tuple[str, ...] = ()
+    """How the group was computed (packed or padded, which kernel served which layers, and why)."""
 
     @property
     def kind(self) -> str:
@@ -106,7 +108,9 @@ class Partial:
         return out
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], digests: Sequence[str]) -> Partial:
+    def from_arrays(
+        cls, arrays: dict[str, np.ndarray], digests: Sequence[str], notes: Sequence[str] = ()
+    ) -> Partial:
         return cls(
             indices=arrays["indices"],
             digests=tuple(digests),
@@ -115,7 +119,13 @@ class Partial:
             counts=arrays.get("counts"),
             js=arrays.get("js"),
             importance=arrays.get("importance"),
+            notes=tuple(notes),
         )
+
+
+def run_notes(partials: Iterable[Partial]) -> tuple[str, ...]:
+    """The partials' notes, each once, in the order they first appear."""
+    return tuple(dict.fromkeys(note for p in partials for note in p.notes))
 
 
 def pack_upper(matrix: np.ndarray) -> np.ndarray:
@@ -217,4 +227,13 @@ def combine(partials: Iterable[Partial], spec: ReportSpec) -> Combined:
     )
 
 
-__all__ = ["CORPUS_STATS", "Combined", "Partial", "ReportSpec", "combine", "pack_upper", "unpack_upper"]
+__all__ = [
+    "CORPUS_STATS",
+    "Combined",
+    "Partial",
+    "ReportSpec",
+    "combine",
+    "pack_upper",
+    "run_notes",
+    "unpack_upper",
+]

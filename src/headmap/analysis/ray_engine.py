@@ -69,15 +69,17 @@ class PartialWorker:
         from safetensors.numpy import save
 
         _maybe_fail()
-        payloads, digests = [], []
+        payloads, digests, notes = [], [], []
         for kind, texts, tokens in zip(batch["kind"], batch["texts"], batch["tokens"]):
             partial = run_job(self.loaded, _job_from(str(kind), str(texts), str(tokens)), self.work)
             payloads.append(save(partial.arrays()))
             digests.append(json.dumps(list(partial.digests)))
+            notes.append(json.dumps(list(partial.notes)))
         return {
             "job": np.asarray(batch["job"]),
             "payload": np.array(payloads, dtype=object),
             "digests": np.array(digests, dtype=object),
+            "notes": np.array(notes, dtype=object),
         }
 
 
@@ -183,7 +185,9 @@ class RayEngine:
             if job in seen:  # a retried job delivered twice: its texts count once
                 continue
             seen.add(job)
-            yield Partial.from_arrays(load_arrays(bytes(row["payload"])), json.loads(row["digests"]))
+            yield Partial.from_arrays(
+                load_arrays(bytes(row["payload"])), json.loads(row["digests"]), json.loads(row["notes"])
+            )
         missing = set(range(len(jobs))) - seen
         if missing:
             raise HeadmapError(

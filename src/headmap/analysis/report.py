@@ -21,7 +21,7 @@ from headmap.analysis.corpus import as_corpus
 from headmap.analysis.diversity import linkage, mds_embedding, near_duplicates
 from headmap.analysis.engines import Engine, LocalEngine
 from headmap.analysis.losses import Loss, LossFn, resolve_loss
-from headmap.analysis.partials import Combined, ReportSpec, combine
+from headmap.analysis.partials import Combined, ReportSpec, combine, run_notes
 from headmap.analysis.pictures import Picture, as_picture
 from headmap.analysis.report_html import figure_png, report_fragment, report_page, write_report
 from headmap.analysis.report_plots import (
@@ -328,6 +328,7 @@ def head_report(
     parts = parts_of(
         loaded, corpus, spec, store, batch_size, budget_bytes, chosen_loss, engine or LocalEngine(), progress
     )
+    notes += [n for n in run_notes(parts) if n not in notes]
     report = HeadReport(combine(parts, spec), tuple(notes), chosen_loss.name if chosen_loss else None)
     if out is not None:
         report.save(out)

@@ -40,6 +40,7 @@ class PartialStore:
             "kind": partial.kind,
             "spec": self.spec.to_json(),
             "digests": json.dumps(partial.digests),
+            "notes": json.dumps(partial.notes),
         }
         if partial.kind == "importance":
             meta["loss"] = self.loss or ""
@@ -111,7 +112,10 @@ class PartialStore:
             )
         if "indices" not in arrays or len(arrays["indices"]) != len(digests) or not len(digests):
             raise HeadmapError(f"partial result {path} is inconsistent: delete it and rerun")
-        return Partial.from_arrays(arrays, digests)
+        notes = json.loads(meta.get("notes", "[]"))  # partials written before notes were kept have none
+        return Partial.from_arrays(
+            arrays, digests, [str(n) for n in notes] if isinstance(notes, list) else []
+        )
 
 
 def _difference(meta: dict[str, str], store: PartialStore) -> str:

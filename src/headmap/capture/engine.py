@@ -307,6 +307,10 @@ def _run_batch(
     def observe(call: AttentionCall, proceed: Proceed) -> torch.Tensor:
         key = locate(call)
         if key is not None:
+            if statistics and call.weights is not None:
+                plan.record_kernel(WEIGHTS, "", key)
+            elif statistics:
+                plan.record_kernel(EXACT, "head distances need every weight of every row", key)
             emit_blocks(call, key, plan, consumer, batch, valid, head_index[key], block_bytes)
             done(key)
         return proceed()
@@ -341,6 +345,7 @@ def _run_batch(
 
     # Only read in ``fuse``, which is the advice only where the consumer says it takes moments.
     moments_to = cast(MomentConsumer, consumer)
+    statistics = bool(getattr(consumer, "wants_moments", False))
     if packed is not None:
         forward = PackedForward(plan, consumer, batch, packed, head_index, block_bytes)
         advice = pack

@@ -74,9 +74,9 @@ def route(call: AttentionCall, pooled: bool) -> tuple[str, str]:
         return TORCH, f"on {q.device.type}"
     if q.shape[2] >= TORCH_MIN_TOKENS:
         return TORCH, refusal
-    return EXACT, (
-        f"{refusal}; and on a CPU the torch kernel is slower than recomputing below "
-        f"{TORCH_MIN_TOKENS:,} tokens (this text has {q.shape[2]:,})"
+    return (
+        EXACT,
+        f"{refusal}; and on a CPU the torch kernel is slower than recomputing below {TORCH_MIN_TOKENS:,} tokens",
     )
 
 
