@@ -228,7 +228,8 @@ def run_element(
     mask = torch.zeros(0)
     if call.mask is not None:
         picked = call.mask[b if call.mask.shape[0] > 1 else 0]  # [1 or heads, query, key]
-        mask = picked.float().clamp(min=_LOWEST) if picked.dtype != torch.bool else _additive(picked)
+        # A boolean mask is read in place (a long text's N x N booleans are never widened to floats).
+        mask = picked if picked.dtype == torch.bool else picked.float().clamp(min=_LOWEST)
     maps = torch.zeros(q.shape[1], q.shape[2], width) if width else torch.zeros(0)
     out, sums = kernel.fused_stats(
         (q[b].float() * call.scaling).contiguous(),
@@ -245,11 +246,6 @@ def run_element(
         maps,
     )
     return KernelRun(out, sums, maps if width else None)
-
-
-def _additive(allowed: torch.Tensor) -> torch.Tensor:
-    """A boolean mask (True: may attend) as the additive one the exact path applies."""
-    return torch.zeros(allowed.shape).masked_fill_(~allowed, _LOWEST)
 
 
 def native_element(

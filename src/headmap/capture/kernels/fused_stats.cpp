@@ -143,29 +143,44 @@ inline void softcap_range(float* s, int64_t lo, int64_t hi, float cap) {
   for (; k < hi; ++k) s[k] = cap * std::tanh(s[k] / cap);
 }
 
-// s[lo:hi] <- max(s + mask, lowest) (an additive mask, as the exact path applies it); returns how many
-// keys the mask leaves visible.
-inline int64_t mask_range(float* s, const float* mask, int64_t lo, int64_t hi) {
+// One row of the model's mask over a tile: additive float (``f``) or boolean (``b``: true = may attend,
+// read in place, so a long text's N x N boolean mask is never widened to floats), or none.
+struct MaskRow {
+  const float* f = nullptr;
+  const bool* b = nullptr;
+  MaskRow at(int64_t offset) const { return {f ? f + offset : nullptr, b ? b + offset : nullptr}; }
+};
+
+// s[lo:hi] <- the masked scores, as the exact path applies a mask: max(s + mask, lowest) for an
+// additive one, lowest where a boolean one says no; returns how many keys the mask leaves visible.
+inline int64_t mask_range(float* s, const MaskRow& mask, int64_t lo, int64_t hi) {
   const float lowest = std::numeric_limits<float>::lowest();
   int64_t visible = 0;
+  if (mask.b != nullptr) {
+    for (int64_t k = lo; k < hi; ++k) {
+      if (!mask.b[k]) s[k] = lowest;
+      visible += mask.b[k];
+    }
+    return visible;
+  }
   for (int64_t k = lo; k < hi; ++k) {
-    s[k] = std::max(s[k] + mask[k], lowest);
-    visible += mask[k] > lowest / 2;
+    s[k] = std::max(s[k] + mask.f[k], lowest);
+    visible += mask.f[k] > lowest / 2;
   }
   return visible;
 }
 
 // The scores of one tile after everything the model adds to Q K^T: softcap, then the mask.
-inline int64_t finish_scores(float* s, const float* mask_row, int64_t lo, int64_t hi, float cap) {
+inline int64_t finish_scores(float* s, const MaskRow& mask, int64_t lo, int64_t hi, float cap) {
   if (cap > 0.f) softcap_range(s, lo, hi, cap);
-  return mask_row != nullptr ? mask_range(s, mask_row, lo, hi) : hi - lo;
+  return mask.f != nullptr || mask.b != nullptr ? mask_range(s, mask, lo, hi) : hi - lo;
 }
 
 }  // namespace
 
 // Arguments beyond the layout above: key_lo / key_hi [N] the range of keys each row may see before
 // the causal and window flags (its own text: a padded or packed batch's texts are contiguous runs of
-// keys); mask [Hm, N, Nk] an additive float mask (Hm 1 or H; empty: none); softcap (<= 0: none);
+// keys); mask [Hm, N, Nk] an additive float or a boolean mask (Hm 1 or H; empty: none); softcap (<= 0: none);
 // maps [H, N, Wm] (empty: none) receives each row's normalized weights over its keys, key_lo[r] first.
 std::vector<torch::Tensor> fused_stats(torch::Tensor q, torch::Tensor k, torch::Tensor vaug, bool causal,
                                        int64_t window, torch::Tensor track, torch::Tensor special,
@@ -185,7 +200,8 @@ std::vector<torch::Tensor> fused_stats(torch::Tensor q, torch::Tensor k, torch::
   const int64_t rep = H / KV, W = 6 + J;
   const bool masked = mask.numel() > 0, keep = maps.numel() > 0;
   if (masked) {
-    mask = mask.to(torch::kFloat32).contiguous();
+    if (mask.scalar_type() != torch::kBool) mask = mask.to(torch::kFloat32);
+    mask = mask.contiguous();
     TORCH_CHECK(mask.dim() == 3 && (mask.size(0) == 1 || mask.size(0) == H) && mask.size(1) == N &&
                     mask.size(2) == Nk,
                 "fused_stats: the mask must be [1 or heads, queries, keys]");
@@ -203,7 +219,9 @@ std::vector<torch::Tensor> fused_stats(torch::Tensor q, torch::Tensor k, torch::
   const int64_t* sp = special.data_ptr<int64_t>();
   const int64_t* klo = key_lo.data_ptr<int64_t>();
   const int64_t* khi = key_hi.data_ptr<int64_t>();
-  const float* mp = masked ? mask.data_ptr<float>() : nullptr;
+  const bool boolean = masked && mask.scalar_type() == torch::kBool;
+  const float* mp = masked && !boolean ? mask.data_ptr<float>() : nullptr;
+  const bool* mbp = boolean ? mask.data_ptr<bool>() : nullptr;
   float* wp = keep ? maps.data_ptr<float>() : nullptr;
   const int64_t S = special.size(0);
   const float cap = static_cast<float>(softcap);
@@ -255,7 +273,8 @@ std::vector<torch::Tensor> fused_stats(torch::Tensor q, torch::Tensor k, torch::
       const float* qb = qp + (h * N + r0) * D;
       const float* kg = kp + g * D * Nk;
       const float* vg = vp + g * Nk * V1;
-      const float* mh = masked ? mp + (Hm > 1 ? h : 0) * N * Nk : nullptr;
+      const int64_t mask_head = (Hm > 1 ? h : 0) * N * Nk;
+      const MaskRow mh{mp ? mp + mask_head : nullptr, mbp ? mbp + mask_head : nullptr};
       std::fill(acc.begin(), acc.begin() + n * V1, 0.f);
       int64_t first = Nk, last = 0;
       for (int64_t i = 0; i < n; ++i) {
@@ -279,7 +298,7 @@ std::vector<torch::Tensor> fused_stats(torch::Tensor q, torch::Tensor k, torch::
             std::fill(s, s + T, 0.f);
             continue;
           }
-          row[5] += static_cast<float>(finish_scores(s, mh ? mh + r * Nk + t0 : nullptr, lo, hi, cap));
+          row[5] += static_cast<float>(finish_scores(s, mh.at(r * Nk + t0), lo, hi, cap));
           const float m = std::max(row[0], row_max(s, lo, hi));
           const float alpha = row[0] == lowest ? 0.f : std::exp(row[0] - m);
           auto [z, w] = exp_sums(s, lo, hi, m);
@@ -330,7 +349,7 @@ std::vector<torch::Tensor> fused_stats(torch::Tensor q, torch::Tensor k, torch::
           const int64_t lo = std::max<int64_t>(row_lo(r) - t0, 0);
           const int64_t hi = std::min<int64_t>({row_hi(r) - t0, T, klo[r] + Wm - t0});
           if (hi <= lo) continue;
-          finish_scores(s, mh ? mh + r * Nk + t0 : nullptr, lo, hi, cap);
+          finish_scores(s, mh.at(r * Nk + t0), lo, hi, cap);
           const float m = row[0], inv = row[1] > 0.f ? 1.f / row[1] : 0.f;
           float* dst = wp + (h * N + r) * Wm + (t0 - klo[r]);
           for (int64_t c = lo; c < hi; ++c) dst[c] = std::exp(s[c] - m) * inv;
