@@ -130,12 +130,12 @@ class PackedForward:
         if consumer is not None and kernel is not None and not pooled:
             self.plan.record_kernel(COMPILED, "packed batch", key)
             return self._compiled(call, key, consumer, kernel, maps)
+        why = native.refusal(call) or "an overview map is asked, which only the torch kernel makes"
         if consumer is not None and not maps:
-            why = native.refusal(call) or "an overview map is asked, which only the torch kernel makes"
             self.plan.record_kernel(TORCH, f"packed batch, each text alone: {why}", key)
             return self._per_text(call, key, consumer)
         if consumer is not None:  # head distances without the compiled kernel: whole rows as blocks
-            self.plan.record_kernel(EXACT, f"packed batch: {native.refusal(call)}", key)
+            self.plan.record_kernel(EXACT, f"packed batch: {why}", key)
         out = self.output(call, kernel)
         emit_blocks(
             call, key, self.plan, self.consumer, self.batch, self.packed.valid, self.head_index[key],
