@@ -98,8 +98,21 @@ def discover(model: torch.nn.Module) -> Architecture:
     """The :class:`Architecture` of ``model`` (cached per model object; safe from several threads)."""
     with _discovery_lock:
         if model not in _cache:
-            _cache[model] = _discover(model)
+            _cache[model] = _in_eval_mode(model)
         return _cache[model]
+
+
+def _in_eval_mode(model: torch.nn.Module) -> Architecture:
+    """:func:`_discover` with every module in eval mode, each module's own mode restored after: a model
+    met first while training (the monitor's) would otherwise be probed with dropout on, fail the
+    position probe and be cached as one that takes no position ids."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        return _discover(model)
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 #: Keyword inputs of a probe forward.

@@ -137,12 +137,14 @@ def stream(
     targets = encode_targets(loaded, arch.is_encoder_decoder, texts, target, limit)
     keys = resolve_layers(arch, layers)
     wanted = pack if pack is not None else bool(getattr(consumer, "wants_moments", False))
-    refusal = pack_refusal(arch, loaded.model) if wanted and len(texts) > 1 and batch_size > 1 else None
+    # One text packs too where whole rows are wanted: only the packed path's kernel returns them.
+    several = (len(texts) > 1 and batch_size > 1) or bool(getattr(consumer, "wants_maps", False))
+    refusal = pack_refusal(arch, loaded.model) if wanted and several else None
     if refusal is None and wanted and sum(len(ids) for ids, _ in encoded) >= native.MIN_TOKENS:
         native.module()  # a corpus long enough to pay for building the compiled kernel
     if refusal is None and wanted and pack is None:
         refusal = _cpu_refusal(loaded.model)
-    packing = wanted and len(texts) > 1 and batch_size > 1 and refusal is None
+    packing = wanted and several and refusal is None
     plan = CapturePlan(
         model=loaded.name,
         layers=keys,
