@@ -220,7 +220,7 @@ def test_packed_head_distances_equal_each_text_alone(name, kernel, bert_tokenize
         maps = np.concatenate([layer.weights for layer in capture(model, text).layers])  # [layer*head, n, n]
         expected += js_row_sums(torch.from_numpy(maps))
     np.testing.assert_allclose(unpack_upper(partial.js, spec.n_heads), expected, atol=TOL)
-    alone = [stats_partial(model, [t], spec, token_counts(model, [t])) for t in texts]  # one text, packed too
+    alone = [stats_partial(model, [t], spec, token_counts(model, [t])) for t in texts]
     np.testing.assert_allclose(sum(unpack_upper(a.js, spec.n_heads) for a in alone), expected, atol=TOL)
     alone = sum(a.sums for a in alone)
     np.testing.assert_allclose(partial.sums.sum(0), alone.sum(0), atol=TOL, rtol=TOL)

@@ -137,8 +137,7 @@ def stream(
     targets = encode_targets(loaded, arch.is_encoder_decoder, texts, target, limit)
     keys = resolve_layers(arch, layers)
     wanted = pack if pack is not None else bool(getattr(consumer, "wants_moments", False))
-    # One text packs too where whole rows are wanted: only the packed path's kernel returns them.
-    several = (len(texts) > 1 and batch_size > 1) or bool(getattr(consumer, "wants_maps", False))
+    several = len(texts) > 1 and batch_size > 1
     refusal = pack_refusal(arch, loaded.model) if wanted and several else None
     if refusal is None and wanted and sum(len(ids) for ids, _ in encoded) >= native.MIN_TOKENS:
         native.module()  # a corpus long enough to pay for building the compiled kernel
