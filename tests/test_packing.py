@@ -24,7 +24,7 @@ from headmap.analysis.partials import ReportSpec, unpack_upper
 from headmap.analysis.row_sums import STATS, moment_sums, text_sums
 from headmap.analysis.stats import collect_stats
 from headmap.capture import native
-from headmap.capture.moments import RowMoments
+from headmap.capture.moments import MOMENT_FIELDS, RowMoments
 from headmap.models import LoadedModel
 
 TOL = 1e-5
@@ -168,33 +168,15 @@ def test_text_sums_equal_the_per_text_sums():
     parts, specials = [], []
     for n in lengths:
         rows = torch.arange(n)
-        p_prev = torch.rand(heads, n, generator=g, dtype=torch.float64)
-        p_prev[:, 0] = float("nan")
-        p_next = torch.rand(heads, n, generator=g, dtype=torch.float64)
-        p_next[:, -1] = float("nan")
-        fields = {
-            f: torch.rand(heads, n, generator=g, dtype=torch.float64)
-            for f in ("log_z", "mean_score", "p_max", "p_first", "p_special", "p_diag", "distance")
-        }
-        parts.append(RowMoments(rows=rows, visible=rows + 1, p_prev=p_prev, p_next=p_next, **fields))
+        fields = {f: torch.rand(heads, n, generator=g, dtype=torch.float64) for f in MOMENT_FIELDS}
+        fields["p_prev"][:, 0] = float("nan")  # the first token has no previous one
+        fields["p_next"][:, -1] = float("nan")
+        parts.append(RowMoments(rows=rows, visible=rows + 1, **fields))
         specials.append(torch.arange(n) == 0 if n > 1 else torch.ones(1, dtype=torch.bool))
     joined = RowMoments(
         rows=torch.cat([m.rows for m in parts]),
         visible=torch.cat([m.visible for m in parts]),
-        **{
-            f: torch.cat([getattr(m, f) for m in parts], dim=1)
-            for f in (
-                "log_z",
-                "mean_score",
-                "p_max",
-                "p_first",
-                "p_special",
-                "p_diag",
-                "p_prev",
-                "p_next",
-                "distance",
-            )
-        },
+        **{f: torch.cat([getattr(m, f) for m in parts], dim=1) for f in MOMENT_FIELDS},
     )
     text_of_row = torch.repeat_interleave(torch.arange(3), torch.tensor(lengths))
     sums, counts = text_sums(joined, text_of_row, 3, torch.cat(specials))

@@ -20,7 +20,7 @@ from headmap.analysis.corpus import CorpusText, encode_text
 from headmap.analysis.diversity import js_pairs, js_row_sums
 from headmap.analysis.partials import Partial, ReportSpec, pack_upper
 from headmap.analysis.stats import StatsCollector
-from headmap.capture import CapturePlan, native, stream
+from headmap.capture import CapturePlan, stream
 from headmap.capture.discovery import discover
 from headmap.capture.engine import max_tokens
 from headmap.capture.moments import RowMoments
@@ -152,14 +152,6 @@ def token_counts(loaded: LoadedModel, texts: Sequence[CorpusText]) -> list[int]:
     """Tokens of each text; a text the model cannot take fails here, naming its place in the corpus."""
     limit = max_tokens(loaded, discover(loaded.model))
     return [len(encode_text(loaded.tokenizer, text, limit)[0]) for text in texts]
-
-
-def prepare_kernel(tokens: Sequence[int]) -> None:
-    """Build the compiled kernel (once per machine, about a minute) for a corpus that pays for it:
-    1,024 tokens or more in all. Every corpus run calls this before its first group, so that its
-    groups take one path whatever ran before them."""
-    if sum(tokens) >= native.MIN_TOKENS:
-        native.module()
 
 
 def plan_groups(

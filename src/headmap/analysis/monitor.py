@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, cast
 
 import torch
 
-from headmap.analysis.compute import plan_groups, prepare_kernel, stats_partial, token_counts
+from headmap.analysis.compute import plan_groups, stats_partial, token_counts
 from headmap.analysis.corpus import corpus_from_texts
 from headmap.analysis.gating import eval_mode
 from headmap.analysis.partials import ReportSpec, combine
+from headmap.capture import native
 from headmap.capture.discovery import discover
 from headmap.capture.plan import LayerSpec, resolve_heads, resolve_layers
 from headmap.errors import HeadmapError
@@ -56,7 +57,7 @@ def probe_frame(
     )
     with eval_mode(model.model):
         tokens = token_counts(model, corpus)
-        prepare_kernel(tokens)  # as head_report does, so both take the same path
+        native.prepare(sum(tokens))  # as head_report does, so both take the same path
         parts = [
             stats_partial(model, [corpus[i] for i in group], spec, [tokens[i] for i in group])
             for group in plan_groups(corpus, tokens, spec, batch_size, 0)

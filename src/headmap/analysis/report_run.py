@@ -7,12 +7,13 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from headmap.analysis.compute import plan_groups, prepare_kernel, token_counts
+from headmap.analysis.compute import plan_groups, token_counts
 from headmap.analysis.corpus import CorpusText
 from headmap.analysis.engines import IMPORTANCE_JOB, STATS_JOB, Engine, Job, Work
 from headmap.analysis.losses import Loss
 from headmap.analysis.partials import Partial, ReportSpec
 from headmap.analysis.store import PartialStore, kept_indices
+from headmap.capture import native
 from headmap.errors import HeadmapError
 from headmap.models import LoadedModel
 
@@ -89,7 +90,7 @@ def _jobs(
         groups = [list(range(a, min(len(todo), a + step))) for a in range(0, len(todo), step)]
     else:
         groups = plan_groups(todo, tokens, spec, batch_size, budget_bytes)
-        prepare_kernel(tokens)
+        native.prepare(sum(tokens))  # before the first group, so that every group takes one path
     return [Job(kind, tuple(todo[i] for i in g), tuple(tokens[i] for i in g)) for g in groups]
 
 

@@ -139,8 +139,8 @@ def stream(
     wanted = pack if pack is not None else bool(getattr(consumer, "wants_moments", False))
     several = len(texts) > 1 and batch_size > 1
     refusal = pack_refusal(arch, loaded.model) if wanted and several else None
-    if refusal is None and wanted and sum(len(ids) for ids, _ in encoded) >= native.MIN_TOKENS:
-        native.module()  # a corpus long enough to pay for building the compiled kernel
+    if refusal is None and wanted:
+        native.prepare(sum(len(ids) for ids, _ in encoded))
     if refusal is None and wanted and pack is None:
         refusal = _cpu_refusal(loaded.model)
     packing = wanted and several and refusal is None

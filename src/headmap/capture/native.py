@@ -95,6 +95,14 @@ def module() -> ModuleType | None:
         return _state["module"]  # type: ignore[return-value]  # only ever set to a built module
 
 
+def prepare(n_tokens: int) -> None:
+    """Build the kernel (once per machine, about a minute) for work that pays for it: texts of
+    :data:`MIN_TOKENS` tokens or more in all. Runs over a corpus call it before their first forward,
+    so that every group takes the same path."""
+    if n_tokens >= MIN_TOKENS:
+        module()
+
+
 def _flags() -> list[str]:
     return ["-O3", *_FLAGS[capability() or ""]]
 
@@ -202,20 +210,33 @@ class ElementLayout:
     @classmethod
     def of(cls, texts: Sequence[FusedRows], n_queries: int, n_keys: int, packed: bool) -> ElementLayout:
         """The layout of ``texts`` (each a contiguous run of positions of one self-attention element)."""
+        return cls.of_runs([a.keys for a in texts], [a.special for a in texts], n_queries, n_keys, packed)
+
+    @classmethod
+    def of_runs(
+        cls,
+        runs: Sequence[torch.Tensor],
+        specials: Sequence[torch.Tensor],
+        n_queries: int,
+        n_keys: int,
+        packed: bool,
+    ) -> ElementLayout:
+        """The layout of texts at positions ``runs`` (each contiguous), ``specials`` the text indices of
+        their special tokens (empty tensors where nothing is asked)."""
         track = torch.full((n_queries, 4), -1, dtype=torch.long)
         key_lo = torch.zeros(n_queries, dtype=torch.long)
         key_hi = torch.full((n_queries,), n_keys, dtype=torch.long)
-        specials = [torch.zeros(0, dtype=torch.long)]
-        for ask in texts:
-            keys = ask.keys.cpu()
+        found = [torch.zeros(0, dtype=torch.long)]
+        for positions, special in zip(runs, specials, strict=True):
+            keys = positions.cpu()
             track[keys, 0] = keys[0]
             track[keys, 1] = keys  # the query token itself (one text on both sides)
             track[keys[1:], 2] = keys[:-1]
             track[keys[:-1], 3] = keys[1:]
             if packed:
                 key_lo[keys], key_hi[keys] = int(keys[0]), int(keys[-1]) + 1
-            specials.append(keys[ask.special.cpu()])
-        return cls(track, key_lo, key_hi, torch.cat(specials))
+            found.append(keys[special.cpu()])
+        return cls(track, key_lo, key_hi, torch.cat(found))
 
 
 def run_element(

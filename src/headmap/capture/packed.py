@@ -21,7 +21,6 @@ from headmap.capture import native
 from headmap.capture.blocks import emit_blocks, text_ask
 from headmap.capture.consumers import Consumer, MomentConsumer
 from headmap.capture.fused import fused_attention
-from headmap.capture.fused_rows import FusedRows
 from headmap.capture.moments import RowMoments
 from headmap.capture.packing import PackedBatch
 from headmap.capture.plan import COMPILED, EXACT, TORCH, CapturePlan
@@ -66,6 +65,19 @@ def segment(call: AttentionCall, start: int, length: int) -> AttentionCall:
     )
 
 
+@dataclass(frozen=True)
+class _Asked:
+    """What a packed batch's texts ask of a layer, in the compiled kernel's terms: the layout, the asked
+    rows' positions ``[row]``, their token indices in their texts, their texts' lengths, and how many
+    rows each text asks."""
+
+    layout: native.ElementLayout
+    rows: torch.Tensor
+    text_rows: torch.Tensor
+    lengths: torch.Tensor
+    counts: list[int]
+
+
 @dataclass
 class PackedForward:
     """The state of one packed forward: the plan, the consumer, the texts (``batch``) and where they lie."""
@@ -76,11 +88,10 @@ class PackedForward:
     packed: PackedBatch
     head_index: dict[LayerKey, torch.Tensor]
     block_bytes: int
-    _layouts: dict[LayerKey, native.ElementLayout] = field(default_factory=dict)
     _plain: native.ElementLayout | None = None
-    # Per layer: the asked rows' positions, their token indices and their texts' lengths.
-    _rows: dict[LayerKey, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=dict)
-    _asks: dict[LayerKey, list[FusedRows]] = field(default_factory=dict)
+    # What layers ask, by what they ask (rows, heads, overview): every layer of a stack usually asks
+    # the same, so it is worked out once per forward.
+    _asked: dict[tuple[object, ...], _Asked] = field(default_factory=dict)
 
     @property
     def _moments_to(self) -> PackedConsumer | None:
@@ -93,7 +104,9 @@ class PackedForward:
         assert q is not None
         if kernel is not None:
             if self._plain is None:
-                self._plain = native.ElementLayout.of(self._texts(call), q.shape[2], q.shape[2], packed=True)
+                runs = self.packed.valid[Side.SOURCE]
+                nothing = [torch.zeros(0, dtype=torch.long)] * len(runs)
+                self._plain = native.ElementLayout.of_runs(runs, nothing, q.shape[2], q.shape[2], packed=True)
             return native.run_element(call, 0, self._plain, kernel).out[None].to(q.dtype)
         parts = [
             fused_attention(segment(call, o, n), [None], self.block_bytes, TORCH)[0]
@@ -101,27 +114,11 @@ class PackedForward:
         ]
         return torch.cat(parts, dim=1)
 
-    def _texts(self, call: AttentionCall) -> list[FusedRows]:
-        """Every text's keys (and nothing asked), for layers whose output alone is needed."""
-        device = call.query.device  # type: ignore[union-attr]  # fused calls carry queries
-        empty = torch.zeros(0, dtype=torch.long, device=device)
-        return [
-            FusedRows(
-                keys=p.to(device),
-                rows=empty,
-                plan_index=empty,
-                text_rows=empty,
-                special=empty,
-                cross=False,
-                heads=empty,
-            )
-            for p in self.packed.valid[Side.SOURCE]
-        ]
-
     def layer(self, call: AttentionCall, key: LayerKey | None) -> torch.Tensor:
         """The output of one attention call of the packed forward; for an asked layer (``key``), also
         its blocks or moments, handed to the consumer."""
-        kernel = native.module() if native.refusal(call) is None else None
+        refused = native.refusal(call)
+        kernel = native.module() if refused is None else None
         if key is None:
             return self.output(call, kernel)
         consumer = self._moments_to
@@ -130,7 +127,7 @@ class PackedForward:
         if consumer is not None and kernel is not None and not pooled:
             self.plan.record_kernel(COMPILED, "packed batch", key)
             return self._compiled(call, key, consumer, kernel, maps)
-        why = native.refusal(call) or "an overview map is asked, which only the torch kernel makes"
+        why = refused or "an overview map is asked, which only the torch kernel makes"
         if consumer is not None and not maps:
             self.plan.record_kernel(TORCH, f"packed batch, each text alone: {why}", key)
             return self._per_text(call, key, consumer)
@@ -143,66 +140,46 @@ class PackedForward:
         )  # fmt: skip
         return out
 
-    def _asks_of(self, call: AttentionCall, key: LayerKey, consumer: PackedConsumer) -> list[FusedRows]:
-        """What each text asks of layer ``key``; layers that ask the same (the same rows, heads and
-        overview) share one list, and its layout (:meth:`_compiled`), made once per forward."""
-        same = self._same_as(key, consumer)
-        if same is not None:
-            self._asks[key], self._layouts[key], self._rows[key] = (
-                self._asks[same],
-                self._layouts[same],
-                self._rows[same],
-            )
-        if key not in self._asks:
-            device = call.query.device  # type: ignore[union-attr]  # fused calls carry queries
+    def _asked_of(self, call: AttentionCall, key: LayerKey, consumer: PackedConsumer) -> _Asked:
+        """What the texts ask of layer ``key``, worked out once for every layer that asks the same."""
+        plan = self.plan
+        rows = tuple(plan.rows[item][key] for item in self.batch)
+        cells = tuple(consumer.key_cells(item, key) for item in self.batch)
+        signature = (key.stack, plan.heads_of(key), rows, cells)
+        if signature not in self._asked:
+            q = call.query
+            assert q is not None
             positions = self.packed.valid[key.stack.key_side]
-            self._asks[key] = [
-                text_ask(key, self.plan, consumer, item, positions[b], positions[b], device)
+            asks = [
+                text_ask(key, plan, consumer, item, positions[b], positions[b], q.device)
                 for b, item in enumerate(self.batch)
             ]
-        return self._asks[key]
-
-    def _same_as(self, key: LayerKey, consumer: PackedConsumer) -> LayerKey | None:
-        """A layer already asked whose asks equal ``key``'s, if any."""
-        plan = self.plan
-
-        def signature(k: LayerKey) -> tuple[object, ...]:
-            rows = tuple(plan.rows[item][k] for item in self.batch)
-            cells = tuple(consumer.key_cells(item, k) for item in self.batch)
-            return (k.stack, plan.heads_of(k), rows, cells)
-
-        if key in self._asks or not self._asks:
-            return None
-        mine = signature(key)
-        return next((k for k in self._asks if k in self._layouts and signature(k) == mine), None)
+            self._asked[signature] = _Asked(
+                layout=native.ElementLayout.of(asks, q.shape[2], q.shape[2], packed=True),
+                rows=torch.cat([a.rows.cpu() for a in asks]),
+                text_rows=torch.cat([a.text_rows for a in asks]),
+                lengths=torch.cat([torch.full((len(a.rows),), len(a.keys)) for a in asks]),
+                counts=[len(a.rows) for a in asks],
+            )
+        return self._asked[signature]
 
     def _compiled(
         self, call: AttentionCall, key: LayerKey, consumer: PackedConsumer, kernel: ModuleType, maps: bool
     ) -> torch.Tensor:
-        asks = self._asks_of(call, key, consumer)
+        asked = self._asked_of(call, key, consumer)
         q = call.query
         assert q is not None
-        if key not in self._layouts:
-            self._layouts[key] = native.ElementLayout.of(asks, q.shape[2], q.shape[2], packed=True)
-            self._rows[key] = (
-                torch.cat([a.rows.cpu() for a in asks]),
-                torch.cat([a.text_rows for a in asks]),
-                torch.cat([torch.full((len(a.rows),), len(a.keys)) for a in asks]),
-            )
-        layout = self._layouts[key]
-        run = native.run_element(call, 0, layout, kernel, width=max(self.packed.lengths) if maps else 0)
-        rows, text_rows, lengths = self._rows[key]
-        moments = native.row_moments(run.sums, rows, text_rows, lengths, cross=False)
+        run = native.run_element(call, 0, asked.layout, kernel, width=max(self.packed.lengths) if maps else 0)
+        moments = native.row_moments(run.sums, asked.rows, asked.text_rows, asked.lengths, cross=False)
         heads = self.head_index[key]
         if len(heads) != q.shape[1] or not torch.equal(heads, torch.arange(q.shape[1])):
             moments = moments.select_heads(heads)
-        counts = [len(a.rows) for a in asks]
-        kept = None if run.maps is None else run.maps.index_select(0, heads)[:, rows]
+        kept = None if run.maps is None else run.maps.index_select(0, heads)[:, asked.rows]
         if hasattr(consumer, "consume_packed"):
-            consumer.consume_packed(list(self.batch), key, counts, moments, kept)
+            consumer.consume_packed(list(self.batch), key, asked.counts, moments, kept)
         else:
             start = 0
-            for item, n in zip(self.batch, counts, strict=True):
+            for item, n in zip(self.batch, asked.counts, strict=True):
                 consumer.consume_moments(item, key, torch.arange(n), moments.slice_rows(start, start + n))
                 start += n
         return run.out[None].to(q.dtype)

@@ -243,18 +243,23 @@ std::vector<torch::Tensor> fused_stats(torch::Tensor q, torch::Tensor k, torch::
   auto row_lo = [&](int64_t r) { return window > 0 ? std::max(klo[r], r - window + 1) : klo[r]; };
   auto row_hi = [&](int64_t r) { return causal ? std::min(khi[r], r + 1) : khi[r]; };
 
-  // Work of the whole call in score entries: a small call (a packed batch of short texts) runs on one
-  // thread, where waking a thread pool would cost more than the scores.
+  // The keys a block's rows may see, [first, last), the same for every head: worked out once. From them,
+  // the work of the whole call in score entries: a small call (a packed batch of short texts) runs
+  // on one thread, where waking a thread pool would cost more than the scores.
+  std::vector<int64_t> key_first(blocks, Nk), key_last(blocks, 0);
   int64_t work = 0;
   for (int64_t b = 0; b < blocks; ++b) {
-    const int64_t r0 = starts[b], r1 = starts[b + 1];
-    int64_t first = Nk, last = 0;
-    for (int64_t r = r0; r < r1; ++r) {
-      first = std::min(first, std::max<int64_t>(0, row_lo(r)));
-      last = std::max(last, std::min(Nk, row_hi(r)));
+    for (int64_t r = starts[b]; r < starts[b + 1]; ++r) {
+      key_first[b] = std::min(key_first[b], std::max<int64_t>(0, row_lo(r)));
+      key_last[b] = std::max(key_last[b], std::min(Nk, row_hi(r)));
     }
-    work += (r1 - r0) * std::max<int64_t>(0, last - first) * (D + V1);
+    work += (starts[b + 1] - starts[b]) * std::max<int64_t>(0, key_last[b] - key_first[b]) * (D + V1);
   }
+  // Row r's visible keys within the tile of keys [t0, t0 + T), relative to t0 (empty: hi <= lo).
+  auto tile_cut = [&](int64_t r, int64_t t0, int64_t T) {
+    return std::pair<int64_t, int64_t>{std::max<int64_t>(row_lo(r) - t0, 0),
+                                       std::min<int64_t>(row_hi(r) - t0, T)};
+  };
   // (ATen runs the body inline only when the range is below the grain.)
   const bool small = work * H < (int64_t{1} << 21);
   const int64_t grain = small ? H * blocks + 1 : 1;
@@ -276,13 +281,11 @@ std::vector<torch::Tensor> fused_stats(torch::Tensor q, torch::Tensor k, torch::
       const int64_t mask_head = (Hm > 1 ? h : 0) * N * Nk;
       const MaskRow mh{mp ? mp + mask_head : nullptr, mbp ? mbp + mask_head : nullptr};
       std::fill(acc.begin(), acc.begin() + n * V1, 0.f);
-      int64_t first = Nk, last = 0;
+      const int64_t first = key_first[block], last = key_last[block];
       for (int64_t i = 0; i < n; ++i) {
         float* row = rows.data() + i * W;
         std::fill(row, row + W, 0.f);
         row[0] = lowest;
-        first = std::min(first, std::max<int64_t>(0, row_lo(r0 + i)));
-        last = std::max(last, std::min(Nk, row_hi(r0 + i)));
       }
       for (int64_t t0 = first; t0 < last; t0 += kKeyBlock) {
         const int64_t t1 = std::min(last, t0 + kKeyBlock), T = t1 - t0;
@@ -292,8 +295,7 @@ std::vector<torch::Tensor> fused_stats(torch::Tensor q, torch::Tensor k, torch::
           const int64_t r = r0 + i;
           float* s = scores.data() + i * T;
           float* row = rows.data() + i * W;
-          const int64_t lo = std::max<int64_t>(row_lo(r) - t0, 0);
-          const int64_t hi = std::min<int64_t>(row_hi(r) - t0, T);
+          const auto [lo, hi] = tile_cut(r, t0, T);
           if (hi <= lo) {  // nothing visible in this tile: it adds nothing to the row
             std::fill(s, s + T, 0.f);
             continue;
@@ -346,8 +348,8 @@ std::vector<torch::Tensor> fused_stats(torch::Tensor q, torch::Tensor k, torch::
           const int64_t r = r0 + i;
           float* s = scores.data() + i * T;
           const float* row = rows.data() + i * W;
-          const int64_t lo = std::max<int64_t>(row_lo(r) - t0, 0);
-          const int64_t hi = std::min<int64_t>({row_hi(r) - t0, T, klo[r] + Wm - t0});
+          const auto [lo, visible_hi] = tile_cut(r, t0, T);
+          const int64_t hi = std::min<int64_t>(visible_hi, klo[r] + Wm - t0);
           if (hi <= lo) continue;
           finish_scores(s, mh.at(r * Nk + t0), lo, hi, cap);
           const float m = row[0], inv = row[1] > 0.f ? 1.f / row[1] : 0.f;
