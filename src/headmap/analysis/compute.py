@@ -113,7 +113,7 @@ class CorpusCollector:
         sums = self.next_sums.setdefault((item, key), np.zeros(len(self.plan.heads)))
         self.next_counts.setdefault((item, key), 0.0)
         defined = ~moments.p_next[0].isnan()
-        sums += moments.p_next[:, defined].sum(1).numpy()
+        sums += moments.p_next[:, defined].sum(1).cpu().numpy()
         self.next_counts[(item, key)] += float(defined.sum())
 
     def _keep(self, item: int, key: LayerKey, start: int, block: Block) -> None:

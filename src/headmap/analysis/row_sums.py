@@ -34,7 +34,8 @@ def _row_values(m: RowMoments, plain: torch.Tensor) -> tuple[torch.Tensor, torch
     """``(values [stat, head, row], counted [stat, row])`` in :data:`STATS` order, plus next_share
     last; ``plain``: rows whose query token is not special (confidence counts those)."""
     entropy = m.entropy
-    ones = torch.ones(len(m.rows), dtype=torch.bool)
+    ones = torch.ones(len(m.rows), dtype=torch.bool, device=entropy.device)
+    plain = plain.to(entropy.device)
     broad = m.visible > 1
     prev_ok, next_ok = ~m.p_prev[0].isnan(), ~m.p_next[0].isnan()
     columns = [
@@ -64,22 +65,26 @@ def text_sums(
     confidence (as :func:`headmap.analysis.stats` does for one text). Self-attention only: a
     packed batch has no cross-attention.
     """
+    device = m.p_max.device  # on a GPU the rows are reduced where they are; only the sums move
+    text_of_row, special_query = text_of_row.to(device), special_query.to(device)
     plain = ~special_query
-    plain_per_text = torch.zeros(n_texts, dtype=torch.long).index_add_(0, text_of_row, plain.long())
+    plain_per_text = torch.zeros(n_texts, dtype=torch.long, device=device).index_add_(
+        0, text_of_row, plain.long()
+    )
     plain = plain | (plain_per_text[text_of_row] == 0)
     values, counted = _row_values(m, plain)
     n_stats, heads, rows = values.shape
-    sums = torch.zeros(n_texts, n_stats * heads, dtype=torch.float64)
+    sums = torch.zeros(n_texts, n_stats * heads, dtype=torch.float64, device=device)
     sums.index_add_(0, text_of_row, values.permute(2, 0, 1).reshape(rows, n_stats * heads))
-    counts = torch.zeros(n_texts, n_stats, dtype=torch.float64)
+    counts = torch.zeros(n_texts, n_stats, dtype=torch.float64, device=device)
     counts.index_add_(0, text_of_row, counted.T.double())
-    return sums.view(n_texts, n_stats, heads).numpy(), counts.numpy()
+    return sums.view(n_texts, n_stats, heads).cpu().numpy(), counts.cpu().numpy()
 
 
 def _nan_sum(values: torch.Tensor) -> tuple[np.ndarray, float]:
     """Per-head sum over the rows where ``values`` ``[head, row]`` is defined, and how many rows."""
     defined = ~values[0].isnan() if values.shape[0] else torch.zeros(values.shape[1], dtype=torch.bool)
-    return values[:, defined].sum(1).numpy(), float(defined.sum())
+    return values[:, defined].sum(1).cpu().numpy(), float(defined.sum())
 
 
 def moment_sums(
@@ -89,22 +94,22 @@ def moment_sums(
     over; ``cross``: cross-attention, where the positional statistics are undefined."""
     n_rows = len(m.rows)
     entropy = m.entropy
-    out: dict[str, tuple[np.ndarray, float]] = {"entropy": (entropy.sum(1).numpy(), n_rows)}
+    out: dict[str, tuple[np.ndarray, float]] = {"entropy": (entropy.sum(1).cpu().numpy(), n_rows)}
     broad = m.visible > 1
     log_visible = m.visible.clamp(min=2).double().log()
-    out["entropy_norm"] = ((entropy / log_visible)[:, broad].sum(1).numpy(), float(broad.sum()))
-    out["first_share"] = (m.p_first.sum(1).numpy(), n_rows)
-    out["special_share"] = (m.p_special.sum(1).numpy(), n_rows)
-    plain_rows = ~special_queries[m.rows]
+    out["entropy_norm"] = ((entropy / log_visible)[:, broad].sum(1).cpu().numpy(), float(broad.sum()))
+    out["first_share"] = (m.p_first.sum(1).cpu().numpy(), n_rows)
+    out["special_share"] = (m.p_special.sum(1).cpu().numpy(), n_rows)
+    plain_rows = (~special_queries[m.rows]).to(entropy.device)
     if not plain_rows.any():
-        plain_rows = torch.ones(n_rows, dtype=torch.bool)
-    out["confidence"] = (m.p_max[:, plain_rows].sum(1).numpy(), float(plain_rows.sum()))
+        plain_rows = torch.ones(n_rows, dtype=torch.bool, device=entropy.device)
+    out["confidence"] = (m.p_max[:, plain_rows].sum(1).cpu().numpy(), float(plain_rows.sum()))
     if cross:
         heads = m.p_max.shape[0]
         for name in ("distance", "prev_share", "diag_share"):
             out[name] = (np.zeros(heads), 0.0)
         return out
-    out["distance"] = (m.distance.sum(1).numpy(), n_rows)
-    out["diag_share"] = (m.p_diag.sum(1).numpy(), n_rows)
+    out["distance"] = (m.distance.sum(1).cpu().numpy(), n_rows)
+    out["diag_share"] = (m.p_diag.sum(1).cpu().numpy(), n_rows)
     out["prev_share"] = _nan_sum(m.p_prev)
     return out

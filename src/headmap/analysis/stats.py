@@ -299,7 +299,7 @@ class StatsCollector:
     @staticmethod
     def _pool(acc: _Accumulator, row_cells: torch.Tensor, pooled: torch.Tensor) -> None:
         """Fold ``pooled`` ``[row, key_cell]`` into the overview, rows max-pooled into ``row_cells``."""
-        acc.overview.scatter_reduce_(0, row_cells[:, None].expand_as(pooled), pooled.float(), "amax")
+        acc.overview.scatter_reduce_(0, row_cells[:, None].expand_as(pooled), pooled.float().cpu(), "amax")
 
     def totals(self, item: int) -> tuple[np.ndarray, np.ndarray]:
         """The raw running sums of text ``item``: ``(sums [stat, layer, head], counts [stat, layer])``.

@@ -13,6 +13,8 @@ and reduces the moments the statistics need (:class:`~headmap.capture.moments.Ro
 the tile while it is in memory. The output it hands back to the model equals SDPA's up to float32
 rounding (summation order), which the tests check. It is used only where that holds: float32
 queries, keys and values, in eval mode; every other call takes the exact path, and the plan says so.
+:func:`route` picks the kernel: Triton on a GPU (:mod:`headmap.capture.triton_stats`, also bfloat16
+and float16), the compiled one on a CPU (:mod:`headmap.capture.native`), this one where neither serves.
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ from dataclasses import dataclass
 
 import torch
 
-from headmap.capture import native
+from headmap.capture import native, triton_stats
 from headmap.capture.fused_rows import FusedRows
 from headmap.capture.moments import MOMENT_FIELDS, PositionMoments, RowMoments, pool_keys
-from headmap.capture.plan import COMPILED, EXACT, TORCH
+from headmap.capture.plan import COMPILED, EXACT, TORCH, TRITON
 from headmap.capture.recompute import broadcast_pick, implicit_visible_counts, mask_implicit_, rows_per_block
 from headmap.capture.tap import AttentionCall
 
@@ -33,11 +35,10 @@ _LOWEST = torch.finfo(torch.float32).min
 
 
 def fusable(call: AttentionCall) -> str | None:
-    """None if the fused kernel reproduces this call's output exactly, else why not."""
+    """None if a fused kernel can reproduce this call's output, else why not (which kernel, and in
+    what dtypes, is :func:`route`'s choice)."""
     if call.weights is not None or call.value is None or call.query is None or call.key is None:
         return "the model computes its weights itself"
-    if any(t.dtype != torch.float32 for t in (call.query, call.key, call.value)):
-        return f"the model runs in {call.query.dtype}, and only float32 attention is reproduced to float32 rounding"
     if call.module.training:
         return "the model is in training mode (attention dropout)"
     if call.query.shape[1] % call.key.shape[1]:
@@ -50,28 +51,37 @@ def fusable(call: AttentionCall) -> str | None:
 #: against 1.17 s at 512 tokens, 6.39 s against 6.00 s at 2,048, 16.5 s against 17.4 s at 4,096),
 #: so below this length it serves only where the compiled kernel cannot and the device is not a CPU.
 TORCH_MIN_TOKENS = 4096
+_POOLED = "an overview map is asked, which only the torch kernel makes"
 
 
 def route(call: AttentionCall, pooled: bool) -> tuple[str, str]:
-    """Which kernel serves this call's statistics, and why: ``(COMPILED | TORCH | EXACT, reason)``.
+    """Which kernel serves this call's statistics, and why: ``(TRITON | COMPILED | TORCH | EXACT, reason)``.
 
-    EXACT (the model's kernel, then recomputation) where the call cannot be fused (:func:`fusable`),
-    or on a CPU where the compiled kernel cannot serve and the text is too short for the torch kernel
-    to pay. ``pooled``: whether a pooled overview is asked of this call, which only the torch kernel
-    makes. The reason is the one the notes give (empty for the compiled kernel).
+    On a GPU the Triton kernel (any of float32, bfloat16, float16); on a CPU the compiled kernel
+    (float32). The torch kernel takes float32 calls they cannot serve: on a GPU, and on a CPU for
+    long texts (shorter ones pay less for the model's kernel and a recomputation). EXACT (the
+    model's kernel, then recomputation) where the call cannot be fused (:func:`fusable`) or nothing
+    else serves. ``pooled``: whether a pooled overview is asked of this call, which only the torch
+    kernel makes. The reason is the one the notes give (empty where the preferred kernel serves).
     """
     unfit = fusable(call)
     if unfit is not None:
         return EXACT, unfit
-    refusal = native.refusal(call) or (
-        "an overview map is asked, which only the torch kernel makes" if pooled else None
-    )
-    if refusal is None:
-        return COMPILED, ""
     q = call.query
     assert q is not None
-    if q.device.type != "cpu":
-        return TORCH, f"on {q.device.type}"
+    gpu_refusal = triton_stats.refusal(call)
+    if q.device.type != "cpu" or triton_stats.forced():  # a GPU, or Triton asked for on CPU tensors
+        why = gpu_refusal or (_POOLED if pooled else None)
+        if why is None:
+            return TRITON, ""
+        if q.dtype != torch.float32:
+            return EXACT, f"{why}; the torch kernel reproduces float32 layers only"
+        return TORCH, why
+    if any(t.dtype != torch.float32 for t in (q, call.key, call.value)):  # type: ignore[union-attr]
+        return EXACT, f"the model runs in {q.dtype}, and on a CPU only float32 layers are fused"
+    refusal = native.refusal(call) or (_POOLED if pooled else None)
+    if refusal is None:
+        return COMPILED, ""
     if q.shape[2] >= TORCH_MIN_TOKENS:
         return TORCH, refusal
     return (
@@ -84,8 +94,8 @@ def fused_attention(
     call: AttentionCall, asks: Sequence[FusedRows | None], block_bytes: int, kernel: str | None = None
 ) -> tuple[torch.Tensor, list[RowMoments | None]]:
     """The layer's attention output ``[batch, query, head, dim]`` and, per batch element, the
-    moments of its asked rows (None where nothing is asked). ``kernel`` picks :data:`COMPILED` or
-    :data:`TORCH` (default: the compiled one where it can serve)."""
+    moments of its asked rows (None where nothing is asked). ``kernel`` picks :data:`TRITON`,
+    :data:`COMPILED` or :data:`TORCH` (default: the compiled one where it can serve, else torch)."""
     q, k, v = call.query, call.key, call.value
     assert q is not None and k is not None and v is not None
     batch, heads, n_q, dim = q.shape
@@ -95,10 +105,13 @@ def fused_attention(
         pooled = any(a is not None and a.key_cell is not None for a in asks)
         kernel = COMPILED if native.refusal(call) is None and not pooled else TORCH
     compiled = native.module() if kernel == COMPILED else None
+    run = native.runner(compiled) if compiled is not None else None
+    if kernel == TRITON:
+        run = triton_stats.run_element
     for b in range(batch):
         ask = asks[b] if b < len(asks) else None
-        if compiled is not None:
-            out[b], found = native.native_element(call, b, ask, compiled)
+        if run is not None:
+            out[b], found = native.native_element(call, b, ask, run)
         else:
             out[b], found = _element(call, b, ask, block_bytes)
         moments.append(found)

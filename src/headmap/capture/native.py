@@ -22,7 +22,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -269,19 +269,33 @@ def run_element(
     return KernelRun(out, sums, maps if width else None)
 
 
+#: A kernel that runs one batch element in this module's terms: ``(call, b, layout, width) -> KernelRun``
+#: (:func:`runner` for the compiled kernel, :func:`headmap.capture.triton_stats.run_element` on a GPU).
+Runner = Callable[[AttentionCall, int, ElementLayout, int], KernelRun]
+
+
+def runner(kernel: ModuleType) -> Runner:
+    """The compiled ``kernel`` as a :data:`Runner`."""
+
+    def run(call: AttentionCall, b: int, layout: ElementLayout, width: int = 0) -> KernelRun:
+        return run_element(call, b, layout, kernel, width)
+
+    return run
+
+
 def native_element(
-    call: AttentionCall, b: int, ask: FusedRows | None, kernel: ModuleType
+    call: AttentionCall, b: int, ask: FusedRows | None, run: Runner
 ) -> tuple[torch.Tensor, RowMoments | None]:
-    """One unpacked batch element through the compiled kernel: its output ``[query, head, dim]`` and
-    the moments of the asked rows."""
+    """One unpacked batch element through a fused kernel (``run``): its output ``[query, head, dim]``
+    and the moments of the asked rows."""
     q, k = call.query, call.key
     assert q is not None and k is not None
     layout = ElementLayout.of([ask] if ask is not None else [], q.shape[2], k.shape[2], packed=False)
-    run = run_element(call, b, layout, kernel)
+    found = run(call, b, layout, 0)
     if ask is None:
-        return run.out, None
+        return found.out, None
     text_len = torch.full((len(ask.rows),), len(ask.keys), dtype=torch.long)
-    return run.out, row_moments(run.sums, ask.rows.cpu(), ask.text_rows, text_len, ask.cross)
+    return found.out, row_moments(found.sums, ask.rows.cpu(), ask.text_rows, text_len, ask.cross)
 
 
 def row_moments(
@@ -289,10 +303,13 @@ def row_moments(
 ) -> RowMoments:
     """RowMoments of the query ``rows`` (positions in the element) from the kernel's sums
     ``[head, query, 10]``; ``text_rows`` are their token indices in their texts, ``text_len`` the
-    lengths of those texts (a packed batch mixes texts)."""
-    picked = sums[:, rows].double()  # [head, row, 10]
+    lengths of those texts (a packed batch mixes texts). The moments stay on the sums' device (the
+    statistics reduce them there); ``rows`` of the record, the rows' text indices, are on the host."""
+    device = sums.device
+    picked = sums[:, rows.to(device)].double()  # [head, row, 10]
     total = picked[..., 1]
-    text_rows = text_rows.double()
+    rows_of_text = text_rows.long().cpu()
+    text_rows, text_len = text_rows.to(device).double(), text_len.to(device)
     nan = torch.full_like(total, float("nan"))
     if cross:
         positions = PositionMoments.undefined(total.shape[0], total.shape[1], device=total.device)
@@ -304,7 +321,7 @@ def row_moments(
             distance=picked[..., 3] / total,
         )
     return RowMoments.of(
-        text_rows.long(),
+        rows_of_text,
         picked[..., 5].amax(0).long(),
         log_z=picked[..., 0] + total.log(),
         mean_score=picked[..., 2] / total,

@@ -1,29 +1,28 @@
 """One packed forward (see :mod:`headmap.capture.packing`): every attention layer's output computed
 with each text confined to its own keys, and the asked layers handed to the consumer.
 
-Per layer the compiled kernel (:mod:`headmap.capture.native`) takes the whole packed sequence in one
-call, each row's key range set to its text, and returns the output, every row's moments and, for
+Per layer a fused kernel (the compiled one on a CPU, :mod:`headmap.capture.native`; Triton's on a
+GPU, :mod:`headmap.capture.triton_stats`) takes the whole packed sequence in one call, each row's key range set to its text, and returns the output, every row's moments and, for
 head distances, every row's weights; the consumer gets the batch's moments at once
 (:meth:`PackedConsumer.consume_packed`), so a batch costs one reduction per layer, not one per text.
-Without the compiled kernel, each text runs through the torch kernel on its own slice of the call.
+Without either, each text runs through the torch kernel on its own slice of the call.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from types import ModuleType
 from typing import Protocol
 
 import torch
 
-from headmap.capture import native
+from headmap.capture import native, triton_stats
 from headmap.capture.blocks import emit_blocks, text_ask
 from headmap.capture.consumers import Consumer, MomentConsumer
 from headmap.capture.fused import fused_attention
 from headmap.capture.moments import RowMoments
 from headmap.capture.packing import PackedBatch
-from headmap.capture.plan import COMPILED, EXACT, TORCH, CapturePlan
+from headmap.capture.plan import COMPILED, EXACT, TORCH, TRITON, CapturePlan
 from headmap.capture.tap import AttentionCall
 from headmap.result import LayerKey, Side
 
@@ -98,16 +97,16 @@ class PackedForward:
         wants = getattr(self.consumer, "wants_moments", False)
         return self.consumer if wants else None  # type: ignore[return-value]  # it says it takes moments
 
-    def output(self, call: AttentionCall, kernel: ModuleType | None) -> torch.Tensor:
+    def output(self, call: AttentionCall, run: native.Runner | None) -> torch.Tensor:
         """The layer's output ``[1, query, head, dim]``, each text confined to its own keys."""
         q = call.query
         assert q is not None
-        if kernel is not None:
+        if run is not None:
             if self._plain is None:
                 runs = self.packed.valid[Side.SOURCE]
                 nothing = [torch.zeros(0, dtype=torch.long)] * len(runs)
                 self._plain = native.ElementLayout.of_runs(runs, nothing, q.shape[2], q.shape[2], packed=True)
-            return native.run_element(call, 0, self._plain, kernel).out[None].to(q.dtype)
+            return run(call, 0, self._plain, 0).out[None].to(q.dtype)
         parts = [
             fused_attention(segment(call, o, n), [None], self.block_bytes, TORCH)[0]
             for o, n in zip(self.packed.offsets, self.packed.lengths, strict=True)
@@ -117,23 +116,22 @@ class PackedForward:
     def layer(self, call: AttentionCall, key: LayerKey | None) -> torch.Tensor:
         """The output of one attention call of the packed forward; for an asked layer (``key``), also
         its blocks or moments, handed to the consumer."""
-        refused = native.refusal(call)
-        kernel = native.module() if refused is None else None
+        kind, run, refused = _kernel(call)
         if key is None:
-            return self.output(call, kernel)
+            return self.output(call, run)
         consumer = self._moments_to
         pooled = consumer is not None and any(consumer.key_cells(item, key) for item in self.batch)
         maps = getattr(consumer, "wants_maps", False)
-        if consumer is not None and kernel is not None and not pooled:
-            self.plan.record_kernel(COMPILED, "packed batch", key)
-            return self._compiled(call, key, consumer, kernel, maps)
+        if consumer is not None and run is not None and not pooled:
+            self.plan.record_kernel(kind, "packed batch", key)
+            return self._compiled(call, key, consumer, run, maps)
         why = refused or "an overview map is asked, which only the torch kernel makes"
         if consumer is not None and not maps:
             self.plan.record_kernel(TORCH, f"packed batch, each text alone: {why}", key)
             return self._per_text(call, key, consumer)
         if consumer is not None:  # head distances without the compiled kernel: whole rows as blocks
             self.plan.record_kernel(EXACT, f"packed batch: {why}", key)
-        out = self.output(call, kernel)
+        out = self.output(call, run)
         emit_blocks(
             call, key, self.plan, self.consumer, self.batch, self.packed.valid, self.head_index[key],
             self.block_bytes, elements=[0] * len(self.batch),
@@ -164,17 +162,21 @@ class PackedForward:
         return self._asked[signature]
 
     def _compiled(
-        self, call: AttentionCall, key: LayerKey, consumer: PackedConsumer, kernel: ModuleType, maps: bool
+        self, call: AttentionCall, key: LayerKey, consumer: PackedConsumer, run: native.Runner, maps: bool
     ) -> torch.Tensor:
         asked = self._asked_of(call, key, consumer)
         q = call.query
         assert q is not None
-        run = native.run_element(call, 0, asked.layout, kernel, width=max(self.packed.lengths) if maps else 0)
-        moments = native.row_moments(run.sums, asked.rows, asked.text_rows, asked.lengths, cross=False)
+        found = run(call, 0, asked.layout, max(self.packed.lengths) if maps else 0)
+        moments = native.row_moments(found.sums, asked.rows, asked.text_rows, asked.lengths, cross=False)
         heads = self.head_index[key]
         if len(heads) != q.shape[1] or not torch.equal(heads, torch.arange(q.shape[1])):
             moments = moments.select_heads(heads)
-        kept = None if run.maps is None else run.maps.index_select(0, heads)[:, asked.rows]
+        kept = (
+            None
+            if found.maps is None
+            else found.maps.index_select(0, heads)[:, asked.rows.to(found.maps.device)]
+        )
         if hasattr(consumer, "consume_packed"):
             consumer.consume_packed(list(self.batch), key, asked.counts, moments, kept)
         else:
@@ -182,7 +184,7 @@ class PackedForward:
             for item, n in zip(self.batch, asked.counts, strict=True):
                 consumer.consume_moments(item, key, torch.arange(n), moments.slice_rows(start, start + n))
                 start += n
-        return run.out[None].to(q.dtype)
+        return found.out[None].to(q.dtype)
 
     def _per_text(self, call: AttentionCall, key: LayerKey, consumer: PackedConsumer) -> torch.Tensor:
         """Each text through the torch kernel on its own slice of the call (no compiled kernel)."""
@@ -196,3 +198,19 @@ class PackedForward:
             consumer.consume_moments(item, key, ask.plan_index, found[0].select_heads(self.head_index[key]))
             parts.append(out)
         return torch.cat(parts, dim=1)
+
+
+def _kernel(call: AttentionCall) -> tuple[str, native.Runner | None, str]:
+    """The fused kernel that runs a packed call whole: ``(kind, runner, why none)``, Triton's on a GPU,
+    the compiled one on a CPU (None, and the reason, where neither can)."""
+    refused = triton_stats.refusal(call)
+    if refused is None:
+        return TRITON, triton_stats.run_element, ""
+    q = call.query
+    if q is not None and q.device.type != "cpu":
+        return TRITON, None, refused
+    refused = native.refusal(call) or ""
+    kernel = native.module() if not refused else None
+    if kernel is None:
+        return COMPILED, None, refused or native.unavailable() or "the compiled kernel is unavailable"
+    return COMPILED, native.runner(kernel), ""

@@ -16,8 +16,9 @@ LayerSpec = int | str | LayerKey
 RowSpec = None | int | slice | Sequence[int]
 
 
-COMPILED, TORCH, EXACT, WEIGHTS = "compiled", "torch", "exact", "weights"
+COMPILED, TRITON, TORCH, EXACT, WEIGHTS = "compiled", "triton", "torch", "exact", "weights"
 KERNEL_NOTES = {
+    TRITON: "statistics: Triton fused kernel (each layer's attention output and statistics in one pass)",
     COMPILED: "statistics: compiled fused kernel (each layer's attention output and statistics in one pass)",
     TORCH: "statistics: fused kernel in torch (each layer's attention output and statistics in one pass)",
     EXACT: "statistics: exact recomputation after the model's own kernel",
