@@ -23,6 +23,7 @@ DTYPES: dict[str, torch.dtype | str] = {
     "bfloat16": torch.bfloat16,
     "float16": torch.float16,
     "auto": "auto",
+    "float64": torch.float64,  # for exact comparisons; the command line offers the four above
 }
 #: Short spellings of the same dtypes.
 _ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}

@@ -114,7 +114,7 @@ def load(
     (``$XDG_CACHE_HOME/headmap``, or ``cache_dir``) because parsing GGUF takes ~20 s each time.
 
     ``dtype``: ``torch.float32`` (default), ``torch.bfloat16``, ``torch.float16``, their names
-    (``"bfloat16"``...), or ``"auto"`` for the checkpoint's own dtype. Maps and statistics come
+    (``"bfloat16"``...), ``"float64"``, or ``"auto"`` for the checkpoint's own dtype. Maps and statistics come
     back in float32 whatever the model computes in.
 
     ``device``: ``"cpu"`` (default), ``"cuda"``, ``"cuda:1"``, ``"mps"`` or a ``torch.device``: the
