@@ -33,6 +33,7 @@ from headmap.capture.encoding import encode, pad_token_id
 from headmap.capture.tap import AttentionCall
 from headmap.errors import HeadmapError
 from headmap.models import LoadedModel
+from headmap.models.devices import input_device
 from headmap.result import LayerKey
 
 MODES = ("zero", "mean")
@@ -85,7 +86,7 @@ def _input_mean(picked: torch.Tensor, real: torch.Tensor | None) -> torch.Tensor
     if real is None:
         mean = picked.mean(1, keepdim=True)
     else:
-        weights = real.to(picked.dtype)[:, :, None, None]
+        weights = real.to(picked.device, picked.dtype)[:, :, None, None]
         mean = (picked * weights).sum(1, keepdim=True) / weights.sum(1, keepdim=True).clamp(min=1)
     return mean.expand_as(picked)
 
@@ -116,7 +117,7 @@ def reference_means(
         counts[key] = counts.get(key, 0) + picked.shape[0]
         return out
 
-    device = next(module.parameters()).device
+    device = input_device(module)
     with gate_heads(module, list(chosen), observe, what="ablation"), torch.inference_mode():
         for text in texts:
             ids, _ = encode(tok, text)

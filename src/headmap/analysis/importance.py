@@ -35,6 +35,7 @@ from headmap.capture.engine import max_tokens
 from headmap.capture.plan import LayerSpec, resolve_heads, resolve_layers
 from headmap.errors import HeadmapError
 from headmap.models import LoadedModel, load
+from headmap.models.devices import input_device
 from headmap.render.report import Report, check_writable, format_number, json_numbers, write
 from headmap.result import CAUSATION_WARNING, LayerKey
 
@@ -63,20 +64,19 @@ def importance_partial(
         encoded.append((ids, tokens))
     batch_ids, mask, _ = pad_batch([e[0] for e in encoded], pad_token_id(loaded.tokenizer), "right")
     param = next(model.parameters())
+    device = input_device(model)
     inputs = loss.prepare(
         {"input_ids": batch_ids, "attention_mask": mask},
         [e[1] for e in encoded],
         getattr(loaded.tokenizer, "mask_token_id", None),
     )
-    inputs = {k: v.to(param.device) for k, v in inputs.items()}
+    inputs = {k: v.to(device) for k, v in inputs.items()}
     dtype = param.dtype if param.dtype.is_floating_point else torch.float32
-    gates = torch.ones(
-        len(texts), len(keys), arch.num_heads, dtype=dtype, device=param.device, requires_grad=True
-    )
+    gates = torch.ones(len(texts), len(keys), arch.num_heads, dtype=dtype, device=device, requires_grad=True)
     slot = {key: i for i, key in enumerate(keys)}
 
     def advice(key, out, call, forward):
-        return out * gates[:, slot[key], None, :, None].to(out.dtype)  # [batch, 1, head, 1]
+        return out * gates[:, slot[key], None, :, None].to(out.device, out.dtype)  # [batch, 1, head, 1]
 
     model_inputs = {k: v for k, v in inputs.items() if k != "labels"}
     with (

@@ -18,6 +18,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -57,11 +58,12 @@ class PartialWorker:
         loss: str | None,
         threads: int,
         trust_remote_code: bool,
+        load_options: dict[str, Any] | None = None,
     ) -> None:
         import torch
 
         torch.set_num_threads(max(1, threads))
-        self.loaded = load(source, trust_remote_code=trust_remote_code)
+        self.loaded = load(source, trust_remote_code=trust_remote_code, **(load_options or {}))
         chosen = resolve_loss(self.loaded.model, loss) if loss is not None else None
         self.work = Work(ReportSpec.from_json(spec), budget_bytes, chosen)
 
@@ -106,7 +108,9 @@ class RayEngine:
     """Jobs on a Ray Data actor pool of ``workers`` workers, each with ``cpus_per_worker`` CPUs and
     ``gpus_per_worker`` GPUs. ``address`` joins a running cluster (``"auto"`` or ``"ray://host:port"``);
     without it Ray starts on this machine for the run and stops afterwards. ``runtime_env`` is
-    handed to Ray (environment variables, packages for remote nodes)."""
+    handed to Ray (environment variables, packages for remote nodes). ``load_options`` go to each
+    worker's :func:`headmap.load` (``dtype``, ``device``...); workers with GPUs load onto ``cuda``
+    unless they say otherwise."""
 
     address: str | None = None
     workers: int = 2
@@ -114,6 +118,15 @@ class RayEngine:
     gpus_per_worker: float = 0.0
     trust_remote_code: bool = False
     runtime_env: dict[str, object] = field(default_factory=dict)
+    load_options: dict[str, Any] = field(default_factory=dict)
+
+    def worker_load_options(self) -> dict[str, Any]:
+        """What each worker passes to :func:`headmap.load` besides the model: ``load_options``, and
+        ``device="cuda"`` where the workers get GPUs and the options place the model nowhere."""
+        options = dict(self.load_options)
+        if self.gpus_per_worker > 0 and options.get("device") is None and options.get("device_map") is None:
+            options["device"] = "cuda"
+        return options
 
     def partials(self, loaded: LoadedModel, jobs: Sequence[Job], work: Work) -> Iterator[Partial]:
         if not jobs:
@@ -173,6 +186,7 @@ class RayEngine:
                 work.loss.name if work.loss else None,
                 max(1, int(self.cpus_per_worker)),
                 self.trust_remote_code,
+                self.worker_load_options(),
             ),
             batch_size=1,
             compute=ray.data.ActorPoolStrategy(size=self.workers),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from headmap.capture import capture
 from headmap.errors import HeadmapError
@@ -15,14 +16,16 @@ from headmap.result import CAUSATION_WARNING, AttentionResult
 SHOWCASE = {"minilm": (3, 5), "smollm2": (12, 4)}
 
 
-def run_demo(model_name: str, out: Path, text: str) -> list[Path]:
-    """Capture every layer of ``model_name`` on ``text`` and write the demo pictures into ``out``."""
+def run_demo(model_name: str, out: Path, text: str, **load_options: Any) -> list[Path]:
+    """Capture every layer of ``model_name`` on ``text`` and write the demo pictures into ``out``.
+
+    ``load_options`` go to :func:`headmap.load` (``device``, ``dtype``, ``device_map``...)."""
 
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise HeadmapError(f"cannot create the demo folder {out}: {exc.strerror}") from exc
-    model = load(model_name)
+    model = load(model_name, **load_options)
     layer, head = SHOWCASE.get(model_name, (0, 0))
     result = capture(model, text)
     assert isinstance(result, AttentionResult)  # one text gives one result

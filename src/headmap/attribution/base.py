@@ -11,6 +11,7 @@ import torch
 
 from headmap.attribution.target import ModelInputs, Target, single
 from headmap.models import LoadedModel
+from headmap.models.devices import input_device
 from headmap.tokens import Tokens
 
 
@@ -39,8 +40,8 @@ class Problem:
 
     @property
     def device(self) -> torch.device:
-        parameter = next(self.loaded.model.parameters(), None)
-        return parameter.device if parameter is not None else torch.device("cpu")
+        """Where the model takes its inputs (:func:`headmap.models.input_device`)."""
+        return input_device(self.loaded.model)
 
     def inputs(self) -> ModelInputs:
         """The text itself as a batch of one, on the model's device."""

@@ -26,6 +26,7 @@ from headmap.capture.discovery import discover, forward_module
 from headmap.capture.encoding import encode
 from headmap.errors import HeadmapError, check_index
 from headmap.models import LoadedModel
+from headmap.models.devices import input_device
 from headmap.tokens import Tokens
 
 
@@ -76,11 +77,6 @@ def model_kind(model: torch.nn.Module) -> str:
     if name in names(MODEL_FOR_MASKED_LM_MAPPING_NAMES) or name.endswith("ForMaskedLM"):
         return "masked"
     return "encoder"
-
-
-def _device(model: torch.nn.Module) -> torch.device:
-    parameter = next(model.parameters(), None)
-    return parameter.device if parameter is not None else torch.device("cpu")
 
 
 @dataclass(frozen=True, eq=False)
@@ -182,7 +178,7 @@ def mean_pooled(model: torch.nn.Module, inputs: ModelInputs) -> torch.Tensor:
     """``[batch, hidden]``: the last hidden state averaged over each variant's real tokens
     (sentence-transformers' mean pooling, special tokens included)."""
     hidden = forward_module(model)(**inputs.model_kwargs(), use_cache=False).last_hidden_state
-    weights = inputs.mask.to(hidden.dtype).unsqueeze(-1)
+    weights = inputs.mask.to(hidden.device, hidden.dtype).unsqueeze(-1)
     return (hidden * weights).sum(1) / weights.sum(1)
 
 
@@ -277,7 +273,7 @@ def _single_token(loaded: LoadedModel, token: str | int) -> tuple[int, str]:
 def _top_token(loaded: LoadedModel, ids: list[int], position: int) -> tuple[int, str]:
     with torch.inference_mode():
         inputs = single(ids, position)
-        device = _device(loaded.model)
+        device = input_device(loaded.model)
         logits = _logits_at(
             loaded.model, ModelInputs(inputs.ids.to(device), inputs.mask.to(device), inputs.position)
         )
@@ -323,7 +319,7 @@ def resolve_target(
             )
         compare_ids, _ = encode_text(loaded, compare)
         with torch.inference_mode():
-            device = _device(loaded.model)
+            device = input_device(loaded.model)
             batch = torch.tensor([compare_ids], device=device)
             one = ModelInputs(
                 batch, torch.ones_like(batch), torch.tensor([len(compare_ids) - 1], device=device)

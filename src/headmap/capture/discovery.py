@@ -31,6 +31,7 @@ import torch
 
 from headmap.capture.tap import AttentionCall, CapturePath, module_scope, tap
 from headmap.errors import HeadmapError
+from headmap.models.devices import input_device
 from headmap.result import LayerKey, Stack
 
 _ENCODER_PROBE, _DECODER_PROBE = 5, 3
@@ -132,18 +133,16 @@ def _keys(call: AttentionCall) -> torch.Tensor:
     return call.key
 
 
-def _probe_inputs(config: object, is_enc_dec: bool, position_ids: torch.Tensor | None = None) -> Inputs:
+def _probe_inputs(config: object, is_enc_dec: bool, device: torch.device) -> Inputs:
     vocab = int(getattr(config, "vocab_size", 8) or 8)
     # Ordinary tokens from the middle of the vocabulary: a special id (RoBERTa's pad is 1) would
     # change what the model does with the probe.
     specials = {getattr(config, a, None) for a in ("pad_token_id", "bos_token_id", "eos_token_id")}
     candidates = [i for i in range(vocab // 2, vocab // 2 + 16) if i not in specials] or list(range(vocab))
-    ids = torch.tensor(candidates[:_ENCODER_PROBE])[None]
+    ids = torch.tensor(candidates[:_ENCODER_PROBE], device=device)[None]
     inputs: dict[str, torch.Tensor] = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     if is_enc_dec:
         inputs["decoder_input_ids"] = ids[:, :_DECODER_PROBE]
-    if position_ids is not None:
-        inputs["position_ids"] = position_ids
     return inputs
 
 
@@ -236,7 +235,7 @@ def _discover(model: torch.nn.Module) -> Architecture:
         )
     is_enc_dec = bool(getattr(config, "is_encoder_decoder", False))
     runner = forward_module(model)
-    inputs = _probe_inputs(config, is_enc_dec)
+    inputs = _probe_inputs(config, is_enc_dec, input_device(model))
     try:
         calls = _kernel_calls(runner, inputs)
         entries: list[_Entry]
@@ -290,7 +289,8 @@ def _position_offset(
     length = inputs["input_ids"].shape[1]
     pad = getattr(config, "pad_token_id", None)
     for offset in dict.fromkeys([0, *([pad + 1] if isinstance(pad, int) else [])]):
-        given = dict(inputs, position_ids=(offset + torch.arange(length))[None])
+        positions = offset + torch.arange(length, device=inputs["input_ids"].device)
+        given = dict(inputs, position_ids=positions[None])
         try:
             state = _first_layer_state(runner, given, first)
         except Exception:  # noqa: BLE001 - a model that rejects the ids has no usable offset

@@ -40,6 +40,7 @@ from headmap.capture.plan import (
 from headmap.capture.tap import AttentionCall, CapturePath, Proceed
 from headmap.errors import HeadmapError
 from headmap.models import LoadedModel, load
+from headmap.models.devices import input_device
 from headmap.result import AttentionResult, LayerKey, Side
 
 DEFAULT_BLOCK_BYTES = 64 * 2**20
@@ -209,7 +210,7 @@ def _cpu_refusal(model: torch.nn.Module) -> str | None:
     """Why packing would not pay on this model's device (None where it does): on a CPU only the
     compiled kernel computes a packed batch faster than the model's kernel does a padded one."""
     missing = native.unavailable()
-    if _model_device(model).type != "cpu" or (missing is None and native.built()):
+    if input_device(model).type != "cpu" or (missing is None and native.built()):
         return None
     missing = missing or "not built yet: a corpus of 1,024 tokens or more builds it"
     return f"on a CPU without the compiled kernel ({missing}), a padded batch is faster"
@@ -266,11 +267,6 @@ def _batch_inputs(
     return inputs, valid
 
 
-def _model_device(model: torch.nn.Module) -> torch.device:
-    parameter = next(model.parameters(), None)
-    return parameter.device if parameter is not None else torch.device("cpu")
-
-
 def _run_batch(
     loaded: LoadedModel,
     arch: Architecture,
@@ -287,7 +283,7 @@ def _run_batch(
 
     ``packed``: the batch runs as one packed sequence (every layer up to the last asked is tapped, so
     that each text sees only its own keys)."""
-    device = _model_device(loaded.model)
+    device = input_device(loaded.model)
     inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
     addressing = LayerAddressing(arch, plan.layers if packed is None else tuple(arch.sites))
     counter = CallCounter()  # one forward: a fresh count

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from headmap.errors import HeadmapError
 from headmap.models import BUNDLED, DEFAULT_MODEL
@@ -148,6 +148,50 @@ def add_model_args(parser: argparse.ArgumentParser, text: bool = True) -> None:
         action="store_true",
         help="allow model code from the model folder (off by default)",
     )
+    add_device_args(parser)
+
+
+#: The names ``--dtype`` takes (headmap.models.devices.DTYPES, repeated here to keep --help free of torch).
+DTYPE_NAMES = ("float32", "bfloat16", "float16", "auto")
+
+
+def add_device_args(parser: argparse.ArgumentParser) -> None:
+    """``--device``, ``--dtype``, ``--device-map`` and ``--offload-folder``: where the model loads
+    and in which precision (every command that loads a model takes them; see :func:`load_options`)."""
+    group = parser.add_argument_group("device and precision")
+    group.add_argument(
+        "--device",
+        metavar="DEVICE",
+        help="put the whole model on this device: cpu (default), cuda, cuda:N or mps",
+    )
+    group.add_argument(
+        "--dtype",
+        choices=DTYPE_NAMES,
+        default="float32",
+        help="weights and compute precision (default: %(default)s; auto keeps the checkpoint's); "
+        "maps and statistics come back in float32",
+    )
+    group.add_argument(
+        "--device-map",
+        choices=("auto", "balanced", "sequential"),
+        help="spread the model with accelerate over the GPUs, then the CPU, then the disk (instead of --device)",
+    )
+    group.add_argument(
+        "--offload-folder",
+        type=Path,
+        metavar="FOLDER",
+        help="with --device-map: folder for the weights that do not fit in memory",
+    )
+
+
+def load_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keywords :func:`headmap.load` takes from :func:`add_device_args`' options."""
+    options: dict[str, Any] = {"dtype": getattr(args, "dtype", "float32")}
+    for name in ("device", "device_map", "offload_folder"):
+        value = getattr(args, name, None)
+        if value is not None:
+            options[name] = value
+    return options
 
 
 def add_display_args(parser: argparse.ArgumentParser) -> None:
@@ -179,7 +223,7 @@ def add_display_args(parser: argparse.ArgumentParser) -> None:
 def load_model(args: argparse.Namespace) -> LoadedModel:
     from headmap.models import load
 
-    return load(args.model, trust_remote_code=args.trust_remote_code)
+    return load(args.model, trust_remote_code=args.trust_remote_code, **load_options(args))
 
 
 def note_paths(result: object) -> None:

@@ -6,7 +6,15 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from headmap.cli.common import add_outputs, check_outputs, int_arg, load_model, parse_heads, read_text
+from headmap.cli.common import (
+    add_device_args,
+    add_outputs,
+    check_outputs,
+    int_arg,
+    load_model,
+    parse_heads,
+    read_text,
+)
 from headmap.errors import HeadmapError
 from headmap.models import BUNDLED, DEFAULT_MODEL
 
@@ -94,6 +102,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="allow model code from the model folder (off by default)",
     )
+    add_device_args(explain)
     explain.set_defaults(run=run)
 
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from headmap.cli.common import Once, load_model, parse_heads, parse_layers
+from headmap.cli.common import Once, add_device_args, load_model, load_options, parse_heads, parse_layers
 from headmap.models import BUNDLED, DEFAULT_MODEL
 
 if TYPE_CHECKING:  # for annotations only: the engines load on use
@@ -84,6 +84,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="allow model code from the model folder (off by default)",
     )
+    add_device_args(heads)
     heads.set_defaults(run=run)
 
 
@@ -104,6 +105,7 @@ def _engine(args: argparse.Namespace) -> Engine:
         workers=args.workers,
         gpus_per_worker=args.gpus_per_worker,
         trust_remote_code=args.trust_remote_code,
+        load_options=load_options(args),
     )
 
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from headmap.cli.common import Once, add_outputs, check_outputs, load_model
+from headmap.cli.common import Once, add_device_args, add_outputs, check_outputs, load_model
 from headmap.errors import HeadmapError
 from headmap.models import BUNDLED, DEFAULT_MODEL
 
@@ -89,6 +89,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     prune.add_argument(
         "--trust-remote-code", action="store_true", help="allow model code from the model folder"
     )
+    add_device_args(prune)
     prune.set_defaults(run=run)
 
 

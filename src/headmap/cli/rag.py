@@ -6,7 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from headmap.cli.common import add_outputs, check_outputs, load_model, parse_heads, parse_layers
+from headmap.cli.common import (
+    add_device_args,
+    add_outputs,
+    check_outputs,
+    load_model,
+    parse_heads,
+    parse_layers,
+)
 from headmap.errors import HeadmapError
 from headmap.models import BUNDLED
 
@@ -54,6 +61,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     rag.add_argument(
         "--trust-remote-code", action="store_true", help="allow model code from the model folder"
     )
+    add_device_args(rag)
     rag.set_defaults(run=run)
 
 

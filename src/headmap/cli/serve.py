@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from headmap.cli.common import add_device_args, load_options
 from headmap.models import BUNDLED, DEFAULT_MODEL
 
 #: How often the waiting main thread wakes up to see whether the server still runs (seconds).
@@ -43,6 +44,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="allow model code from model folders (off by default)",
     )
+    add_device_args(serve)
     serve.set_defaults(run=run)
 
 
@@ -57,6 +59,7 @@ def run(args: argparse.Namespace) -> None:
         max_tokens=args.max_tokens,
         cache_bytes=args.cache_mb << 20,
         trust_remote_code=args.trust_remote_code,
+        load_options=load_options(args),
     )
     bench.info(
         bench.default_model

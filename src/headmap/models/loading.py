@@ -10,9 +10,10 @@ from __future__ import annotations
 import importlib.util
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 from urllib.parse import urlparse
 
 import torch
@@ -20,6 +21,7 @@ from transformers import PreTrainedModel
 
 from headmap.errors import HeadmapError
 from headmap.models import gguf_cache, pruned
+from headmap.models.devices import DeviceMap, check_placement, dispatch, parse_device, parse_dtype
 from headmap.models.names import BUNDLED, BUNDLED_INSTALL, DEFAULT_MODEL
 
 
@@ -69,12 +71,40 @@ def bundled_path(name: str) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where and in which dtype a model loads: one device, or accelerate's device map."""
+
+    dtype: torch.dtype | str = torch.float32
+    device: torch.device | None = None
+    device_map: DeviceMap | None = None
+    max_memory: Mapping[int | str, int | str] | None = None
+    offload_folder: str | None = None
+
+    def from_pretrained_options(self) -> dict[str, Any]:
+        """The keywords ``from_pretrained`` takes for this placement (the device is applied after)."""
+        options: dict[str, Any] = {"dtype": self.dtype}
+        if self.device_map is not None:
+            options["device_map"] = (
+                self.device_map if isinstance(self.device_map, str) else dict(self.device_map)
+            )
+            if self.max_memory is not None:
+                options["max_memory"] = dict(self.max_memory)
+            if self.offload_folder is not None:
+                options["offload_folder"] = self.offload_folder
+        return options
+
+
 def load(
     name_or_path: str = DEFAULT_MODEL,
     *,
     trust_remote_code: bool = False,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | str | None = torch.float32,
     cache_dir: str | Path | None = None,
+    device: str | int | torch.device | None = None,
+    device_map: DeviceMap | None = None,
+    max_memory: Mapping[int | str, int | str] | None = None,
+    offload_folder: str | Path | None = None,
 ) -> LoadedModel:
     """Load a model and tokenizer for capture.
 
@@ -82,8 +112,26 @@ def load(
     ``.gguf`` file, or a hub id such as ``"gpt2"`` (needs a reachable hub or its local cache).
     GGUF files are converted once to a float32 safetensors copy under the user cache folder
     (``$XDG_CACHE_HOME/headmap``, or ``cache_dir``) because parsing GGUF takes ~20 s each time.
-    """
 
+    ``dtype``: ``torch.float32`` (default), ``torch.bfloat16``, ``torch.float16``, their names
+    (``"bfloat16"``...), ``"float64"``, or ``"auto"`` for the checkpoint's own dtype. Maps and statistics come
+    back in float32 whatever the model computes in.
+
+    ``device``: ``"cpu"`` (default), ``"cuda"``, ``"cuda:1"``, ``"mps"`` or a ``torch.device``: the
+    whole model goes there. ``device_map`` (needs accelerate) spreads it instead: ``"auto"`` fills
+    the GPUs, then the CPU, then the disk; a dict names a place per module (``{"model.layers.0": 0,
+    "model.layers.1": "cpu", "lm_head": "disk"}``). ``max_memory`` (``{0: "10GiB", "cpu": "30GiB"}``)
+    caps each place for ``"auto"``; ``offload_folder`` holds the weights put on ``"disk"``. Give
+    ``device`` or ``device_map``, not both. Inputs then go to :func:`headmap.models.input_device`.
+    """
+    placement = Placement(
+        dtype=parse_dtype(dtype),
+        device=parse_device(device),
+        device_map=device_map,
+        max_memory=max_memory,
+        offload_folder=None if offload_folder is None else str(Path(offload_folder).expanduser()),
+    )
+    check_placement(placement.device, device_map, max_memory, offload_folder)
     if name_or_path in BUNDLED:
         path, display = bundled_path(name_or_path), name_or_path
     else:
@@ -92,12 +140,12 @@ def load(
         if not path.is_file():
             raise HeadmapError(f"GGUF file {path} does not exist")
         folder = gguf_cache.converted_folder(path, cache_dir=cache_dir)
-        return _load_folder(folder, display, trust_remote_code=trust_remote_code, dtype=dtype)
+        return _load_folder(folder, display, trust_remote_code=trust_remote_code, placement=placement)
     if path.is_dir():
-        return _load_folder(path, display, trust_remote_code=trust_remote_code, dtype=dtype)
+        return _load_folder(path, display, trust_remote_code=trust_remote_code, placement=placement)
     if path.exists():
         raise HeadmapError(f"{path} is a file but not a .gguf model: pass a model folder or a .gguf file")
-    return _load_hub(name_or_path, trust_remote_code=trust_remote_code, dtype=dtype)
+    return _load_hub(name_or_path, trust_remote_code=trust_remote_code, placement=placement)
 
 
 def _model_class(config: object) -> pruned.ModelClass:
@@ -112,7 +160,7 @@ def _model_class(config: object) -> pruned.ModelClass:
 
 
 def _load_folder(
-    folder: Path | str, display: str, *, trust_remote_code: bool, dtype: torch.dtype, **hub: object
+    folder: Path | str, display: str, *, trust_remote_code: bool, placement: Placement, **hub: object
 ) -> LoadedModel:
     import transformers
 
@@ -124,25 +172,34 @@ def _load_folder(
     try:
         if pruned.is_pruned(config):
             # Per-layer head counts: built at full size, cut to the recorded layout, then loaded.
-            model = pruned.load_pruned(Path(folder), config, _model_class(config), dtype)
+            model = pruned.load_pruned(Path(folder), config, _model_class(config), placement.dtype)
+            model = dispatch(model, placement.device_map, placement.max_memory, placement.offload_folder)
         else:
             model = _model_class(config).from_pretrained(
                 folder,
                 config=config,
-                dtype=dtype,
                 use_safetensors=True,  # never unpickle weights
                 trust_remote_code=trust_remote_code,
+                **placement.from_pretrained_options(),
                 **hub,
             )
+        if placement.device is not None:
+            model = model.to(placement.device)
         tokenizer = transformers.AutoTokenizer.from_pretrained(
             folder, trust_remote_code=trust_remote_code, **hub
         )
     except HeadmapError:
         raise
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, ImportError) as exc:
         raise HeadmapError(
             f"cannot load {display!r}: {_first_line(exc)} (headmap loads safetensors weights only)"
         ) from exc
+    except torch.OutOfMemoryError:
+        where = placement.device or "this device"
+        raise HeadmapError(
+            f"{display!r} does not fit on {where}: try --dtype bfloat16, or --device-map auto "
+            "to spread it over the GPUs, the CPU and the disk"
+        ) from None
     if not getattr(tokenizer, "is_fast", False):
         raise HeadmapError(f"{display!r} has no fast tokenizer: headmap needs token offsets (tokenizer.json)")
     model.eval()
@@ -150,11 +207,11 @@ def _load_folder(
     return LoadedModel(model=cast(PreTrainedModel, model), tokenizer=tokenizer, name=display)
 
 
-def _load_hub(repo_id: str, *, trust_remote_code: bool, dtype: torch.dtype) -> LoadedModel:
+def _load_hub(repo_id: str, *, trust_remote_code: bool, placement: Placement) -> LoadedModel:
     # The local hub cache first: it works offline and costs no network round trip.
     try:
         return _load_folder(
-            repo_id, repo_id, trust_remote_code=trust_remote_code, dtype=dtype, local_files_only=True
+            repo_id, repo_id, trust_remote_code=trust_remote_code, placement=placement, local_files_only=True
         )
     except HeadmapError:
         pass
@@ -169,7 +226,7 @@ def _load_hub(repo_id: str, *, trust_remote_code: bool, dtype: torch.dtype) -> L
             f"unknown model {repo_id!r}: not bundled ({', '.join(BUNDLED)}), not a local folder or .gguf file, "
             f"and the hub at {endpoint} cannot be reached: pass a local model folder instead"
         )
-    return _load_folder(repo_id, repo_id, trust_remote_code=trust_remote_code, dtype=dtype)
+    return _load_folder(repo_id, repo_id, trust_remote_code=trust_remote_code, placement=placement)
 
 
 def _reachable(url: str, timeout: float = 3.0) -> bool:

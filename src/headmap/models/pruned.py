@@ -326,12 +326,19 @@ class ModelClass(Protocol):
 
 
 def load_pruned(
-    folder: Path, config: PreTrainedConfig, cls: ModelClass, dtype: torch.dtype
+    folder: Path, config: PreTrainedConfig, cls: ModelClass, dtype: torch.dtype | str
 ) -> torch.nn.Module:
-    """Build ``cls`` from ``config`` at its original size, cut it to the recorded layouts, load the weights."""
+    """Build ``cls`` from ``config`` at its original size, cut it to the recorded layouts, load the weights.
+
+    ``dtype`` ``"auto"`` keeps the dtype the config records (float32 where it names none). The model
+    is built on the CPU: :func:`headmap.models.devices.dispatch` spreads it afterwards, ``.to(device)`` moves it."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    if dtype == "auto":
+        recorded = getattr(config, "dtype", None)
+        dtype = recorded if isinstance(recorded, torch.dtype) else torch.float32
+    assert isinstance(dtype, torch.dtype)
     layouts = [HeadLayout.from_json(item) for item in getattr(config, CONFIG_KEY)["layers"]]
     setattr(config, CONFIG_KEY, None)  # build the full-size skeleton first
     model = cls.from_config(config, dtype=dtype)

@@ -8,10 +8,10 @@ of every browser tab carries its own text and options and the server keeps no pe
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from headmap.analysis.stats import HeadStats, collect_stats
 from headmap.capture import MapStore, stream
@@ -75,12 +75,14 @@ class Workbench:
         full_capture_bytes: int = FULL_CAPTURE_BYTES,
         trust_remote_code: bool = False,
         loader: Callable[..., LoadedModel] = load,
+        load_options: Mapping[str, Any] | None = None,
     ) -> None:
         given = check_model_names(models)
         self.model_names = given + tuple(n for n in BUNDLED if n not in given)
         self.default_model = given[0] if given else self.model_names[0]
         self.max_tokens, self.max_cells, self.full_capture_bytes = max_tokens, max_cells, full_capture_bytes
         self._trust_remote_code, self._loader = trust_remote_code, loader
+        self._load_options = dict(load_options or {})  # device, dtype... for every model (headmap.load)
         self._models: BoundedCache[LoadedModel] = BoundedCache(len(self.model_names), lambda _: 1)
         # A third of the budget for whole captures, the rest for drawable maps.
         self.captures: BoundedCache[AttentionResult] = BoundedCache(
@@ -99,7 +101,7 @@ class Workbench:
         if name not in self.model_names:
             raise HeadmapError(f"unknown model {name!r}: this dashboard offers {', '.join(self.model_names)}")
         return self._models.get_or_compute(
-            name, lambda: self._loader(name, trust_remote_code=self._trust_remote_code)
+            name, lambda: self._loader(name, trust_remote_code=self._trust_remote_code, **self._load_options)
         )
 
     def info(self, name: str) -> ModelInfo:

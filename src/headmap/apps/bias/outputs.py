@@ -25,6 +25,7 @@ from headmap.attribution.target import ModelInputs, ScoreFunction, Target, model
 from headmap.capture.encoding import pad_batch, pad_token_id
 from headmap.errors import HeadmapError
 from headmap.models import LoadedModel
+from headmap.models.devices import input_device
 
 
 def resolve(
@@ -80,8 +81,7 @@ def score_prompts(
     hides the pads from encoders), so each number is the prompt's own.
     """
     model = loaded.model
-    parameter = next(model.parameters(), None)
-    device = parameter.device if parameter is not None else torch.device("cpu")
+    device = input_device(model)
     pad = pad_token_id(loaded.tokenizer)
     out = []
     step = max(1, batch_size)

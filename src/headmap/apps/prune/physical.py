@@ -24,6 +24,7 @@ from headmap.capture.discovery import discover
 from headmap.capture.encoding import encode, pad_batch, pad_token_id
 from headmap.errors import HeadmapError
 from headmap.models import LoadedModel
+from headmap.models.devices import input_device, is_offloaded
 from headmap.models.pruned import HeadLayout, attention_modules, current_layouts, cut_heads, original_layout
 from headmap.result import LayerKey, Stack
 
@@ -102,6 +103,12 @@ def prune_heads(
     Its outputs equal ``model``'s under ``headmap.ablate(model, heads, mode="zero")``.
     """
 
+    if is_offloaded(model.model):
+        raise HeadmapError(
+            f"{model.name} keeps weights offloaded by its device_map (on 'meta' until their module runs), "
+            "and physical pruning cuts weights in memory: load it onto devices that hold it whole "
+            "(device=, or a device_map without 'cpu' or 'disk'), or gate the heads with headmap.ablate"
+        )
     chosen = heads if isinstance(heads, Mapping) else resolve_pairs(model, list(heads))
     layouts = layouts_for(model.model, chosen)
     pruned = copy.deepcopy(model.model)
@@ -120,7 +127,7 @@ def _inputs(loaded: LoadedModel, texts: Sequence[str]) -> dict[str, torch.Tensor
     ids, mask, _ = pad_batch(
         [encode(loaded.tokenizer, t)[0] for t in texts], pad_token_id(loaded.tokenizer), "right"
     )
-    device = next(loaded.model.parameters()).device
+    device = input_device(loaded.model)
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
 
 

@@ -29,6 +29,7 @@ from headmap.capture.discovery import forward_module
 from headmap.capture.encoding import encode, pad_batch, pad_token_id
 from headmap.errors import HeadmapError
 from headmap.models import LoadedModel
+from headmap.models.devices import input_device
 
 RETRIEVAL_SCALE = 20.0
 
@@ -56,7 +57,7 @@ def is_causal_lm(model: torch.nn.Module) -> bool:
 
 def _batches(loaded: LoadedModel, texts: Sequence[str], batch_size: int):
     """``(input_ids, attention_mask)`` per batch of texts, right-padded, on the model's device."""
-    device = next(loaded.model.parameters()).device
+    device = input_device(loaded.model)
     limit = loaded.max_positions
     pad = pad_token_id(loaded.tokenizer)
     for first in range(0, len(texts), max(1, batch_size)):

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from headmap.models import LoadedModel
+from headmap.models.devices import input_device
 
 #: Spearman between the two rankings at or above which the attention picture counts as supported
 #: (when the top chunks also agree).
@@ -42,7 +43,7 @@ def answer_token_logprobs(
     """
     model = loaded.model
     n = len(answer_ids)
-    device = next(model.parameters()).device
+    device = input_device(model)
     ids = torch.tensor([[*prompt_ids, *answer_ids]], device=device)
     keep = {"logits_to_keep": n + 1} if _accepts(model, "logits_to_keep") else {}
     with torch.inference_mode():

@@ -28,6 +28,7 @@ from headmap.apps.chat import has_chat_template
 from headmap.capture import Encoded, encode_parts
 from headmap.errors import HeadmapError
 from headmap.models import LoadedModel
+from headmap.models.devices import input_device
 
 INSTRUCTION = "Answer the question using the numbered documents below."
 PLAIN_ANSWER_CUE = "\nAnswer:\n"
@@ -156,7 +157,7 @@ def generate_answer(loaded: LoadedModel, prompt: RagPrompt, max_new_tokens: int)
     if max_new_tokens < 1:
         raise HeadmapError(f"--max-new-tokens must be at least 1, not {max_new_tokens}")
     stops = stop_ids(loaded)
-    device = next(loaded.model.parameters()).device
+    device = input_device(loaded.model)
     ids = torch.tensor([prompt.ids], device=device)
     pad = next(iter(sorted(stops)), None) if getattr(loaded.tokenizer, "pad_token_id", None) is None else None
     extra = {"pad_token_id": pad} if pad is not None else {}
