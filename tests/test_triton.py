@@ -179,7 +179,7 @@ def test_a_bfloat16_model_takes_the_kernel(bert_tokenizer):
     """A bfloat16 model's statistics through the kernel, against the exact path in bfloat16: the two
     see the same bfloat16 queries and keys, but the layers' outputs differ by bfloat16 rounding
     (flash-style P V against the model's kernel), which the next layer's inputs carry: measured
-    7e-3 on these texts."""
+    9.5e-3 here (gemma2 6.4e-3, bert 1.9e-2)."""
     model = _model("llama", bert_tokenizer, torch.bfloat16)
     got = _stats(model, TEXTS)
     assert "Triton fused kernel" in " ".join(got[0].notes)
