@@ -57,7 +57,8 @@ def probe_frame(
     )
     with eval_mode(model.model):
         tokens = token_counts(model, corpus)
-        native.prepare(sum(tokens))  # as head_report does, so both take the same path
+        if next(model.model.parameters()).dtype == torch.float32:  # the kernel's one dtype
+            native.prepare(sum(tokens))  # as head_report does, so both take the same path
         parts = [
             stats_partial(model, [corpus[i] for i in group], spec, [tokens[i] for i in group])
             for group in plan_groups(corpus, tokens, spec, batch_size, 0)

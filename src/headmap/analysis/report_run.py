@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 from tqdm.auto import tqdm
 
 from headmap.analysis.compute import plan_groups, token_counts
@@ -90,7 +91,8 @@ def _jobs(
         groups = [list(range(a, min(len(todo), a + step))) for a in range(0, len(todo), step)]
     else:
         groups = plan_groups(todo, tokens, spec, batch_size, budget_bytes)
-        native.prepare(sum(tokens))  # before the first group, so that every group takes one path
+        if next(loaded.model.parameters()).dtype == torch.float32:  # the kernel's one dtype
+            native.prepare(sum(tokens))  # before the first group, so that every group takes one path
     return [Job(kind, tuple(todo[i] for i in g), tuple(tokens[i] for i in g)) for g in groups]
 
 

@@ -162,7 +162,10 @@ def stream(
         ),
         num_layers=arch.num_layers,
         num_heads=arch.num_heads,
-        notes=_path_notes(arch, keys) + _fused_notes(loaded, consumer) + _pack_notes(packing, refusal),
+        notes=_path_notes(arch, keys)
+        + _dtype_notes(loaded.model)
+        + _fused_notes(loaded, consumer)
+        + _pack_notes(packing, refusal),
         layer_heads=resolve_layer_heads(arch, keys, heads),
     )
     consumer.begin(plan)
@@ -203,6 +206,18 @@ def _path_notes(arch: Architecture, keys: Sequence[LayerKey]) -> tuple[str, ...]
     paths = {arch.sites[k].path for k in keys} - {CapturePath.DISPATCH}
     return tuple(
         f"capture path: {path.value} ({path.describe()})" for path in sorted(paths, key=lambda p: p.value)
+    )
+
+
+def _dtype_notes(model: torch.nn.Module) -> tuple[str, ...]:
+    """How the maps of a model that runs in half precision were computed (README: Precision)."""
+    parameter = next(model.parameters(), None)
+    if parameter is None or parameter.dtype == torch.float32:
+        return ()
+    return (
+        f"precision: the model runs in {parameter.dtype}; maps are float32, with scores and softmax in "
+        "float32 from its own queries and keys as its kernel computes them (eager weights differ by their "
+        "rounding), or its own weights where it computes them itself",
     )
 
 

@@ -1,7 +1,13 @@
 """Recompute attention weights from a tapped kernel call, for chosen heads, rows and keys.
 
 This reproduces the eager softmax(scale * Q K^T [softcap] + bias + mask) for a block of query rows
-at a time, in float32, so that memory is bounded by the block and not by the sequence squared.
+at a time, so that memory is bounded by the block and not by the sequence squared.
+
+Precision: the queries, keys, biases and masks are the model's own, in the model's dtype; the scores
+and the softmax are float32 whatever that dtype, as SDPA and flash kernels compute them internally.
+For a bfloat16 or float16 model this gives the weights its kernel applied (tested: weights times
+values give the kernel's output to one unit of its rounding), and differs from the model's eager
+``output_attentions`` by the rounding eager applies to the scores and weights (tests/test_dtypes.py).
 """
 
 from __future__ import annotations
@@ -117,7 +123,8 @@ def attention_block(
         mask = broadcast_pick(call.mask, batch, heads)[:, rows][:, :, keys]  # type: ignore[arg-type]  # mask is set
         if mask.dtype != torch.bool:
             scores += mask.float().clamp(min=lowest)
-            mask = mask > lowest / 2
+            # Hidden keys hold the mask dtype's lowest value: float16's is only -65504.
+            mask = mask > torch.finfo(mask.dtype).min / 2
         scores.masked_fill_(~mask, lowest)
         visible = mask.sum(-1).amax(0)
     scores_max = scores.amax(-1)
