@@ -103,8 +103,9 @@ def test_fused_moments_for_some_heads_and_rows(bert_tokenizer):
     _compare(exact.joined(), fused.joined())
 
 
-def _fused_vs_kernel(loaded, text: str) -> list[float]:
-    """Per layer: max |fused output - the model's own kernel output| on the same inputs."""
+def _fused_vs_kernel(loaded, text: str, kernel: str | None = None) -> list[float]:
+    """Per layer: max |fused output - the model's own kernel output| on the same inputs (``kernel``:
+    which fused kernel, the default one where None)."""
     arch = discover(loaded.model)
     modules = [s.module for s in arch.sites.values()]
     gaps = []
@@ -112,11 +113,12 @@ def _fused_vs_kernel(loaded, text: str) -> list[float]:
     def both(call, proceed):
         kernel = proceed()
         assert fusable(call) is None, fusable(call)
-        ours, _ = fused_attention(call, [None] * call.query.shape[0], 1 << 20)
+        ours, _ = fused_attention(call, [None] * call.query.shape[0], 1 << 20, kernel)
         gaps.append((ours - kernel).abs().max().item())
         return kernel
 
-    enc = dict(loaded.tokenizer(text, return_tensors="pt"))
+    device = next(loaded.model.parameters()).device
+    enc = {k: v.to(device) for k, v in loaded.tokenizer(text, return_tensors="pt").items()}
     if arch.is_encoder_decoder:
         enc["decoder_input_ids"] = enc["input_ids"][:, :5]
     with torch.no_grad(), tap_around(both, modules), module_scope(modules):

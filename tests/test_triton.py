@@ -19,6 +19,7 @@ from tiny_models import build
 from headmap import capture
 from headmap.analysis.stats import STATS, collect_stats
 from headmap.capture import triton_stats
+from headmap.capture.plan import TRITON
 from headmap.capture.native import ElementLayout
 
 triton_kernel = pytest.importorskip("headmap.capture.triton_kernel")
@@ -171,7 +172,7 @@ def test_packed_batches_through_the_kernel(name, bert_tokenizer):
 @pytest.mark.parametrize("name", ["llama", "gemma2", "bert"])
 def test_the_model_gets_its_own_output(name, bert_tokenizer):
     """What the kernel hands back to the model equals the model's own attention output (float32)."""
-    gaps = _fused_vs_kernel(_model(name, bert_tokenizer), TROPHY)
+    gaps = _fused_vs_kernel(_model(name, bert_tokenizer), TROPHY, TRITON)
     assert gaps and max(gaps) <= TOL
 
 
