@@ -47,7 +47,7 @@ def _softcapped(s, cap):
     return tl.where(x < 0, -th, th) * cap
 
 
-_LOW = -3.4028234663852886e38  # float32's lowest, the clamp of an additive mask
+_LOW = tl.constexpr(-3.4028234663852886e38)  # float32's lowest, the clamp of an additive mask (a constexpr: kernels read no other globals)
 
 
 @triton.jit
