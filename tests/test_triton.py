@@ -19,8 +19,8 @@ from tiny_models import build
 from headmap import capture
 from headmap.analysis.stats import STATS, collect_stats
 from headmap.capture import triton_stats
-from headmap.capture.plan import TRITON
 from headmap.capture.native import ElementLayout
+from headmap.capture.plan import TRITON
 
 triton_kernel = pytest.importorskip("headmap.capture.triton_kernel")
 # Rows whose every key is masked (padding rows: never asked) sum e * s over float32's lowest scores
