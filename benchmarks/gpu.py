@@ -7,10 +7,11 @@ tokenizing):
 - ``plain``: the model's own forward without its LM head, SDPA attention (flash attention on an
   H200 in bfloat16), no capture: the floor every ratio is against;
 - ``stats``: headmap, every layer's and head's streaming statistics, ``fused=True`` (the default:
-  the fused kernel where it serves; the row's ``notes`` say which kernel served which layers);
+  on a GPU the Triton kernel, bfloat16 included; the row's ``notes`` say which kernel served which
+  layers);
 - ``stats_exact``: the same with ``fused=False``: the model's kernel runs, then headmap recomputes
   the weights block by block; skipped where ``stats`` already took that path for every layer
-  (a bfloat16 model, while the fused kernels reproduce float32 attention only);
+  (triton missing, or a kernel refusing every layer);
 - ``one_head``: headmap, one head's full N x N map (layer L/2, head 4), returned as float32 numpy on
   the host: skipped where that map alone exceeds ``--host-map-gib`` (at 128k it is 64 GiB);
 - ``last_row``: headmap, the last query row of every layer and head;
