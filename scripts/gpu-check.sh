@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check, one prepared run for a machine with CUDA (sized for one H200: ends within
-# GPU_CHECK_BUDGET seconds, default 480): the CUDA tests (pytest -m cuda tests/test_cuda.py), then
+# GPU_CHECK_BUDGET seconds, default 480): the CUDA tests (tests/test_cuda.py, tests/test_triton.py), then
 # the GPU benchmark (benchmarks/gpu.py: Llama 3.2 1B and Llama 3.1 8B shapes, random weights, 8k to
 # 128k tokens), then a summary. Writes benchmarks/gpu.json and the gpu table of benchmarks/README.md.
 #
@@ -74,13 +74,14 @@ if [ -z "$DRY" ]; then
   fi
 fi
 
-step 2 "the CUDA tests (pytest -m cuda tests/test_cuda.py)"
+step 2 "the CUDA tests (tests/test_cuda.py, and tests/test_triton.py on CUDA tensors)"
 TESTS=0
 if [ -n "$DRY" ]; then
   HEADMAP_CUDA_TEST_DEVICE=cpu "$PY" -m pytest -q -m cuda -p no:cacheprovider tests/test_cuda.py 2>&1 \
     | tee "$LOGS/tests.log" >&2 || TESTS=$?
 else
-  timeout 240 "$PY" -m pytest -q -m cuda -p no:cacheprovider tests/test_cuda.py 2>&1 \
+  # test_triton.py runs the Triton kernel's own tests on CUDA tensors here (in CI, the interpreter).
+  timeout 270 "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_triton.py 2>&1 \
     | tee "$LOGS/tests.log" >&2 || TESTS=$?
 fi
 
