@@ -37,6 +37,7 @@ class CorpusCollector:
 
     diversity: bool = False
     keeps_scores: bool = True
+    reduces_on_device: bool = True  # blocks are reduced on the layer's device (see capture.consumers)
     stats: StatsCollector = field(default_factory=lambda: StatsCollector(pool=False))
     plan: CapturePlan | None = None
     next_sums: dict[tuple[int, LayerKey], np.ndarray] = field(default_factory=dict)
@@ -82,8 +83,11 @@ class CorpusCollector:
     def consume_moments(
         self, item: int, key: LayerKey, plan_index: torch.Tensor, moments: RowMoments
     ) -> None:
-        self.stats.consume_moments(item, key, plan_index, moments)
-        self._next_share(item, key, moments)
+        value, count = self.stats.consume_moments(item, key, plan_index, moments)
+        assert self.plan is not None
+        sums = self.next_sums.setdefault((item, key), np.zeros(len(self.plan.heads)))
+        sums += value
+        self.next_counts[(item, key)] = self.next_counts.get((item, key), 0.0) + count
 
     def consume_packed(
         self,

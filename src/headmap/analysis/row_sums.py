@@ -81,35 +81,21 @@ def text_sums(
     return sums.view(n_texts, n_stats, heads).cpu().numpy(), counts.cpu().numpy()
 
 
-def _nan_sum(values: torch.Tensor) -> tuple[np.ndarray, float]:
-    """Per-head sum over the rows where ``values`` ``[head, row]`` is defined, and how many rows."""
-    defined = ~values[0].isnan() if values.shape[0] else torch.zeros(values.shape[1], dtype=torch.bool)
-    return values[:, defined].sum(1).cpu().numpy(), float(defined.sum())
-
-
 def moment_sums(
     m: RowMoments, cross: bool, special_queries: torch.Tensor
 ) -> dict[str, tuple[np.ndarray, float]]:
     """Per-head sums over the rows of ``m`` (one text), with the number of rows each statistic averages
-    over; ``cross``: cross-attention, where the positional statistics are undefined."""
-    n_rows = len(m.rows)
-    entropy = m.entropy
-    out: dict[str, tuple[np.ndarray, float]] = {"entropy": (entropy.sum(1).cpu().numpy(), n_rows)}
-    broad = m.visible > 1
-    log_visible = m.visible.clamp(min=2).double().log()
-    out["entropy_norm"] = ((entropy / log_visible)[:, broad].sum(1).cpu().numpy(), float(broad.sum()))
-    out["first_share"] = (m.p_first.sum(1).cpu().numpy(), n_rows)
-    out["special_share"] = (m.p_special.sum(1).cpu().numpy(), n_rows)
-    plain_rows = (~special_queries[m.rows]).to(entropy.device)
-    if not plain_rows.any():
-        plain_rows = torch.ones(n_rows, dtype=torch.bool, device=entropy.device)
-    out["confidence"] = (m.p_max[:, plain_rows].sum(1).cpu().numpy(), float(plain_rows.sum()))
+    over: :data:`STATS`, then ``next_share``; ``cross``: cross-attention, where the positional
+    statistics are undefined (zero rows). Reduced where the moments are (a GPU's rows stay there) and
+    brought to the host in one transfer, so a layer costs the device one synchronization."""
+    plain = ~special_queries[m.rows]  # both on the host: no synchronization
+    if not plain.any():
+        plain = torch.ones(len(m.rows), dtype=torch.bool)
+    values, counted = _row_values(m, plain)  # [stat, head, row], [stat, row]
+    names = (*STATS, "next_share")
     if cross:
-        heads = m.p_max.shape[0]
-        for name in ("distance", "prev_share", "diag_share"):
-            out[name] = (np.zeros(heads), 0.0)
-        return out
-    out["distance"] = (m.distance.sum(1).cpu().numpy(), n_rows)
-    out["diag_share"] = (m.p_diag.sum(1).cpu().numpy(), n_rows)
-    out["prev_share"] = _nan_sum(m.p_prev)
-    return out
+        undefined = torch.tensor([n in (*POSITIONAL, "next_share") for n in names], device=counted.device)
+        counted = counted & ~undefined[:, None]
+        values = torch.where(counted[:, None, :], values, torch.zeros((), dtype=values.dtype))
+    host = torch.cat([values.sum(-1), counted.sum(-1, dtype=torch.float64)[:, None]], 1).cpu().numpy()
+    return {name: (host[i, :-1], float(host[i, -1])) for i, name in enumerate(names)}

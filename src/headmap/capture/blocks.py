@@ -104,5 +104,7 @@ def emit_blocks(
                 block = attention_block(
                     call, states, element, heads, picked, key_pos, keep_scores=consumer.keeps_scores
                 )
-            # The one place blocks leave the device: every consumer works on host tensors.
-            consumer.consume(item, key, start, replace(block.to_host(), rows=text_rows[start : start + step]))
+            # The one place blocks leave the device: consumers work on host tensors, except those that
+            # reduce them where they are (statistics: only their per-head sums reach the host).
+            kept = block if getattr(consumer, "reduces_on_device", False) else block.to_host()
+            consumer.consume(item, key, start, replace(kept, rows=text_rows[start : start + step]))

@@ -24,7 +24,9 @@ class Consumer(Protocol):
     """True if the consumer reads :attr:`Block.scores` (costs memory; off for plain map storage)."""
 
     def consume(self, item: int, key: LayerKey, start: int, block: Block) -> object:
-        """``block`` (on the host) covers rows ``plan.rows[item][key][start : start + len(block.rows)]``."""
+        """``block`` covers rows ``plan.rows[item][key][start : start + len(block.rows)]``; it is on the
+        host, unless the consumer has a true ``reduces_on_device`` attribute (then on the layer's
+        device, its ``rows`` on the host): statistics reduce a GPU's blocks there."""
 
 
 class MomentConsumer(Consumer, Protocol):

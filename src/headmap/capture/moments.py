@@ -61,7 +61,8 @@ class PositionMoments:
 @dataclass(frozen=True)
 class RowMoments:
     """Moments of some query rows of one layer of one text; every field but ``rows`` and
-    ``visible`` is ``[head, row]`` float64 on the host."""
+    ``visible`` is ``[head, row]`` float64, on the device the kernel ran on (the statistics reduce
+    them there); ``rows`` is on the host."""
 
     rows: torch.Tensor  # [row] query-token indices in the text
     log_z: torch.Tensor
@@ -109,6 +110,7 @@ class RowMoments:
 
     def select_heads(self, index: torch.Tensor) -> RowMoments:
         """The moments of the heads at ``index`` only."""
+        index = index.to(self.log_z.device)  # the moments may be on a GPU, the plan's heads are not
         picked = {name: getattr(self, name).index_select(0, index) for name in MOMENT_FIELDS}
         return RowMoments(rows=self.rows, visible=self.visible, pooled=self.pooled, **picked)
 
@@ -132,16 +134,17 @@ def block_moments(block: Block, special_keys: torch.Tensor, cross: bool, n_keys:
     ``special_keys`` are the indices of the text's special key tokens, ``n_keys`` its key count.
     """
     w, rows, width = block.weights, block.rows, block.width
+    device = w.device  # the block's (a GPU's blocks are reduced there); ``rows`` may be on the host
     assert block.scores is not None, "block_moments needs the block's scores (consumer.keeps_scores)"
     p_max = w.amax(-1)  # [head, row]
     # logsumexp(s) = max s - log(max p): the block already holds both, so no log over the block.
     log_z = block.scores_max.double() - p_max.double().log()
     mean_score = torch.linalg.vecdot(w, block.scores).double()
-    special = special_keys[special_keys < width]
+    special = special_keys[special_keys < width].to(device)
     heads, n = w.shape[0], len(rows)
-    positions = PositionMoments.undefined(heads, n) if cross else _block_positions(block, n_keys)
+    positions = PositionMoments.undefined(heads, n, device) if cross else _block_positions(block, n_keys)
     return RowMoments.of(
-        rows,
+        rows.cpu(),
         block.visible,
         log_z=log_z,
         mean_score=mean_score,
@@ -154,25 +157,27 @@ def block_moments(block: Block, special_keys: torch.Tensor, cross: bool, n_keys:
 
 def _block_positions(block: Block, n_keys: int) -> PositionMoments:
     """The position-based moments of a self-attention block (query and key are one text)."""
-    w, rows, width = block.weights, block.rows, block.width
+    w, width = block.weights, block.width
+    device = w.device
+    rows = block.rows.to(device)
     heads, n = w.shape[0], len(rows)
-    positions = torch.arange(width, dtype=torch.float32)
+    positions = torch.arange(width, dtype=torch.float32, device=device)
     if block.causal:
         # Every key is at or before its row: sum_k p_k |q - k| = q - sum_k p_k k.
         distance = rows.double()[None, :] - torch.matmul(w, positions).double()
     else:
         gap = (rows[:, None].float() - positions[None, :]).abs_()  # [row, key]
         distance = torch.einsum("hrk,rk->hr", w, gap).double()
-    index = torch.arange(n)
-    diag = torch.zeros(heads, n, dtype=torch.float64)
+    index = torch.arange(n, device=device)
+    diag = torch.zeros(heads, n, dtype=torch.float64, device=device)
     ok = rows < width
     diag[:, ok] = w[:, index[ok], rows[ok]].double()
-    prev = torch.full((heads, n), _NAN, dtype=torch.float64)
+    prev = torch.full((heads, n), _NAN, dtype=torch.float64, device=device)
     has_prev = rows >= 1
     prev[:, has_prev] = 0.0
     seen = has_prev & (rows - 1 < width)
     prev[:, seen] = w[:, index[seen], rows[seen] - 1].double()
-    following = torch.full((heads, n), _NAN, dtype=torch.float64)
+    following = torch.full((heads, n), _NAN, dtype=torch.float64, device=device)
     has_next = rows + 1 < n_keys
     following[:, has_next] = 0.0  # beyond the block's width a weight is exactly 0
     seen = has_next & (rows + 1 < width)
@@ -184,7 +189,7 @@ def pool_keys(mean_map: torch.Tensor, key_cell: int, n_cells: int) -> torch.Tens
     """``[row, key]`` -> ``[row, n_cells]``: max over each cell of ``key_cell`` keys (weights >= 0,
     so keys beyond the map, all zero, need no padding)."""
     rows, width = mean_map.shape
-    pooled = torch.zeros(rows, n_cells, dtype=mean_map.dtype)
+    pooled = torch.zeros(rows, n_cells, dtype=mean_map.dtype, device=mean_map.device)
     full = width // key_cell
     if full:
         pooled[:, :full] = mean_map[:, : full * key_cell].view(rows, full, key_cell).amax(-1)

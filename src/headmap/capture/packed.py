@@ -175,7 +175,7 @@ class PackedForward:
         kept = (
             None
             if found.maps is None
-            else found.maps.index_select(0, heads)[:, asked.rows.to(found.maps.device)]
+            else found.maps.index_select(0, heads.to(found.maps.device))[:, asked.rows.to(found.maps.device)]
         )
         if hasattr(consumer, "consume_packed"):
             consumer.consume_packed(list(self.batch), key, asked.counts, moments, kept)

@@ -30,6 +30,8 @@ runs it on CPU tensors, which is how CI tests it.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import triton
 import triton.language as tl
@@ -341,22 +343,24 @@ def fused_stats(
     grid = (triton.cdiv(n, block_m), heads, batch)
     qs, ks, vs = q.stride(), k.stride(), v.stride()
     cap, win = float(softcap or 1.0), int(window or 0)
-    _fused_stats[grid](
-        q, k, v, out, sums, key_lo, key_hi, mask_t, *qs, *ks, *vs, *ms,
-        heads, n, n_k, float(scale), cap, win, threshold,
-        DV=dv, IEEE=ieee, BLOCK_N=block_n, BLOCK_DV=max(16, triton.next_power_of_2(dv)),
-        num_warps=warps, **shape,
-    )  # fmt: skip
-    _row_keys[grid](
-        q, k, sums, track, special, key_lo, key_hi, mask_t, *qs, *ks, *ms,
-        heads, n, n_k, special.shape[1], float(scale), cap, win, num_warps=warps, **shape,
-    )  # fmt: skip
-    if not width:
-        return out, sums, None
-    maps = torch.zeros(batch, heads, n, width, dtype=torch.float32, device=device)
-    _row_maps[grid](
-        q, k, sums, maps, key_lo, key_hi, mask_t, *qs, *ks, *ms,
-        heads, n, n_k, width, float(scale), cap, win, threshold,
-        IEEE=ieee, BLOCK_N=block_n, num_warps=warps, **shape,
-    )  # fmt: skip
+    # Triton launches on the current CUDA device: a layer on another GPU (a device map) needs its own.
+    with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
+        _fused_stats[grid](
+            q, k, v, out, sums, key_lo, key_hi, mask_t, *qs, *ks, *vs, *ms,
+            heads, n, n_k, float(scale), cap, win, threshold,
+            DV=dv, IEEE=ieee, BLOCK_N=block_n, BLOCK_DV=max(16, triton.next_power_of_2(dv)),
+            num_warps=warps, **shape,
+        )  # fmt: skip
+        _row_keys[grid](
+            q, k, sums, track, special, key_lo, key_hi, mask_t, *qs, *ks, *ms,
+            heads, n, n_k, special.shape[1], float(scale), cap, win, num_warps=warps, **shape,
+        )  # fmt: skip
+        if not width:
+            return out, sums, None
+        maps = torch.zeros(batch, heads, n, width, dtype=torch.float32, device=device)
+        _row_maps[grid](
+            q, k, sums, maps, key_lo, key_hi, mask_t, *qs, *ks, *ms,
+            heads, n, n_k, width, float(scale), cap, win, threshold,
+            IEEE=ieee, BLOCK_N=block_n, num_warps=warps, **shape,
+        )  # fmt: skip
     return out, sums, maps
