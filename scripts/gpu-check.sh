@@ -34,6 +34,13 @@ done
 if [ -n "${PYTHON:-}" ]; then PY=$PYTHON; elif [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 LOGS=$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX")
+# Wheels carried into .whl/ (a machine without an index: `pip download --no-deps` them here, e.g.
+# transformers==5.24.0, the version the project pins) go first on the path, over the image's own.
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$LOGS/site" .whl/*.whl >&2
+  export PYTHONPATH="$LOGS/site:$PYTHONPATH"
+  echo "gpu-check: carried wheels: $(cd .whl && ls *.whl | tr '\n' ' ')" >&2
+fi
 step() { echo "gpu-check: [$1/4] $2 ($((SECONDS - START)) s)" >&2; }
 
 step 1 "checking the device and the Python packages ($PY)"
