@@ -1,4 +1,5 @@
-"""Contract cases: attribution and applications (Explanation, RagReport, BiasReport, PruneReport).
+"""Contract cases: attribution and applications (Explanation, GenerationReport, RagReport, BiasReport,
+PruneReport).
 
 Each factory runs the real pipeline on a tiny random-weight llama (two layers, four heads, the
 MiniLM tokenizer), a few seconds at most; the model is built once for all four.
@@ -37,6 +38,10 @@ def make_explanation(_: Path) -> Explanation:
     )
 
 
+def make_generation(_: Path) -> object:
+    return headmap.explain_generation(tiny_llama(), TEXT, max_new_tokens=3)
+
+
 def make_rag(_: Path) -> object:
     chunks = ["the old maps are kept in the library.", "the garage has space for two cars."]
     return rag(tiny_llama(), "which room holds the old maps?", chunks, answer="the library")
@@ -61,6 +66,7 @@ def make_prune(_: Path) -> object:
 
 APP_CASES: list[Case] = [
     Case("Explanation", make_explanation, Explanation.load, (Format.JSON,)),
+    Case("GenerationReport", make_generation),
     Case("RagReport", make_rag),
     Case("BiasReport", make_bias),
     Case("PruneReport", make_prune, read_report, (Format.JSON,)),

@@ -190,7 +190,19 @@ def test_bad_input_becomes_a_message(bench):
     counts = [len(v.controls()) for v in VIEWS]
     starts = np.cumsum([0, *counts])
     layout = Layout(VIEWS, tuple((int(a), int(a + n)) for a, n in zip(starts, counts)))
-    extras = ["entropy", "", "", ["attention"], "a question?", "one chunk", ""]  # depth, explanation, rag
+    extras = [
+        "entropy",
+        "",
+        "",
+        ["attention"],
+        "a question?",
+        "one chunk",
+        "",
+        2,
+        0,
+        0,
+        False,
+    ]  # depth, explanation, rag, generation
     base = dict(
         model="minilm",
         text=TEXT,
@@ -234,7 +246,9 @@ def test_models_on_the_command_line_are_checked(tmp_path):
 
 def test_views_are_one_typed_list():
     labels = [v.label for v in VIEWS]
-    assert labels == ["single head", "all heads of a layer", "layer-depth statistics", "explanation", "RAG"]
+    assert labels == [
+        "single head", "all heads of a layer", "layer-depth statistics", "explanation", "RAG", "generation"
+    ]  # fmt: skip
     assert len(set(labels)) == len(labels) and all(v.help for v in VIEWS)
 
 
@@ -308,3 +322,21 @@ def draw_message(bench, view, values) -> str:
     except HeadmapError as exc:
         return str(exc)
     return ""
+
+
+@pytest.mark.slow
+def test_generation_view_shows_each_token_beside_occlusion(smollm2):
+    from headmap.attribution import explain_generation
+    from headmap.serve.views import generation
+
+    bench = Workbench(["smollm2"], loader=lambda name, **_: smollm2, max_tokens=64)
+    request = Request("smollm2", "The capital of France is", layer=0, head=0, spec=ViewSpec(), cmap="viridis")
+    shown = generation.draw(bench, request, (2, 0, 0, False))
+    direct = explain_generation(smollm2, "The capital of France is", max_new_tokens=2).trace
+    sent = np.asarray(shown["panels"][0]["values"], dtype=float).reshape(4, -1)
+    np.testing.assert_allclose(sent[0], direct.attention[0] / direct.attention[0].max(), atol=1e-6)
+    np.testing.assert_allclose(sent[1], direct.occlusion[0] / np.nanmax(np.abs(direct.occlusion[0])), atol=1e-6)
+    assert shown["rows"][:2] == ["0: Paris · attention", "0: Paris · occlusion"]
+    assert "greedy" in shown["caption"][0] and "not causation" in shown["caption"][-1]
+    with pytest.raises(HeadmapError, match="1 to 32"):
+        generation.draw(bench, request, (99, 0, 0, False))

@@ -7,9 +7,9 @@ view with its question and chunks as its own controls) is a new module and one l
 
 from __future__ import annotations
 
-from headmap.serve.views import depth, explanation, head, layer, rag
+from headmap.serve.views import depth, explanation, generation, head, layer, rag
 from headmap.serve.views.base import Control, Request, View
 
-VIEWS: tuple[View, ...] = (head.VIEW, layer.VIEW, depth.VIEW, explanation.VIEW, rag.VIEW)
+VIEWS: tuple[View, ...] = (head.VIEW, layer.VIEW, depth.VIEW, explanation.VIEW, rag.VIEW, generation.VIEW)
 
 __all__ = ["VIEWS", "Control", "Request", "View"]
