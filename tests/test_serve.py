@@ -335,7 +335,9 @@ def test_generation_view_shows_each_token_beside_occlusion(smollm2):
     direct = explain_generation(smollm2, "The capital of France is", max_new_tokens=2).trace
     sent = np.asarray(shown["panels"][0]["values"], dtype=float).reshape(4, -1)
     np.testing.assert_allclose(sent[0], direct.attention[0] / direct.attention[0].max(), atol=1e-6)
-    np.testing.assert_allclose(sent[1], direct.occlusion[0] / np.nanmax(np.abs(direct.occlusion[0])), atol=1e-6)
+    np.testing.assert_allclose(
+        sent[1], direct.occlusion[0] / np.nanmax(np.abs(direct.occlusion[0])), atol=1e-6
+    )
     assert shown["rows"][:2] == ["0: Paris · attention", "0: Paris · occlusion"]
     assert "greedy" in shown["caption"][0] and "not causation" in shown["caption"][-1]
     with pytest.raises(HeadmapError, match="1 to 32"):
