@@ -54,3 +54,22 @@ def test_agreement_with_leave_one_out():
     assert same.spearman == pytest.approx(1.0) and same.top1
     other = agreement(np.array([0.0, 5.0, 1.0, 2.0]), drops)
     assert other.spearman == pytest.approx(spearman(np.array([0.0, 5.0, 1.0, 2.0]), drops)) and not other.top1
+
+
+def test_rag_reports_the_surrogate_beside_leave_one_out(bert_tokenizer, tmp_path):
+    from headmap.apps.rag import rag
+
+    model = build("llama", bert_tokenizer)[0]
+    report = rag(model, "which room holds the old maps?", CHUNKS, answer="the library", surrogate=8, seed=4)
+    assert report.surrogate is not None and report.surrogate.masks.shape == (8, 3)
+    costs = report.costs.set_index("method")
+    assert (
+        costs.loc["surrogate (8 ablations)", "forwards"] == 8 and costs.loc["leave-one-out", "forwards"] == 3
+    )
+    expected = agreement(report.surrogate.scores, report.logprob_drop)
+    assert costs.loc["surrogate (8 ablations)", "spearman"] == pytest.approx(expected.spearman, nan_ok=True)
+    data = report.to_dict()
+    assert data["surrogate"]["ablations"] == 8 and len(data["agreement_with_leave_one_out"]) == 4
+    assert "Spearman with leave-one-out" in report.save(tmp_path / "r.html").read_text()
+    assert "surrogate_score" in report.table
+    assert rag(model, "which room holds the old maps?", CHUNKS, answer="the library").surrogate is None

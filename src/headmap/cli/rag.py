@@ -56,6 +56,19 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--layers", default="all", help="layers to capture and average: comma-separated, or 'all'"
     )
     rag.add_argument("--heads", default="all", help="heads to capture and average: comma-separated, or 'all'")
+    rag.add_argument(
+        "--surrogate",
+        type=int,
+        nargs="?",
+        const=32,
+        default=0,
+        metavar="K",
+        help="also fit a ContextCite-style surrogate on K random ablations of the chunks (default K: 32) and "
+        "report its agreement with leave-one-out",
+    )
+    rag.add_argument(
+        "--seed", type=int, default=0, help="the surrogate's ablation seed (default: %(default)s)"
+    )
     add_outputs(rag, "the report: .html, .png, .svg, .pdf or .json")
     rag.add_argument("--quiet", action="store_true", help="do not print the table")
     rag.add_argument(
@@ -79,6 +92,8 @@ def run(args: argparse.Namespace) -> None:
     from headmap.render.report import COMMON
 
     check_outputs(args.output, [fmt.value for fmt in COMMON])
+    if args.surrogate < 0 or args.surrogate == 1:
+        raise HeadmapError("--surrogate takes at least 2 ablations (32 by default; 0: none)")
     chunks = read_chunks(args.chunks)
     answer = _answer_ids(args.answer_ids) if args.answer_ids is not None else args.answer
     model = load_model(args)
@@ -90,6 +105,8 @@ def run(args: argparse.Namespace) -> None:
         max_new_tokens=args.max_new_tokens,
         layers=parse_layers(args.layers),
         heads=parse_heads(args.heads),
+        surrogate=args.surrogate,
+        seed=args.seed,
         progress=sys.stderr.isatty(),
     )
     if not args.quiet:
@@ -100,6 +117,8 @@ def run(args: argparse.Namespace) -> None:
             print(f"log p(answer) = {report.answer_logprob:.4f}")
             print(report.table.to_string())
             print(report.verdict)
+            print("agreement with leave-one-out (the causal reference):")
+            print(report.costs.to_string(index=False))
             for line in [*report.warnings, report.caveats[0]]:
                 print(line)
     for path in args.output:

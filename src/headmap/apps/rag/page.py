@@ -143,7 +143,7 @@ def report_body(report: RagReport) -> str:
         f"<p class='verdict'>{escape(report.verdict)}</p>"
         f"<h2>Attention beside the causal check</h2>{_bars(report)}"
         f"<p class='small'>Spearman (attention vs drop) = {report.spearman:.3f}; calibrated vs drop = "
-        f"{report.spearman_calibrated:.3f}.</p>"
+        f"{report.spearman_calibrated:.3f}.</p>{_costs(report)}"
         f"<h2>Attention per answer token and chunk</h2>"
         f"<p class='small'>Mean over layers and heads of each row's weight on the chunk's tokens; row t is the "
         f"position that predicts answer token t.</p>{_heatmap(report)}"
@@ -154,4 +154,17 @@ def report_body(report: RagReport) -> str:
         f"<h2>Exact prompts</h2><details><summary>full prompt ({len(report.prompt_ids)} tokens)</summary>"
         f"<pre>{html.escape(report.prompt)}</pre></details>{without}"
         f"</div>"
+    )
+
+
+def _costs(report: RagReport) -> str:
+    """Each attribution's cost in forwards and its agreement with leave-one-out, as a small table."""
+    rows = "".join(
+        f"<tr><td>{escape(str(r.method))}</td><td>{int(r.forwards)}</td><td>{r.spearman:.3f}</td>"
+        f"<td>{'yes' if r.same_top else 'no'}</td></tr>"
+        for r in report.costs.itertuples()
+    )
+    return (
+        "<table class='small'><tr><th>method</th><th>forwards</th><th>Spearman with leave-one-out</th>"
+        f"<th>same top chunk</th></tr>{rows}</table>"
     )

@@ -18,6 +18,7 @@ from headmap.apps.rag.chunks import Chunk
 from headmap.apps.rag.evidence import DUMMY_SENTENCE, IGNORED_BELOW, flags
 from headmap.apps.rag.figure import report_figure
 from headmap.apps.rag.page import report_body
+from headmap.apps.rag.surrogate import Surrogate, agreement
 from headmap.render.report import Report, deprecated_alias, json_number, json_numbers
 from headmap.result import CAUSATION_WARNING
 
@@ -70,6 +71,8 @@ class RagReport(Report):
     token_logprobs: np.ndarray
     prompts_without: tuple[str, ...]
     token_logprobs_without: np.ndarray
+    surrogate: Surrogate | None = None
+    """A ContextCite-style surrogate over the chunks (``rag(..., surrogate=k)``), None when not asked."""
 
     tabular = True  # to_pandas() is the table: .parquet is written too
 
@@ -129,6 +132,32 @@ class RagReport(Report):
     @property
     def spearman_calibrated(self) -> float:
         return spearman(self.calibrated_attention, self.logprob_drop)
+
+    @property
+    def costs(self) -> pd.DataFrame:
+        """Each chunk attribution beside its cost in forwards and its agreement with leave-one-out (the
+        reference: one forward per chunk): Spearman over the chunks and whether the top chunk is the same."""
+        import pandas as pd
+
+        found = {
+            "attention": (1, self.attention),
+            "position-calibrated attention": (1 + len(self.chunks), self.calibrated_attention),
+        }
+        if self.surrogate is not None:
+            found[f"surrogate ({len(self.surrogate.masks)} ablations)"] = (
+                len(self.surrogate.masks),
+                self.surrogate.scores,
+            )
+        rows = []
+        for name, (forwards, scores) in found.items():
+            agrees = agreement(scores, self.logprob_drop)
+            rows.append(
+                {"method": name, "forwards": forwards, "spearman": agrees.spearman, "same_top": agrees.top1}
+            )
+        rows.append(
+            {"method": "leave-one-out", "forwards": len(self.chunks), "spearman": 1.0, "same_top": True}
+        )
+        return pd.DataFrame(rows)
 
     @property
     def verdict(self) -> str:
@@ -199,6 +228,8 @@ class RagReport(Report):
             },
             index=pd.RangeIndex(1, len(self.chunks) + 1, name="slot"),
         )
+        if self.surrogate is not None:
+            frame["surrogate_score"] = self.surrogate.scores
         return frame
 
     # -- files and display ---------------------------------------------------------------------
@@ -253,6 +284,20 @@ class RagReport(Report):
             "spearman_calibrated": json_number(self.spearman_calibrated),
             "verdict": self.verdict,
             "chunks": chunks,
+            "surrogate": None
+            if self.surrogate is None
+            else {
+                "ablations": len(self.surrogate.masks),
+                "keep_masks": [json_numbers(m) for m in self.surrogate.masks],
+                "answer_logprobs": json_numbers(self.surrogate.logprobs),
+                "scores": json_numbers(self.surrogate.scores),
+                "intercept": json_number(self.surrogate.intercept),
+                "r2": json_number(self.surrogate.r2),
+                "seconds": self.surrogate.seconds,
+            },
+            "agreement_with_leave_one_out": [
+                {**row, "spearman": json_number(row["spearman"])} for row in self.costs.to_dict("records")
+            ],
             "lookback_ratio": [json_numbers(row) for row in self.lookback],
             "caveats": self.caveats,
         }

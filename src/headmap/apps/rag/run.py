@@ -27,6 +27,7 @@ from headmap.apps.rag.prompt import (
     with_answer,
 )
 from headmap.apps.rag.report import RagReport
+from headmap.apps.rag.surrogate import surrogate as fit_surrogate
 from headmap.capture import CapturePlan, stream
 from headmap.capture.plan import LayerSpec
 from headmap.errors import HeadmapError
@@ -44,6 +45,8 @@ def rag(
     max_new_tokens: int = 48,
     layers: LayerSpec | Sequence[LayerSpec] | None = None,
     heads: int | Sequence[int] | None = None,
+    surrogate: int = 0,
+    seed: int = 0,
     progress: bool = False,
 ) -> RagReport:
     """Check which retrieved chunks a causal LM's answer draws on, by attention and by removal.
@@ -53,6 +56,8 @@ def rag(
     template (see :mod:`headmap.apps.rag.prompt`). ``answer``: a text (tokenized without special
     tokens) or exact answer ids; None generates one greedily (``max_new_tokens``, stopping at
     EOS). ``layers``/``heads``: which layers and heads are captured and averaged (None: all).
+    ``surrogate``: also fit a ContextCite-style surrogate on that many seeded random ablations of the
+    chunks (:mod:`headmap.apps.rag.surrogate`; 0: none), reported beside leave-one-out with its agreement.
 
     The attention of answer token ``t`` is the row of the position that predicts it (the one just
     before it). Attention is correlation, not causation: the report puts each chunk's attention
@@ -68,7 +73,7 @@ def rag(
     _check_length(
         loaded, len(prompt) + (max_new_tokens if given is None else len(given)), "the prompt with the answer"
     )
-    with _Progress(progress, 2 * len(items) + 2 + (given is None)) as tick:
+    with _Progress(progress, 2 * len(items) + 2 + (given is None) + surrogate) as tick:
         if given is None:
             answer_ids, truncated = _generate(loaded, prompt, max_new_tokens)
             tick()
@@ -106,6 +111,11 @@ def rag(
         for r in reduced:
             without.append(answer_token_logprobs(loaded, r.ids, answer_ids))
             tick()
+        fitted = (
+            fit_surrogate(loaded, question, texts, answer_ids, k=surrogate, seed=seed, tick=tick)
+            if surrogate
+            else None
+        )
     context_tokens = sum(stop - first for first, stop in prompt.chunk_tokens)
     return RagReport(
         model=loaded.name,
@@ -135,6 +145,7 @@ def rag(
         token_logprobs=token_logprobs,
         prompts_without=tuple(r.text for r in reduced),
         token_logprobs_without=np.stack(without),
+        surrogate=fitted,
     )
 
 
