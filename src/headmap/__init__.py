@@ -49,7 +49,7 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers and editors (a test
     from headmap.apps.bias import BiasReport, bias_probe
     from headmap.apps.prune import PruneReport, prune, prune_heads
     from headmap.apps.rag import RagReport, rag
-    from headmap.attribution import Explanation, explain
+    from headmap.attribution import Calibration, Explanation, calibrate, explain, load_calibration
     from headmap.capture import Block, CapturePlan, Encoded, MapStore, capture, encode_parts, stream
     from headmap.models import LoadedModel, load
     from headmap.render.files import render_to_file  # noqa: F401 - the stages bound below
@@ -81,7 +81,9 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(("BiasReport", "bias_probe"), "headmap.apps.bias"),
     **dict.fromkeys(("PruneReport", "prune", "prune_heads"), "headmap.apps.prune"),
     **dict.fromkeys(("RagReport", "rag"), "headmap.apps.rag"),
-    **dict.fromkeys(("Explanation", "explain"), "headmap.attribution"),
+    **dict.fromkeys(
+        ("Calibration", "Explanation", "calibrate", "explain", "load_calibration"), "headmap.attribution"
+    ),
     **dict.fromkeys(
         ("Block", "CapturePlan", "Encoded", "MapStore", "capture", "encode_parts", "stream"),
         "headmap.capture",
@@ -158,6 +160,7 @@ __all__ = [
     "AttentionResult",
     "BiasReport",
     "Block",
+    "Calibration",
     "CapturePlan",
     "Encoded",
     "Explanation",
@@ -180,6 +183,7 @@ __all__ = [
     "Tokens",
     "ablate",
     "bias_probe",
+    "calibrate",
     "capture",
     "collect_stats",
     "encode_parts",
@@ -188,6 +192,7 @@ __all__ = [
     "head_report",
     "interactive_html",
     "load",
+    "load_calibration",
     "load_result",
     "plot_monitor",
     "prune",

@@ -3,7 +3,19 @@ captured maps; Integrated Gradients, attention x gradient and input x gradient t
 the capture tap; occlusion as the causal reference; and how far they agree."""
 
 from headmap.attribution.base import Attribution, Method, Problem
+from headmap.attribution.calibrate import calibrate
+from headmap.attribution.calibrated import Calibration, load_calibration
 from headmap.attribution.explain import METHODS, explain
 from headmap.attribution.explanation import Explanation
 
-__all__ = ["METHODS", "Attribution", "Explanation", "Method", "Problem", "explain"]
+__all__ = [
+    "METHODS",
+    "Attribution",
+    "Calibration",
+    "Explanation",
+    "Method",
+    "Problem",
+    "calibrate",
+    "explain",
+    "load_calibration",
+]
