@@ -153,3 +153,13 @@ def test_smollm2_calibrates_on_a_handful_of_texts(smollm2, tmp_path):
         smollm2, TEXTS[0], methods="calibrated,occlusion", calibration=cal.save(tmp_path / "s.safetensors")
     )
     assert np.isfinite(ex.to_words().word_scores["calibrated"]).all()
+
+
+def test_custom_units_such_as_chunks(llama):
+    def halves(problem):
+        inner = [i for i in range(problem.n) if not problem.tokens.special[i] and i != problem.position]
+        return [inner[: len(inner) // 2], inner[len(inner) // 2 :]]
+
+    cal = headmap.calibrate(llama, TEXTS[:3], masks=4, holdout=0.0, units=halves)
+    assert cal.meta["settings"]["units"] == "halves" and cal.meta["heldout"] == {}
+    assert cal.meta["train"]["texts"] == 3

@@ -18,7 +18,7 @@ leave-one-out (removing one unit).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -145,6 +145,7 @@ def calibrate(
     alpha: float = 0.0,
     seed: int = 0,
     batch_size: int = 16,
+    units: Callable[[Problem], Sequence[Sequence[int]]] | None = None,
     progress: bool = False,
 ) -> Calibration:
     """Learn calibrated attention's weights for ``model`` from ``texts`` (see the module).
@@ -152,7 +153,8 @@ def calibrate(
     ``masks``: random ablations per text, each keeping a word with probability ``keep``;
     ``holdout``: the share of texts (at least one when there are 2+) kept out of the fit to score
     it; ``alpha``: the Lasso penalty (0: plain non-negative least squares); ``seed``: the masks
-    and the split.
+    and the split. ``units``: ``problem -> token groups`` to ablate (default
+    :func:`ablation_units`, the words; e.g. a RAG prompt's chunks).
     """
     loaded = load(model) if isinstance(model, str) else model
     texts = [t for t in texts if t.strip()]
@@ -177,7 +179,12 @@ def calibrate(
         for i, text in enumerate(texts):
             problem = problem_for(loaded, text)
             sample = sample_text(
-                problem, ablation_units(problem), masks=masks, keep=keep, rng=rng, batch_size=batch_size
+                problem,
+                (units or ablation_units)(problem),
+                masks=masks,
+                keep=keep,
+                rng=rng,
+                batch_size=batch_size,
             )
             if sample is not None:
                 (test if i in held else fit).append(sample)
@@ -200,7 +207,7 @@ def calibrate(
             "holdout": holdout,
             "alpha": alpha,
             "seed": seed,
-            "units": "words",
+            "units": "words" if units is None else getattr(units, "__name__", "custom"),
             "rows": "explained position (mean of all rows when pooled)",
             "target": "the model's top token at the explained position",
         },
