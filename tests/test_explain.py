@@ -203,7 +203,7 @@ def test_threads_get_their_serial_results(llama):
 @pytest.mark.slow
 def test_smollm2_output_is_the_models_own_log_probability(smollm2, tmp_path):
     ex = headmap.explain(smollm2, PREFIX, " big", n_steps=8, max_steps=8)
-    assert set(ex.methods) == set(headmap.attribution.METHODS)
+    assert set(ex.methods) == set(headmap.attribution.METHODS) - {"calibrated"}  # it needs a calibration
     data = json.loads(ex.to_words().save(tmp_path / "why.json").read_text())
     ids, _ = encode_text(smollm2, PREFIX)
     token = smollm2.tokenizer(" big", add_special_tokens=False)["input_ids"][0]

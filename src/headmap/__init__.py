@@ -49,7 +49,15 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers and editors (a test
     from headmap.apps.bias import BiasReport, bias_probe
     from headmap.apps.prune import PruneReport, prune, prune_heads
     from headmap.apps.rag import RagReport, rag
-    from headmap.attribution import Explanation, GenerationReport, explain, explain_generation
+    from headmap.attribution import (
+        Calibration,
+        Explanation,
+        GenerationReport,
+        calibrate,
+        explain,
+        explain_generation,
+        load_calibration,
+    )
     from headmap.capture import Block, CapturePlan, Encoded, MapStore, capture, encode_parts, stream
     from headmap.models import LoadedModel, load
     from headmap.render.files import render_to_file  # noqa: F401 - the stages bound below
@@ -82,7 +90,16 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(("PruneReport", "prune", "prune_heads"), "headmap.apps.prune"),
     **dict.fromkeys(("RagReport", "rag"), "headmap.apps.rag"),
     **dict.fromkeys(
-        ("Explanation", "GenerationReport", "explain", "explain_generation"), "headmap.attribution"
+        (
+            "Calibration",
+            "Explanation",
+            "GenerationReport",
+            "calibrate",
+            "explain",
+            "explain_generation",
+            "load_calibration",
+        ),
+        "headmap.attribution",
     ),
     **dict.fromkeys(
         ("Block", "CapturePlan", "Encoded", "MapStore", "capture", "encode_parts", "stream"),
@@ -160,6 +177,7 @@ __all__ = [
     "AttentionResult",
     "BiasReport",
     "Block",
+    "Calibration",
     "CapturePlan",
     "Encoded",
     "Explanation",
@@ -183,6 +201,7 @@ __all__ = [
     "Tokens",
     "ablate",
     "bias_probe",
+    "calibrate",
     "capture",
     "collect_stats",
     "encode_parts",
@@ -192,6 +211,7 @@ __all__ = [
     "head_report",
     "interactive_html",
     "load",
+    "load_calibration",
     "load_result",
     "plot_monitor",
     "prune",

@@ -3,6 +3,8 @@ captured maps; Integrated Gradients, attention x gradient and input x gradient t
 the capture tap; occlusion as the causal reference; and how far they agree."""
 
 from headmap.attribution.base import Attribution, Method, Problem
+from headmap.attribution.calibrate import calibrate
+from headmap.attribution.calibrated import Calibration, load_calibration
 from headmap.attribution.explain import METHODS, explain
 from headmap.attribution.explanation import Explanation
 from headmap.attribution.generation_report import GenerationReport, explain_generation
@@ -10,10 +12,13 @@ from headmap.attribution.generation_report import GenerationReport, explain_gene
 __all__ = [
     "METHODS",
     "Attribution",
+    "Calibration",
     "Explanation",
     "GenerationReport",
     "Method",
     "Problem",
+    "calibrate",
     "explain",
     "explain_generation",
+    "load_calibration",
 ]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
 from headmap.attribution.attention import DEFAULT_LAYERS, Attention
 from headmap.attribution.attgrad import AttentionXGradient
 from headmap.attribution.base import Attribution, Method, Problem, sum_words
+from headmap.attribution.calibrated import Calibrated, Calibration, as_calibration
 from headmap.attribution.explanation import Explanation
 from headmap.attribution.flow import FLOW_MAX_TOKENS, Flow
 from headmap.attribution.gradients import InputXGradient, IntegratedGradients
@@ -20,13 +22,23 @@ from headmap.models import LoadedModel, load
 from headmap.view.words import word_groups, word_tokens
 
 #: Every method by name, in display order (occlusion, the causal reference, last).
-METHODS = ("attention", "rollout", "flow", "ig", "attention_x_gradient", "input_x_gradient", "occlusion")
+METHODS = (
+    "attention",
+    "calibrated",
+    "rollout",
+    "flow",
+    "ig",
+    "attention_x_gradient",
+    "input_x_gradient",
+    "occlusion",
+)
 
 
-def method_names(methods: str | Sequence[str] | None) -> list[str]:
-    """Validated method names (``"ig,occlusion"`` or a list; hyphens allowed); None: all of them."""
+def method_names(methods: str | Sequence[str] | None, calibrated: bool = False) -> list[str]:
+    """Validated method names (``"ig,occlusion"`` or a list; hyphens allowed); None: all of them
+    (``calibrated`` only when ``calibrated``: a calibration is given)."""
     if methods is None:
-        return list(METHODS)
+        return [m for m in METHODS if calibrated or m != "calibrated"]
     wanted = methods.split(",") if isinstance(methods, str) else list(methods)
     names = [str(m).strip().lower().replace("-", "_") for m in wanted if str(m).strip()]
     unknown = [m for m in names if m not in METHODS]
@@ -47,7 +59,14 @@ def build_methods(
     internal_batch_size: int,
     baseline: str | int,
     batch_size: int,
+    calibration: Calibration | str | Path | None = None,
+    loaded: LoadedModel | None = None,
 ) -> list[Method]:
+    if "calibrated" in names and (calibration is None or loaded is None):
+        raise HeadmapError(
+            "method calibrated needs a calibration: pass calibration=FILE (--calibration FILE), "
+            "learned by `headmap calibrate`"
+        )
     heads_t = None if heads is None else tuple(int(h) for h in heads)
     layers_t = tuple(layers)
     table: dict[str, Method] = {
@@ -61,6 +80,8 @@ def build_methods(
         "input_x_gradient": InputXGradient(),
         "occlusion": Occlusion(batch_size=batch_size),
     }
+    if calibration is not None and loaded is not None and "calibrated" in names:
+        table["calibrated"] = Calibrated(as_calibration(calibration, loaded))
     return [table[name] for name in names]
 
 
@@ -79,6 +100,7 @@ def explain(
     internal_batch_size: int = 16,
     baseline: str | int = "auto",
     batch_size: int = 16,
+    calibration: Calibration | str | Path | None = None,
     progress: bool = False,
 ) -> Explanation:
     """Explain one output of ``model`` on ``text`` with several methods on one token axis.
@@ -94,22 +116,24 @@ def explain(
     tokens. ``layers``/``heads``: what attention and attention x gradient read (default: the mean
     over every head of the last layer; rollout and flow use every layer and these heads).
     ``n_steps``, ``max_steps``, ``internal_batch_size``, ``baseline``: Integrated Gradients.
-    ``batch_size``: occlusion's forwards per batch.
+    ``batch_size``: occlusion's forwards per batch. ``calibration``: a
+    :class:`~headmap.attribution.calibrated.Calibration` or its file (``headmap calibrate``), which
+    the ``calibrated`` method needs (it runs by default when one is given).
     """
     problem = problem_for(model, text, target, compare=compare, position=position)
     notes: list[str] = []
     if methods is None and problem.n > FLOW_MAX_TOKENS:
-        names = [m for m in METHODS if m != "flow"]
+        names = [m for m in method_names(None, calibration is not None) if m != "flow"]
         notes.append(
             f"flow skipped: {problem.n} tokens is above its limit of {FLOW_MAX_TOKENS} (rollout shown)"
         )
     else:
-        names = None if methods is None else methods  # type: ignore[assignment]  # a list of method names or None, narrowed by the caller's check
+        names = methods  # type: ignore[assignment]  # a list of method names or None, narrowed by the caller's check
     if names is not None and not isinstance(names, str) and names and not isinstance(names[0], str):
         chosen: list[Method] = list(names)
     else:
         chosen = build_methods(
-            method_names(names),
+            method_names(names, calibration is not None),
             layers=layers,
             heads=heads,
             n_steps=n_steps,
@@ -117,6 +141,8 @@ def explain(
             internal_batch_size=internal_batch_size,
             baseline=baseline,
             batch_size=batch_size,
+            calibration=calibration,
+            loaded=problem.loaded,
         )
     results = _run(problem, chosen, progress)
     return assemble(problem, results, notes)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from headmap.cli import (
     bias,
+    calibrate,
     capture,
     demo,
     explain,
@@ -28,7 +29,21 @@ from headmap.cli import (
 from headmap.cli.common import package_version
 from headmap.errors import HeadmapError
 
-COMMANDS = (render, capture, stats, heads, monitor, demo, explain, generate, rag, bias, prune, serve)
+COMMANDS = (
+    render,
+    capture,
+    stats,
+    heads,
+    monitor,
+    demo,
+    explain,
+    generate,
+    calibrate,
+    rag,
+    bias,
+    prune,
+    serve,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

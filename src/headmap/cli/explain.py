@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from headmap.cli.common import (
@@ -24,7 +25,16 @@ if TYPE_CHECKING:  # for annotations only: --help must not import torch
 
 #: ``headmap.attribution``'s METHODS and FLOW_MAX_TOKENS, written out because --help must answer
 #: without importing torch (which attribution needs); tests/test_cli_conventions.py keeps them equal.
-METHODS = ("attention", "rollout", "flow", "ig", "attention_x_gradient", "input_x_gradient", "occlusion")
+METHODS = (
+    "attention",
+    "calibrated",
+    "rollout",
+    "flow",
+    "ig",
+    "attention_x_gradient",
+    "input_x_gradient",
+    "occlusion",
+)
 FLOW_MAX_TOKENS = 48
 
 
@@ -64,7 +74,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--methods",
         default=None,
         help=f"comma-separated, from {', '.join(METHODS)} (default: all; flow only up to "
-        f"{FLOW_MAX_TOKENS} tokens)",
+        f"{FLOW_MAX_TOKENS} tokens; calibrated only with --calibration)",
+    )
+    explain.add_argument(
+        "--calibration",
+        type=Path,
+        default=None,
+        help="weights from `headmap calibrate` (a .safetensors file): enables the calibrated method",
     )
     explain.add_argument(
         "--layer",
@@ -167,6 +183,7 @@ def run(args: argparse.Namespace) -> None:
         max_steps=args.max_steps,
         internal_batch_size=args.internal_batch_size,
         baseline=_baseline(args.baseline),
+        calibration=args.calibration,
         progress=sys.stderr.isatty(),
     )
     if not args.tokens:

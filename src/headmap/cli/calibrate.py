@@ -1,0 +1,84 @@
+"""``headmap calibrate``: learn calibrated attention's per-head weights from ablations (AT2-style)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from headmap.cli.common import add_device_args, load_model
+from headmap.errors import HeadmapError
+from headmap.models import BUNDLED, DEFAULT_MODEL
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    cal = sub.add_parser(
+        "calibrate",
+        help="learn one non-negative weight per head from ablations: calibrated attention (AT2)",
+        description="Sample random word ablations of each corpus text, measure the drop of the log-probability "
+        "of the model's top next token, and fit non-negative per-(layer, head) weights so that the weighted "
+        "attention predicts the drops. Writes a safetensors file for `headmap explain --calibration`.",
+    )
+    cal.add_argument(
+        "--model",
+        "-m",
+        default=DEFAULT_MODEL,
+        help=f"bundled name ({', '.join(BUNDLED)}), local model folder, .gguf file or hub id",
+    )
+    cal.add_argument(
+        "--corpus",
+        required=True,
+        help="a .txt file (one text a line), a .jsonl file or a folder of .txt files",
+    )
+    cal.add_argument("--out", "-o", required=True, type=Path, help="the weights: a .safetensors file")
+    cal.add_argument("--masks", type=int, default=32, help="random ablations per text (default: %(default)s)")
+    cal.add_argument(
+        "--keep",
+        type=float,
+        default=0.5,
+        help="probability that an ablation keeps a word (default: %(default)s)",
+    )
+    cal.add_argument(
+        "--holdout",
+        type=float,
+        default=0.2,
+        help="share of texts held out to score the fit (default: %(default)s)",
+    )
+    cal.add_argument(
+        "--alpha", type=float, default=0.0, help="Lasso penalty (0: non-negative least squares; default)"
+    )
+    cal.add_argument(
+        "--seed", type=int, default=0, help="seed of the masks and the split (default: %(default)s)"
+    )
+    cal.add_argument("--max-texts", type=int, default=None, help="read at most this many texts")
+    cal.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow model code from the model folder (off by default)",
+    )
+    add_device_args(cal)
+    cal.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    from headmap.analysis.corpus import read_corpus
+    from headmap.attribution.calibrate import calibrate
+
+    if args.out.suffix != ".safetensors":
+        raise HeadmapError(f"--out must end in .safetensors, not {args.out.name!r}")
+    texts = [t.text for t in read_corpus(args.corpus, args.max_texts)]  # fails before the model loads
+    model = load_model(args)
+    calibration = calibrate(
+        model,
+        texts,
+        masks=args.masks,
+        keep=args.keep,
+        holdout=args.holdout,
+        alpha=args.alpha,
+        seed=args.seed,
+        progress=sys.stderr.isatty(),
+    )
+    print(f"{model.name}: {calibration.weights.shape[0]} layers x {calibration.weights.shape[1]} heads")
+    print(f"held-out: {json.dumps(calibration.meta.get('heldout'))}")
+    print(f"wrote {calibration.save(args.out)}", file=sys.stderr)
