@@ -73,3 +73,20 @@ def test_rag_reports_the_surrogate_beside_leave_one_out(bert_tokenizer, tmp_path
     assert "Spearman with leave-one-out" in report.save(tmp_path / "r.html").read_text()
     assert "surrogate_score" in report.table
     assert rag(model, "which room holds the old maps?", CHUNKS, answer="the library").surrogate is None
+
+
+def test_rag_weights_heads_with_a_calibration(bert_tokenizer):
+    from headmap.apps.rag import rag
+    from headmap.attribution.calibrated import Calibration, model_hash
+
+    model = build("llama", bert_tokenizer)[0]
+    weights = np.arange(8, dtype=np.float64).reshape(2, 4) / 10
+    calibration = Calibration(weights, {"model_hash": model_hash(model), "model": model.name})
+    report = rag(
+        model, "which room holds the old maps?", CHUNKS, answer="the library", calibration=calibration
+    )
+    expected = (report.mass.astype(np.float64) * weights[:, :, None, None]).sum(axis=(0, 1, 2))
+    np.testing.assert_allclose(report.learned_attention, expected)
+    assert "learned head weights (AT2)" in set(report.costs.method)
+    with pytest.raises(HeadmapError, match="leave --layers"):
+        rag(model, "which room?", CHUNKS, answer="the library", layers=[0], calibration=calibration)

@@ -69,6 +69,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     rag.add_argument(
         "--seed", type=int, default=0, help="the surrogate's ablation seed (default: %(default)s)"
     )
+    rag.add_argument(
+        "--calibration",
+        default=None,
+        metavar="FILE",
+        help="AT2-style head weights from `headmap calibrate`: also weight each head's attention on the chunks "
+        "(one forward) and report its agreement with leave-one-out",
+    )
     add_outputs(rag, "the report: .html, .png, .svg, .pdf or .json")
     rag.add_argument("--quiet", action="store_true", help="do not print the table")
     rag.add_argument(
@@ -107,6 +114,7 @@ def run(args: argparse.Namespace) -> None:
         heads=parse_heads(args.heads),
         surrogate=args.surrogate,
         seed=args.seed,
+        calibration=args.calibration,
         progress=sys.stderr.isatty(),
     )
     if not args.quiet:

@@ -73,6 +73,9 @@ class RagReport(Report):
     token_logprobs_without: np.ndarray
     surrogate: Surrogate | None = None
     """A ContextCite-style surrogate over the chunks (``rag(..., surrogate=k)``), None when not asked."""
+    head_weights: np.ndarray | None = None
+    """AT2-style learned weights ``[layer, head]`` (``rag(..., calibration=FILE)``, from ``headmap
+    calibrate``), None when not given."""
 
     tabular = True  # to_pandas() is the table: .parquet is written too
 
@@ -134,6 +137,14 @@ class RagReport(Report):
         return spearman(self.calibrated_attention, self.logprob_drop)
 
     @property
+    def learned_attention(self) -> np.ndarray | None:
+        """``[chunk]``: the answer rows' per-head mass weighted by :attr:`head_weights`, summed over the
+        answer tokens (AT2's attribution, one forward); None without weights."""
+        if self.head_weights is None:
+            return None
+        return np.einsum("lhtc,lh->c", self.mass.astype(np.float64), self.head_weights)
+
+    @property
     def costs(self) -> pd.DataFrame:
         """Each chunk attribution beside its cost in forwards and its agreement with leave-one-out (the
         reference: one forward per chunk): Spearman over the chunks and whether the top chunk is the same."""
@@ -143,6 +154,8 @@ class RagReport(Report):
             "attention": (1, self.attention),
             "position-calibrated attention": (1 + len(self.chunks), self.calibrated_attention),
         }
+        if self.learned_attention is not None:
+            found["learned head weights (AT2)"] = (1, self.learned_attention)
         if self.surrogate is not None:
             found[f"surrogate ({len(self.surrogate.masks)} ablations)"] = (
                 len(self.surrogate.masks),
@@ -230,6 +243,8 @@ class RagReport(Report):
         )
         if self.surrogate is not None:
             frame["surrogate_score"] = self.surrogate.scores
+        if self.learned_attention is not None:
+            frame["learned_attention"] = self.learned_attention
         return frame
 
     # -- files and display ---------------------------------------------------------------------
@@ -295,6 +310,9 @@ class RagReport(Report):
                 "r2": json_number(self.surrogate.r2),
                 "seconds": self.surrogate.seconds,
             },
+            "learned_attention": None
+            if self.learned_attention is None
+            else json_numbers(self.learned_attention),
             "agreement_with_leave_one_out": [
                 {**row, "spearman": json_number(row["spearman"])} for row in self.costs.to_dict("records")
             ],

@@ -28,6 +28,7 @@ from headmap.apps.rag.prompt import (
 )
 from headmap.apps.rag.report import RagReport
 from headmap.apps.rag.surrogate import surrogate as fit_surrogate
+from headmap.attribution.calibrated import Calibration, as_calibration
 from headmap.capture import CapturePlan, stream
 from headmap.capture.plan import LayerSpec
 from headmap.errors import HeadmapError
@@ -47,6 +48,7 @@ def rag(
     heads: int | Sequence[int] | None = None,
     surrogate: int = 0,
     seed: int = 0,
+    calibration: Calibration | str | Path | None = None,
     progress: bool = False,
 ) -> RagReport:
     """Check which retrieved chunks a causal LM's answer draws on, by attention and by removal.
@@ -58,6 +60,9 @@ def rag(
     EOS). ``layers``/``heads``: which layers and heads are captured and averaged (None: all).
     ``surrogate``: also fit a ContextCite-style surrogate on that many seeded random ablations of the
     chunks (:mod:`headmap.apps.rag.surrogate`; 0: none), reported beside leave-one-out with its agreement.
+    ``calibration``: AT2-style head weights (``headmap calibrate``; a file or a
+    :class:`~headmap.attribution.calibrated.Calibration`) that weight each head's mass on the chunks:
+    needs every layer and head captured (the default).
 
     The attention of answer token ``t`` is the row of the position that predicts it (the one just
     before it). Attention is correlation, not causation: the report puts each chunk's attention
@@ -65,6 +70,7 @@ def rag(
     """
     loaded = load(model) if isinstance(model, str) else model
     check_causal_lm(loaded)
+    weights = None if calibration is None else as_calibration(calibration, loaded).weights
     items = _chunks(chunks)
     texts = [c.text for c in items]
     tokenizer = loaded.tokenizer
@@ -146,6 +152,7 @@ def rag(
         prompts_without=tuple(r.text for r in reduced),
         token_logprobs_without=np.stack(without),
         surrogate=fitted,
+        head_weights=_head_weights(weights, mass),
     )
 
 
@@ -248,3 +255,15 @@ class _Progress:
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
             self._bar.close()
+
+
+def _head_weights(weights: np.ndarray | None, mass: np.ndarray) -> np.ndarray | None:
+    """The calibration's ``[layer, head]`` weights, checked against the captured ``mass``."""
+    if weights is None:
+        return None
+    if weights.shape != mass.shape[:2]:
+        raise HeadmapError(
+            f"the calibration has {weights.shape} (layer, head) weights but {mass.shape[:2]} were captured: "
+            "leave --layers and --heads at 'all' with --calibration"
+        )
+    return weights
