@@ -49,7 +49,7 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers and editors (a test
     from headmap.apps.bias import BiasReport, bias_probe
     from headmap.apps.prune import PruneReport, prune, prune_heads
     from headmap.apps.rag import RagReport, rag
-    from headmap.attribution import Explanation, explain
+    from headmap.attribution import Explanation, FaithfulnessReport, explain, faithfulness
     from headmap.capture import Block, CapturePlan, Encoded, MapStore, capture, encode_parts, stream
     from headmap.models import LoadedModel, load
     from headmap.render.files import render_to_file  # noqa: F401 - the stages bound below
@@ -81,7 +81,7 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(("BiasReport", "bias_probe"), "headmap.apps.bias"),
     **dict.fromkeys(("PruneReport", "prune", "prune_heads"), "headmap.apps.prune"),
     **dict.fromkeys(("RagReport", "rag"), "headmap.apps.rag"),
-    **dict.fromkeys(("Explanation", "explain"), "headmap.attribution"),
+    **dict.fromkeys(("Explanation", "FaithfulnessReport", "explain", "faithfulness"), "headmap.attribution"),
     **dict.fromkeys(
         ("Block", "CapturePlan", "Encoded", "MapStore", "capture", "encode_parts", "stream"),
         "headmap.capture",
@@ -161,6 +161,7 @@ __all__ = [
     "CapturePlan",
     "Encoded",
     "Explanation",
+    "FaithfulnessReport",
     "HeadImportance",
     "HeadMonitor",
     "HeadReport",
@@ -184,6 +185,7 @@ __all__ = [
     "collect_stats",
     "encode_parts",
     "explain",
+    "faithfulness",
     "head_importance",
     "head_report",
     "interactive_html",
