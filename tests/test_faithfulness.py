@@ -143,3 +143,32 @@ def test_real_model_occlusion_beats_random(smollm2):
     report = faithfulness(smollm2, [TEXT], methods="occlusion", n_boot=100)
     row = report.records[0]
     assert row["comprehensiveness"] > 0 and row["aopc"] >= row["random_aopc"] - 1e-6
+
+
+def test_cli_mirrors_the_library_and_runs(tmp_path, capsys):
+    from headmap.attribution.explain import METHODS
+    from headmap.attribution.faithfulness_report import DEFAULT_METHODS
+    from headmap.cli import faithfulness as cli
+    from headmap.cli import main
+
+    assert cli.METHODS == METHODS and cli.DEFAULT_METHODS == DEFAULT_METHODS
+    corpus = tmp_path / "texts.txt"
+    corpus.write_text(f"{TEXT}\nA second short sentence.\n", encoding="utf-8")
+    out = tmp_path / "f.json"
+    argv = [
+        "faithfulness",
+        str(corpus),
+        "-m",
+        "minilm",
+        "-c",
+        "A bag.",
+        "--methods",
+        "attention",
+        "-o",
+        str(out),
+    ]
+    assert main(argv) == 0
+    assert "aopc" in capsys.readouterr().out and json.loads(out.read_text())["kind"] == "faithfulness"
+    with pytest.raises(SystemExit):
+        main(["faithfulness", str(corpus), "-m", "minilm", "--units", "lines"])
+    assert main(["faithfulness", str(corpus), "-m", "minilm", "--methods", "nope"]) == 1

@@ -34,6 +34,7 @@ import numpy as np
 from headmap.attribution.agreement import rank_agreement
 from headmap.attribution.base import Attribution, Problem
 from headmap.attribution.occlusion import occlusion_scores
+from headmap.errors import HeadmapError
 
 #: Percentages of units removed (deletion) or kept (insertion).
 GRID = (0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100)
@@ -68,7 +69,7 @@ def make_units(problem: Problem, units: str | Sequence[Sequence[int]] = "words")
             if current:
                 raw.append(tuple(current))
         else:
-            raise ValueError(f"unknown units {units!r}: choose words, sentences or tokens, or give groups")
+            raise HeadmapError(f"unknown units {units!r}: choose words, sentences or tokens, or give groups")
     else:
         raw = [tuple(int(i) for i in u) for u in units]
     fixed = problem.position if problem.target.kind == "masked-token" else -1

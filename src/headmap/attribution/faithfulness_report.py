@@ -19,6 +19,7 @@ from headmap.attribution.attention import DEFAULT_LAYERS
 from headmap.attribution.explain import build_methods, method_names, problem_for
 from headmap.attribution.faithfulness import ERASER_BINS, GRID, bootstrap, make_units, measure
 from headmap.attribution.occlusion import occlusion_scores
+from headmap.errors import HeadmapError
 from headmap.models import LoadedModel, load
 from headmap.render.report import Report, format_number, json_number, json_numbers
 from headmap.result import CAUSATION_WARNING
@@ -137,6 +138,7 @@ def faithfulness(
     *,
     units: str = "words",
     target: str | int | None = None,
+    compare: str | None = None,
     grid: Sequence[float] = GRID,
     bins: Sequence[float] = ERASER_BINS,
     seed: int = 0,
@@ -149,11 +151,14 @@ def faithfulness(
     """Deletion/insertion curves, AOPC, comprehensiveness, sufficiency and agreement with
     leave-one-out for each method over ``texts`` (see :mod:`headmap.attribution.faithfulness`).
 
+    ``compare``: explain the cosine similarity with this text (encoders without an LM head).
     ``units``: ``"words"``, ``"sentences"`` or ``"tokens"``. ``report``: a report to append to
     (its finished records are kept; a run interrupted by an exception still leaves them there).
     Cost per text and method: about ``2 * len(grid) + 2 * len(bins) + len(grid)`` forwards of the
     shortened text, plus occlusion's one forward per unit and the method itself.
     """
+    if units not in ("words", "sentences", "tokens"):
+        raise HeadmapError(f"unknown units {units!r}: choose words, sentences or tokens")
     loaded = load(model) if isinstance(model, str) else model
     texts = [texts] if isinstance(texts, str) else list(texts)
     names = method_names(methods)
@@ -179,7 +184,7 @@ def faithfulness(
     try:
         for t, text in enumerate(texts):
             if t not in done:
-                problem = problem_for(loaded, text, target)
+                problem = problem_for(loaded, text, target, compare=compare)
                 groups = make_units(problem, units)
                 output = problem.output()
                 loo = occlusion_scores(problem, groups, output, batch_size)

@@ -11,11 +11,24 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from headmap.cli import bias, capture, demo, explain, heads, monitor, prune, rag, render, serve, stats
+from headmap.cli import (
+    bias,
+    capture,
+    demo,
+    explain,
+    faithfulness,
+    heads,
+    monitor,
+    prune,
+    rag,
+    render,
+    serve,
+    stats,
+)
 from headmap.cli.common import package_version
 from headmap.errors import HeadmapError
 
-COMMANDS = (render, capture, stats, heads, monitor, demo, explain, rag, bias, prune, serve)
+COMMANDS = (render, capture, stats, heads, monitor, demo, explain, faithfulness, rag, bias, prune, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
