@@ -42,6 +42,10 @@ def make_generation(_: Path) -> object:
     return headmap.explain_generation(tiny_llama(), TEXT, max_new_tokens=3)
 
 
+def make_faithfulness(_: Path) -> object:
+    return headmap.faithfulness(tiny_llama(), [TEXT, TEXTS[1]], ["attention", "occlusion"], n_boot=50)
+
+
 def make_rag(_: Path) -> object:
     chunks = ["the old maps are kept in the library.", "the garage has space for two cars."]
     return rag(tiny_llama(), "which room holds the old maps?", chunks, answer="the library")
@@ -67,6 +71,7 @@ def make_prune(_: Path) -> object:
 APP_CASES: list[Case] = [
     Case("Explanation", make_explanation, Explanation.load, (Format.JSON,)),
     Case("GenerationReport", make_generation),
+    Case("FaithfulnessReport", make_faithfulness),
     Case("RagReport", make_rag),
     Case("BiasReport", make_bias),
     Case("PruneReport", make_prune, read_report, (Format.JSON,)),

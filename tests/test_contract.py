@@ -18,7 +18,7 @@ from headmap.render.report import Format, Report
 CASES = [*CORE_CASES, *APP_CASES]
 EXPECTED_TYPES = {
     "AttentionResult", "HeadStats", "HeadReport", "HeadImportance",
-    "Explanation", "GenerationReport", "RagReport", "BiasReport", "PruneReport",
+    "Explanation", "GenerationReport", "FaithfulnessReport", "RagReport", "BiasReport", "PruneReport",
 }  # fmt: skip
 MAGIC = {Format.PNG: b"\x89PNG", Format.PDF: b"%PDF", Format.PARQUET: b"PAR1"}
 

@@ -52,10 +52,12 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers and editors (a test
     from headmap.attribution import (
         Calibration,
         Explanation,
+        FaithfulnessReport,
         GenerationReport,
         calibrate,
         explain,
         explain_generation,
+        faithfulness,
         load_calibration,
     )
     from headmap.capture import Block, CapturePlan, Encoded, MapStore, capture, encode_parts, stream
@@ -93,10 +95,12 @@ _LAZY: dict[str, str] = {
         (
             "Calibration",
             "Explanation",
+            "FaithfulnessReport",
             "GenerationReport",
             "calibrate",
             "explain",
             "explain_generation",
+            "faithfulness",
             "load_calibration",
         ),
         "headmap.attribution",
@@ -182,6 +186,7 @@ __all__ = [
     "Encoded",
     "Explanation",
     "GenerationReport",
+    "FaithfulnessReport",
     "HeadImportance",
     "HeadMonitor",
     "HeadReport",
@@ -207,6 +212,7 @@ __all__ = [
     "encode_parts",
     "explain",
     "explain_generation",
+    "faithfulness",
     "head_importance",
     "head_report",
     "interactive_html",

@@ -7,6 +7,7 @@ from headmap.attribution.calibrate import calibrate
 from headmap.attribution.calibrated import Calibration, load_calibration
 from headmap.attribution.explain import METHODS, explain
 from headmap.attribution.explanation import Explanation
+from headmap.attribution.faithfulness_report import FaithfulnessReport, faithfulness
 from headmap.attribution.generation_report import GenerationReport, explain_generation
 
 __all__ = [
@@ -14,11 +15,13 @@ __all__ = [
     "Attribution",
     "Calibration",
     "Explanation",
+    "FaithfulnessReport",
     "GenerationReport",
     "Method",
     "Problem",
     "calibrate",
     "explain",
     "explain_generation",
+    "faithfulness",
     "load_calibration",
 ]
