@@ -342,3 +342,29 @@ def test_generation_view_shows_each_token_beside_occlusion(smollm2):
     assert "greedy" in shown["caption"][0] and "not causation" in shown["caption"][-1]
     with pytest.raises(HeadmapError, match="1 to 32"):
         generation.draw(bench, request, (99, 0, 0, False))
+
+
+def test_views_offer_the_calibrated_method_with_a_calibration(bert_tokenizer, tmp_path):
+    from tiny_models import build
+
+    from headmap.attribution import explain
+    from headmap.attribution.calibrated import Calibration, model_hash
+    from headmap.serve.views import explanation, rag
+
+    tiny = build("llama", bert_tokenizer)[0]
+    path = Calibration(np.full((2, 4), 0.25), {"model_hash": model_hash(tiny), "model": tiny.name}).save(
+        tmp_path / "w.safetensors"
+    )
+    bench = Workbench(["minilm"], loader=lambda name, **_: tiny, max_tokens=64, calibrations={"minilm": path})
+    request = Request("minilm", TEXT, layer=0, head=0, spec=ViewSpec(), cmap="viridis")
+    shown = explanation.draw(bench, request, ("", "", ["calibrated", "occlusion"]))
+    direct = explain(tiny, TEXT, methods=["calibrated", "occlusion"], calibration=path).to_words()
+    sent = np.asarray(shown["panels"][0]["values"], dtype=float).reshape(2, -1)
+    scores = direct.scores["calibrated"]
+    np.testing.assert_allclose(sent[0], scores / np.nanmax(np.abs(scores)), atol=1e-6)
+    chunks = "the old maps are kept in the library.\n\nthe garage has space for two cars.\n\nbread is baked at dawn."
+    payload = rag.draw(bench, request, ("which room holds the old maps?", chunks, "the library"))
+    assert any("learned head weights (AT2" in line for line in payload["caption"])
+    plain = Workbench(["minilm"], loader=lambda name, **_: tiny, max_tokens=64)
+    with pytest.raises(HeadmapError, match="--calibration minilm=FILE"):
+        explanation.draw(plain, request, ("", "", ["calibrated"]))

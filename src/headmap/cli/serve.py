@@ -44,8 +44,30 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="allow model code from model folders (off by default)",
     )
+    serve.add_argument(
+        "--calibration",
+        action="append",
+        default=[],
+        metavar="MODEL=FILE",
+        help="head weights from `headmap calibrate` for MODEL (repeat per model): the explanation view's "
+        "calibrated method and the RAG view's learned-weights row",
+    )
     add_device_args(serve)
     serve.set_defaults(run=run)
+
+
+def _calibrations(values: list[str]) -> dict[str, str]:
+    from headmap.errors import HeadmapError
+
+    found = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise HeadmapError(
+                f"--calibration takes MODEL=FILE (e.g. smollm2=weights.safetensors), not {value!r}"
+            )
+        found[name] = path
+    return found
 
 
 def run(args: argparse.Namespace) -> None:
@@ -60,6 +82,7 @@ def run(args: argparse.Namespace) -> None:
         cache_bytes=args.cache_mb << 20,
         trust_remote_code=args.trust_remote_code,
         load_options=load_options(args),
+        calibrations=_calibrations(args.calibration),
     )
     bench.info(
         bench.default_model

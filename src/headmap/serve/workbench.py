@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from headmap.analysis.stats import HeadStats, collect_stats
+from headmap.attribution.calibrated import Calibration, load_calibration
 from headmap.capture import MapStore, stream
 from headmap.capture.discovery import discover
 from headmap.errors import HeadmapError
@@ -76,6 +77,7 @@ class Workbench:
         trust_remote_code: bool = False,
         loader: Callable[..., LoadedModel] = load,
         load_options: Mapping[str, Any] | None = None,
+        calibrations: Mapping[str, str | Path] | None = None,
     ) -> None:
         given = check_model_names(models)
         self.model_names = given + tuple(n for n in BUNDLED if n not in given)
@@ -83,6 +85,8 @@ class Workbench:
         self.max_tokens, self.max_cells, self.full_capture_bytes = max_tokens, max_cells, full_capture_bytes
         self._trust_remote_code, self._loader = trust_remote_code, loader
         self._load_options = dict(load_options or {})  # device, dtype... for every model (headmap.load)
+        # AT2-style head weights per model name (`headmap calibrate`), for the calibrated method.
+        self._calibrations = {name: Path(path) for name, path in (calibrations or {}).items()}
         self._models: BoundedCache[LoadedModel] = BoundedCache(len(self.model_names), lambda _: 1)
         # A third of the budget for whole captures, the rest for drawable maps.
         self.captures: BoundedCache[AttentionResult] = BoundedCache(
@@ -97,6 +101,13 @@ class Workbench:
         self.derived: BoundedCache[object] = BoundedCache(DERIVED_ENTRIES, lambda _: 1)
 
     # -- models ----------------------------------------------------------------------------------
+    def calibration(self, name: str) -> Calibration | None:
+        """The head weights given for model ``name`` (checked against it once), or None."""
+        path = self._calibrations.get(name)
+        if path is None:
+            return None
+        return self.derive(("calibration", name, str(path)), lambda: load_calibration(path, self.model(name)))
+
     def model(self, name: str) -> LoadedModel:
         if name not in self.model_names:
             raise HeadmapError(f"unknown model {name!r}: this dashboard offers {', '.join(self.model_names)}")

@@ -18,7 +18,16 @@ if TYPE_CHECKING:
 
 #: Methods offered, and those ticked at first: Integrated Gradients and flow cost many forwards,
 #: so they are opt-in here (``headmap explain`` runs them by default).
-OFFERED = ("attention", "rollout", "flow", "ig", "attention_x_gradient", "input_x_gradient", "occlusion")
+OFFERED = (
+    "attention",
+    "calibrated",
+    "rollout",
+    "flow",
+    "ig",
+    "attention_x_gradient",
+    "input_x_gradient",
+    "occlusion",
+)
 FIRST = ("attention", "rollout", "attention_x_gradient", "input_x_gradient", "occlusion")
 
 
@@ -61,9 +70,18 @@ def draw(bench: Workbench, request: Request, values: Sequence[Any]) -> dict[str,
         target = None  # encoders explain the cosine to the compare text
     else:
         compare = None
+    calibration = bench.calibration(request.model)
+    if "calibrated" in methods and calibration is None:
+        raise HeadmapError(
+            f"calibrated needs head weights for {request.model}: start the dashboard with "
+            f"--calibration {request.model}=FILE (from `headmap calibrate`)"
+        )
     key = ("explain", request.model, request.text, target, compare, methods)
     found = bench.derive(
-        key, lambda: explain(loaded, request.text, target, compare=compare, methods=list(methods)).to_words()
+        key,
+        lambda: explain(
+            loaded, request.text, target, compare=compare, methods=list(methods), calibration=calibration
+        ).to_words(),
     )
     scores = found.scores
     table = rows_scaled(scores)

@@ -57,7 +57,15 @@ def draw(bench: Workbench, request: Request, values: Sequence[Any]) -> dict[str,
     loaded = bench.model(request.model)
     key = ("rag", request.model, question, tuple(chunks), answer)
     report = bench.derive(
-        key, lambda: rag(loaded, question, chunks, answer=answer, max_new_tokens=MAX_NEW_TOKENS)
+        key,
+        lambda: rag(
+            loaded,
+            question,
+            chunks,
+            answer=answer,
+            max_new_tokens=MAX_NEW_TOKENS,
+            calibration=bench.calibration(request.model),
+        ),
     )
     table = report.token_attention  # [answer token, chunk]
     lines = [
@@ -71,6 +79,13 @@ def draw(bench: Workbench, request: Request, values: Sequence[Any]) -> dict[str,
         lines.append(
             f"chunk {cid}: attention {att:.4f}, calibrated {cal:+.4f} ({flag}); removing it changes the "
             f"answer's log p by {-drop:+.3f}"
+        )
+    if report.learned_attention is not None:
+        row = report.costs.set_index("method").loc["learned head weights (AT2)"]
+        lines.append(
+            "learned head weights (AT2, headmap calibrate): "
+            + ", ".join(f"{cid} {v:.4f}" for cid, v in zip(report.ids, report.learned_attention, strict=True))
+            + f"; Spearman with removal {row.spearman:+.2f}, same top chunk: {'yes' if row.same_top else 'no'}"
         )
     lines.append(report.verdict)
     return table_payload(
