@@ -115,7 +115,9 @@ def explain(
     default all, flow only when the text has at most :data:`~headmap.attribution.flow.FLOW_MAX_TOKENS`
     tokens. ``layers``/``heads``: what attention and attention x gradient read (default: the mean
     over every head of the last layer; rollout and flow use every layer and these heads).
-    ``n_steps``, ``max_steps``, ``internal_batch_size``, ``baseline``: Integrated Gradients.
+    ``n_steps``, ``max_steps``, ``internal_batch_size``, ``baseline``: Integrated Gradients (the
+    baselines: :mod:`headmap.attribution.baselines`; ``"auto"``: ``mask`` for masked-LM tokenizers,
+    else ``pad+first``).
     ``batch_size``: occlusion's forwards per batch. ``calibration``: a
     :class:`~headmap.attribution.calibrated.Calibration` or its file (``headmap calibrate``), which
     the ``calibrated`` method needs (it runs by default when one is given).

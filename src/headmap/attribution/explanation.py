@@ -46,6 +46,23 @@ METHOD_NOTES = {
 }
 
 
+def ig_notes(ig: dict[str, Any]) -> list[str]:
+    """What IG's record means for reading its scores: a token held fixed, a missed completeness."""
+    notes = []
+    if str(ig.get("baseline_name", "")).endswith("+first"):
+        notes.append(
+            "IG held token 0 at its own embedding along the path (+first): its IG score is 0 by "
+            "construction, not a finding"
+        )
+    if not ig.get("converged"):
+        notes.append(
+            "IG did not converge: its scores do not add up to F(x) - F(baseline), so read them as rough; "
+            "more steps (--max-steps) or another baseline (--baseline, see benchmarks/README.md "
+            "'Integrated Gradients baselines') may converge"
+        )
+    return notes
+
+
 @dataclass(frozen=True)
 class Explanation(Report):
     """Attributions of one explained output by several methods, on one axis.
@@ -160,6 +177,7 @@ class Explanation(Report):
                 f"(rule: |delta| <= {float(ig['tolerance']):.0%} of |F(x) - F(baseline)|); "  # type: ignore[arg-type]  # the IG info record holds JSON values (object)
                 f"baseline: {ig['baseline']}"
             )
+            lines += ig_notes(ig)
         lines.append(
             "word scores are the sum over the word's tokens, except occlusion, which removes the whole "
             "word; agreement leaves out special tokens and tokens the output cannot see"
@@ -178,7 +196,10 @@ class Explanation(Report):
             "target": self.target,
             "output": self.output,
             "baseline_output": baseline,
-            "ig": {k: ig.get(k) for k in ("delta", "steps", "converged", "tolerance", "baseline")}
+            "ig": {
+                k: ig.get(k)
+                for k in ("delta", "steps", "converged", "tolerance", "baseline", "baseline_name")
+            }
             if ig
             else None,
             "tokens": self.tokens.to_dict(),

@@ -1,30 +1,33 @@
 """Gradient attributions through captum, on the output of the input embedding layer.
 
-- **ig**: Integrated Gradients (Sundararajan et al. 2017), captum's ``LayerIntegratedGradients``
-  on ``model.get_input_embeddings()`` with Gauss-Legendre steps and ``internal_batch_size`` so
-  memory stays bounded. The baseline replaces every ordinary token by one stated token (default:
-  ``[MASK]`` where the tokenizer has one, else its pad token) and keeps special tokens and the
-  explained ``[MASK]``. Completeness says the scores sum to F(x) - F(baseline); captum's
-  convergence delta is the gap. When ``|delta| > 5% |F(x) - F(baseline)|`` the steps are doubled,
-  up to ``max_steps``; the steps used and whether the rule was met are reported.
+- **ig**: Integrated Gradients (Sundararajan et al. 2017), captum's ``IntegratedGradients`` on the
+  input embeddings (the model runs on ``inputs_embeds``) with Gauss-Legendre steps and
+  ``internal_batch_size`` so memory stays bounded. The path starts at a baseline
+  (:mod:`headmap.attribution.baselines`: ``mask``, ``pad``, ``uniform``, ``data``, ``zero`` or a
+  token id, each optionally ``+first``, which keeps the decoder's token 0 fixed); special tokens
+  and the explained ``[MASK]`` stay at their embeddings. Completeness says the scores sum to
+  F(x) - F(baseline); captum's convergence delta is the gap. When
+  ``|delta| > 5% |F(x) - F(baseline)|`` the steps are doubled, up to ``max_steps``; the steps used,
+  every try's delta and whether the rule was met are reported.
 - **input_x_gradient**: embedding x gradient of F at the input (captum ``LayerGradientXActivation``).
 
-A token's score is the sum over the embedding dimensions. captum attributes to a layer by
-hooking it; it hooks a per-call stand-in that looks the ids up in the model's embedding layer,
-and the model then runs on those embeddings (``inputs_embeds``). Hooking the model's own module
-would change the forwards of every other thread using the model at that moment.
+A token's score is the sum over the embedding dimensions. ``input_x_gradient`` attributes to a
+layer by hooking it; it hooks a per-call stand-in that looks the ids up in the model's embedding
+layer, and the model then runs on those embeddings (``inputs_embeds``). Hooking the model's own
+module would change the forwards of every other thread using the model at that moment. IG needs
+no hook: it differentiates with respect to the embeddings themselves.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
-import numpy as np
 import torch
 
 from headmap.attribution.base import Attribution, Problem
+from headmap.attribution.baselines import Baseline, resolve
 from headmap.attribution.target import ModelInputs
-from headmap.capture.encoding import pad_token_id
 from headmap.errors import HeadmapError
 
 #: The convergence rule: |delta| may be at most this share of |F(x) - F(baseline)|.
@@ -47,36 +50,6 @@ class EmbeddingLookup(torch.nn.Module):
         return self.embedding(ids)
 
 
-def baseline_token(problem: Problem, baseline: str | int) -> tuple[int, str]:
-    """The baseline token id and its name: ``"auto"``, ``"mask"``, ``"pad"`` or a token id."""
-    tokenizer = problem.loaded.tokenizer
-    mask = getattr(tokenizer, "mask_token_id", None)
-    if baseline == "auto":
-        baseline = "mask" if isinstance(mask, int) else "pad"
-    if baseline == "mask":
-        if not isinstance(mask, int):
-            raise HeadmapError(f"{problem.loaded.name}'s tokenizer has no mask token: use the pad baseline")
-        token = mask
-    elif baseline == "pad":
-        token = pad_token_id(tokenizer)
-    elif isinstance(baseline, (int, np.integer)) and not isinstance(baseline, bool):
-        token = int(baseline)
-        if not 0 <= token < len(tokenizer):  # type: ignore[arg-type]  # LoadedModel.tokenizer is typed as object (any fast tokenizer)
-            raise HeadmapError(f"baseline token id {token} is out of range for this vocabulary")
-    else:
-        raise HeadmapError(f"unknown IG baseline {baseline!r}: use 'auto', 'mask', 'pad' or a token id")
-    return token, str(tokenizer.convert_ids_to_tokens([token])[0])  # type: ignore[attr-defined]  # LoadedModel.tokenizer is typed as object (any fast tokenizer)
-
-
-def baseline_ids(problem: Problem, token: int) -> list[int]:
-    """The text's ids with every ordinary token replaced by ``token``; special tokens and the
-    explained [MASK] of a masked-token target stay (they are the frame, not the evidence)."""
-    keep = set(i for i, s in enumerate(problem.tokens.special) if s)
-    if problem.target.kind == "masked-token":
-        keep.add(problem.position)
-    return [t if i in keep else token for i, t in enumerate(problem.ids)]
-
-
 def _lookup(problem: Problem) -> EmbeddingLookup:
     layer = problem.loaded.model.get_input_embeddings()
     if layer is None:
@@ -96,14 +69,38 @@ def _forward(problem: Problem, lookup: EmbeddingLookup):
     return forward
 
 
+def embeds_forward(problem: Problem):
+    """F of input embeddings ``[batch, token, hidden]`` (the ids ride along for targets that read them)."""
+    model, target = problem.loaded.model, problem.target
+
+    def forward(
+        embeds: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, position: torch.Tensor
+    ) -> torch.Tensor:
+        return target.score(model, ModelInputs(ids, mask, position, embeds=embeds))
+
+    return forward
+
+
 def converged(delta: float, gap: float, tolerance: float = TOLERANCE) -> bool:
     """The convergence rule: ``|delta| <= tolerance x |F(x) - F(baseline)|`` (with a float32 floor)."""
     return abs(delta) <= tolerance * max(abs(gap), ABSOLUTE_FLOOR)
 
 
+def baseline_for(problem: Problem, baseline: str | int, corpus: Path | None = None) -> Baseline:
+    """The resolved baseline of ``problem`` (its embeddings, kept positions and description)."""
+    lookup = _lookup(problem)
+    with torch.no_grad():
+        embeds = lookup(problem.inputs().ids).detach()
+    return resolve(problem, baseline, lookup.embedding, embeds, corpus)
+
+
 @dataclass(frozen=True)
 class IntegratedGradients:
-    """IG scores; ``info`` has ``steps``, ``delta``, ``converged``, ``baseline`` and ``baseline_output``."""
+    """IG scores; ``info`` has ``steps``, ``delta``, ``converged``, ``baseline``, ``baseline_output``
+    and ``tries`` (``[steps, delta]`` of every step count tried).
+
+    ``baseline``: see :mod:`headmap.attribution.baselines`; ``corpus``: the ``data`` baseline's texts.
+    """
 
     n_steps: int = 50
     max_steps: int = 400
@@ -111,35 +108,41 @@ class IntegratedGradients:
     baseline: str | int = "auto"
     tolerance: float = TOLERANCE
     name: str = "ig"
+    corpus: Path | None = None
 
     def attribute(self, problem: Problem) -> Attribution:
-        from captum.attr import LayerIntegratedGradients
+        from captum.attr import IntegratedGradients as CaptumIG
 
         if self.n_steps < 2 or self.max_steps < self.n_steps or self.internal_batch_size < 1:
             raise HeadmapError("IG needs n_steps >= 2, max_steps >= n_steps and internal_batch_size >= 1")
-        token, token_name = baseline_token(problem, self.baseline)
         inputs = problem.inputs()
-        base = torch.tensor([baseline_ids(problem, token)], dtype=torch.long, device=inputs.ids.device)
+        lookup = _lookup(problem)
+        with torch.no_grad():
+            embeds = lookup(inputs.ids).detach()
+        base = resolve(problem, self.baseline, lookup.embedding, embeds, self.corpus)
         with torch.inference_mode():
             base_output = float(
-                problem.target.score(problem.loaded.model, ModelInputs(base, inputs.mask, inputs.position))[0]
+                problem.target.score(
+                    problem.loaded.model,
+                    ModelInputs(inputs.ids, inputs.mask, inputs.position, embeds=base.embeds),
+                )[0]
             )
         output = problem.output()
         gap = output - base_output
-        steps = self.n_steps
-        lookup = _lookup(problem)
+        steps, tries = self.n_steps, []
         with torch.enable_grad():
-            method = LayerIntegratedGradients(_forward(problem, lookup), lookup)
+            method = CaptumIG(embeds_forward(problem))
             while True:
                 attributions, delta_t = method.attribute(
-                    inputs.ids,
-                    baselines=base,
-                    additional_forward_args=(inputs.mask, inputs.position),
+                    embeds,
+                    baselines=base.embeds,
+                    additional_forward_args=(inputs.ids, inputs.mask, inputs.position),
                     n_steps=steps,
                     internal_batch_size=self.internal_batch_size,
                     return_convergence_delta=True,
                 )
                 delta = float(delta_t.reshape(-1)[0])
+                tries.append([steps, delta])
                 ok = converged(delta, gap, self.tolerance)
                 if ok or steps * 2 > self.max_steps:
                     break
@@ -153,9 +156,13 @@ class IntegratedGradients:
                 "steps": steps,
                 "delta": delta,
                 "converged": ok,
+                "relative_delta": abs(delta) / max(abs(gap), ABSOLUTE_FLOOR),
+                "tries": tries,
                 "tolerance": self.tolerance,
-                "baseline": f"every ordinary token replaced by {token_name!r} (id {token}); special tokens kept",
-                "baseline_token_id": token,
+                "baseline": base.description,
+                "baseline_name": base.name,
+                "baseline_token_id": base.token_id,
+                "kept": list(base.kept),
                 "baseline_output": base_output,
                 "output": output,
                 "method": "gausslegendre",
