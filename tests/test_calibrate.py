@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 from tiny_models import build
@@ -163,3 +165,76 @@ def test_custom_units_such_as_chunks(llama):
     cal = headmap.calibrate(llama, TEXTS[:3], masks=4, holdout=0.0, units=halves)
     assert cal.meta["settings"]["units"] == "halves" and cal.meta["heldout"] == {}
     assert cal.meta["train"]["texts"] == 3
+
+
+def test_an_encoder_without_lm_head_needs_a_compare_text(minilm):
+    with pytest.raises(HeadmapError, match="compare"):
+        headmap.calibrate(minilm, TEXTS[:2], masks=2)
+    with pytest.raises(HeadmapError, match="one per text"):
+        headmap.calibrate(minilm, TEXTS[:3], masks=2, compare=TEXTS[:2])
+
+
+def test_minilm_calibrates_on_its_own_embedding_and_predicts_weights_times_pooled_rows(minilm):
+    cal = headmap.calibrate(minilm, TEXTS, masks=8, seed=0, compare=TEXTS)
+    assert cal.weights.shape == (6, 12) and cal.weights.sum() > 0
+    assert cal.meta["settings"]["target_kind"] == "cosine"
+    assert cal.meta["settings"]["compare"] == "one per text"
+    problem = problem_for(minilm, TEXTS[0], compare=TEXTS[0])
+    scores = Calibrated(cal).attribute(problem).tokens
+    full = headmap.capture(minilm, TEXTS[0])  # a pooled output reads the mean of every row
+    expected = np.zeros(problem.n)
+    for li, layer in enumerate(full.layers):
+        mean_rows = layer.weights.astype(np.float64).mean(1)  # [head, key]
+        expected += (mean_rows * cal.weights[li][:, None]).sum(0)
+    np.testing.assert_allclose(scores, expected, atol=1e-5)
+    # An explanation of another kind of output is refused, naming the fix.
+    other = problem_for(minilm, TEXTS[0], compare="Something else entirely.")
+    assert Calibrated(cal).attribute(other).tokens.shape == (problem.n,)  # still a cosine: accepted
+    causal = Calibration(
+        cal.weights, {**cal.meta, "settings": {**cal.meta["settings"], "target_kind": "next-token"}}
+    )
+    with pytest.raises(HeadmapError, match="learned on next-token outputs"):
+        Calibrated(causal).attribute(problem)
+
+
+def test_faithfulness_takes_one_compare_text_per_text(minilm):
+    report = headmap.faithfulness(minilm, TEXTS[:2], "attention", compare=TEXTS[:2], n_boot=10)
+    direct = [problem_for(minilm, t, compare=t).output() for t in TEXTS[:2]]
+    got = [r["output"] for r in report.records]
+    np.testing.assert_allclose(got, direct, atol=1e-9)
+    assert direct[0] == pytest.approx(1.0, abs=1e-5)  # a text's cosine with itself
+
+
+def test_cli_calibrate_compare_self(tmp_path, capsys):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(TEXTS[:3]) + "\n")
+    out = tmp_path / "m.safetensors"
+    argv = [
+        "calibrate",
+        "-m",
+        "minilm",
+        "--corpus",
+        str(corpus),
+        "-o",
+        str(out),
+        "--masks",
+        "4",
+        "--compare-self",
+    ]
+    assert main(argv) == 0
+    assert headmap.load_calibration(out).meta["settings"]["target_kind"] == "cosine"
+    capsys.readouterr()
+    assert main(["calibrate", "-m", "minilm", "--corpus", str(corpus), "-o", str(out)]) == 1
+    assert "--compare" in capsys.readouterr().err
+
+
+def test_a_fit_where_attention_predicts_nothing_is_refused(llama, monkeypatch):
+    # Every ablation raises the output (negative drops): no non-negative weight can predict that, the
+    # fit is all zeros, and calibrated attention would silently score every word 0.
+    monkeypatch.setattr(
+        sys.modules["headmap.attribution.calibrate"],
+        "occlusion_scores",
+        lambda problem, removed, *a: -np.ones(len(removed)),
+    )
+    with pytest.raises(HeadmapError, match="every head's weight fit to 0"):
+        headmap.calibrate(llama, TEXTS, masks=8, seed=0, holdout=0.0)

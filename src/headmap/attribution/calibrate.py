@@ -127,6 +127,26 @@ def heldout_scores(samples: Sequence[Sample], w: np.ndarray, batch_size: int = 1
     }
 
 
+def compare_texts(texts: Sequence[str], compare: str | Sequence[str] | None) -> list[str | None]:
+    """Each text's compare text: None (language models), one ``str`` for every text, or one per text."""
+    if compare is None:
+        return [None] * len(texts)
+    if isinstance(compare, str):
+        return [compare] * len(texts)
+    given = list(compare)
+    if len(given) != len(texts):
+        raise HeadmapError(
+            f"compare has {len(given)} texts for {len(texts)} corpus texts: give one compare text, or one per text"
+        )
+    return list(given)
+
+
+def next_texts(texts: Sequence[str]) -> list[str]:
+    """Each text's successor in the corpus (the last wraps to the first): the MiniLM convention of
+    benchmarks/faithfulness.py, the cosine of a sentence with the next one."""
+    return [texts[(i + 1) % len(texts)] for i in range(len(texts))]
+
+
 def corpus_hash(texts: Sequence[str]) -> str:
     digest = hashlib.sha256()
     for text in texts:
@@ -146,6 +166,7 @@ def calibrate(
     seed: int = 0,
     batch_size: int = 16,
     units: Callable[[Problem], Sequence[Sequence[int]]] | None = None,
+    compare: str | Sequence[str] | None = None,
     progress: bool = False,
 ) -> Calibration:
     """Learn calibrated attention's weights for ``model`` from ``texts`` (see the module).
@@ -154,10 +175,15 @@ def calibrate(
     ``holdout``: the share of texts (at least one when there are 2+) kept out of the fit to score
     it; ``alpha``: the Lasso penalty (0: plain non-negative least squares); ``seed``: the masks
     and the split. ``units``: ``problem -> token groups`` to ablate (default
-    :func:`ablation_units`, the words; e.g. a RAG prompt's chunks).
+    :func:`ablation_units`, the words; e.g. a RAG prompt's chunks). ``compare``: for encoders
+    without a language-model head (MiniLM), the explained output is the cosine of the text's
+    mean-pooled embedding with that of a compare text: one text for all, or one per text (see
+    :func:`compare_texts`); None for language models (the top next or masked token).
     """
     loaded = load(model) if isinstance(model, str) else model
-    texts = [t for t in texts if t.strip()]
+    pairs = [(t, c) for t, c in zip(texts, compare_texts(texts, compare), strict=True) if t.strip()]
+    texts = [t for t, _ in pairs]
+    compares = [c for _, c in pairs]
     if not texts:
         raise HeadmapError("calibrate needs at least one non-empty text")
     if not 0.0 < keep < 1.0 or masks < 1 or not 0.0 <= holdout < 1.0:
@@ -175,9 +201,11 @@ def calibrate(
     fit: list[Sample] = []
     test: list[Sample] = []
     shape: tuple[int, ...] = ()
+    kind = ""
     try:
         for i, text in enumerate(texts):
-            problem = problem_for(loaded, text)
+            problem = problem_for(loaded, text, compare=compares[i])
+            kind = problem.target.kind
             sample = sample_text(
                 problem,
                 (units or ablation_units)(problem),
@@ -197,10 +225,20 @@ def calibrate(
     if not fit:
         raise HeadmapError("no training text has two or more words to ablate")
     w = fit_weights(np.concatenate([s.x for s in fit]), np.concatenate([s.y for s in fit]), alpha)
+    if not w.any():
+        raise HeadmapError(
+            "every head's weight fit to 0: no non-negative mix of attention predicts the measured drops "
+            "(they are mostly negative or noise), so calibrated attention would score every unit 0; "
+            + (
+                "for an embedding model try --compare-self (compare= the texts themselves)"
+                if compare is not None
+                else "give more or longer texts, or a lower --alpha"
+            )
+        )
     meta: dict[str, object] = {
         "model": loaded.name,
         "model_hash": model_hash(loaded),
-        "corpus_hash": corpus_hash(texts),
+        "corpus_hash": corpus_hash(texts if compare is None else [*texts, *(c or "" for c in compares)]),
         "settings": {
             "masks": masks,
             "keep": keep,
@@ -209,7 +247,13 @@ def calibrate(
             "seed": seed,
             "units": "words" if units is None else getattr(units, "__name__", "custom"),
             "rows": "explained position (mean of all rows when pooled)",
-            "target": "the model's top token at the explained position",
+            "target": "the model's top token at the explained position"
+            if compare is None
+            else "cosine of the mean-pooled embedding with the compare text",
+            "target_kind": kind,
+            "compare": None
+            if compare is None
+            else ("one text" if isinstance(compare, str) else "one per text"),
         },
         "train": {"texts": len(fit), "ablations": int(sum(len(s.y) for s in fit))},
         "heldout": heldout_scores(test, w, batch_size),

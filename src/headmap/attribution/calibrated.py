@@ -90,6 +90,16 @@ class Calibration:
             )
         return np.tensordot(features, self.weights, axes=([1, 2], [0, 1]))
 
+    def check_target(self, kind: str) -> None:
+        """Refuse an output of another kind than the one learned (``next-token``, ``cosine``, ...)."""
+        settings = self.meta.get("settings")
+        learned = settings.get("target_kind") if isinstance(settings, dict) else None
+        if learned and learned != kind:
+            raise HeadmapError(
+                f"this calibration was learned on {learned} outputs, not {kind}: run `headmap calibrate` "
+                + ("with --compare or --compare-next" if kind == "cosine" else "without --compare")
+            )
+
     def check(self, loaded: LoadedModel) -> None:
         """Refuse a model other than the one calibrated (by :func:`model_hash`)."""
         want, got = self.meta.get("model_hash"), model_hash(loaded)
@@ -145,6 +155,7 @@ class Calibrated:
 
     def attribute(self, problem: Problem) -> Attribution:
         self.calibration.check(problem.loaded)
+        self.calibration.check_target(problem.target.kind)
         features = token_features(problem)
         return Attribution(
             self.name,

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from headmap.attribution.attention import DEFAULT_LAYERS
+from headmap.attribution.calibrate import compare_texts
 from headmap.attribution.calibrated import Calibration
 from headmap.attribution.explain import build_methods, method_names, problem_for
 from headmap.attribution.faithfulness import ERASER_BINS, GRID, bootstrap, make_units, measure
@@ -142,7 +143,7 @@ def faithfulness(
     *,
     units: str = "words",
     target: str | int | None = None,
-    compare: str | None = None,
+    compare: str | Sequence[str] | None = None,
     grid: Sequence[float] = GRID,
     bins: Sequence[float] = ERASER_BINS,
     seed: int = 0,
@@ -156,7 +157,9 @@ def faithfulness(
     """Deletion/insertion curves, AOPC, comprehensiveness, sufficiency and agreement with
     leave-one-out for each method over ``texts`` (see :mod:`headmap.attribution.faithfulness`).
 
-    ``compare``: explain the cosine similarity with this text (encoders without an LM head).
+    ``compare``: explain the cosine similarity with this text, or with one text per text
+    (encoders without an LM head; pass ``texts`` itself for each text's similarity to its own
+    unablated embedding).
     ``units``: ``"words"``, ``"sentences"`` or ``"tokens"``. ``report``: a report to append to
     (its finished records are kept; a run interrupted by an exception still leaves them there).
     ``calibration``: AT2-style head weights (``headmap calibrate``), for the method ``calibrated``.
@@ -167,6 +170,7 @@ def faithfulness(
         raise HeadmapError(f"unknown units {units!r}: choose words, sentences or tokens")
     loaded = load(model) if isinstance(model, str) else model
     texts = [texts] if isinstance(texts, str) else list(texts)
+    compares = compare_texts(texts, compare)
     names = method_names(methods)
     chosen = build_methods(
         names,
@@ -192,7 +196,7 @@ def faithfulness(
     try:
         for t, text in enumerate(texts):
             if t not in done:
-                problem = problem_for(loaded, text, target, compare=compare)
+                problem = problem_for(loaded, text, target, compare=compares[t])
                 groups = make_units(problem, units)
                 output = problem.output()
                 loo = occlusion_scores(problem, groups, output, batch_size)

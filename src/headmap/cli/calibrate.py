@@ -17,7 +17,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "calibrate",
         help="learn one non-negative weight per head from ablations: calibrated attention (AT2)",
         description="Sample random word ablations of each corpus text, measure the drop of the log-probability "
-        "of the model's top next token, and fit non-negative per-(layer, head) weights so that the weighted "
+        "of the model's top next token (models without an LM head: of the cosine with a compare text), and fit non-negative per-(layer, head) weights so that the weighted "
         "attention predicts the drops. Writes a safetensors file for `headmap explain --calibration`.",
     )
     cal.add_argument(
@@ -51,6 +51,24 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     cal.add_argument(
         "--seed", type=int, default=0, help="seed of the masks and the split (default: %(default)s)"
     )
+    which = cal.add_mutually_exclusive_group()
+    which.add_argument(
+        "--compare",
+        metavar="TEXT",
+        default=None,
+        help="models without an LM head (MiniLM): explain the cosine of each text's embedding with this text's",
+    )
+    which.add_argument(
+        "--compare-self",
+        action="store_true",
+        help="models without an LM head: the cosine of each ablated text's embedding with the whole text's "
+        "(what makes the embedding; the best-fitting choice on MiniLM, see benchmarks/README.md)",
+    )
+    which.add_argument(
+        "--compare-next",
+        action="store_true",
+        help="models without an LM head: the cosine of each text's embedding with the next text's",
+    )
     cal.add_argument("--max-texts", type=int, default=None, help="read at most this many texts")
     cal.add_argument(
         "--trust-remote-code",
@@ -63,7 +81,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from headmap.analysis.corpus import read_corpus
-    from headmap.attribution.calibrate import calibrate
+    from headmap.attribution.calibrate import calibrate, next_texts
 
     if args.out.suffix != ".safetensors":
         raise HeadmapError(f"--out must end in .safetensors, not {args.out.name!r}")
@@ -77,6 +95,7 @@ def run(args: argparse.Namespace) -> None:
         holdout=args.holdout,
         alpha=args.alpha,
         seed=args.seed,
+        compare=next_texts(texts) if args.compare_next else texts if args.compare_self else args.compare,
         progress=sys.stderr.isatty(),
     )
     print(f"{model.name}: {calibration.weights.shape[0]} layers x {calibration.weights.shape[1]} heads")

@@ -52,8 +52,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--units", choices=UNITS, default="words", help="what is ranked and removed (default: %(default)s)"
     )
     p.add_argument("--target", "-t", help="explained token (default: the model's top token)")
-    p.add_argument(
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
         "--compare", "-c", help="explain the cosine similarity with this text (encoders such as minilm)"
+    )
+    which.add_argument(
+        "--compare-self",
+        action="store_true",
+        help="encoders: explain each text's cosine with its own unablated embedding (what makes the embedding)",
     )
     p.add_argument("--limit", type=int, default=None, help="use at most this many texts")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default: %(default)s)")
@@ -124,7 +130,7 @@ def run(args: argparse.Namespace) -> None:
         args.methods,
         units=args.units,
         target=args.target,
-        compare=args.compare,
+        compare=texts if args.compare_self else args.compare,
         seed=args.seed,
         n_boot=args.bootstrap,
         progress=sys.stderr.isatty(),
