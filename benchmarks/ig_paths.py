@@ -98,22 +98,20 @@ def summarize(records: list[dict[str, object]]) -> list[dict[str, object]]:
 
 
 def table(rows: list[dict[str, object]], machine: str) -> str:
-    counts = {str(r["model"]): int(r["texts"]) for r in rows}  # type: ignore[call-overload]
     lines = [
-        f"Texts per model: {', '.join(f'{m} {n}' for m, n in counts.items())}; {machine}. "
-        "Relative completeness gap |delta| / |F(x) - F(baseline)| at exactly 50 / 100 / 200 / 400 "
+        f"{machine}. Relative completeness gap |delta| / |F(x) - F(baseline)| at exactly 50 / 100 / 200 / 400 "
         f"steps: median (max) over texts; converged: share of texts with gap <= {TOLERANCE:.0%}; "
         "|F(x) - F(b)|: mean over texts; s: seconds per text at 50 / 400 steps.",
         "",
-        "| model | baseline | gap @50 | @100 | @200 | @400 | converged @50/100/200/400 | "
+        "| model | baseline | texts | gap @50 | @100 | @200 | @400 | converged @50/100/200/400 | "
         "abs F(x) - F(b) | s @50 / @400 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         gaps = [f"{float(r[f'median_{s}']):.3f} ({float(r[f'max_{s}']):.2f})" for s in STEPS]  # type: ignore[arg-type]
         shares = " / ".join(f"{float(r[f'converged_{s}']):.0%}" for s in STEPS)  # type: ignore[arg-type]
         lines.append(
-            f"| {r['model']} | `{r['baseline']}` | {' | '.join(gaps)} | {shares} | "
+            f"| {r['model']} | `{r['baseline']}` | {r['texts']} | {' | '.join(gaps)} | {shares} | "
             f"{float(r['mean_abs_gap']):.3g} | {float(r['seconds_50']):.1f} / {float(r['seconds_400']):.1f} |"  # type: ignore[arg-type]
         )
     return "\n".join(lines)
@@ -164,7 +162,7 @@ def main() -> None:
     rows = summarize(chosen)
     import torch
 
-    machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, float32"
+    machine = f"{platform.machine()}, float32, {torch.get_num_threads()} torch threads in this run (records may come from runs with other settings)"
     args.summary.write_text(
         json.dumps({"machine": machine, "steps": STEPS, "rows": rows}, indent=1), encoding="utf-8"
     )

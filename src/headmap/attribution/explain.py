@@ -117,7 +117,7 @@ def explain(
     over every head of the last layer; rollout and flow use every layer and these heads).
     ``n_steps``, ``max_steps``, ``internal_batch_size``, ``baseline``: Integrated Gradients (the
     baselines: :mod:`headmap.attribution.baselines`; ``"auto"``: ``mask`` for masked-LM tokenizers,
-    else ``pad+first``).
+    else ``uniform+first``).
     ``batch_size``: occlusion's forwards per batch. ``calibration``: a
     :class:`~headmap.attribution.calibrated.Calibration` or its file (``headmap calibrate``), which
     the ``calibrated`` method needs (it runs by default when one is given).

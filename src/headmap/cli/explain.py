@@ -106,7 +106,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     explain.add_argument(
         "--baseline",
         default="auto",
-        help="IG baseline: auto (mask where the tokenizer has a mask token, else pad+first), mask, pad, "
+        help="IG baseline: auto (mask where the tokenizer has a mask token, else uniform+first), mask, pad, "
         "uniform (mean embedding row), data (mean embedding of corpora/sentences.txt), zero, or a token id; "
         "+first (e.g. pad+first) also keeps token 0 at its embedding (decoders: their attention sink)",
     )
