@@ -18,7 +18,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="learn one non-negative weight per head from ablations: calibrated attention (AT2)",
         description="Sample random word ablations of each corpus text, measure the drop of the log-probability "
         "of the model's top next token, and fit non-negative per-(layer, head) weights so that the weighted "
-        "attention predicts the drops. Writes a safetensors file for `headmap explain --calibration`.",
+        "attention predicts the drops. Writes a safetensors file for `headmap explain --calibration`. "
+        "With --rag the corpus is RAG examples and the units are their chunks: the target is the given "
+        "answer's summed teacher-forced log-probability and the features the answer rows' attention on "
+        "each chunk, exactly what `headmap rag --calibration` weights.",
     )
     cal.add_argument(
         "--model",
@@ -29,21 +32,32 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     cal.add_argument(
         "--corpus",
         required=True,
-        help="a .txt file (one text a line), a .jsonl file or a folder of .txt files",
+        help="a .txt file (one text a line), a .jsonl file or a folder of .txt files; with --rag a .jsonl "
+        'file of {"question": ..., "chunks": [...], "answer": ...} lines',
+    )
+    cal.add_argument(
+        "--rag",
+        action="store_true",
+        help="learn on RAG chunk ablations (the answer's log-probability) for `headmap rag --calibration`",
     )
     cal.add_argument("--out", "-o", required=True, type=Path, help="the weights: a .safetensors file")
-    cal.add_argument("--masks", type=int, default=32, help="random ablations per text (default: %(default)s)")
+    cal.add_argument(
+        "--masks",
+        type=int,
+        default=32,
+        help="random ablations per text (or RAG example) (default: %(default)s)",
+    )
     cal.add_argument(
         "--keep",
         type=float,
         default=0.5,
-        help="probability that an ablation keeps a word (default: %(default)s)",
+        help="probability that an ablation keeps a word (a chunk with --rag) (default: %(default)s)",
     )
     cal.add_argument(
         "--holdout",
         type=float,
         default=0.2,
-        help="share of texts held out to score the fit (default: %(default)s)",
+        help="share of texts (examples) held out to score the fit (default: %(default)s)",
     )
     cal.add_argument(
         "--alpha", type=float, default=0.0, help="Lasso penalty (0: non-negative least squares; default)"
@@ -51,7 +65,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     cal.add_argument(
         "--seed", type=int, default=0, help="seed of the masks and the split (default: %(default)s)"
     )
-    cal.add_argument("--max-texts", type=int, default=None, help="read at most this many texts")
+    cal.add_argument("--max-texts", type=int, default=None, help="read at most this many texts (examples)")
     cal.add_argument(
         "--trust-remote-code",
         action="store_true",
@@ -63,22 +77,22 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from headmap.analysis.corpus import read_corpus
+    from headmap.apps.rag.calibrate import calibrate_rag, read_examples
     from headmap.attribution.calibrate import calibrate
 
     if args.out.suffix != ".safetensors":
         raise HeadmapError(f"--out must end in .safetensors, not {args.out.name!r}")
-    texts = [t.text for t in read_corpus(args.corpus, args.max_texts)]  # fails before the model loads
-    model = load_model(args)
-    calibration = calibrate(
-        model,
-        texts,
-        masks=args.masks,
-        keep=args.keep,
-        holdout=args.holdout,
-        alpha=args.alpha,
-        seed=args.seed,
-        progress=sys.stderr.isatty(),
-    )
+    settings = {"keep": args.keep, "holdout": args.holdout, "alpha": args.alpha, "seed": args.seed}
+    if args.rag:
+        examples = read_examples(args.corpus, args.max_texts)  # fails before the model loads
+        model = load_model(args)
+        calibration = calibrate_rag(
+            model, examples, ablations=args.masks, progress=sys.stderr.isatty(), **settings
+        )
+    else:
+        texts = [t.text for t in read_corpus(args.corpus, args.max_texts)]  # fails before the model loads
+        model = load_model(args)
+        calibration = calibrate(model, texts, masks=args.masks, progress=sys.stderr.isatty(), **settings)
     print(f"{model.name}: {calibration.weights.shape[0]} layers x {calibration.weights.shape[1]} heads")
     print(f"held-out: {json.dumps(calibration.meta.get('heldout'))}")
     print(f"wrote {calibration.save(args.out)}", file=sys.stderr)
