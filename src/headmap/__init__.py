@@ -48,7 +48,7 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers and editors (a test
     from headmap.analysis.ray_engine import RayEngine
     from headmap.apps.bias import BiasReport, bias_probe
     from headmap.apps.prune import PruneReport, prune, prune_heads
-    from headmap.apps.rag import RagReport, rag
+    from headmap.apps.rag import RagReport, calibrate_rag, rag
     from headmap.attribution import (
         Calibration,
         Explanation,
@@ -90,7 +90,7 @@ _LAZY: dict[str, str] = {
     "RayEngine": "headmap.analysis.ray_engine",
     **dict.fromkeys(("BiasReport", "bias_probe"), "headmap.apps.bias"),
     **dict.fromkeys(("PruneReport", "prune", "prune_heads"), "headmap.apps.prune"),
-    **dict.fromkeys(("RagReport", "rag"), "headmap.apps.rag"),
+    **dict.fromkeys(("RagReport", "calibrate_rag", "rag"), "headmap.apps.rag"),
     **dict.fromkeys(
         (
             "Calibration",
@@ -207,6 +207,7 @@ __all__ = [
     "ablate",
     "bias_probe",
     "calibrate",
+    "calibrate_rag",
     "capture",
     "collect_stats",
     "encode_parts",

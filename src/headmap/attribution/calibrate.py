@@ -257,12 +257,13 @@ def calibrate(
         },
         "train": {"texts": len(fit), "ablations": int(sum(len(s.y) for s in fit))},
         "heldout": heldout_scores(test, w, batch_size),
-        "headmap": _version(),
+        "headmap": headmap_version(),
     }
     return Calibration(w.reshape(shape), meta)
 
 
-def _version() -> str:
+def headmap_version() -> str:
+    """The installed headmap version (written into calibration files)."""
     from importlib import metadata
 
     try:

@@ -17,8 +17,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "calibrate",
         help="learn one non-negative weight per head from ablations: calibrated attention (AT2)",
         description="Sample random word ablations of each corpus text, measure the drop of the log-probability "
-        "of the model's top next token (models without an LM head: of the cosine with a compare text), and fit non-negative per-(layer, head) weights so that the weighted "
-        "attention predicts the drops. Writes a safetensors file for `headmap explain --calibration`.",
+        "of the model's top next token (models without an LM head: of the cosine with a compare text), and fit "
+        "non-negative per-(layer, head) weights so that the weighted attention predicts the drops. Writes a "
+        "safetensors file for `headmap explain --calibration`. "
+        "With --rag the corpus is RAG examples and the units are their chunks: the target is the given "
+        "answer's summed teacher-forced log-probability and the features the answer rows' attention on "
+        "each chunk, exactly what `headmap rag --calibration` weights.",
     )
     cal.add_argument(
         "--model",
@@ -29,21 +33,32 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     cal.add_argument(
         "--corpus",
         required=True,
-        help="a .txt file (one text a line), a .jsonl file or a folder of .txt files",
+        help="a .txt file (one text a line), a .jsonl file or a folder of .txt files; with --rag a .jsonl "
+        'file of {"question": ..., "chunks": [...], "answer": ...} lines',
+    )
+    cal.add_argument(
+        "--rag",
+        action="store_true",
+        help="learn on RAG chunk ablations (the answer's log-probability) for `headmap rag --calibration`",
     )
     cal.add_argument("--out", "-o", required=True, type=Path, help="the weights: a .safetensors file")
-    cal.add_argument("--masks", type=int, default=32, help="random ablations per text (default: %(default)s)")
+    cal.add_argument(
+        "--masks",
+        type=int,
+        default=32,
+        help="random ablations per text (or RAG example) (default: %(default)s)",
+    )
     cal.add_argument(
         "--keep",
         type=float,
         default=0.5,
-        help="probability that an ablation keeps a word (default: %(default)s)",
+        help="probability that an ablation keeps a word (a chunk with --rag) (default: %(default)s)",
     )
     cal.add_argument(
         "--holdout",
         type=float,
         default=0.2,
-        help="share of texts held out to score the fit (default: %(default)s)",
+        help="share of texts (examples) held out to score the fit (default: %(default)s)",
     )
     cal.add_argument(
         "--alpha", type=float, default=0.0, help="Lasso penalty (0: non-negative least squares; default)"
@@ -69,7 +84,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="models without an LM head: the cosine of each text's embedding with the next text's",
     )
-    cal.add_argument("--max-texts", type=int, default=None, help="read at most this many texts")
+    cal.add_argument("--max-texts", type=int, default=None, help="read at most this many texts (examples)")
     cal.add_argument(
         "--trust-remote-code",
         action="store_true",
@@ -81,23 +96,29 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from headmap.analysis.corpus import read_corpus
+    from headmap.apps.rag.calibrate import calibrate_rag, read_examples
     from headmap.attribution.calibrate import calibrate, next_texts
 
     if args.out.suffix != ".safetensors":
         raise HeadmapError(f"--out must end in .safetensors, not {args.out.name!r}")
-    texts = [t.text for t in read_corpus(args.corpus, args.max_texts)]  # fails before the model loads
-    model = load_model(args)
-    calibration = calibrate(
-        model,
-        texts,
-        masks=args.masks,
-        keep=args.keep,
-        holdout=args.holdout,
-        alpha=args.alpha,
-        seed=args.seed,
-        compare=next_texts(texts) if args.compare_next else texts if args.compare_self else args.compare,
-        progress=sys.stderr.isatty(),
-    )
+    settings = {"keep": args.keep, "holdout": args.holdout, "alpha": args.alpha, "seed": args.seed}
+    if args.rag:
+        if args.compare or args.compare_self or args.compare_next:
+            raise HeadmapError(
+                "--rag explains the answer's log-probability: drop --compare/--compare-self/--compare-next"
+            )
+        examples = read_examples(args.corpus, args.max_texts)  # fails before the model loads
+        model = load_model(args)
+        calibration = calibrate_rag(
+            model, examples, ablations=args.masks, progress=sys.stderr.isatty(), **settings
+        )
+    else:
+        texts = [t.text for t in read_corpus(args.corpus, args.max_texts)]  # fails before the model loads
+        model = load_model(args)
+        compare = next_texts(texts) if args.compare_next else texts if args.compare_self else args.compare
+        calibration = calibrate(
+            model, texts, masks=args.masks, compare=compare, progress=sys.stderr.isatty(), **settings
+        )
     print(f"{model.name}: {calibration.weights.shape[0]} layers x {calibration.weights.shape[1]} heads")
     print(f"held-out: {json.dumps(calibration.meta.get('heldout'))}")
     print(f"wrote {calibration.save(args.out)}", file=sys.stderr)

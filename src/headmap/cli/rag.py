@@ -73,8 +73,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--calibration",
         default=None,
         metavar="FILE",
-        help="AT2-style head weights from `headmap calibrate`: also weight each head's attention on the chunks "
-        "(one forward) and report its agreement with leave-one-out",
+        help="AT2-style head weights from `headmap calibrate --rag` (learned on chunk ablations): also "
+        "weight each head's attention on the chunks (one forward) and report its agreement with leave-one-out",
     )
     add_outputs(rag, "the report: .html, .png, .svg, .pdf or .json")
     rag.add_argument("--quiet", action="store_true", help="do not print the table")

@@ -75,7 +75,7 @@ class RagReport(Report):
     """A ContextCite-style surrogate over the chunks (``rag(..., surrogate=k)``), None when not asked."""
     head_weights: np.ndarray | None = None
     """AT2-style learned weights ``[layer, head]`` (``rag(..., calibration=FILE)``, from ``headmap
-    calibrate``), None when not given."""
+    calibrate --rag`` or ``calibrate_rag``), None when not given."""
 
     tabular = True  # to_pandas() is the table: .parquet is written too
 

@@ -14,22 +14,21 @@ from pathlib import Path
 import numpy as np
 
 from headmap.apps.chat import has_chat_template
-from headmap.apps.group_mass import GroupMass
 from headmap.apps.rag.causal import answer_token_logprobs
 from headmap.apps.rag.chunks import CHUNK_EXTENSIONS, Chunk, as_chunks, read_chunks
-from headmap.apps.rag.evidence import answer_rows, dummy_text, key_groups, lookback_ratio
+from headmap.apps.rag.evidence import dummy_text, lookback_ratio
+from headmap.apps.rag.features import answer_evidence
 from headmap.apps.rag.prompt import (
     RagPrompt,
     build_prompt,
     check_causal_lm,
     encode_answer,
     generate_answer,
-    with_answer,
 )
 from headmap.apps.rag.report import RagReport
 from headmap.apps.rag.surrogate import surrogate as fit_surrogate
 from headmap.attribution.calibrated import Calibration, as_calibration
-from headmap.capture import CapturePlan, stream
+from headmap.capture import CapturePlan
 from headmap.capture.plan import LayerSpec
 from headmap.errors import HeadmapError
 from headmap.models import LoadedModel, load
@@ -76,7 +75,7 @@ def rag(
     tokenizer = loaded.tokenizer
     prompt = build_prompt(tokenizer, question, texts)
     given = None if answer is None else _given_answer(tokenizer, answer)
-    _check_length(
+    check_length(
         loaded, len(prompt) + (max_new_tokens if given is None else len(given)), "the prompt with the answer"
     )
     with _Progress(progress, 2 * len(items) + 2 + (given is None) + surrogate) as tick:
@@ -85,19 +84,10 @@ def rag(
             tick()
         else:
             answer_ids, truncated = given, False
-        full = with_answer(prompt, answer_ids, tokenizer)
-        collected = GroupMass([key_groups(len(full.ids), prompt.chunk_tokens, len(prompt))])
-        plan = stream(
-            loaded,
-            full,
-            collected,
-            layers=layers,
-            heads=heads,
-            rows=answer_rows(len(answer_ids)),
-            batch_size=1,
-        )
+        evidence = answer_evidence(loaded, prompt, answer_ids, layers=layers, heads=heads)
+        plan, full = evidence.plan, evidence.full
         tick()
-        mass, answer_mass = collected.sums[0][..., :-1], collected.sums[0][..., -1]
+        mass, answer_mass = evidence.mass, evidence.answer_mass
         dummies = [dummy_text(tokenizer, stop - first) for first, stop in prompt.chunk_tokens]
         dummy_mass = np.stack(
             [
@@ -140,9 +130,7 @@ def rag(
         heads=tuple(plan.heads),
         chunk_token_counts=tuple(stop - first for first, stop in prompt.chunk_tokens),
         chunk_pieces=tuple(tuple(chunk_pieces(prompt, c)) for c in range(len(items))),
-        piece_attention=tuple(
-            collected.key_mean[0][first:stop].copy() for first, stop in prompt.chunk_tokens
-        ),
+        piece_attention=tuple(evidence.key_mean[first:stop].copy() for first, stop in prompt.chunk_tokens),
         mass=mass,
         answer_mass=answer_mass,
         lookback=lookback_ratio(mass, answer_mass, context_tokens),
@@ -177,18 +165,9 @@ def _slot_mass(
 ) -> np.ndarray:
     """``[layer, head, answer_token]``: the mass slot ``slot`` gets with its chunk replaced by ``dummy``."""
     replaced = build_prompt(loaded.tokenizer, question, [*texts[:slot], dummy, *texts[slot + 1 :]])
-    probe = GroupMass([key_groups(len(replaced) + len(answer_ids), replaced.chunk_tokens, len(replaced))])
-    stream(
-        loaded,
-        with_answer(replaced, answer_ids, loaded.tokenizer),
-        probe,
-        layers=plan.layers,
-        heads=plan.heads,
-        rows=answer_rows(len(answer_ids)),
-        batch_size=1,
-    )
+    probe = answer_evidence(loaded, replaced, answer_ids, layers=plan.layers, heads=plan.heads)
     tick()
-    return probe.sums[0][..., slot]
+    return probe.mass[..., slot]
 
 
 def _chunks(chunks: ChunkInput) -> list[Chunk]:
@@ -200,7 +179,7 @@ def _chunks(chunks: ChunkInput) -> list[Chunk]:
     return as_chunks(chunks)
 
 
-def _check_length(loaded: LoadedModel, tokens: int, what: str) -> None:
+def check_length(loaded: LoadedModel, tokens: int, what: str) -> None:
     """Models with a position table fail deep inside torch past it: say so first."""
     limit = loaded.max_positions
     if limit is not None and tokens > limit:

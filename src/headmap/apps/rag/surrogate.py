@@ -72,6 +72,20 @@ def fit(
     return scores, intercept, r2
 
 
+def kept_logprob(
+    loaded: LoadedModel,
+    question: str,
+    texts: Sequence[str],
+    mask: Sequence[float] | np.ndarray,
+    answer_ids: Sequence[int],
+) -> float:
+    """The answer's summed teacher-forced log-probability with only the chunks ``mask`` keeps (1: kept),
+    the prompt rebuilt with them renumbered ``[1]..`` as leave-one-out does (one forward)."""
+    kept = [t for t, keep in zip(texts, mask, strict=True) if keep]
+    prompt = build_prompt(loaded.tokenizer, question, kept)
+    return float(answer_token_logprobs(loaded, prompt.ids, answer_ids).sum())
+
+
 def surrogate(
     loaded: LoadedModel,
     question: str,
@@ -88,9 +102,7 @@ def surrogate(
     masks = ablation_masks(len(texts), k, seed)
     logprobs = np.empty(k)
     for a, mask in enumerate(masks):
-        kept = [t for t, keep in zip(texts, mask, strict=True) if keep]
-        prompt = build_prompt(loaded.tokenizer, question, kept)
-        logprobs[a] = float(answer_token_logprobs(loaded, prompt.ids, answer_ids).sum())
+        logprobs[a] = kept_logprob(loaded, question, texts, mask, answer_ids)
         if tick is not None:
             tick()
     scores, intercept, r2 = fit(masks, logprobs, alpha)
