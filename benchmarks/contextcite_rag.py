@@ -24,7 +24,8 @@ The reference is headmap's leave-one-out (``headmap.rag(loaded, question, chunks
 -> ``report.logprob_drop``: each chunk removed, the others renumbered, the drop in the answer's
 summed log-probability). Since logit(p) is monotone in p, ranking by ContextCite's target would give
 the same leave-one-out order. Per prompt the records (JSON lines, appended as each prompt finishes;
-a rerun resumes, Ctrl-C keeps the finished ones) hold the chunk scores, the drops and the seconds;
+a rerun resumes, Ctrl-C keeps the finished ones; a background run ignores SIGINT, so stop it
+with SIGTERM, which loses only the prompt in progress, and rebuild the summary with ``--table``) hold the chunk scores, the drops and the seconds;
 the summary (top-1 agreement with leave-one-out, mean Spearman, both with 95% bootstrap intervals
 over prompts (seeded, 1000 resamples), the share whose top chunk holds the fact, seconds per prompt)
 goes to ``--summary`` and between the ``contextcite`` markers of benchmarks/README.md.
