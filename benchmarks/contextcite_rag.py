@@ -69,7 +69,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(HERE))
 
 from common import write_block  # noqa: E402
-from rag_attribution import prompts  # noqa: E402
+from rag_attribution import bootstrap, prompts  # noqa: E402
 
 ABLATIONS = (32, 64)
 
@@ -169,16 +169,6 @@ def run_prompt(loaded, case, classes) -> dict[str, object]:  # type: ignore[no-u
     return record
 
 
-def bootstrap(values: list[float], seed: int = 0, n: int = 1000) -> tuple[float, float, float]:
-    """Mean and 95% percentile bootstrap interval over prompts (NaNs dropped; seeded)."""
-    data = np.asarray([v for v in values if v == v], dtype=np.float64)
-    if not len(data):
-        return float("nan"), float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = data[rng.integers(0, len(data), size=(n, len(data)))].mean(1)
-    return float(data.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
-
-
 def summarize(records: list[dict[str, object]]) -> dict[str, object]:
     out: dict[str, object] = {"prompts": len(records)}
     if not records:
@@ -190,8 +180,8 @@ def summarize(records: list[dict[str, object]]) -> dict[str, object]:
     for k in ABLATIONS:
         rows = [r[f"cc{k}"] for r in records if f"cc{k}" in r]
         out[f"contextcite-{k}"] = {
-            "top1_loo": bootstrap([float(x["top1_loo"]) for x in rows]),  # type: ignore[index]
-            "spearman": bootstrap([float(x["spearman"]) for x in rows]),  # type: ignore[index]
+            "top1_loo": bootstrap([float(x["top1_loo"]) for x in rows], n=1000),  # type: ignore[index]
+            "spearman": bootstrap([float(x["spearman"]) for x in rows], n=1000),  # type: ignore[index]
             "spearman_nan": sum(1 for x in rows if x["spearman"] != x["spearman"]),  # type: ignore[index]
             "top1_needle": float(np.mean([x["top1_needle"] for x in rows])),  # type: ignore[index]
             "all_zero": sum(1 for x in rows if x["all_zero"]),  # type: ignore[index]

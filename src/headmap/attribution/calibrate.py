@@ -147,6 +147,15 @@ def next_texts(texts: Sequence[str]) -> list[str]:
     return [texts[(i + 1) % len(texts)] for i in range(len(texts))]
 
 
+def heldout_split(n: int, holdout: float, rng: np.random.Generator) -> set[int]:
+    """The indices held out of the fit: a ``holdout`` share of ``n`` (at least one when ``n >= 2``
+    and ``holdout > 0``; none of a single text), drawn from ``rng``."""
+    order = rng.permutation(n)
+    n_out = int(round(holdout * n)) if n > 1 else 0
+    n_out = max(n_out, 1) if holdout > 0 and n > 1 else n_out
+    return set(order[:n_out].tolist())
+
+
 def corpus_hash(texts: Sequence[str]) -> str:
     digest = hashlib.sha256()
     for text in texts:
@@ -189,10 +198,7 @@ def calibrate(
     if not 0.0 < keep < 1.0 or masks < 1 or not 0.0 <= holdout < 1.0:
         raise HeadmapError("calibrate needs 0 < keep < 1, masks >= 1 and 0 <= holdout < 1")
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(texts))
-    n_out = int(round(holdout * len(texts))) if len(texts) > 1 else 0
-    n_out = max(n_out, 1) if holdout > 0 and len(texts) > 1 else n_out
-    held = set(order[:n_out].tolist())
+    held = heldout_split(len(texts), holdout, rng)
     bar = None
     if progress:
         from tqdm.auto import tqdm

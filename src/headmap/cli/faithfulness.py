@@ -6,21 +6,12 @@ import argparse
 import sys
 
 from headmap.cli.common import add_device_args, add_outputs, check_outputs, load_model, read_text
+from headmap.cli.explain import METHODS
 from headmap.errors import HeadmapError
 from headmap.models import BUNDLED, DEFAULT_MODEL
 
-#: ``headmap.attribution``'s METHODS and the faithfulness defaults, written out because --help must
-#: answer without importing torch; tests/test_faithfulness.py keeps them equal.
-METHODS = (
-    "attention",
-    "calibrated",
-    "rollout",
-    "flow",
-    "ig",
-    "attention_x_gradient",
-    "input_x_gradient",
-    "occlusion",
-)
+#: The faithfulness defaults, written out because --help must answer without importing torch;
+#: tests/test_faithfulness.py keeps them equal to ``headmap.attribution``'s.
 DEFAULT_METHODS = ("attention", "input_x_gradient", "occlusion")
 UNITS = ("words", "sentences", "tokens")
 

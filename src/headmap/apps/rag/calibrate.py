@@ -34,7 +34,7 @@ from headmap.apps.rag.features import answer_evidence, chunk_features
 from headmap.apps.rag.prompt import build_prompt, check_causal_lm, encode_answer
 from headmap.apps.rag.run import check_length
 from headmap.apps.rag.surrogate import agreement, kept_logprob
-from headmap.attribution.calibrate import corpus_hash, fit_weights, headmap_version
+from headmap.attribution.calibrate import corpus_hash, fit_weights, headmap_version, heldout_split
 from headmap.attribution.calibrated import Calibration, model_hash
 from headmap.errors import HeadmapError
 from headmap.models import LoadedModel, load
@@ -210,10 +210,7 @@ def calibrate_rag(
     if not 0.0 < keep < 1.0 or ablations < 1 or not 0.0 <= holdout < 1.0:
         raise HeadmapError("calibrate_rag needs 0 < keep < 1, ablations >= 1 and 0 <= holdout < 1")
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(items))
-    n_out = int(round(holdout * len(items))) if len(items) > 1 else 0
-    n_out = max(n_out, 1) if holdout > 0 and len(items) > 1 else n_out
-    held = set(order[:n_out].tolist())
+    held = heldout_split(len(items), holdout, rng)
     bar = None
     if progress:
         from tqdm.auto import tqdm
