@@ -29,11 +29,18 @@ from headmap.render.embed import asset  # noqa: E402
 from headmap.render.static import DIVERGING, SEQUENTIAL  # noqa: E402
 from headmap.result import CAUSATION_WARNING  # noqa: E402
 from headmap.serve.display import ViewSpec  # noqa: E402
+from headmap.serve.endpoints import CONCURRENCY_ID, register  # noqa: E402
 from headmap.serve.payload import finish, hint, message  # noqa: E402
 from headmap.serve.views import VIEWS, Control, Request, View  # noqa: E402
 from headmap.serve.workbench import BLOB_ROUTE, Workbench  # noqa: E402
 
 log = logging.getLogger("headmap.serve")
+
+#: Captures computed at once, page and API together, unless ``--max-concurrent`` says otherwise.
+MAX_CONCURRENT = 4
+#: The page's own events: private (not in the API listing, not callable by Gradio's clients), in the
+#: one concurrency group of the API's endpoints.
+PRIVATE: dict[str, Any] = {"api_visibility": "private", "concurrency_id": CONCURRENCY_ID}
 
 NORMS = ("raw", "topk:3", "topk:3,renorm", "window:3", "threshold:0.05", "log")
 EXAMPLE = "The trophy didn't fit in the suitcase because it was too big."
@@ -117,8 +124,11 @@ def draw(bench: Workbench, layout: Layout, view_label: str, values: Sequence[Any
         return message(f"internal error ({type(exc).__name__}): {exc}. The server log has the details.")
 
 
-def build_app(bench: Workbench, views: Sequence[View] = VIEWS) -> gr.Blocks:
-    """The dashboard's page for ``bench`` (not launched)."""
+def build_app(
+    bench: Workbench, views: Sequence[View] = VIEWS, max_concurrent: int = MAX_CONCURRENT
+) -> gr.Blocks:
+    """The dashboard's page for ``bench`` (not launched), with its API endpoints
+    (:mod:`headmap.serve.endpoints`); at most ``max_concurrent`` events compute at once."""
     info = bench.info(bench.default_model)
     with gr.Blocks(title="headmap", analytics_enabled=False) as demo:
         gr.Markdown(f"### headmap: attention heads, live\n{CAUSATION_WARNING}")
@@ -217,16 +227,22 @@ def build_app(bench: Workbench, views: Sequence[View] = VIEWS) -> gr.Blocks:
             ]
 
         for control in (layer, head, words, mask_special, mask_first, renorm, norm, cmap, *extras):
-            control.change(redraw, inputs, plot, show_progress="hidden", trigger_mode="always_last")
-        run.click(redraw, inputs, plot, show_progress="minimal")
-        text.submit(redraw, inputs, plot, show_progress="minimal")
+            control.change(
+                redraw, inputs, plot, show_progress="hidden", trigger_mode="always_last", **PRIVATE
+            )
+        run.click(redraw, inputs, plot, show_progress="minimal", **PRIVATE)
+        text.submit(redraw, inputs, plot, show_progress="minimal", **PRIVATE)
         toggled = [component for group in controls.values() for component in group]
-        view.change(choose_view, inputs, [*groups, *toggled, help_text, plot], show_progress="minimal")
-        model.change(choose_model, [model, layer, head], [layer, head, plot]).then(
-            redraw, inputs, plot, show_progress="minimal"
+        view.change(
+            choose_view, inputs, [*groups, *toggled, help_text, plot], show_progress="minimal", **PRIVATE
         )
-        demo.load(redraw, inputs, plot, show_progress="minimal")
-    demo.queue(default_concurrency_limit=4)  # tabs do not wait for each other's captures
+        model.change(choose_model, [model, layer, head], [layer, head, plot], **PRIVATE).then(
+            redraw, inputs, plot, show_progress="minimal", **PRIVATE
+        )
+        demo.load(redraw, inputs, plot, show_progress="minimal", **PRIVATE)
+        register(bench, max_concurrent)
+    # Tabs and API clients do not wait for each other's captures, up to max_concurrent at once.
+    demo.queue(default_concurrency_limit=max_concurrent)
     return demo
 
 
@@ -246,11 +262,21 @@ def blob_route(bench: Workbench) -> Any:
 
 
 def launch(
-    bench: Workbench, host: str = "127.0.0.1", port: int = 7860, block: bool = True, quiet: bool = False
+    bench: Workbench,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    block: bool = True,
+    quiet: bool = False,
+    auth: Sequence[tuple[str, str]] | None = None,
+    max_concurrent: int = MAX_CONCURRENT,
 ) -> gr.Blocks:
-    """Build and start the dashboard on ``host:port`` (127.0.0.1 unless told otherwise)."""
-    demo = build_app(bench)
+    """Build and start the dashboard on ``host:port`` (127.0.0.1 unless told otherwise).
+
+    ``auth``: ``(user, password)`` pairs that may log in (None: no login; ``headmap serve`` refuses
+    that on any address but loopback unless told ``--open``)."""
+    demo = build_app(bench, max_concurrent=max_concurrent)
     demo.launch(
+        auth=list(auth) if auth else None,
         server_name=host,
         server_port=port,
         prevent_thread_lock=not block,

@@ -17,6 +17,7 @@ from headmap.analysis.stats import HeadStats, collect_stats
 from headmap.attribution.calibrated import Calibration, load_calibration
 from headmap.capture import MapStore, stream
 from headmap.capture.discovery import discover
+from headmap.capture.engine import max_tokens as position_limit
 from headmap.errors import HeadmapError
 from headmap.models import BUNDLED, LoadedModel, load
 from headmap.result import AttentionResult, LayerKey
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 MAX_TOKENS = 4096
+#: Longest text (in characters) a request may carry: tokenizing is itself work, so it is bounded first.
+MAX_TEXT_CHARS = 100_000
 MAX_CELLS = 512
 CACHE_BYTES = 1 << 30
 #: Texts whose full capture (every layer and head, float32) fits this are captured whole and kept.
@@ -41,11 +44,13 @@ DERIVED_ENTRIES = 32
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What the controls need: the layers (slider positions) and heads of a model."""
+    """What the controls need: the layers (slider positions) and heads of a model, and the longest
+    text its position table takes (None: no such table, e.g. rotary positions)."""
 
     name: str
     keys: tuple[LayerKey, ...]
     num_heads: int
+    position_limit: int | None = None
 
 
 def check_model_names(names: Sequence[str]) -> tuple[str, ...]:
@@ -71,6 +76,7 @@ class Workbench:
         models: Sequence[str] = ("minilm",),
         *,
         max_tokens: int = MAX_TOKENS,
+        max_text_chars: int = MAX_TEXT_CHARS,
         max_cells: int = MAX_CELLS,
         cache_bytes: int = CACHE_BYTES,
         full_capture_bytes: int = FULL_CAPTURE_BYTES,
@@ -83,22 +89,29 @@ class Workbench:
         self.model_names = given + tuple(n for n in BUNDLED if n not in given)
         self.default_model = given[0] if given else self.model_names[0]
         self.max_tokens, self.max_cells, self.full_capture_bytes = max_tokens, max_cells, full_capture_bytes
+        self.max_text_chars = max_text_chars
         self._trust_remote_code, self._loader = trust_remote_code, loader
         self._load_options = dict(load_options or {})  # device, dtype... for every model (headmap.load)
         # AT2-style head weights per model name (`headmap calibrate`), for the calibrated method.
         self._calibrations = {name: Path(path) for name, path in (calibrations or {}).items()}
         self._models: BoundedCache[LoadedModel] = BoundedCache(len(self.model_names), lambda _: 1)
-        # A third of the budget for whole captures, the rest for drawable maps.
+        # The whole budget is cache_bytes: an eighth each (at most 64 MB) for statistics and for the
+        # pictures' codes waiting to be fetched, then a third of the rest for whole captures and the
+        # remainder for drawable maps.
+        side = min(BLOB_BYTES, cache_bytes // 8)
+        rest = cache_bytes - 2 * side
         self.captures: BoundedCache[AttentionResult] = BoundedCache(
-            cache_bytes // 3, lambda r: sum(layer.weights.nbytes for layer in r.layers)
+            rest // 3, lambda r: sum(layer.weights.nbytes for layer in r.layers)
         )
-        self.displays: BoundedCache[DisplayMaps] = BoundedCache(
-            cache_bytes - cache_bytes // 3, lambda d: d.budget
-        )
-        self.stats_cache: BoundedCache[HeadStats] = BoundedCache(64 << 20, lambda s: s.overview.nbytes + 4096)
-        self.blobs: BoundedCache[bytes] = BoundedCache(BLOB_BYTES, len)
+        self.displays: BoundedCache[DisplayMaps] = BoundedCache(rest - rest // 3, lambda d: d.budget)
+        self.stats_cache: BoundedCache[HeadStats] = BoundedCache(side, lambda s: s.overview.nbytes + 4096)
+        self.blobs: BoundedCache[bytes] = BoundedCache(side, len)
         # Explanations and RAG reports: small objects that cost many forwards, kept by count.
         self.derived: BoundedCache[object] = BoundedCache(DERIVED_ENTRIES, lambda _: 1)
+
+    def cached_bytes(self) -> int:
+        """Bytes held by the byte-bounded caches (at most the ``cache_bytes`` given)."""
+        return sum(c.nbytes for c in (self.captures, self.displays, self.stats_cache, self.blobs))
 
     # -- models ----------------------------------------------------------------------------------
     def calibration(self, name: str) -> Calibration | None:
@@ -116,9 +129,10 @@ class Workbench:
         )
 
     def info(self, name: str) -> ModelInfo:
-        arch = discover(self.model(name).model)
+        loaded = self.model(name)
+        arch = discover(loaded.model)
         keys = tuple(sorted(arch.sites, key=lambda k: k.sort_key))
-        return ModelInfo(name, keys, arch.num_heads)
+        return ModelInfo(name, keys, arch.num_heads, position_limit(loaded, arch))
 
     # -- pictures' bytes -------------------------------------------------------------------------
     def publish(self, data: bytes) -> str:
@@ -131,13 +145,35 @@ class Workbench:
         return self.blobs.get(token)
 
     # -- text ------------------------------------------------------------------------------------
+    def check_text(self, text: str, what: str = "text") -> str:
+        """``text`` if it is a string within ``max_text_chars``; else one clear error."""
+        if not isinstance(text, str):
+            raise HeadmapError(f"the {what} must be a string, not {type(text).__name__}")
+        if len(text) > self.max_text_chars:
+            raise HeadmapError(
+                f"the {what} has {len(text)} characters but this server takes at most {self.max_text_chars}: "
+                "shorten it (the server's limit is --max-text-chars)"
+            )
+        return text
+
     def count_tokens(self, name: str, text: str) -> int:
-        """Tokens of ``text`` for model ``name``; empty or too long texts raise a clear error."""
-        if not isinstance(text, str) or not text.strip():
+        """Tokens of ``text`` for model ``name``; empty or too long texts raise a clear error.
+
+        Too long for the model's own position table (MiniLM: 512), the fix is a shorter text; too
+        long only for this server's ``max_tokens``, a larger ``--max-tokens`` would also do.
+        """
+        self.check_text(text)
+        if not text.strip():
             raise HeadmapError("the text is empty: type or paste at least one word")
         # LoadedModel types its tokenizer as object (core stays free of transformers' types).
         tokenizer = cast("PreTrainedTokenizerBase", self.model(name).tokenizer)
         count = len(tokenizer(text)["input_ids"])
+        limit = self.info(name).position_limit
+        if limit is not None and count > limit:
+            raise HeadmapError(
+                f"the text has {count} tokens but {name} reads at most {limit} (its position limit): "
+                "shorten the text"
+            )
         if count > self.max_tokens:
             raise HeadmapError(
                 f"the text has {count} tokens but this dashboard draws at most {self.max_tokens}: shorten it, "

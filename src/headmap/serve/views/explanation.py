@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from headmap.attribution import explain
+from headmap.attribution import Explanation, explain
 from headmap.errors import HeadmapError
 from headmap.serve.payload import Axes, table_payload
 from headmap.serve.views.base import Request, View
@@ -57,32 +57,46 @@ def rows_scaled(scores: dict[str, np.ndarray]) -> np.ndarray:
     return np.divide(table, peak, out=np.zeros_like(table), where=peak > 0)
 
 
+def explained(
+    bench: Workbench, model: str, text: str, target: str | None, compare: str | None, methods: Sequence[str]
+) -> Explanation:
+    """``explain`` of ``text`` by ``methods`` on words, computed once per inputs and kept.
+
+    Decoders explain ``target`` (None: their top next token), encoders the cosine to ``compare``;
+    the other one is ignored."""
+    methods = tuple(methods) or FIRST
+    if unknown := [m for m in methods if m not in OFFERED]:
+        raise HeadmapError(f"unknown methods {unknown}: choose from {', '.join(OFFERED)}")
+    bench.count_tokens(model, text)
+    for extra, what in ((target, "target"), (compare, "compare text")):
+        if extra is not None:
+            bench.check_text(extra, what)
+    loaded = bench.model(model)
+    if loaded.is_encoder_decoder or not _has_lm_head(loaded.model):
+        target = None  # encoders explain the cosine to the compare text
+    else:
+        compare = None
+    calibration = bench.calibration(model)
+    if "calibrated" in methods and calibration is None:
+        raise HeadmapError(
+            f"calibrated needs head weights for {model}: start the dashboard with "
+            f"--calibration {model}=FILE (from `headmap calibrate`)"
+        )
+    key = ("explain", model, text, target, compare, methods)
+    return bench.derive(
+        key,
+        lambda: explain(
+            loaded, text, target, compare=compare, methods=list(methods), calibration=calibration
+        ).to_words(),
+    )
+
+
 def draw(bench: Workbench, request: Request, values: Sequence[Any]) -> dict[str, object]:
 
     target = str(values[0]) if len(values) > 0 and values[0] else None
     compare = str(values[1]) if len(values) > 1 and values[1] else None
     methods = tuple(values[2]) if len(values) > 2 and values[2] else FIRST
-    if unknown := [m for m in methods if m not in OFFERED]:
-        raise HeadmapError(f"unknown methods {unknown}: choose from {', '.join(OFFERED)}")
-    bench.count_tokens(request.model, request.text)
-    loaded = bench.model(request.model)
-    if loaded.is_encoder_decoder or not _has_lm_head(loaded.model):
-        target = None  # encoders explain the cosine to the compare text
-    else:
-        compare = None
-    calibration = bench.calibration(request.model)
-    if "calibrated" in methods and calibration is None:
-        raise HeadmapError(
-            f"calibrated needs head weights for {request.model}: start the dashboard with "
-            f"--calibration {request.model}=FILE (from `headmap calibrate`)"
-        )
-    key = ("explain", request.model, request.text, target, compare, methods)
-    found = bench.derive(
-        key,
-        lambda: explain(
-            loaded, request.text, target, compare=compare, methods=list(methods), calibration=calibration
-        ).to_words(),
-    )
+    found = explained(bench, request.model, request.text, target, compare, methods)
     scores = found.scores
     table = rows_scaled(scores)
     agreement = found.causal_agreement()

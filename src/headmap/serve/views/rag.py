@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from headmap.apps.rag import rag
+from headmap.apps.rag import RagReport, rag
 from headmap.errors import HeadmapError
 from headmap.serve.payload import Axes, table_payload
 from headmap.serve.views.base import Control, Request, View
@@ -45,18 +45,26 @@ def split_chunks(text: str) -> list[str]:
     return [part.strip() for part in re.split(r"\n\s*\n", text or "") if part.strip()]
 
 
-def draw(bench: Workbench, request: Request, values: Sequence[Any]) -> dict[str, object]:
-
-    question = str(values[0]).strip() if values and values[0] else ""
-    chunks = split_chunks(str(values[1])) if len(values) > 1 else []
-    answer = str(values[2]) if len(values) > 2 and values[2] else None
+def checked_report(
+    bench: Workbench, model: str, question: str, chunks: Sequence[str], answer: str | None
+) -> RagReport:
+    """``rag`` of the inputs (each checked against the server's text limit), computed once and kept."""
+    question = bench.check_text(question, "question").strip()
+    chunks = [bench.check_text(chunk, "chunk").strip() for chunk in chunks]
+    chunks = [chunk for chunk in chunks if chunk]
+    answer = bench.check_text(answer, "answer") if answer else None
     if not question:
         raise HeadmapError("the question is empty: type the question the chunks were retrieved for")
     if not chunks:
         raise HeadmapError("no chunks: paste the retrieved chunks, separated by blank lines")
-    loaded = bench.model(request.model)
-    key = ("rag", request.model, question, tuple(chunks), answer)
-    report = bench.derive(
+    if sum(len(chunk) for chunk in chunks) > bench.max_text_chars:
+        raise HeadmapError(
+            f"the chunks have more than {bench.max_text_chars} characters together: send fewer or shorter "
+            "chunks (the server's limit is --max-text-chars)"
+        )
+    loaded = bench.model(model)
+    key = ("rag", model, question, tuple(chunks), answer)
+    return bench.derive(
         key,
         lambda: rag(
             loaded,
@@ -64,9 +72,17 @@ def draw(bench: Workbench, request: Request, values: Sequence[Any]) -> dict[str,
             chunks,
             answer=answer,
             max_new_tokens=MAX_NEW_TOKENS,
-            calibration=bench.calibration(request.model),
+            calibration=bench.calibration(model),
         ),
     )
+
+
+def draw(bench: Workbench, request: Request, values: Sequence[Any]) -> dict[str, object]:
+
+    question = str(values[0]).strip() if values and values[0] else ""
+    chunks = split_chunks(str(values[1])) if len(values) > 1 else []
+    answer = str(values[2]) if len(values) > 2 and values[2] else None
+    report = checked_report(bench, request.model, question, chunks, answer)
     table = report.token_attention  # [answer token, chunk]
     lines = [
         f"answer: {report.answer!r} (log p = {report.answer_logprob:.3f}, "
