@@ -196,3 +196,21 @@ def test_a_login_guards_the_page_and_the_api(tiny):
             assert '"default": "minilm"' in http.get(f"gradio_api/call/models/{event}").text
     finally:
         demo.close()
+
+
+@pytest.mark.slow
+def test_minilm_s_too_long_message_names_its_own_position_limit(minilm):
+    bench = Workbench(["minilm"], loader=lambda name, **_: minilm)
+    with pytest.raises(headmap.HeadmapError) as error:
+        bench.count_tokens("minilm", "word " * 600)
+    assert "minilm reads at most 512 (its position limit): shorten the text" in str(error.value)
+    assert "--max-tokens" not in str(error.value)
+    small = Workbench(["minilm"], loader=lambda name, **_: minilm, max_tokens=100)
+    with pytest.raises(headmap.HeadmapError, match="larger --max-tokens"):  # here it would help
+        small.count_tokens("minilm", "word " * 200)
+
+
+def test_every_byte_cache_fits_in_the_budget():
+    bench = Workbench(["minilm"], loader=lambda *a, **k: None, cache_bytes=80 << 20)
+    caches = (bench.captures, bench.displays, bench.stats_cache, bench.blobs)
+    assert sum(c.max_bytes for c in caches) == 80 << 20 and bench.cached_bytes() == 0
