@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -104,6 +105,27 @@ def test_bootstrap_contains_mean_and_is_seeded():
     assert low <= mean <= high and mean == pytest.approx(values.mean())
     assert bootstrap(values, seed=5) == (mean, low, high)
     assert bootstrap(values, seed=6) != (mean, low, high)
+
+
+def test_mean_curve_leaves_the_empty_end_points_nan_without_a_warning():
+    records = [
+        {
+            "method": "attention",
+            "output": -1.0,
+            "deletion": [-1.0, -2.0 - i, None],
+            "insertion": [None, -3.0, -1.0],
+        }
+        for i in range(2)
+    ]
+    report = FaithfulnessReport(
+        model="m", units="words", grid=(0.0, 50.0, 100.0), records=records, seed=0, n_boot=10
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "Mean of empty slice" showed under every figure
+        deletion = report.mean_curve("attention", "deletion")
+        insertion = report.mean_curve("attention", "insertion")
+    np.testing.assert_allclose(deletion, [0.0, 1.5, np.nan])
+    np.testing.assert_allclose(insertion, [np.nan, 2.0, 0.0])
 
 
 def test_corpus_report_contract(llama, tmp_path):
