@@ -8,8 +8,8 @@ echo "test: [2/3] lint, format and types (ruff check, ruff format --check, mypy;
 if [ -n "${HEADMAP_SETUP_DRY_RUN:-}" ]; then
   echo "test:   would run: ruff check . && ruff format --check . && mypy" >&2
 else
-  .venv/bin/ruff check src tests benchmarks scripts
-  .venv/bin/ruff format --check src tests benchmarks scripts
+  .venv/bin/ruff check src tests benchmarks scripts examples
+  .venv/bin/ruff format --check src tests benchmarks scripts examples
   .venv/bin/mypy
 fi
 echo "test: [3/3] running the test suite (~5 minutes on 2 idle cores)" >&2
