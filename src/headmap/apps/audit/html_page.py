@@ -9,6 +9,7 @@ hostile token is shown as text and never runs. The full record is appended as es
 from __future__ import annotations
 
 import json
+import shlex
 from typing import Any
 
 import numpy as np
@@ -74,7 +75,7 @@ def _provenance(p: dict[str, Any], s: dict[str, Any]) -> str:
         _table(["role", "file", "bytes", "sha256"], files)
         + missing
         + f"<p>versions: {versions}</p><p>runtime: {runtime}</p><p>settings: {settings}</p>"
-        + f"<p>command: <code>{e(' '.join(p['command']))}</code></p>"
+        + f"<p>command: <code>{e(shlex.join(p['command']))}</code></p>"
         + f"<p>text sha256: <code>{e(str(p.get('text_sha256')))}</code></p>"
     )
 

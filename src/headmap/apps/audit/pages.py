@@ -10,6 +10,7 @@ Every text is drawn with ``parse_math=False``: a token such as ``$x$`` is text, 
 
 from __future__ import annotations
 
+import shlex
 import textwrap
 from typing import TYPE_CHECKING, Any
 
@@ -92,7 +93,7 @@ def summary_page(data: dict[str, Any]) -> Figure:
         f"methods {', '.join(s['methods'])}",
         7,
     )
-    w.line(f"command: {' '.join(p['command'])}", 7)
+    w.line(f"command: {shlex.join(p['command'])}", 7)
     for f in p["files"]:
         w.line(f"{f['role']} {f['path']} ({f['bytes']} bytes) sha256 {f['sha256']}", 6.5)
     if not p["files"]:
