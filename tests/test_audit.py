@@ -170,6 +170,13 @@ def test_verify_names_each_number_that_differs_and_the_input_that_changed(copied
     out = capsys.readouterr().out
     assert "decision.output" in out and "not deterministic" in out
 
+    del data["settings"]["seed"]
+    edited.write_text(json.dumps(data), encoding="utf-8")
+    assert main(["verify", str(edited)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("headmap: error: corrupt audit record") and "\n" not in err
+    data["settings"]["seed"] = 0
+
     data["settings"]["text"] = TROPHY.replace("big", "small")
     edited.write_text(json.dumps(data), encoding="utf-8")
     result = verify(edited)

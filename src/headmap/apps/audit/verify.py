@@ -174,12 +174,20 @@ def verify(record: AuditRecord | str | Path, device: str | None = None) -> Verif
             "this record names no model files (the model was built in memory): it cannot be verified; "
             "audit a model given by name, folder or .gguf file"
         )
-    check_files(data["provenance"]["files"])
-    recorded = data["provenance"]["runtime"]
-    where = device or recorded["device"]
-    loaded = load(data["settings"]["model"], dtype=recorded["dtype"], device=where)
-    exact = where == "cpu" and recorded["dtype"] == "float32" and device in (None, "cpu")
-    found = json.loads(json.dumps(compute(loaded, data["settings"]), allow_nan=False))
+    try:
+        check_files(data["provenance"]["files"])
+        recorded = data["provenance"]["runtime"]
+        where = device or recorded["device"]
+        loaded = load(data["settings"]["model"], dtype=recorded["dtype"], device=where)
+        exact = where == "cpu" and recorded["dtype"] == "float32" and device in (None, "cpu")
+        found = json.loads(json.dumps(compute(loaded, data["settings"]), allow_nan=False))
+    except HeadmapError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        # A hand-edited record without a setting the run needs: one line, not a traceback.
+        raise HeadmapError(
+            f"corrupt audit record: {type(exc).__name__} {exc} (re-create it with headmap audit)"
+        ) from None
     count, mismatches = compare(data, found, exact)
     changed = changed_inputs(data, loaded) if mismatches else []
     return Verification(not mismatches, count, mismatches, changed)
