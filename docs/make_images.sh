@@ -35,3 +35,5 @@ $HM bias $B "ten years of experience in accounting" --compare "A highly qualifie
 # headmap prune: quality vs heads removed (importance / entropy / random orders) and a 30% cut, per bundled model
 $HM prune -m minilm --texts corpora/sentences.txt --curve --amount 0.3 -q -o $O/prune-minilm.png
 $HM prune -m smollm2 --texts corpora/sentences.txt --max-texts 96 --curve --amount 0.3 -q -o $O/prune-smollm2.png
+# headmap audit: the first page of a record of one MiniLM decision (the README's audit picture)
+$HM audit "$T" -m minilm --compare "A bag that is too small." -o $O/audit-minilm.png

@@ -1,5 +1,5 @@
 """Contract cases: attribution and applications (Explanation, GenerationReport, RagReport, BiasReport,
-PruneReport).
+PruneReport, AuditRecord).
 
 Each factory runs the real pipeline on a tiny random-weight llama (two layers, four heads, the
 MiniLM tokenizer), a few seconds at most; the model is built once for all four.
@@ -14,6 +14,7 @@ from contract_case import Case
 from tiny_models import build
 
 import headmap
+from headmap.apps.audit import AuditRecord, audit
 from headmap.apps.bias import bias_probe
 from headmap.apps.prune import prune, read_report
 from headmap.apps.rag import rag
@@ -68,6 +69,10 @@ def make_prune(_: Path) -> object:
     return prune(tiny_llama(), TEXTS, heldout=HELD, curve=True, step=0.5, seeds=[0], latency_repeats=0)
 
 
+def make_audit(_: Path) -> AuditRecord:
+    return audit(tiny_llama(), TEXT, methods=["attention", "occlusion"], corpus=TEXTS)
+
+
 APP_CASES: list[Case] = [
     Case("Explanation", make_explanation, Explanation.load, (Format.JSON,)),
     Case("GenerationReport", make_generation),
@@ -75,4 +80,5 @@ APP_CASES: list[Case] = [
     Case("RagReport", make_rag),
     Case("BiasReport", make_bias),
     Case("PruneReport", make_prune, read_report, (Format.JSON,)),
+    Case("AuditRecord", make_audit, AuditRecord.load, (Format.JSON,)),
 ]

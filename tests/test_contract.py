@@ -19,6 +19,7 @@ CASES = [*CORE_CASES, *APP_CASES]
 EXPECTED_TYPES = {
     "AttentionResult", "HeadStats", "HeadReport", "HeadImportance",
     "Explanation", "GenerationReport", "FaithfulnessReport", "RagReport", "BiasReport", "PruneReport",
+    "AuditRecord",
 }  # fmt: skip
 MAGIC = {Format.PNG: b"\x89PNG", Format.PDF: b"%PDF", Format.PARQUET: b"PAR1"}
 

@@ -46,6 +46,7 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers and editors (a test
     from headmap.analysis.monitor import HeadMonitor
     from headmap.analysis.monitor_plot import plot_monitor
     from headmap.analysis.ray_engine import RayEngine
+    from headmap.apps.audit import AuditRecord, audit, verify
     from headmap.apps.bias import BiasReport, bias_probe
     from headmap.apps.prune import PruneReport, prune, prune_heads
     from headmap.apps.rag import RagReport, calibrate_rag, rag
@@ -88,6 +89,7 @@ _LAZY: dict[str, str] = {
     "HeadMonitor": "headmap.analysis.monitor",
     "plot_monitor": "headmap.analysis.monitor_plot",
     "RayEngine": "headmap.analysis.ray_engine",
+    **dict.fromkeys(("AuditRecord", "audit", "verify"), "headmap.apps.audit"),
     **dict.fromkeys(("BiasReport", "bias_probe"), "headmap.apps.bias"),
     **dict.fromkeys(("PruneReport", "prune", "prune_heads"), "headmap.apps.prune"),
     **dict.fromkeys(("RagReport", "calibrate_rag", "rag"), "headmap.apps.rag"),
@@ -179,6 +181,7 @@ except metadata.PackageNotFoundError:  # a source tree on sys.path that was neve
 __all__ = [
     "CAUSATION_WARNING",
     "AttentionResult",
+    "AuditRecord",
     "BiasReport",
     "Block",
     "Calibration",
@@ -205,6 +208,7 @@ __all__ = [
     "StatsCollector",
     "Tokens",
     "ablate",
+    "audit",
     "bias_probe",
     "calibrate",
     "calibrate_rag",
@@ -226,4 +230,5 @@ __all__ = [
     "rag",
     "record_heads",
     "stream",
+    "verify",
 ]

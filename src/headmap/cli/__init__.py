@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from headmap.cli import (
+    audit,
     bias,
     calibrate,
     capture,
@@ -44,6 +45,7 @@ COMMANDS = (
     rag,
     bias,
     prune,
+    audit,
     serve,
 )
 
@@ -74,13 +76,15 @@ def _quiet_transformers() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command line, for records that keep it
     _quiet_transformers()
     try:
-        args.run(args)
+        # A command's run returns None, or an exit code of its own (verify: 1 when a number differs).
+        code = args.run(args)
     except HeadmapError as exc:
         print(f"headmap: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("headmap: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return int(code or 0)
