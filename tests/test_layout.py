@@ -19,6 +19,8 @@ def stage_of(module: str) -> str:
     parts = module.removesuffix(".__init__").split(".")
     if len(parts) == 1:
         return "api"
+    if parts[1] == "__main__":  # `python -m headmap`: the command line's entry point
+        return "cli"
     return "core" if parts[1] in CORE else parts[1]
 
 
@@ -52,7 +54,7 @@ def modules() -> list[Path]:
 def test_every_folder_is_a_known_stage():
     folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__"}
     assert folders <= set(STAGES), folders - set(STAGES)
-    loose = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
+    loose = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__", "__main__"}
     assert loose <= CORE, f"top-level modules other than the core types: {loose - CORE}"
 
 
