@@ -99,6 +99,11 @@ class Tokens:
     def __len__(self) -> int:
         return len(self.tokens)
 
+    @property
+    def plural(self) -> str:
+        """The unit's name in the plural: ``tokens``, ``words``, ``patches``."""
+        return f"{self.unit}es" if self.unit.endswith("ch") else f"{self.unit}s"
+
     def select(self, indices: Sequence[int]) -> Tokens:
         """The units at ``indices``, in that order."""
         return Tokens(
