@@ -37,3 +37,14 @@ $HM prune -m minilm --texts corpora/sentences.txt --curve --amount 0.3 -q -o $O/
 $HM prune -m smollm2 --texts corpora/sentences.txt --max-texts 96 --curve --amount 0.3 -q -o $O/prune-smollm2.png
 # headmap audit: the first page of a record of one MiniLM decision (the README's audit picture)
 $HM audit "$T" -m minilm --compare "A bag that is too small." -o $O/audit-minilm.png
+# Images: the digits ViT headmap trains and ships (scripts/train_digits_vit.py), on a held-out 5 of sklearn's digits.
+.venv/bin/python - <<'PY'
+import numpy as np
+from PIL import Image
+from sklearn.datasets import load_digits
+pixels = np.rint(load_digits().images[1700] * (255 / 16)).astype(np.uint8)
+Image.fromarray(pixels, "L").resize((64, 64), Image.NEAREST).save("docs/images/digit-5.png")
+PY
+$HM render -m digits-vit --image $O/digit-5.png --layer 2 --head all -o $O/digits-vit-layer2-all-heads.png
+$HM render -m digits-vit --image $O/digit-5.png --layer 2 --head 1 -o $O/digits-vit-layer2-head1.png
+$HM render -m digits-vit --image $O/digit-5.png --rollout -o $O/digits-vit-rollout.png

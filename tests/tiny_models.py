@@ -154,3 +154,61 @@ def build(name: str, tokenizer: object) -> tuple[LoadedModel, torch.nn.Module]:
     fast.eval()
     eager.eval()
     return LoadedModel(model=fast, tokenizer=tokenizer, name=f"tiny-{name}"), eager
+
+
+_VISION = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    image_size=32,
+    patch_size=8,
+)
+
+#: Image encoders (and CLIP's text tower), built like the text models: 32x32 images in 8x8 patches,
+#: so a 4x4 grid after the model's prefix tokens.
+VISION_CONFIGS: dict[str, transformers.PretrainedConfig] = {
+    "vit": transformers.ViTConfig(**_VISION),
+    # A CLS and a distillation token before the patches.
+    "deit": transformers.DeiTConfig(**_VISION),
+    # Relative position bias inside every layer's attention.
+    "beit": transformers.BeitConfig(**_VISION, use_relative_position_bias=True),
+    # A CLS and four registers before the patches.
+    "dinov2_with_registers": transformers.Dinov2WithRegistersConfig(**_VISION, num_register_tokens=4),
+    "clip_vision": transformers.CLIPVisionConfig(**_VISION),
+    # No CLS: the patches only (a pooling head with its own attention sits after the encoder).
+    "siglip_vision": transformers.SiglipVisionConfig(**_VISION),
+}
+#: Prefix tokens of each, as labelled on the result's axes.
+VISION_PREFIX = {
+    "vit": ("CLS",),
+    "deit": ("CLS", "DIST"),
+    "beit": ("CLS",),
+    "dinov2_with_registers": ("CLS", "reg0", "reg1", "reg2", "reg3"),
+    "clip_vision": ("CLS",),
+    "siglip_vision": (),
+}
+#: CLIP's text tower: a causal text encoder with the MiniLM tokenizer's vocabulary.
+CLIP_TEXT = transformers.CLIPTextConfig(
+    vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64
+)
+
+
+def build_vision(name: str, processor: object) -> tuple[LoadedModel, torch.nn.Module]:
+    """``(fast, eager)`` of an image encoder (or ``"clip_text"``), as :func:`build` does for text."""
+    config = CLIP_TEXT if name == "clip_text" else VISION_CONFIGS[name]
+    cls = transformers.AutoModel  # CLIPTextModel for the text tower's config
+    fast_config, eager_config = copy.deepcopy(config), copy.deepcopy(config)
+    torch.manual_seed(0)
+    fast = cls.from_config(fast_config, dtype=torch.float32)
+    eager = cls.from_config(eager_config, dtype=torch.float32, attn_implementation="eager")
+    with torch.no_grad():
+        for param in fast.parameters():
+            if param.ndim == 2:
+                param.normal_(0.0, 0.3)
+    eager.load_state_dict(fast.state_dict())
+    fast.eval()
+    eager.eval()
+    if name == "clip_text":
+        return LoadedModel(model=fast, tokenizer=processor, name="tiny-clip-text"), eager
+    return LoadedModel(model=fast, tokenizer=None, name=f"tiny-{name}", processor=processor), eager

@@ -358,7 +358,7 @@ class AttentionResult:
         layers = ", ".join(k.name for k in self.keys)
         n = len(self.source) if self.target is None else f"{len(self.source)}->{len(self.target)}"
         return (
-            f"AttentionResult(model={self.model!r}, {self.source.unit}s={n}, layers=[{layers}], "
+            f"AttentionResult(model={self.model!r}, {self.source.plural}={n}, layers=[{layers}], "
             f"heads={self._heads_text()}, normalization={self.normalization.caption!r})"
         )
 

@@ -58,6 +58,8 @@ class Architecture:
     position_offset: int | None  # default positions are offset + 0, 1, ...; None when unknown
     layer_heads: dict[LayerKey, int] = field(default_factory=dict)
     """Query heads of each layer, where they differ from layer to layer (a pruned model); else empty."""
+    vision: VisionLayout | None = None
+    """How an image model lays out its units (None for models that take text)."""
 
     def heads_in(self, key: LayerKey) -> int:
         """How many query heads layer ``key`` has."""
@@ -82,6 +84,38 @@ class Architecture:
     def needs_output_attentions(self) -> bool:
         """Eager-weights modules (DeBERTa) return their weights only when the model is asked for them."""
         return CapturePath.EAGER_WEIGHTS in self.paths
+
+
+@dataclass(frozen=True)
+class VisionLayout:
+    """What an image model's sequence is made of: ``prefix`` tokens (CLS, registers), then one unit per
+    ``patch`` x ``patch`` square of the image, row by row; ``channels`` and ``size`` are its config's."""
+
+    prefix: int
+    patch: tuple[int, int]
+    channels: int
+    size: tuple[int, int]
+
+
+def takes_pixels(runner: torch.nn.Module) -> bool:
+    """Whether a model's forward takes an image (``pixel_values``) rather than token ids."""
+    params = inspect.signature(runner.forward).parameters
+    return "pixel_values" in params and "input_ids" not in params
+
+
+def _pair(value: object, name: str) -> tuple[int, int]:
+    if isinstance(value, int):
+        return value, value
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        return int(value[0]), int(value[1])
+    raise HeadmapError(
+        f"the model's config has no usable {name} ({value!r}): headmap cannot lay out its patches"
+    )
+
+
+def _vision_config(config: object) -> object:
+    """The image tower's config (a composite config such as CLIP's keeps it under ``vision_config``)."""
+    return getattr(config, "vision_config", None) or config
 
 
 _cache: weakref.WeakKeyDictionary[torch.nn.Module, Architecture] = weakref.WeakKeyDictionary()
@@ -131,6 +165,15 @@ def _queries(call: AttentionCall) -> torch.Tensor:
 def _keys(call: AttentionCall) -> torch.Tensor:
     assert call.key is not None
     return call.key
+
+
+def _image_probe(config: object, device: torch.device) -> Inputs:
+    """A random image of the model's configured size: the probe of models that take pixels."""
+    vision = _vision_config(config)
+    height, width = _pair(getattr(vision, "image_size", None), "image_size")
+    channels = int(getattr(vision, "num_channels", 3))
+    generator = torch.Generator().manual_seed(0)
+    return {"pixel_values": torch.randn(1, channels, height, width, generator=generator).to(device)}
 
 
 def _probe_inputs(config: object, is_enc_dec: bool, device: torch.device) -> Inputs:
@@ -235,7 +278,9 @@ def _discover(model: torch.nn.Module) -> Architecture:
         )
     is_enc_dec = bool(getattr(config, "is_encoder_decoder", False))
     runner = forward_module(model)
-    inputs = _probe_inputs(config, is_enc_dec, input_device(model))
+    pixels = takes_pixels(runner)
+    device = input_device(model)
+    inputs = _image_probe(config, device) if pixels else _probe_inputs(config, is_enc_dec, device)
     try:
         calls = _kernel_calls(runner, inputs)
         entries: list[_Entry]
@@ -268,7 +313,22 @@ def _discover(model: torch.nn.Module) -> Architecture:
         accepts_position_ids=accepts_positions,
         position_offset=offset,
         layer_heads=per_layer if len(set(per_layer.values())) > 1 else {},
+        vision=_layout(config, inputs, entries[0][2]) if pixels else None,
     )
+
+
+def _layout(config: object, inputs: Inputs, length: int) -> VisionLayout:
+    """The probe image's sequence ``length`` less its patches is the number of prefix tokens."""
+    vision = _vision_config(config)
+    patch = _pair(getattr(vision, "patch_size", None), "patch_size")
+    channels, height, width = inputs["pixel_values"].shape[1:]
+    prefix = length - (height // patch[0]) * (width // patch[1])
+    if prefix < 0:
+        raise HeadmapError(
+            f"{type(config).__name__}: {length} units for a {height}x{width} image in {patch} patches; "
+            "headmap cannot lay out this model's patches"
+        )
+    return VisionLayout(prefix=prefix, patch=patch, channels=int(channels), size=(int(height), int(width)))
 
 
 def _first_layer_state(runner: torch.nn.Module, inputs: Inputs, site: Site) -> list[torch.Tensor]:

@@ -21,8 +21,9 @@ from headmap.capture import native
 from headmap.capture.blocks import Valid, emit_blocks, fused_asks
 from headmap.capture.consumers import Consumer, MapStore, MomentConsumer
 from headmap.capture.discovery import Architecture, discover, forward_module
-from headmap.capture.encoding import Encoded, encode, encode_targets, pad_batch, pad_token_id
+from headmap.capture.encoding import encode_targets, pad_batch, pad_token_id
 from headmap.capture.fused import fused_attention, route
+from headmap.capture.images import ImageInput, Input, encode_inputs, image_inputs, is_single, text_or_image
 from headmap.capture.intercept import CallCounter, LayerAddressing
 from headmap.capture.packed import PackedForward
 from headmap.capture.packing import PackedBatch, pack_refusal, packed_inputs
@@ -62,8 +63,9 @@ class _StopForward(Exception):
 
 def capture(
     model: LoadedModel | str,
-    text: str | Encoded | Sequence[str | Encoded],
+    text: Input | Sequence[Input] | None = None,
     *,
+    image: ImageInput | str | None = None,
     layers: LayerSpec | Sequence[LayerSpec] | None = None,
     heads: int | Sequence[int] | None = None,
     rows: RowSpec = None,
@@ -85,7 +87,11 @@ def capture(
     ``-1`` is the last token), None for all. ``target``: decoder text of encoder-decoder models
     (defaults to the input text). The model keeps its own attention implementation. ``pack``: run
     each batch as one unpadded sequence (see :func:`stream`; the maps are the same).
+
+    An image model takes an image instead: ``image=`` a path or PIL image (or ``text=`` a PIL image,
+    a ``Path`` or a list of them); its units are its prefix tokens and patches (``Tokens.patches``).
     """
+    text = text_or_image(text, image)
     store = MapStore()
     stream(
         model,
@@ -102,12 +108,12 @@ def capture(
         pack=pack,
     )
     results = store.results()
-    return results[0] if isinstance(text, (str, Encoded)) else results
+    return results[0] if is_single(text) else results
 
 
 def stream(
     model: LoadedModel | str,
-    text: str | Encoded | Sequence[str | Encoded],
+    text: Input | Sequence[Input],
     consumer: Consumer,
     *,
     layers: LayerSpec | Sequence[LayerSpec] | None = None,
@@ -128,14 +134,14 @@ def stream(
     a model's batches run padded."""
     loaded = load(model) if isinstance(model, str) else model
     arch = discover(loaded.model)
-    texts = [text] if isinstance(text, (str, Encoded)) else list(text)
+    texts: list[Input] = [text] if is_single(text) else list(text)  # type: ignore[list-item, arg-type]  # narrowed by is_single
     if not texts:
         raise HeadmapError("no text given: pass at least one text")
     if padding_side not in ("left", "right"):
         raise HeadmapError(f"padding side must be 'left' or 'right', not {padding_side!r}")
     limit = max_tokens(loaded, arch)
-    encoded = [encode(loaded.tokenizer, t, limit) for t in texts]
-    targets = encode_targets(loaded, arch.is_encoder_decoder, texts, target, limit)
+    encoded, pixels = encode_inputs(loaded, arch, texts, limit)
+    targets = encode_targets(loaded, arch.is_encoder_decoder, texts, target, limit)  # type: ignore[arg-type]  # texts wherever a model has targets
     keys = resolve_layers(arch, layers)
     wanted = pack if pack is not None else bool(getattr(consumer, "wants_moments", False))
     several = len(texts) > 1 and batch_size > 1
@@ -181,13 +187,16 @@ def stream(
                     loaded, arch, plan, consumer, batch, packed.inputs, packed.valid, block_bytes, bar, packed
                 )
                 continue
-            inputs, valid = _batch_inputs(
-                arch,
-                [encoded[i][0] for i in batch],
-                [targets[i][0] for i in batch] if targets else None,
-                pad,
-                padding_side,
-            )
+            if pixels:
+                inputs, valid = image_inputs([pixels[i] for i in batch], [len(encoded[i][1]) for i in batch])
+            else:
+                inputs, valid = _batch_inputs(
+                    arch,
+                    [encoded[i][0] for i in batch],
+                    [targets[i][0] for i in batch] if targets else None,
+                    pad,
+                    padding_side,
+                )
             _run_batch(loaded, arch, plan, consumer, batch, inputs, valid, block_bytes, bar)
     finally:
         if bar is not None:

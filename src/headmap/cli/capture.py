@@ -12,13 +12,13 @@ from headmap.cli.common import (
     note_paths,
     parse_heads,
     parse_layers,
-    read_text,
+    read_input,
 )
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     cap = sub.add_parser("capture", help="save raw attention weights to a .safetensors file")
-    add_model_args(cap)
+    add_model_args(cap, image=True)
     cap.add_argument("--layers", default="all", help="comma-separated layers (indices or names), or 'all'")
     cap.add_argument("--heads", default="all", help="comma-separated heads, or 'all'")
     add_outputs(cap, "the weights: a .safetensors file", required=True)
@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> None:
     from headmap.capture import capture
 
     check_outputs(args.output, (".safetensors",))
-    text = read_text(args.text)
+    text = read_input(args)
     model = load_model(args)
     result = capture(
         model,
@@ -50,5 +50,5 @@ def run(args: argparse.Namespace) -> None:
         size = path.stat().st_size / 2**20
         print(
             f"wrote {path}: {len(result.layers)} layers x {heads} heads, "
-            f"{len(result.source)} tokens, {size:.1f} MiB"
+            f"{len(result.source)} {result.source.plural}, {size:.1f} MiB"
         )

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from headmap.errors import HeadmapError
-from headmap.models import BUNDLED, DEFAULT_MODEL
+from headmap.models import BUNDLED, DEFAULT_MODEL, SHIPPED
 
 if TYPE_CHECKING:
     from headmap.models import LoadedModel
@@ -40,6 +40,14 @@ def read_text(value: str) -> str:
     if not text.strip():
         raise HeadmapError(f"{source} is empty: give some text, a UTF-8 file that holds some, or - for stdin")
     return text
+
+
+def read_input(args: argparse.Namespace) -> str | Path:
+    """The text of ``args.text``, or the path of ``--image``: exactly one of them."""
+    image = getattr(args, "image", None)
+    if (image is None) == (args.text is None):
+        raise HeadmapError("give a text or --image PATH, one of them")
+    return image if image is not None else read_text(args.text)
 
 
 def package_version() -> str:
@@ -133,14 +141,26 @@ def parse_layers(value: str) -> list[int | str] | None:
     return [v if "." in v else int_arg(v, "--layers") for v in value.split(",")]
 
 
-def add_model_args(parser: argparse.ArgumentParser, text: bool = True) -> None:
+def add_model_args(parser: argparse.ArgumentParser, text: bool = True, image: bool = False) -> None:
+    """``text`` (optional where ``image`` adds ``--image PATH``), ``--model`` and the loading options."""
     if text:
-        parser.add_argument("text", help="the input text, a path to a UTF-8 text file, or - for stdin")
+        parser.add_argument(
+            "text",
+            nargs="?" if image else None,
+            help="the input text, a path to a UTF-8 text file, or - for stdin"
+            + (" (not with --image)" if image else ""),
+        )
+    if image:
+        parser.add_argument(
+            "--image", type=Path, help="an image file (PNG, JPEG...) for an image model such as digits-vit"
+        )
+    shipped = f", {', '.join(SHIPPED)} (images)" if image else ""
     parser.add_argument(
         "--model",
         "-m",
         default=DEFAULT_MODEL,
-        help=f"bundled name ({', '.join(BUNDLED)}), local model folder, .gguf file or hub id (default: %(default)s)",
+        help=f"bundled name ({', '.join(BUNDLED)}{shipped}), local model folder, .gguf file or hub id "
+        "(default: %(default)s)",
     )
     parser.add_argument("--target", help="decoder text for encoder-decoder models (default: the input text)")
     parser.add_argument(

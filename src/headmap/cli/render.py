@@ -16,7 +16,7 @@ from headmap.cli.common import (
     load_model,
     note_paths,
     parse_heads,
-    read_text,
+    read_input,
 )
 
 if TYPE_CHECKING:  # for annotations only: --help must not import what a capture needs
@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # for annotations only: --help must not import what a capture
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     render = sub.add_parser("render", help="draw one head, or all heads of a layer, to PNG/SVG/PDF/HTML")
-    add_model_args(render)
+    add_model_args(render, image=True)
     render.add_argument(
         "--layer",
         "-l",
@@ -36,6 +36,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--head", default="0", help="head number, or 'all' for a grid of every head of the layer"
     )
     add_display_args(render)
+    add_image_args(render)
     add_outputs(render, "the picture: .png, .svg, .pdf or .html", required=True)
     render.set_defaults(run=run_render)
 
@@ -44,8 +45,23 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     plot.add_argument("--layer", "-l", default="0")
     plot.add_argument("--head", default="0")
     add_display_args(plot)
+    add_image_args(plot)
     add_outputs(plot, "the picture: .png, .svg, .pdf or .html", required=True)
     plot.set_defaults(run=run_plot)
+
+
+def add_image_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--query",
+        default="0",
+        help="image results: the unit to look from, CLS (default: the first), p(2,3)...",
+    )
+    parser.add_argument(
+        "--rollout", action="store_true", help="image results: draw the rollout over all layers from --query"
+    )
+    parser.add_argument(
+        "--matrix", action="store_true", help="image results: draw the [query, key] heatmap, not the image"
+    )
 
 
 def prepare(result: AttentionResult, args: argparse.Namespace) -> AttentionResult:
@@ -63,13 +79,21 @@ def draw(result: AttentionResult, args: argparse.Namespace) -> None:
     key = result.resolve(args.layer)
     heads = parse_heads(args.head)
     head = None if heads is None else heads[0]
-    options = {"cmap": args.cmap}
-    if args.max_tokens:
+    options: dict[str, object] = {"cmap": args.cmap}
+    if result.source.patches is not None and not args.matrix:
+        options["query"] = int(args.query) if args.query.lstrip("-").isdigit() else args.query
+        options["rollout"] = args.rollout
+        if args.rollout:
+            head = None
+    elif args.max_tokens:
         options["max_tokens"] = args.max_tokens
+    if args.matrix:
+        options["matrix"] = True
     for output in args.output:
         path = result.render(output, key, head, **options)
+        what = "rollout" if options.get("rollout") else key.title()
         print(
-            f"wrote {path} ({key.title()}, {'all heads' if head is None else f'head {head}'}, {result.normalization})"
+            f"wrote {path} ({what}, {'all heads' if head is None else f'head {head}'}, {result.normalization})"
         )
 
 
@@ -77,10 +101,12 @@ def run_render(args: argparse.Namespace) -> None:
     from headmap.capture import capture
 
     check_outputs(args.output, RENDER_EXTENSIONS)
-    text = read_text(args.text)
+    text = read_input(args)
     model = load_model(args)
     layer = args.layer if "." in args.layer else int_arg(args.layer, "--layer")
-    result = capture(model, text, layers=[layer], heads=parse_heads(args.head), target=args.target)
+    # The rollout multiplies every layer, with every head.
+    layers, heads = (None, None) if args.rollout else ([layer], parse_heads(args.head))
+    result = capture(model, text, layers=layers, heads=heads, target=args.target)
     assert not isinstance(result, list)  # one text in, one AttentionResult out
     note_paths(result)
     draw(prepare(result, args), args)

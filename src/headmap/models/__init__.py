@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from headmap.models.names import BUNDLED, BUNDLED_INSTALL, DEFAULT_MODEL
+from headmap.models.names import BUNDLED, BUNDLED_INSTALL, DEFAULT_MODEL, SHIPPED
 
 if TYPE_CHECKING:
     from headmap.models.devices import input_device, parse_device, parse_dtype
@@ -37,6 +37,7 @@ __all__ = [
     "BUNDLED",
     "BUNDLED_INSTALL",
     "DEFAULT_MODEL",
+    "SHIPPED",
     "LoadedModel",
     "bundled_path",
     "input_device",

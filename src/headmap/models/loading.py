@@ -22,16 +22,21 @@ from transformers import PreTrainedModel
 from headmap.errors import HeadmapError
 from headmap.models import gguf_cache, pruned
 from headmap.models.devices import DeviceMap, check_placement, dispatch, parse_device, parse_dtype
-from headmap.models.names import BUNDLED, BUNDLED_INSTALL, DEFAULT_MODEL
+from headmap.models.names import BUNDLED, BUNDLED_INSTALL, DEFAULT_MODEL, SHIPPED
 
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A model ready for capture: the torch module (in eval mode), its tokenizer and a display name."""
+    """A model ready for capture: the torch module (in eval mode), its tokenizer and a display name.
+
+    An image model has no tokenizer (None) but an image ``processor`` (the transformers image
+    processor its folder names), which turns an image into the ``pixel_values`` it takes.
+    """
 
     model: PreTrainedModel  # every loader returns a transformers model (a pruned one included)
-    tokenizer: object  # a transformers PreTrainedTokenizerFast
+    tokenizer: object  # a transformers PreTrainedTokenizerFast; None for an image model
     name: str
+    processor: object | None = None
 
     @property
     def is_encoder_decoder(self) -> bool:
@@ -134,6 +139,8 @@ def load(
     check_placement(placement.device, device_map, max_memory, offload_folder)
     if name_or_path in BUNDLED:
         path, display = bundled_path(name_or_path), name_or_path
+    elif name_or_path in SHIPPED:
+        path, display = Path(__file__).resolve().parent.parent / SHIPPED[name_or_path], name_or_path
     else:
         path, display = Path(name_or_path).expanduser(), name_or_path
     if path.suffix == ".gguf":
@@ -148,12 +155,22 @@ def load(
     return _load_hub(name_or_path, trust_remote_code=trust_remote_code, placement=placement)
 
 
+def is_vision(config: object) -> bool:
+    """Whether a config is an image encoder's (it takes pixels: an image size and channels, no vocabulary)."""
+    return all(hasattr(config, a) for a in ("image_size", "num_channels")) and not hasattr(
+        config, "vocab_size"
+    )
+
+
 def _model_class(config: object) -> pruned.ModelClass:
     import transformers
 
     if getattr(config, "is_encoder_decoder", False):
         return transformers.AutoModelForSeq2SeqLM
     architectures = getattr(config, "architectures", None) or []
+    if any(a.endswith("ForImageClassification") for a in architectures):
+        # The classifier stays, so the model still says what it sees; capture runs its base model.
+        return transformers.AutoModelForImageClassification
     if any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in architectures):
         return transformers.AutoModelForCausalLM
     return transformers.AutoModel
@@ -185,6 +202,12 @@ def _load_folder(
             )
         if placement.device is not None:
             model = model.to(placement.device)
+        if is_vision(config):
+            processor = transformers.AutoImageProcessor.from_pretrained(folder, **hub)
+            model.eval()
+            return LoadedModel(
+                model=cast(PreTrainedModel, model), tokenizer=None, name=display, processor=processor
+            )
         tokenizer = transformers.AutoTokenizer.from_pretrained(
             folder, trust_remote_code=trust_remote_code, **hub
         )

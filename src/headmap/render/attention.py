@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from headmap.render.interactive import interactive_html
+from headmap.render.patches import image_html
 from headmap.render.report import COMMON, Format, Report, json_number
 from headmap.result import AttentionResult, LayerKey
 
@@ -34,8 +35,10 @@ def attention_page(
     head: int | None = None,
     **options: Any,
 ) -> str:
-    """``AttentionResult.page()``: the interactive view (the notebook display), starting at ``layer``/``head``."""
-    return interactive_html(result, layer, head, **options)
+    """``AttentionResult.page()``: the interactive view (the notebook display), starting at ``layer``/``head``;
+    an image result shows its heads over the image above it."""
+    view = interactive_html(result, layer, head, **options)
+    return view if result.source.patches is None else image_html(result, layer, head) + view
 
 
 __all__ = ["ATTENTION_FORMATS", "attention_formats", "attention_page"]

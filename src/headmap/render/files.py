@@ -13,8 +13,8 @@ from typing import Any
 from headmap.errors import HeadmapError
 from headmap.render.html import grid_html, head_html
 from headmap.render.interactive import interactive_page
-from headmap.render.report import PICTURES, PNG_DPI, Format, check_writable, save_figure
-from headmap.render.static import plot_grid, plot_head
+from headmap.render.patches import figure_grid, figure_head, image_html
+from headmap.render.report import PICTURES, PNG_DPI, Format, check_writable, html_document, save_figure
 from headmap.result import AttentionResult, LayerKey
 
 #: What ``render_to_file`` writes: the pictures and ``.html`` of the report contract's one list.
@@ -53,7 +53,8 @@ def render_to_file(
     (``cmap``, ``max_tokens``, ``vmin``, ``vmax``) go to those functions; ``dpi`` is the raster
     resolution of static output (150 by default; HTML ignores it). ``interactive=True`` (``.html``
     only) writes :func:`headmap.render.interactive.interactive_page` instead: every captured layer
-    and head with selectors, starting at ``key``/``head``. Returns ``path``.
+    and head with selectors, starting at ``key``/``head``. An image result is drawn over its image
+    (:mod:`headmap.render.patches`; ``query``, ``rollout``; ``matrix=True`` for heatmaps). Returns ``path``.
     """
     path = Path(path)
     suffix = check_extension(path)
@@ -65,6 +66,10 @@ def render_to_file(
     if suffix == ".html":
         if interactive:
             page = interactive_page(result, key, head, **options)
+        elif result.source.patches is not None and not options.pop("matrix", False):
+            page = html_document(
+                image_html(result, key, head, **options), f"headmap: {result.model} over the image"
+            )
         else:
             page = (
                 grid_html(result, key, **options) if head is None else head_html(result, key, head, **options)
@@ -74,7 +79,7 @@ def render_to_file(
         except OSError as exc:
             raise HeadmapError(f"cannot write {path}: {exc.strerror or exc}") from None
         return path
-    fig = plot_grid(result, key, **options) if head is None else plot_head(result, key, head, **options)
+    fig = figure_grid(result, key, **options) if head is None else figure_head(result, key, head, **options)
     try:
         save_figure(fig, path, suffix[1:], dpi=dpi)
     except OSError as exc:
