@@ -50,15 +50,20 @@ def save_samples(samples: list[dict[str, np.ndarray]], path: Path = DATA) -> Non
     from safetensors.numpy import save_file
 
     save_file(
-        {f"{i}.{name}": np.ascontiguousarray(value) for i, s in enumerate(samples) for name, value in s.items()},
+        {
+            f"{i}.{name}": np.ascontiguousarray(value)
+            for i, s in enumerate(samples)
+            for name, value in s.items()
+        },
         str(path),
     )
 
 
 def collect(n: int) -> None:
+    from rag_attribution import TRAIN_SEED, prompts
+
     import headmap
     from headmap.apps.rag.calibrate import as_example, leave_one_out, sample_example
-    from rag_attribution import TRAIN_SEED, prompts
 
     loaded = headmap.load("smollm2")
     samples = load_samples()
@@ -130,7 +135,10 @@ def analyze() -> None:
     fits = {
         "non-negative least squares on the ablations (shipped)": lambda t: fit_nnls(t),
         "the same, leave-one-out masks added": lambda t: fit_nnls(t, with_loo=True),
-        **{f"signed ridge (alpha {a:g}), leave-one-out masks added": (lambda t, a=a: fit_ridge(t, a)) for a in (0.1, 1.0, 10.0)},  # fmt: skip
+        **{
+            f"signed ridge (alpha {a:g}), leave-one-out masks added": (lambda t, a=a: fit_ridge(t, a))
+            for a in (0.1, 1.0, 10.0)
+        },  # fmt: skip
         **{f"pairwise ranking (logistic, C {c:g})": (lambda t, c=c: fit_pairwise(t, c)) for c in (0.1, 1.0)},
     }
     lines = [
@@ -152,7 +160,9 @@ def analyze() -> None:
         ranks[np.argmax(s["loo"])] = 2.0
         oracle.append(spearmanr(ranks, s["loo"]).correlation)
     negative = np.mean([(s["loo"] < -0.5).any() for s in samples])
-    lines.append(f"| needle-first oracle (top chunk right, the others in random order) | {np.mean(oracle):+.2f} | 100% | - |")
+    lines.append(
+        f"| needle-first oracle (top chunk right, the others in random order) | {np.mean(oracle):+.2f} | 100% | - |"
+    )
     body = (
         f"{len(samples)} training prompts (seed 1) of SmolLM2, {FOLDS}-fold cross-validation over prompts "
         f"(`rag_calibration_study.py`). On {negative:.0%} of the prompts removing some distractor chunk "
