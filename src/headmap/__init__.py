@@ -45,6 +45,7 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers and editors (a test
     from headmap.analysis.engines import LocalEngine
     from headmap.analysis.monitor import HeadMonitor
     from headmap.analysis.monitor_plot import plot_monitor
+    from headmap.analysis.patch_stats import PatchStats, patch_stats
     from headmap.analysis.ray_engine import RayEngine
     from headmap.apps.audit import AuditRecord, audit, verify
     from headmap.apps.bias import BiasReport, bias_probe
@@ -85,6 +86,7 @@ _LAZY: dict[str, str] = {
         "headmap.analysis",
     ),
     "LocalEngine": "headmap.analysis.engines",
+    **dict.fromkeys(("PatchStats", "patch_stats"), "headmap.analysis.patch_stats"),
     # HeadMonitor subclasses transformers.TrainerCallback (~0.6 s more); Ray is an optional extra.
     "HeadMonitor": "headmap.analysis.monitor",
     "plot_monitor": "headmap.analysis.monitor_plot",
@@ -201,6 +203,7 @@ __all__ = [
     "LocalEngine",
     "MapStore",
     "Normalization",
+    "PatchStats",
     "PruneReport",
     "RagReport",
     "RayEngine",
@@ -224,6 +227,7 @@ __all__ = [
     "load",
     "load_calibration",
     "load_result",
+    "patch_stats",
     "plot_monitor",
     "prune",
     "prune_heads",

@@ -1,9 +1,11 @@
-"""``headmap stats``: per-head statistics of one (long) text, streamed."""
+"""``headmap stats``: per-head statistics of one (long) text, streamed; or, with ``--image``/``--images``,
+an image model's patch statistics over one image or a folder of them."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -18,6 +20,7 @@ from headmap.cli.common import (
     parse_layers,
     read_text,
 )
+from headmap.errors import HeadmapError
 from headmap.result import CAUSATION_WARNING
 
 if TYPE_CHECKING:
@@ -31,7 +34,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     stats = sub.add_parser(
         "stats", help="per-head statistics (entropy, distance, sinks, ...) streamed over long inputs"
     )
-    add_model_args(stats)
+    add_model_args(stats, image=True)
+    stats.add_argument(
+        "--images",
+        type=Path,
+        metavar="FOLDER",
+        help="an image model's patch statistics (entropy, grid distance, CLS and register shares) "
+        "averaged over every image in FOLDER (not with a text)",
+    )
     stats.add_argument("--layers", default="all", help="comma-separated layers (indices or names), or 'all'")
     stats.add_argument("--heads", default="all", help="comma-separated heads, or 'all'")
     add_outputs(stats, "the table: .csv, .json or .parquet")
@@ -55,6 +65,14 @@ def run(args: argparse.Namespace) -> None:
     from headmap.analysis.stats_io import STATS_EXTENSIONS
 
     check_outputs(args.output, STATS_EXTENSIONS)
+    images = args.images if args.images is not None else args.image
+    if images is not None:
+        if args.text is not None or (args.image is not None and args.images is not None):
+            raise HeadmapError("give a text, --image PATH or --images FOLDER, one of them")
+        run_images(args, images)
+        return
+    if args.text is None:
+        raise HeadmapError("give a text, --image PATH or --images FOLDER")
     text = read_text(args.text)
     model = load_model(args)
     stats = collect_stats(
@@ -71,6 +89,25 @@ def run(args: argparse.Namespace) -> None:
     if not args.quiet:
         # A file holds the table: the terminal gets a few lines unless the table is asked for.
         print(stats.format_table() if args.table or not args.output else summary(stats))
+    for path in args.output:
+        print(f"wrote {stats.save(path)}", file=sys.stderr)
+
+
+def run_images(args: argparse.Namespace, images: Path) -> None:
+    """Patch statistics of an image model over one image or a folder of images."""
+    from headmap.analysis.patch_stats import patch_stats
+
+    model = load_model(args)
+    stats = patch_stats(
+        model,
+        images,
+        layers=parse_layers(args.layers),
+        heads=parse_heads(args.heads),
+        progress=sys.stderr.isatty(),
+    )
+    note_paths(stats)
+    if not args.quiet:
+        print(stats.to_pandas().to_string(index=False) if args.table or not args.output else stats.summary())
     for path in args.output:
         print(f"wrote {stats.save(path)}", file=sys.stderr)
 
