@@ -63,6 +63,7 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers and editors (a test
         load_calibration,
     )
     from headmap.capture import Block, CapturePlan, Encoded, MapStore, capture, encode_parts, stream
+    from headmap.capture.vlm import vlm_input
     from headmap.models import LoadedModel, load
     from headmap.render.files import render_to_file  # noqa: F401 - the stages bound below
     from headmap.render.interactive import interactive_html, notebook_view  # noqa: F401 - the stages bound below
@@ -114,6 +115,7 @@ _LAZY: dict[str, str] = {
         "headmap.capture",
     ),
     **dict.fromkeys(("LoadedModel", "load"), "headmap.models"),
+    "vlm_input": "headmap.capture.vlm",
     "render_to_file": "headmap.render.files",
     **dict.fromkeys(("interactive_html", "notebook_view"), "headmap.render.interactive"),
     **dict.fromkeys(("plot_grid", "plot_head"), "headmap.render.static"),
@@ -235,4 +237,5 @@ __all__ = [
     "record_heads",
     "stream",
     "verify",
+    "vlm_input",
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -20,16 +20,29 @@ class Encoded:
 
     :func:`headmap.capture` takes these besides plain strings, for inputs that ``tokenizer(text)``
     would not reproduce: a chat-templated prompt followed by generated answer ids, say.
+    ``inputs``: further model inputs of this one text, each with a batch axis of one
+    (``pixel_values`` of a vision-language model's image, see :mod:`headmap.capture.vlm`).
     """
 
     ids: tuple[int, ...]
     tokens: Tokens
+    inputs: tuple[tuple[str, torch.Tensor], ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if len(self.ids) != len(self.tokens):
             raise ValueError(f"{len(self.ids)} ids for {len(self.tokens)} tokens")
         if not self.ids:
             raise HeadmapError("the input has no tokens: give at least one word to analyse")
+
+
+def extra_inputs(items: Sequence[object]) -> dict[str, torch.Tensor]:
+    """The further model inputs of a batch's :class:`Encoded` texts (their ``inputs``), joined on the
+    batch axis; a batch that mixes texts with and without them is refused in one line."""
+    found = [dict(item.inputs) if isinstance(item, Encoded) else {} for item in items]
+    names = {tuple(sorted(f)) for f in found}
+    if len(names) > 1:
+        raise HeadmapError("texts with an image and texts without one in a batch: capture with batch_size=1")
+    return {name: torch.cat([f[name] for f in found]) for name in next(iter(names), ())}
 
 
 def _display(piece: str, raw: str, special: bool) -> str:

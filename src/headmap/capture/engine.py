@@ -21,7 +21,7 @@ from headmap.capture import native
 from headmap.capture.blocks import Valid, emit_blocks, fused_asks
 from headmap.capture.consumers import Consumer, MapStore, MomentConsumer
 from headmap.capture.discovery import Architecture, discover, forward_module
-from headmap.capture.encoding import encode_targets, pad_batch, pad_token_id
+from headmap.capture.encoding import encode_targets, extra_inputs, pad_batch, pad_token_id
 from headmap.capture.fused import fused_attention, route
 from headmap.capture.images import ImageInput, Input, encode_inputs, image_inputs, is_single, text_or_image
 from headmap.capture.intercept import CallCounter, LayerAddressing
@@ -197,6 +197,7 @@ def stream(
                     pad,
                     padding_side,
                 )
+                inputs.update(extra_inputs([texts[i] for i in batch]))  # a VLM's image: pixel_values
             _run_batch(loaded, arch, plan, consumer, batch, inputs, valid, block_bytes, bar)
     finally:
         if bar is not None:

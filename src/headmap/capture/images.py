@@ -82,7 +82,7 @@ def prefix_names(model_type: str, count: int) -> tuple[str, ...]:
     return (("CLS",) + tuple(f"reg{i}" for i in range(count - 1))) if count else ()
 
 
-def _shown_pixels(pixels: torch.Tensor, processor: object) -> np.ndarray:
+def shown_pixels(pixels: torch.Tensor, processor: object) -> np.ndarray:
     """The processed image as ``uint8`` ``[height, width, channels]``: its normalization undone."""
     values = pixels.detach().to(torch.float64).cpu().numpy().transpose(1, 2, 0)
     if getattr(processor, "do_normalize", False):
@@ -130,7 +130,7 @@ def encode_image(
         offsets=((0, 0),) * n,
         special=(True,) * len(prefix) + (False,) * (n - len(prefix)),
         unit="patch",
-        patches=Patches((rows, cols), cells, _shown_pixels(pixels, loaded.processor)),
+        patches=Patches((rows, cols), cells, shown_pixels(pixels, loaded.processor)),
     )
     return pixels, tokens
 
