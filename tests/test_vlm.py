@@ -14,6 +14,7 @@ from PIL import Image
 from tiny_models import VOCAB
 from transformers import ViTImageProcessorPil
 
+from headmap.analysis.stats import collect_stats
 from headmap.capture import capture
 from headmap.capture.discovery import discover
 from headmap.capture.vlm import image_positions, vlm_input, vlm_layout
@@ -180,6 +181,8 @@ def test_a_text_token_over_the_image(llava, bert_tokenizer, tmp_path):
     assert patches.cells[-1] == PREFIX
     fig = plot_image_head(result, 1, 2, query=-1)
     assert fig._suptitle.get_text().endswith("head 2 · from square")
+    caption = " ".join(t.get_text() for t in fig.texts)
+    assert "a 4x4 grid of image tokens among 4 text tokens" in caption
     fig.savefig(tmp_path / "over.png")
     assert (tmp_path / "over.png").stat().st_size > 0
     same = result.figure(1, 2, query=-1)  # the result's own figure is the same picture
@@ -200,6 +203,24 @@ def test_full_strategy_keeps_cls_first(bert_tokenizer, processor):
         ).attentions
     for layer, reference in zip(result.layers, want):
         np.testing.assert_allclose(layer.weights, reference[0].numpy(), atol=TOL)
+
+
+def test_a_long_prompt_gets_the_heaviest_bars_and_statistics_run(llava, bert_tokenizer):
+    fast, _ = llava
+    words = _ids(bert_tokenizer, "one two three four five six seven eight nine ten eleven twelve")
+    encoded = vlm_input(fast, picture(), words[:6], words[6:])
+    result = capture(fast, encoded)
+    fig = plot_image_head(result, 1, 0, query=-1)
+    bars = [label.get_text() for label in fig.axes[1].get_yticklabels()]
+    assert len(bars) == 10 and bars[-2:] == ["4 other tokens", "all patches"]
+    row = query_row(result, result.keys[1], 0, -1)
+    text_positions = [i for i, cell in enumerate(result.source.patches.cells) if cell == PREFIX]
+    heaviest = sorted(sorted(text_positions, key=lambda i: -row[i])[:8])
+    assert bars[:8] == [result.source.tokens[i] for i in heaviest]
+    # Streamed statistics take the same input (the fused kernel's path, pixel_values included).
+    stats = collect_stats(fast, encoded)
+    maps = np.stack([layer.weights for layer in result.layers]).astype(np.float64)
+    np.testing.assert_allclose(stats.entropy, -(maps * np.log(maps + 1e-30)).sum(-1).mean(-1), atol=1e-5)
 
 
 def test_bad_inputs_are_refused(llava, bert_tokenizer, minilm):

@@ -58,14 +58,23 @@ def _draw_overlay(
     return shown
 
 
+#: Prefix tokens (or a VLM's text tokens) given a bar each; the lighter rest share one bar.
+MAX_BARS = 8
+
+
 def _prefix_bars(ax: Axes, result: AttentionResult, row: np.ndarray) -> None:
-    """Bars for each prefix token's weight and for all patches together: where the sinks are."""
+    """Bars for each prefix token's weight and for all patches together: where the sinks are. Where
+    there are more than :data:`MAX_BARS` (a VLM's text tokens), the heaviest get bars, in order, and
+    the rest one bar together."""
     patches = patches_of(result)
-    labels = [result.source.tokens[i] for i in patches.prefix] + ["all patches"]
-    values = [float(row[i]) for i in patches.prefix] + [
-        float(row.sum() - sum(row[i] for i in patches.prefix))
-    ]
-    colors = ["tab:orange"] * len(patches.prefix) + ["tab:blue"]
+    prefix = list(patches.prefix)
+    shown = sorted(sorted(prefix, key=lambda i: -row[i])[:MAX_BARS]) if len(prefix) > MAX_BARS else prefix
+    rest = [i for i in prefix if i not in shown]
+    labels = [result.source.tokens[i] for i in shown] + [f"{len(rest)} other tokens"] * bool(rest)
+    values = [float(row[i]) for i in shown] + [float(sum(row[i] for i in rest))] * bool(rest)
+    labels.append("all patches")
+    values.append(float(row.sum() - sum(row[i] for i in prefix)))
+    colors = ["tab:orange"] * (len(labels) - 1) + ["tab:blue"]
     ax.barh(range(len(labels)), values, color=colors)
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     ax.invert_yaxis()
@@ -149,8 +158,13 @@ def plot_image_grid(
 
 def _layout_text(result: AttentionResult) -> str:
     patches = patches_of(result)
+    grid = f"{patches.grid[0]}x{patches.grid[1]}"
+    first_patch = next((i for i, cell in enumerate(patches.cells) if cell != PREFIX), 0)
+    if any(i > first_patch for i in patches.prefix):
+        # A VLM's input: text tokens around the image tokens, which are the grid.
+        return f"a {grid} grid of image tokens among {len(patches.prefix)} text tokens; text tokens' weights in bars"
     prefix = ", ".join(result.source.tokens[i] for i in patches.prefix) or "no prefix tokens"
-    return f"{prefix}, then a {patches.grid[0]}x{patches.grid[1]} grid of patches; weights of prefix tokens in bars"
+    return f"{prefix}, then a {grid} grid of patches; weights of prefix tokens in bars"
 
 
 def image_html(
