@@ -61,7 +61,7 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers and editors (a test
         faithfulness,
         load_calibration,
     )
-    from headmap.capture import Block, CapturePlan, Encoded, MapStore, capture, encode_parts, stream
+    from headmap.capture import Audio, Block, CapturePlan, Encoded, MapStore, capture, encode_parts, stream
     from headmap.models import LoadedModel, load
     from headmap.render.files import render_to_file  # noqa: F401 - the stages bound below
     from headmap.render.interactive import interactive_html, notebook_view  # noqa: F401 - the stages bound below
@@ -108,7 +108,7 @@ _LAZY: dict[str, str] = {
         "headmap.attribution",
     ),
     **dict.fromkeys(
-        ("Block", "CapturePlan", "Encoded", "MapStore", "capture", "encode_parts", "stream"),
+        ("Audio", "Block", "CapturePlan", "Encoded", "MapStore", "capture", "encode_parts", "stream"),
         "headmap.capture",
     ),
     **dict.fromkeys(("LoadedModel", "load"), "headmap.models"),
@@ -181,6 +181,7 @@ except metadata.PackageNotFoundError:  # a source tree on sys.path that was neve
 __all__ = [
     "CAUSATION_WARNING",
     "AttentionResult",
+    "Audio",
     "AuditRecord",
     "BiasReport",
     "Block",
