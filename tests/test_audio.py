@@ -12,10 +12,13 @@ import torch
 import transformers
 
 import headmap
+from headmap.analysis.alignment import alignment_heads, token_times
 from headmap.capture.audio import Audio, read_wav
 from headmap.capture.discovery import discover
 from headmap.errors import HeadmapError
 from headmap.models import LoadedModel
+from headmap.render.frames import plot_cross_time
+from headmap.render.report import save_figure
 from headmap.tokens import Tokens
 
 TOL = 1e-5
@@ -155,3 +158,26 @@ def test_a_batch_of_clips_matches_one_by_one(whisper):
         assert together.source.text == clip.name
         for a, b in zip(alone.layers, together.layers):
             assert np.abs(a.weights - b.weights).max() <= TOL
+
+
+def test_cross_attention_over_time_picture(whisper, tmp_path):
+    result = headmap.capture(
+        whisper[0], Audio(tone(0.6), 16000, "tone"), target="the $cat", layers=["cross.0", "cross.1"]
+    )
+    best = alignment_heads(result, top=2)
+    assert len(best) == 2 and 0.0 < best[1].score <= best[0].score <= 1.0
+    layer = result.layer(best[0].key)
+    weights = layer.head(best[0].head)[:, :30]
+    times = token_times(weights, seconds=0.02)
+    assert times.shape == (len(result.target), 2) and np.all(np.diff(times[:, 0]) >= 0)
+    for fmt, magic in [("png", b"\x89PNG"), ("svg", b"<?xml"), ("pdf", b"%PDF")]:
+        fig = plot_cross_time(result, best[0].key, best[0].head, times=times)
+        drawn = fig.axes[0].images[0].get_array()
+        assert drawn.shape == (len(result.target), 30) and np.allclose(drawn, weights)
+        save_figure(fig, tmp_path / f"cross.{fmt}")
+        assert (tmp_path / f"cross.{fmt}").read_bytes().startswith(magic)
+    mean = plot_cross_time(result, "cross.0").axes[0].images[0].get_array()
+    assert np.allclose(mean, result.layer("cross.0").weights.mean(axis=0)[:, :30])
+    with pytest.raises(HeadmapError, match="no cross-attention layer"):
+        encoder = headmap.capture(whisper[0], Audio(tone(0.6), 16000), target="a", layers="encoder.0")
+        plot_cross_time(encoder, "encoder.0")
