@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 import wave
 from pathlib import Path
 
@@ -181,3 +183,29 @@ def test_cross_attention_over_time_picture(whisper, tmp_path):
     with pytest.raises(HeadmapError, match="no cross-attention layer"):
         encoder = headmap.capture(whisper[0], Audio(tone(0.6), 16000), target="a", layers="encoder.0")
         plot_cross_time(encoder, "encoder.0")
+
+
+def test_folder_and_cli(whisper, tmp_path):
+    fast, _ = whisper
+    folder = tmp_path / "whisper"
+    fast.model.save_pretrained(folder)
+    fast.tokenizer.save_pretrained(folder)
+    fast.processor.save_pretrained(folder)
+    loaded = headmap.load(str(folder))
+    assert type(loaded.model).__name__ == "WhisperForConditionalGeneration" and loaded.processor is not None
+    wav = write_wav(tmp_path / "clip.wav", tone(0.5), 16000)
+    direct = headmap.capture(fast, wav, target="the cat", layers="cross.1")
+    again = headmap.capture(loaded, wav, target="the cat", layers="cross.1")
+    assert np.abs(direct.layers[0].weights - again.layers[0].weights).max() <= TOL
+    run = [sys.executable, "-m", "headmap.cli", "capture", "-m", str(folder), "--target", "the cat"]
+    out = tmp_path / "clip.safetensors"
+    done = subprocess.run([*run, "--audio", str(wav), "-o", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    saved = headmap.load_result(out)
+    assert saved.source.frames == direct.source.frames and saved.source.tokens[21] == "0.42s"
+    assert np.abs(saved.layer("cross.1").weights - direct.layers[0].weights).max() <= TOL
+    slow = write_wav(tmp_path / "slow.wav", tone(0.5, 8000), 8000)
+    done = subprocess.run([*run, "--audio", str(slow), "-o", str(out)], capture_output=True, text=True)
+    assert (
+        done.returncode != 0 and "takes 16000 Hz: resample" in done.stderr and "Traceback" not in done.stderr
+    )
