@@ -62,7 +62,7 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers and editors (a test
         faithfulness,
         load_calibration,
     )
-    from headmap.capture import Block, CapturePlan, Encoded, MapStore, capture, encode_parts, stream
+    from headmap.capture import Audio, Block, CapturePlan, Encoded, MapStore, capture, encode_parts, stream
     from headmap.capture.vlm import vlm_input
     from headmap.models import LoadedModel, load
     from headmap.render.files import render_to_file  # noqa: F401 - the stages bound below
@@ -111,7 +111,7 @@ _LAZY: dict[str, str] = {
         "headmap.attribution",
     ),
     **dict.fromkeys(
-        ("Block", "CapturePlan", "Encoded", "MapStore", "capture", "encode_parts", "stream"),
+        ("Audio", "Block", "CapturePlan", "Encoded", "MapStore", "capture", "encode_parts", "stream"),
         "headmap.capture",
     ),
     **dict.fromkeys(("LoadedModel", "load"), "headmap.models"),
@@ -185,6 +185,7 @@ except metadata.PackageNotFoundError:  # a source tree on sys.path that was neve
 __all__ = [
     "CAUSATION_WARNING",
     "AttentionResult",
+    "Audio",
     "AuditRecord",
     "BiasReport",
     "Block",

@@ -69,6 +69,29 @@ class Patches:
 
 
 @dataclass(frozen=True)
+class Frames:
+    """Where the units of an audio input lie in time: unit ``i`` starts at ``i * seconds`` seconds.
+
+    ``seconds`` is the time one encoder frame covers (Whisper: 0.02 s, two 10 ms mel hops after its
+    stride-2 convolution); ``audible`` is how many frames hold the clip itself (the rest is the
+    silence the feature extractor pads the clip with up to the model's window)."""
+
+    seconds: float
+    audible: int
+
+    def times(self, count: int) -> np.ndarray:
+        """Start time in seconds of each of ``count`` frames."""
+        return np.arange(count, dtype=np.float64) * self.seconds
+
+    def to_dict(self) -> dict[str, object]:
+        return {"seconds": self.seconds, "audible": self.audible}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Frames:
+        return cls(float(data["seconds"]), int(data["audible"]))
+
+
+@dataclass(frozen=True)
 class Tokens:
     """The units along one axis of an attention map.
 
@@ -76,7 +99,8 @@ class Tokens:
     HTML), ``offsets[i]`` its ``(start, end)`` character span in ``text`` (``(0, 0)`` for special
     tokens that have no span), ``special[i]`` whether the tokenizer added it ([CLS], BOS, ...).
     ``unit`` is ``"token"`` for the tokenizer's pieces or ``"word"`` after word aggregation, ``"patch"``
-    for an image's units, whose grid positions and pixels ``patches`` holds.
+    for an image's units, whose grid positions and pixels ``patches`` holds, ``"frame"`` for an audio
+    clip's encoder frames, whose times ``frames`` holds.
     """
 
     text: str
@@ -85,6 +109,7 @@ class Tokens:
     special: tuple[bool, ...]
     unit: str = "token"
     patches: Patches | None = None
+    frames: Frames | None = None
 
     def __post_init__(self) -> None:
         n = len(self.tokens)
@@ -113,6 +138,7 @@ class Tokens:
             special=tuple(self.special[i] for i in indices),
             unit=self.unit,
             patches=None if self.patches is None else self.patches.select(indices),
+            frames=self.frames,
         )
 
     def labels(self) -> list[str]:
@@ -130,6 +156,8 @@ class Tokens:
         }
         if self.patches is not None:  # text results keep their exact old form
             out["patches"] = self.patches.to_dict()
+        if self.frames is not None:
+            out["frames"] = self.frames.to_dict()
         return out
 
     @classmethod
@@ -142,4 +170,5 @@ class Tokens:
             special=tuple(bool(s) for s in data["special"]),
             unit=str(data.get("unit", "token")),
             patches=Patches.from_dict(data["patches"]) if data.get("patches") else None,
+            frames=Frames.from_dict(data["frames"]) if data.get("frames") else None,
         )

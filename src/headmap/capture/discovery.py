@@ -60,6 +60,8 @@ class Architecture:
     """Query heads of each layer, where they differ from layer to layer (a pruned model); else empty."""
     vision: VisionLayout | None = None
     """How an image model lays out its units (None for models that take text)."""
+    audio_frames: int | None = None
+    """Encoder frames of a speech model that takes mel features (Whisper); None for other models."""
 
     def heads_in(self, key: LayerKey) -> int:
         """How many query heads layer ``key`` has."""
@@ -101,6 +103,21 @@ def takes_pixels(runner: torch.nn.Module) -> bool:
     """Whether a model's forward takes an image (``pixel_values``) rather than token ids."""
     params = inspect.signature(runner.forward).parameters
     return "pixel_values" in params and "input_ids" not in params
+
+
+def takes_audio(runner: torch.nn.Module) -> bool:
+    """Whether a model's forward takes log-mel ``input_features`` (Whisper) rather than token ids."""
+    params = inspect.signature(runner.forward).parameters
+    return "input_features" in params and "input_ids" not in params
+
+
+def _audio_probe(config: object, device: torch.device) -> Inputs:
+    """Random mel features of the full length the encoder takes (2 mel frames per encoder frame)."""
+    frames = 2 * int(getattr(config, "max_source_positions", 1500))
+    mels = int(getattr(config, "num_mel_bins", 80))
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(1, mels, frames, generator=generator).to(device)
+    return {"input_features": features, "decoder_input_ids": torch.ones(1, _DECODER_PROBE, dtype=torch.long)}
 
 
 def _pair(value: object, name: str) -> tuple[int, int]:
@@ -245,23 +262,23 @@ def _attention_tensors(outputs: object) -> list[torch.Tensor]:
     return found
 
 
-def _classify(q_len: int, k_len: int, is_enc_dec: bool) -> Stack:
+def _classify(q_len: int, k_len: int, is_enc_dec: bool, source: int = _ENCODER_PROBE) -> Stack:
     if not is_enc_dec:
         return Stack.SELF
-    if q_len == _ENCODER_PROBE and k_len == _ENCODER_PROBE:
+    if q_len == source and k_len == source:
         return Stack.ENCODER
     if q_len == _DECODER_PROBE and k_len == _DECODER_PROBE:
         return Stack.DECODER
     return Stack.CROSS
 
 
-def _layer_sites(entries: list[_Entry], is_enc_dec: bool) -> dict[LayerKey, Site]:
+def _layer_sites(entries: list[_Entry], is_enc_dec: bool, source: int) -> dict[LayerKey, Site]:
     """``(module, q_len, k_len, path, weights_index)`` per call in depth order -> sites by layer."""
     sites: dict[LayerKey, Site] = {}
     counts: dict[Stack, int] = {}
     occurrences: dict[int, int] = {}
     for module, q_len, k_len, path, index in entries:
-        stack = _classify(q_len, k_len, is_enc_dec)
+        stack = _classify(q_len, k_len, is_enc_dec, source)
         key = LayerKey(stack, counts.get(stack, 0))
         counts[stack] = key.index + 1
         occurrence = occurrences.get(id(module), 0)
@@ -280,7 +297,9 @@ def _discover(model: torch.nn.Module) -> Architecture:
     runner = forward_module(model)
     pixels = takes_pixels(runner)
     device = input_device(model)
+    audio = takes_audio(runner)
     inputs = _image_probe(config, device) if pixels else _probe_inputs(config, is_enc_dec, device)
+    inputs = _audio_probe(config, device) if audio else inputs
     try:
         calls = _kernel_calls(runner, inputs)
         entries: list[_Entry]
@@ -302,7 +321,8 @@ def _discover(model: torch.nn.Module) -> Architecture:
             "(state-space and other attention-free models have none to show)"
         )
     accepts_positions = "position_ids" in inspect.signature(runner.forward).parameters and not is_enc_dec
-    sites = _layer_sites(entries, is_enc_dec)
+    source = inputs["input_features"].shape[-1] // 2 if audio else _ENCODER_PROBE
+    sites = _layer_sites(entries, is_enc_dec, source)
     offset = _position_offset(runner, config, inputs, sites) if accepts_positions else None
     # Sites are in call order, as the head counts are.
     per_layer = {key: int(n) for key, n in zip(sites, heads)}
@@ -314,6 +334,7 @@ def _discover(model: torch.nn.Module) -> Architecture:
         position_offset=offset,
         layer_heads=per_layer if len(set(per_layer.values())) > 1 else {},
         vision=_layout(config, inputs, entries[0][2]) if pixels else None,
+        audio_frames=source if audio else None,
     )
 
 

@@ -18,12 +18,13 @@ from typing import Protocol, cast
 import torch
 
 from headmap.capture import native
+from headmap.capture.audio import encode_media, is_one, media_inputs
 from headmap.capture.blocks import Valid, emit_blocks, fused_asks
 from headmap.capture.consumers import Consumer, MapStore, MomentConsumer
 from headmap.capture.discovery import Architecture, discover, forward_module
-from headmap.capture.encoding import encode_targets, extra_inputs, pad_batch, pad_token_id
+from headmap.capture.encoding import extra_inputs, pad_batch, pad_token_id
 from headmap.capture.fused import fused_attention, route
-from headmap.capture.images import ImageInput, Input, encode_inputs, image_inputs, is_single, text_or_image
+from headmap.capture.images import ImageInput, Input, text_or_image
 from headmap.capture.intercept import CallCounter, LayerAddressing
 from headmap.capture.packed import PackedForward
 from headmap.capture.packing import PackedBatch, pack_refusal, packed_inputs
@@ -108,7 +109,7 @@ def capture(
         pack=pack,
     )
     results = store.results()
-    return results[0] if is_single(text) else results
+    return results[0] if is_one(text) else results
 
 
 def stream(
@@ -134,14 +135,13 @@ def stream(
     a model's batches run padded."""
     loaded = load(model) if isinstance(model, str) else model
     arch = discover(loaded.model)
-    texts: list[Input] = [text] if is_single(text) else list(text)  # type: ignore[list-item, arg-type]  # narrowed by is_single
+    texts: list[Input] = [text] if is_one(text) else list(text)  # type: ignore[list-item, arg-type]  # narrowed by is_one
     if not texts:
         raise HeadmapError("no text given: pass at least one text")
     if padding_side not in ("left", "right"):
         raise HeadmapError(f"padding side must be 'left' or 'right', not {padding_side!r}")
     limit = max_tokens(loaded, arch)
-    encoded, pixels = encode_inputs(loaded, arch, texts, limit)
-    targets = encode_targets(loaded, arch.is_encoder_decoder, texts, target, limit)  # type: ignore[arg-type]  # texts wherever a model has targets
+    encoded, pixels, targets = encode_media(loaded, arch, texts, target, limit)
     keys = resolve_layers(arch, layers)
     wanted = pack if pack is not None else bool(getattr(consumer, "wants_moments", False))
     several = len(texts) > 1 and batch_size > 1
@@ -188,7 +188,7 @@ def stream(
                 )
                 continue
             if pixels:
-                inputs, valid = image_inputs([pixels[i] for i in batch], [len(encoded[i][1]) for i in batch])
+                inputs, valid = media_inputs(arch, pixels, encoded, targets, batch)
             else:
                 inputs, valid = _batch_inputs(
                     arch,

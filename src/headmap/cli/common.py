@@ -43,10 +43,12 @@ def read_text(value: str) -> str:
 
 
 def read_input(args: argparse.Namespace) -> str | Path:
-    """The text of ``args.text``, or the path of ``--image``: exactly one of them."""
-    image = getattr(args, "image", None)
-    if (image is None) == (args.text is None):
-        raise HeadmapError("give a text or --image PATH, one of them")
+    """The text of ``args.text``, or the path of ``--image`` or ``--audio``: exactly one of them."""
+    image = getattr(args, "image", None) or getattr(args, "audio", None)
+    if (image is None) == (args.text is None) or (
+        getattr(args, "image", None) and getattr(args, "audio", None)
+    ):
+        raise HeadmapError("give a text, --image PATH or --audio PATH, one of them")
     return image if image is not None else read_text(args.text)
 
 
@@ -153,6 +155,9 @@ def add_model_args(parser: argparse.ArgumentParser, text: bool = True, image: bo
     if image:
         parser.add_argument(
             "--image", type=Path, help="an image file (PNG, JPEG...) for an image model such as digits-vit"
+        )
+        parser.add_argument(
+            "--audio", type=Path, help="a WAV file at the model's rate (16 kHz) for a speech model (Whisper)"
         )
     shipped = f", {', '.join(SHIPPED)} (images)" if image else ""
     parser.add_argument(

@@ -165,6 +165,8 @@ def is_vision(config: object) -> bool:
 def _model_class(config: object) -> pruned.ModelClass:
     import transformers
 
+    if hasattr(config, "num_mel_bins"):  # a speech model (Whisper): mel features in, text out
+        return transformers.AutoModelForSpeechSeq2Seq
     if getattr(config, "is_encoder_decoder", False):
         return transformers.AutoModelForSeq2SeqLM
     architectures = getattr(config, "architectures", None) or []
@@ -211,6 +213,8 @@ def _load_folder(
         tokenizer = transformers.AutoTokenizer.from_pretrained(
             folder, trust_remote_code=trust_remote_code, **hub
         )
+        speech = hasattr(config, "num_mel_bins")
+        extractor = transformers.AutoFeatureExtractor.from_pretrained(folder, **hub) if speech else None
     except HeadmapError:
         raise
     except (OSError, ValueError, ImportError) as exc:
@@ -227,7 +231,9 @@ def _load_folder(
         raise HeadmapError(f"{display!r} has no fast tokenizer: headmap needs token offsets (tokenizer.json)")
     model.eval()
     # from_pretrained of an auto class is typed as a bare module; it returns a PreTrainedModel
-    return LoadedModel(model=cast(PreTrainedModel, model), tokenizer=tokenizer, name=display)
+    return LoadedModel(
+        model=cast(PreTrainedModel, model), tokenizer=tokenizer, name=display, processor=extractor
+    )
 
 
 def _load_hub(repo_id: str, *, trust_remote_code: bool, placement: Placement) -> LoadedModel:
