@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from tiny_models import twins
 
 import headmap
 from headmap.analysis.alignment import alignment_heads, token_times
@@ -49,16 +50,7 @@ def whisper(bert_tokenizer) -> tuple[LoadedModel, torch.nn.Module]:
     """``(fast, eager)``: a random tiny Whisper (SDPA) and its eager twin with the same weights."""
     config = copy.deepcopy(CONFIG)
     config.vocab_size = len(bert_tokenizer)  # the decoder reads the test tokenizer's ids
-    torch.manual_seed(0)
-    fast = transformers.WhisperForConditionalGeneration(copy.deepcopy(config)).eval()
-    eager_config = copy.deepcopy(config)
-    eager_config._attn_implementation = "eager"
-    eager = transformers.WhisperForConditionalGeneration(eager_config).eval()
-    with torch.no_grad():
-        for param in fast.parameters():
-            if param.ndim == 2:
-                param.normal_(0.0, 0.3)
-    eager.load_state_dict(fast.state_dict())
+    fast, eager = twins(transformers.AutoModelForSpeechSeq2Seq, config, 0.3)
     # chunk_length 1: the extractor pads to 1 s, the 100 mel frames this model's 50 positions take.
     extractor = transformers.WhisperFeatureExtractor(feature_size=80, chunk_length=1)
     return LoadedModel(model=fast, tokenizer=bert_tokenizer, name="tiny-whisper", processor=extractor), eager

@@ -4,14 +4,12 @@ the image tokens' positions mapped back onto the patch grid and drawn over the i
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
 import torch
 import transformers
 from PIL import Image
-from tiny_models import VOCAB
+from tiny_models import VISION_DIMS, VOCAB, twins
 from transformers import ViTImageProcessorPil
 
 from headmap.analysis.stats import collect_stats
@@ -29,14 +27,7 @@ IMAGE_TOKEN = VOCAB - 1  # the tokenizer's last id, kept for the image
 
 
 def _config(strategy: str = "default") -> transformers.LlavaConfig:
-    vision = transformers.CLIPVisionConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        image_size=32,
-        patch_size=8,
-    )
+    vision = transformers.CLIPVisionConfig(**VISION_DIMS)
     text = transformers.LlamaConfig(
         vocab_size=VOCAB,
         hidden_size=32,
@@ -58,17 +49,7 @@ def _config(strategy: str = "default") -> transformers.LlavaConfig:
 def build_llava(tokenizer, processor, strategy: str = "default") -> tuple[LoadedModel, torch.nn.Module]:
     """``(fast, eager)``: the same random weights under the default (SDPA) and the eager implementation."""
     config = _config(strategy)
-    torch.manual_seed(0)
-    cls = transformers.LlavaForConditionalGeneration
-    fast = cls._from_config(copy.deepcopy(config), dtype=torch.float32)
-    eager = cls._from_config(copy.deepcopy(config), dtype=torch.float32, attn_implementation="eager")
-    with torch.no_grad():
-        for param in fast.parameters():
-            if param.ndim == 2:
-                param.normal_(0.0, 0.3)  # sharp, varied maps: matching eager then means something
-    eager.load_state_dict(fast.state_dict())
-    fast.eval()
-    eager.eval()
+    fast, eager = twins(transformers.AutoModelForImageTextToText, config, 0.3)
     return LoadedModel(model=fast, tokenizer=tokenizer, name="tiny-llava", processor=processor), eager
 
 

@@ -136,9 +136,16 @@ def _model_class(config: transformers.PretrainedConfig) -> type:
 def build(name: str, tokenizer: object) -> tuple[LoadedModel, torch.nn.Module]:
     """``(fast, eager)``: the same random weights under the default and the eager implementation."""
     config = CONFIGS[name] if name in CONFIGS else KERNEL_REFERENCE[name]
+    fast, eager = twins(_model_class(config), config, INIT_STD.get(name, 0.3))
+    return LoadedModel(model=fast, tokenizer=tokenizer, name=f"tiny-{name}"), eager
+
+
+def twins(
+    cls: type, config: transformers.PretrainedConfig, std: float
+) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """``(fast, eager)`` models of ``cls`` with the same random weights (matrices drawn with ``std``)."""
     # from_config writes the implementation into the config it is given: one copy per model.
     fast_config, eager_config = copy.deepcopy(config), copy.deepcopy(config)
-    cls = _model_class(config)
     torch.manual_seed(0)
     # The implementation from_pretrained would choose: SDPA where the model has it (Gemma 2's
     # softcapping and the eager-only models fall back to eager by themselves).
@@ -149,14 +156,14 @@ def build(name: str, tokenizer: object) -> tuple[LoadedModel, torch.nn.Module]:
     with torch.no_grad():
         for param in fast.parameters():
             if param.ndim == 2:
-                param.normal_(0.0, INIT_STD.get(name, 0.3))
+                param.normal_(0.0, std)
     eager.load_state_dict(fast.state_dict())
     fast.eval()
     eager.eval()
-    return LoadedModel(model=fast, tokenizer=tokenizer, name=f"tiny-{name}"), eager
+    return fast, eager
 
 
-_VISION = dict(
+VISION_DIMS = dict(
     hidden_size=32,
     num_hidden_layers=2,
     num_attention_heads=4,
@@ -168,16 +175,16 @@ _VISION = dict(
 #: Image encoders (and CLIP's text tower), built like the text models: 32x32 images in 8x8 patches,
 #: so a 4x4 grid after the model's prefix tokens.
 VISION_CONFIGS: dict[str, transformers.PretrainedConfig] = {
-    "vit": transformers.ViTConfig(**_VISION),
+    "vit": transformers.ViTConfig(**VISION_DIMS),
     # A CLS and a distillation token before the patches.
-    "deit": transformers.DeiTConfig(**_VISION),
+    "deit": transformers.DeiTConfig(**VISION_DIMS),
     # Relative position bias inside every layer's attention.
-    "beit": transformers.BeitConfig(**_VISION, use_relative_position_bias=True),
+    "beit": transformers.BeitConfig(**VISION_DIMS, use_relative_position_bias=True),
     # A CLS and four registers before the patches.
-    "dinov2_with_registers": transformers.Dinov2WithRegistersConfig(**_VISION, num_register_tokens=4),
-    "clip_vision": transformers.CLIPVisionConfig(**_VISION),
+    "dinov2_with_registers": transformers.Dinov2WithRegistersConfig(**VISION_DIMS, num_register_tokens=4),
+    "clip_vision": transformers.CLIPVisionConfig(**VISION_DIMS),
     # No CLS: the patches only (a pooling head with its own attention sits after the encoder).
-    "siglip_vision": transformers.SiglipVisionConfig(**_VISION),
+    "siglip_vision": transformers.SiglipVisionConfig(**VISION_DIMS),
 }
 #: Prefix tokens of each, as labelled on the result's axes.
 VISION_PREFIX = {
@@ -197,18 +204,7 @@ CLIP_TEXT = transformers.CLIPTextConfig(
 def build_vision(name: str, processor: object) -> tuple[LoadedModel, torch.nn.Module]:
     """``(fast, eager)`` of an image encoder (or ``"clip_text"``), as :func:`build` does for text."""
     config = CLIP_TEXT if name == "clip_text" else VISION_CONFIGS[name]
-    cls = transformers.AutoModel  # CLIPTextModel for the text tower's config
-    fast_config, eager_config = copy.deepcopy(config), copy.deepcopy(config)
-    torch.manual_seed(0)
-    fast = cls.from_config(fast_config, dtype=torch.float32)
-    eager = cls.from_config(eager_config, dtype=torch.float32, attn_implementation="eager")
-    with torch.no_grad():
-        for param in fast.parameters():
-            if param.ndim == 2:
-                param.normal_(0.0, 0.3)
-    eager.load_state_dict(fast.state_dict())
-    fast.eval()
-    eager.eval()
+    fast, eager = twins(transformers.AutoModel, config, 0.3)  # CLIPTextModel for the text tower's config
     if name == "clip_text":
         return LoadedModel(model=fast, tokenizer=processor, name="tiny-clip-text"), eager
     return LoadedModel(model=fast, tokenizer=None, name=f"tiny-{name}", processor=processor), eager

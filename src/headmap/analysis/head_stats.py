@@ -3,29 +3,27 @@ The statistics themselves are defined and computed in :mod:`headmap.analysis.sta
 
 from __future__ import annotations
 
-import html
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import pandas as pd
 
-from headmap.analysis.report_html import figure_img
-from headmap.analysis.report_plots import STAT_LABELS, plot_layer_head
+from headmap.analysis.head_table import HeadTable
+from headmap.analysis.report_plots import STAT_LABELS
 from headmap.analysis.row_sums import STATS
 from headmap.analysis.stats_io import short_summary, write_csv
-from headmap.errors import HeadmapError
-from headmap.render.report import Report, format_number, json_number, write
+from headmap.render.report import Report, json_number, write
 from headmap.result import CAUSATION_WARNING, LayerKey
 from headmap.tokens import Tokens
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+    pass
 
 
 @dataclass(frozen=True)
-class HeadStats(Report):
+class HeadStats(HeadTable, Report):
     """Statistics of every captured head of one text. Each array is ``[layer, head]``.
 
     The report contract (:class:`~headmap.render.report.Report`): ``save`` writes ``.json``,
@@ -48,22 +46,6 @@ class HeadStats(Report):
     overview_cell: tuple[int, int]  # (rows, keys) of the input per overview cell
     notes: tuple[str, ...] = ()  # how the capture and the statistics were computed
 
-    def stat(self, name: str) -> np.ndarray:
-        """The ``[layer, head]`` array of a statistic by name (one of :data:`STATS`)."""
-        if name not in STATS:
-            raise HeadmapError(f"unknown statistic {name!r}: choose from {', '.join(STATS)}")
-        return getattr(self, name)
-
-    def rows(self) -> list[dict[str, object]]:
-        """One record per (layer, head), for tables and files."""
-        out = []
-        for li, key in enumerate(self.layers):
-            for hi, head in enumerate(self.heads):
-                record: dict[str, object] = {"layer": key.name, "head": head}
-                record.update({name: float(self.stat(name)[li, hi]) for name in STATS})
-                out.append(record)
-        return out
-
     def format_table(self) -> str:
         header = f"{'layer':>9} {'head':>4} " + " ".join(f"{n:>13}" for n in STATS)
         lines = [header]
@@ -76,10 +58,10 @@ class HeadStats(Report):
     tabular: ClassVar[bool] = True
     #: The statistics every HeadStats has (:data:`STATS`).
     statistics: ClassVar[tuple[str, ...]] = STATS
+    labels: ClassVar[Mapping[str, str]] = STAT_LABELS
 
-    def to_pandas(self) -> pd.DataFrame:
-        """One row per (layer, head): ``layer``, ``head`` and every statistic as a column."""
-        return pd.DataFrame(self.rows(), columns=["layer", "head", *STATS])
+    def _what(self) -> str:
+        return f"{len(self.tokens)} tokens"
 
     def to_dict(self) -> dict[str, Any]:
         """The table as records (NaN, undefined for cross-attention, as None), with model and notes."""
@@ -96,27 +78,6 @@ class HeadStats(Report):
                 for record in self.rows()
             ],
         }
-
-    def figure(self, stat: str = "entropy", cmap: str = "viridis", **options: Any) -> Figure:
-        """Layer x head heatmap of one statistic (``stat``, one of :data:`STATS`)."""
-        return plot_layer_head(
-            self.stat(stat),
-            [k.name for k in self.layers],
-            list(self.heads),
-            self.model,
-            f"{STAT_LABELS.get(stat, stat)} · {len(self.tokens)} tokens",
-            cmap,
-            notes=self.notes,
-        )
-
-    def page(self, stat: str = "entropy", **options: Any) -> str:
-        """The summary, one statistic's picture and the whole table, as one HTML fragment."""
-        table = self.to_pandas().to_html(index=False, float_format=format_number, na_rep="n/a")
-        picture = figure_img(self.figure(stat, **options), STAT_LABELS.get(stat, stat))
-        return (
-            f"<div><p>{html.escape(self.model)}: {len(self.tokens)} tokens, {len(self.layers)} layers x "
-            f"{len(self.heads)} heads</p>{picture}{table}<p><em>{html.escape(CAUSATION_WARNING)}</em></p></div>"
-        )
 
     def save(self, path: str | Path, **options: Any) -> Path:
         """Write by extension (see :meth:`formats`); ``.csv`` writes the table as before."""

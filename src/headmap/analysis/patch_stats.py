@@ -17,29 +17,26 @@ rows at a time, never its maps.
 
 from __future__ import annotations
 
-import html
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import pandas as pd
 import torch
 
-from headmap.analysis.report_html import figure_img
-from headmap.analysis.report_plots import plot_layer_head
+from headmap.analysis.head_table import HeadTable
 from headmap.capture import CapturePlan, stream
 from headmap.capture.recompute import Block
 from headmap.errors import HeadmapError
 from headmap.models import LoadedModel
-from headmap.render.report import Report, check_writable, format_number, json_number, write
+from headmap.render.report import Report, check_writable, json_number, write
 from headmap.result import CAUSATION_WARNING, LayerKey
 from headmap.tokens import PREFIX, Tokens
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+    pass
 
 #: The statistics of :class:`PatchStats`, in table order.
 PATCH_STATS = ("entropy", "grid_distance", "cls_share", "register_share", "prefix_share")
@@ -171,7 +168,7 @@ class PatchStatsCollector:
 
 
 @dataclass(frozen=True)
-class PatchStats(Report):
+class PatchStats(HeadTable, Report):
     """Statistics of every captured head of an image model over a set of images; arrays ``[layer, head]``.
 
     The report contract (:class:`~headmap.render.report.Report`): ``save`` writes ``.json``,
@@ -193,29 +190,7 @@ class PatchStats(Report):
 
     tabular: ClassVar[bool] = True
     statistics: ClassVar[tuple[str, ...]] = PATCH_STATS
-
-    def stat(self, name: str) -> np.ndarray:
-        """The ``[layer, head]`` array of a statistic by name (one of :data:`PATCH_STATS`)."""
-        if name not in PATCH_STATS:
-            raise HeadmapError(f"unknown statistic {name!r}: use one of {', '.join(PATCH_STATS)}")
-        values: np.ndarray = getattr(self, name)
-        return values
-
-    def rows(self) -> list[dict[str, Any]]:
-        """One record per (layer, head): ``layer``, ``head`` and every statistic."""
-        return [
-            {
-                "layer": key.name,
-                "head": head,
-                **{name: float(self.stat(name)[i, j]) for name in PATCH_STATS},
-            }
-            for i, key in enumerate(self.layers)
-            for j, head in enumerate(self.heads)
-        ]
-
-    def to_pandas(self) -> pd.DataFrame:
-        """One row per (layer, head): ``layer``, ``head`` and every statistic as a column."""
-        return pd.DataFrame(self.rows(), columns=["layer", "head", *PATCH_STATS])
+    labels: ClassVar[Mapping[str, str]] = PATCH_LABELS
 
     def to_dict(self) -> dict[str, Any]:
         """The table as records (NaN, a share of a token the model lacks, as None), with the images."""
@@ -238,27 +213,6 @@ class PatchStats(Report):
     def _what(self) -> str:
         grids = ", ".join(f"{r}x{c}" for r, c in self.grids)
         return f"{len(self.images)} images ({grids} patches)"
-
-    def figure(self, stat: str = "entropy", cmap: str = "viridis", **options: Any) -> Figure:
-        """Layer x head heatmap of one statistic (``stat``, one of :data:`PATCH_STATS`)."""
-        return plot_layer_head(
-            self.stat(stat),
-            [k.name for k in self.layers],
-            list(self.heads),
-            self.model,
-            f"{PATCH_LABELS[stat]} · {self._what()}",
-            cmap,
-            notes=self.notes,
-        )
-
-    def page(self, stat: str = "entropy", **options: Any) -> str:
-        """The summary, one statistic's picture and the whole table, as one HTML fragment."""
-        table = self.to_pandas().to_html(index=False, float_format=format_number, na_rep="n/a")
-        picture = figure_img(self.figure(stat, **options), PATCH_LABELS[stat])
-        return (
-            f"<div><p>{html.escape(self.model)}: {html.escape(self._what())}, {len(self.layers)} layers x "
-            f"{len(self.heads)} heads</p>{picture}{table}<p><em>{html.escape(CAUSATION_WARNING)}</em></p></div>"
-        )
 
     def summary(self, top: int = 3) -> str:
         """A few lines: per statistic, the ``top`` heads with the highest value (NaN cells skipped)."""

@@ -9,7 +9,6 @@ a unit a method did not measure (occlusion leaves special tokens in place).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,7 +20,7 @@ from headmap.attribution.agreement import agreement_table, causal_agreement
 from headmap.attribution.drawing import figure as draw_figure
 from headmap.attribution.page import fragment
 from headmap.errors import HeadmapError
-from headmap.render.report import Report, deprecated_alias, json_number
+from headmap.render.report import Report, deprecated_alias, json_number, read_json
 from headmap.result import CAUSATION_WARNING
 from headmap.tokens import Tokens
 
@@ -256,12 +255,7 @@ class Explanation(Report):
     def load(cls, path: str | Path) -> Explanation:
         """Read an explanation written by :meth:`save` as ``.json``."""
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise HeadmapError(f"{path} does not exist") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise HeadmapError(f"cannot read explanation {path}: {exc}") from None
+        data = read_json(path, "explanation")
         if not isinstance(data, dict):
             raise HeadmapError(f"{path} is not a headmap explanation")
         try:

@@ -105,6 +105,16 @@ def save_figure(
         plt.close(fig)
 
 
+def read_json(path: Path, what: str) -> Any:
+    """The JSON value in ``path``; one line naming ``what`` (``"explanation"``) when it cannot be read."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise HeadmapError(f"{path} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HeadmapError(f"cannot read {what} {path}: {exc}") from None
+
+
 def json_number(value: float | np.floating[Any] | int) -> float | None:
     """A JSON number, or None where the value is undefined (NaN or infinite)."""
     value = float(value)

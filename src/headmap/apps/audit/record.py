@@ -8,7 +8,6 @@ and ``.svg`` are the first page.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +16,7 @@ from headmap.apps.audit.html_page import fragment
 from headmap.apps.audit.pages import pages
 from headmap.attribution.explanation import Explanation
 from headmap.errors import HeadmapError
-from headmap.render.report import Report, check_writable, save_figure
+from headmap.render.report import Report, check_writable, read_json, save_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -95,12 +94,7 @@ class AuditRecord(Report):
     def load(cls, path: str | Path) -> AuditRecord:
         """Read a record written as ``.json``; one clear line when it is not one."""
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise HeadmapError(f"{path} does not exist") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise HeadmapError(f"cannot read the audit record {path}: {exc}") from None
+        data = read_json(path, "the audit record")
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             found = data.get("format") if isinstance(data, dict) else type(data).__name__
             raise HeadmapError(
