@@ -240,14 +240,15 @@ def test_models_on_the_command_line_are_checked(tmp_path):
         Workbench(["minilm", str(tmp_path / "missing")])
     (tmp_path / "m.gguf").write_bytes(b"")
     bench = Workbench([str(tmp_path / "m.gguf"), "minilm"], loader=lambda *a, **k: None)
-    assert bench.model_names == (str(tmp_path / "m.gguf"), "minilm", "smollm2")
+    assert bench.model_names == (str(tmp_path / "m.gguf"), "minilm", "smollm2", "digits-vit")
     assert bench.default_model == str(tmp_path / "m.gguf")
 
 
 def test_views_are_one_typed_list():
     labels = [v.label for v in VIEWS]
     assert labels == [
-        "single head", "all heads of a layer", "layer-depth statistics", "explanation", "RAG", "generation"
+        "single head", "all heads of a layer", "over the image", "over time", "layer-depth statistics",
+        "explanation", "RAG", "generation",
     ]  # fmt: skip
     assert len(set(labels)) == len(labels) and all(v.help for v in VIEWS)
 

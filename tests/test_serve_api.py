@@ -39,8 +39,13 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def tiny(bert_tokenizer):
-    """Tiny random models under the bundled names: a BERT encoder (64 positions) and a Llama decoder."""
-    return {"minilm": build("bert", bert_tokenizer)[0], "smollm2": build("llama", bert_tokenizer)[0]}
+    """Tiny random models under the bundled names: a BERT encoder (64 positions) and a Llama decoder;
+    and the shipped digits ViT, which is small already."""
+    return {
+        "minilm": build("bert", bert_tokenizer)[0],
+        "smollm2": build("llama", bert_tokenizer)[0],
+        "digits-vit": headmap.load("digits-vit"),
+    }
 
 
 def start(tiny, **launch_options):  # type: ignore[no-untyped-def]
@@ -85,6 +90,9 @@ def test_models_lists_layers_heads_and_each_model_s_own_limit(server, tiny):
     assert by_name["minilm"]["num_heads"] == 4 and by_name["minilm"]["position_limit"] == 64
     assert by_name["minilm"]["max_tokens"] == 64 and by_name["smollm2"]["position_limit"] is None
     assert by_name["smollm2"]["layers"] == ["layer.0", "layer.1"]
+    assert [by_name[n]["input"] for n in ("minilm", "smollm2", "digits-vit")] == ["text", "text", "image"]
+    with pytest.raises(AppError, match="digits-vit takes images, not text"):
+        fresh(url).predict(text=TEXT, model="digits-vit", layer=0, head=0, api_name="/capture")
 
 
 def test_capture_from_a_fresh_client_equals_the_library(server, tiny):

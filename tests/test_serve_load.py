@@ -59,7 +59,11 @@ def request(client: int, call: int) -> dict[str, object]:
 def test_many_clients_at_once_get_correct_answers_in_bounded_memory(bert_tokenizer):
     from headmap.serve.app import launch
 
-    tiny = {"minilm": build("bert", bert_tokenizer)[0], "smollm2": build("llama", bert_tokenizer)[0]}
+    tiny = {
+        "minilm": build("bert", bert_tokenizer)[0],
+        "smollm2": build("llama", bert_tokenizer)[0],
+        "digits-vit": headmap.load("digits-vit"),
+    }
     bench = Workbench(["minilm"], loader=lambda name, **_: tiny[name], cache_bytes=CACHE_BYTES)
     port = free_port()
     demo = launch(bench, port=port, block=False, quiet=True, max_concurrent=4)

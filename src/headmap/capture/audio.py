@@ -21,13 +21,14 @@ from scipy.signal import resample_poly
 
 from headmap.capture.discovery import Architecture
 from headmap.capture.encoding import Encoded, encode_targets
-from headmap.capture.images import Input, encode_inputs, image_inputs, is_single
+from headmap.capture.images import Input, Prompt, encode_inputs, image_inputs, is_single
+from headmap.capture.vlm import prompt_input
 from headmap.errors import HeadmapError
 from headmap.models import LoadedModel
 from headmap.result import Side
 from headmap.tokens import Frames, Tokens
 
-__all__ = ["Audio", "encode_media", "is_one", "media_inputs", "read_wav"]
+__all__ = ["Audio", "capture_items", "encode_media", "is_one", "media_inputs", "read_wav"]
 
 #: Mel frames per encoder frame: Whisper's second convolution has stride 2.
 _STRIDE = 2
@@ -82,6 +83,13 @@ def read_wav(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
 def is_one(item: object) -> bool:
     """Whether a capture input is one text, image or clip (rather than a list of them)."""
     return is_single(item) or isinstance(item, Audio)
+
+
+def capture_items(loaded: LoadedModel, text: Input | Audio | Sequence[Input | Audio]) -> list[Input | Audio]:
+    """The inputs of a capture as a list (one input or a list of them); a text with an image becomes
+    the exact ids and pixels of the vision-language model's input (an :class:`Encoded`)."""
+    items: list[Input | Audio] = [text] if is_one(text) else list(text)  # type: ignore[list-item, arg-type]  # narrowed by is_one
+    return [prompt_input(loaded, item) if isinstance(item, Prompt) else item for item in items]
 
 
 def _clip(loaded: LoadedModel, item: object) -> Audio:

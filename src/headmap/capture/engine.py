@@ -18,7 +18,7 @@ from typing import Protocol, cast
 import torch
 
 from headmap.capture import native
-from headmap.capture.audio import encode_media, is_one, media_inputs
+from headmap.capture.audio import capture_items, encode_media, is_one, media_inputs
 from headmap.capture.blocks import Valid, emit_blocks, fused_asks
 from headmap.capture.consumers import Consumer, MapStore, MomentConsumer
 from headmap.capture.discovery import Architecture, discover, forward_module
@@ -135,7 +135,7 @@ def stream(
     a model's batches run padded."""
     loaded = load(model) if isinstance(model, str) else model
     arch = discover(loaded.model)
-    texts: list[Input] = [text] if is_one(text) else list(text)  # type: ignore[list-item, arg-type]  # narrowed by is_one
+    texts = capture_items(loaded, text)
     if not texts:
         raise HeadmapError("no text given: pass at least one text")
     if padding_side not in ("left", "right"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,29 +26,56 @@ from headmap.tokens import PREFIX, Patches, Tokens
 
 #: One image: a PIL image, or the path of an image file (a ``Path``; a plain string is a text).
 ImageInput = Image.Image | os.PathLike[str]
-#: What a capture takes: a text, its exact ids, or an image.
-Input = str | Encoded | ImageInput
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A text with an image in it, for a vision-language model (LLaVA-style): ``text`` holds the
+    model's image token (LLaVA's ``<image>``) once, where the image goes, e.g.
+    ``"USER: <image>\nWhat is this? ASSISTANT:"``."""
+
+    text: str
+    image: ImageInput
+
+
+#: What a capture takes: a text, its exact ids, an image, or a text with an image.
+Input = str | Encoded | ImageInput | Prompt
 
 #: Names of the prefix tokens of models whose prefix is more than a CLS token.
 _PREFIX_NAMES = {"deit": ("CLS", "DIST")}
 
-__all__ = ["ImageInput", "Input", "encode_inputs", "image_inputs", "is_single", "read_image", "text_or_image"]
+__all__ = [
+    "ImageInput",
+    "Input",
+    "Prompt",
+    "encode_inputs",
+    "image_inputs",
+    "is_single",
+    "read_image",
+    "text_or_image",
+]
 
 
 def text_or_image(
     text: Input | Sequence[Input] | None, image: ImageInput | str | None
 ) -> Input | Sequence[Input]:
-    """What to capture: ``text``, or ``image`` (a string there is a path), exactly one of them."""
-    if text is None and image is not None:
-        return Path(image) if isinstance(image, str) else image
-    if text is None or image is not None:
-        raise HeadmapError("give a text or an image (image=PATH), one of them")
-    return text
+    """What to capture: ``text``, ``image`` (a string there is a path), or both: one text with the
+    image in it, for a vision-language model (:class:`Prompt`)."""
+    picture = Path(image) if isinstance(image, str) else image
+    if text is None and picture is not None:
+        return picture
+    if text is None:
+        raise HeadmapError("give a text, an image (image=PATH), or both for a vision-language model")
+    if picture is None:
+        return text
+    if not isinstance(text, str):
+        raise HeadmapError("with image=, give one text (holding the image token where the image goes)")
+    return Prompt(text, picture)
 
 
 def is_single(item: object) -> bool:
     """Whether a capture input is one text or image (rather than a list of them)."""
-    return isinstance(item, (str, Encoded, Image.Image, os.PathLike))
+    return isinstance(item, (str, Encoded, Image.Image, os.PathLike, Prompt))
 
 
 def is_image(item: object) -> bool:

@@ -18,12 +18,12 @@ import numpy as np
 import torch
 
 from headmap.capture.encoding import Encoded
-from headmap.capture.images import ImageInput, read_image, shown_pixels
+from headmap.capture.images import ImageInput, Prompt, read_image, shown_pixels
 from headmap.errors import HeadmapError
 from headmap.models import LoadedModel
 from headmap.tokens import PREFIX, Patches, Tokens
 
-__all__ = ["image_positions", "vlm_input", "vlm_layout"]
+__all__ = ["image_positions", "prompt_input", "vlm_input", "vlm_layout"]
 
 
 def vlm_layout(model: torch.nn.Module) -> tuple[int, tuple[int, int], bool]:
@@ -118,3 +118,21 @@ def image_positions(encoded: Encoded | Tokens) -> dict[tuple[int, int], int]:
     if tokens.patches is None:
         raise HeadmapError("this input holds no image: build it with vlm_input")
     return {cell: i for i, cell in enumerate(tokens.patches.cells) if cell != PREFIX}
+
+
+def prompt_input(loaded: LoadedModel, prompt: Prompt) -> Encoded:
+    """The exact input of a text with an image in it: the text tokenized whole, as the model's own
+    processor does (LLaVA's ``<image>`` is a special token, so the text splits there), and the image
+    token's one place expanded into the image's tokens (:func:`vlm_input`)."""
+    if getattr(getattr(loaded.model, "config", None), "image_token_id", None) is None:
+        raise HeadmapError(f"{loaded.name} is no vision-language model: give it a text or an image, not both")
+    token, _, _ = vlm_layout(loaded.model)
+    name = str(loaded.tokenizer.convert_ids_to_tokens([token])[0]) if loaded.tokenizer else f"[{token}]"  # type: ignore[attr-defined]  # untyped tokenizer
+    ids = [int(i) for i in loaded.tokenizer(prompt.text)["input_ids"]]  # type: ignore[operator]  # untyped tokenizer
+    if ids.count(token) != 1:
+        raise HeadmapError(
+            f"the text holds the image token {name!r} {ids.count(token)} times: put it once, where the "
+            f"image goes, e.g. 'USER: {name}\\nWhat is in the picture? ASSISTANT:'"
+        )
+    at = ids.index(token)
+    return vlm_input(loaded, prompt.image, ids[:at], ids[at + 1 :])

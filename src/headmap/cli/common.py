@@ -42,14 +42,22 @@ def read_text(value: str) -> str:
     return text
 
 
-def read_input(args: argparse.Namespace) -> str | Path:
-    """The text of ``args.text``, or the path of ``--image`` or ``--audio``: exactly one of them."""
-    image = getattr(args, "image", None) or getattr(args, "audio", None)
-    if (image is None) == (args.text is None) or (
-        getattr(args, "image", None) and getattr(args, "audio", None)
-    ):
-        raise HeadmapError("give a text, --image PATH or --audio PATH, one of them")
-    return image if image is not None else read_text(args.text)
+def read_input(args: argparse.Namespace) -> Any:
+    """The text of ``args.text``, the path of ``--image`` or ``--audio``, or a text with ``--image``
+    (a vision-language model's prompt, holding its image token where the image goes)."""
+    image, audio = getattr(args, "image", None), getattr(args, "audio", None)
+    if image is not None and audio is not None or (image is None and audio is None and args.text is None):
+        raise HeadmapError(
+            "give a text, --image PATH or --audio PATH (a text with --image for a vision-language model)"
+        )
+    if image is not None and args.text is not None:
+        from headmap.capture.images import Prompt
+
+        return Prompt(read_text(args.text), image)
+    if audio is not None and args.text is not None:
+        raise HeadmapError("give the clip's transcript with --target TEXT, not as the text")
+    found = image if image is not None else audio
+    return found if found is not None else read_text(args.text)
 
 
 def package_version() -> str:
@@ -150,11 +158,18 @@ def add_model_args(parser: argparse.ArgumentParser, text: bool = True, image: bo
             "text",
             nargs="?" if image else None,
             help="the input text, a path to a UTF-8 text file, or - for stdin"
-            + (" (not with --image)" if image else ""),
+            + (
+                " (with --image: a vision-language model's prompt, holding its image token, e.g. <image>)"
+                if image
+                else ""
+            ),
         )
     if image:
         parser.add_argument(
-            "--image", type=Path, help="an image file (PNG, JPEG...) for an image model such as digits-vit"
+            "--image",
+            type=Path,
+            help="an image file (PNG, JPEG...) for an image model such as digits-vit, or with a text for a "
+            "vision-language model (LLaVA)",
         )
         parser.add_argument(
             "--audio", type=Path, help="a WAV file at the model's rate (16 kHz) for a speech model (Whisper)"

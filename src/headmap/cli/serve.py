@@ -8,7 +8,7 @@ import sys
 import time
 
 from headmap.cli.common import add_device_args, load_options
-from headmap.models import BUNDLED, DEFAULT_MODEL
+from headmap.models import BUNDLED, DEFAULT_MODEL, SHIPPED
 
 #: How often the waiting main thread wakes up to see whether the server still runs (seconds).
 WAIT_S = 0.1
@@ -25,8 +25,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "-m",
         action="append",
         default=None,
-        help=f"a model to offer: bundled name ({', '.join(BUNDLED)}), local folder or .gguf file; "
-        f"repeat for several, the first is selected (default: {DEFAULT_MODEL}; the bundled ones are always offered)",
+        help=f"a model to offer: bundled name ({', '.join([*BUNDLED, *SHIPPED])}), local folder (text, image "
+        f"or speech model) or .gguf file; repeat for several, the first is selected (default: {DEFAULT_MODEL}; "
+        "the bundled ones are always offered)",
     )
     serve.add_argument(
         "--host",

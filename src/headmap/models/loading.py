@@ -162,9 +162,16 @@ def is_vision(config: object) -> bool:
     )
 
 
+def is_vlm(config: object) -> bool:
+    """Whether a config is a LLaVA-style vision-language model's (a vision tower and an image token)."""
+    return hasattr(config, "vision_config") and getattr(config, "image_token_id", None) is not None
+
+
 def _model_class(config: object) -> pruned.ModelClass:
     import transformers
 
+    if is_vlm(config):  # image and text in, text out: the language model reads the image's tokens
+        return transformers.AutoModelForImageTextToText
     if hasattr(config, "num_mel_bins"):  # a speech model (Whisper): mel features in, text out
         return transformers.AutoModelForSpeechSeq2Seq
     if getattr(config, "is_encoder_decoder", False):
@@ -213,8 +220,11 @@ def _load_folder(
         tokenizer = transformers.AutoTokenizer.from_pretrained(
             folder, trust_remote_code=trust_remote_code, **hub
         )
-        speech = hasattr(config, "num_mel_bins")
-        extractor = transformers.AutoFeatureExtractor.from_pretrained(folder, **hub) if speech else None
+        extractor: object | None = None
+        if hasattr(config, "num_mel_bins"):  # a speech model's log-mel feature extractor
+            extractor = transformers.AutoFeatureExtractor.from_pretrained(folder, **hub)
+        elif is_vlm(config):  # a vision-language model's image processor (the tokenizer is loaded above)
+            extractor = transformers.AutoImageProcessor.from_pretrained(folder, **hub)
     except HeadmapError:
         raise
     except (OSError, ValueError, ImportError) as exc:

@@ -51,6 +51,7 @@ def models(bench: Workbench) -> dict[str, Any]:
                 "position_limit": limit,
                 "max_tokens": bench.max_tokens if limit is None else min(limit, bench.max_tokens),
                 "max_text_chars": bench.max_text_chars,
+                "input": info.modality.value,
             }
         )
     return {"default": bench.default_model, "models": out}

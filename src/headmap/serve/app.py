@@ -30,6 +30,7 @@ from headmap.render.static import DIVERGING, SEQUENTIAL  # noqa: E402
 from headmap.result import CAUSATION_WARNING  # noqa: E402
 from headmap.serve.display import ViewSpec  # noqa: E402
 from headmap.serve.endpoints import CONCURRENCY_ID, register  # noqa: E402
+from headmap.serve.inputs import Modality  # noqa: E402
 from headmap.serve.payload import finish, hint, message  # noqa: E402
 from headmap.serve.views import VIEWS, Control, Request, View  # noqa: E402
 from headmap.serve.workbench import BLOB_ROUTE, Workbench  # noqa: E402
@@ -45,6 +46,13 @@ PRIVATE: dict[str, Any] = {"api_visibility": "private", "concurrency_id": CONCUR
 NORMS = ("raw", "topk:3", "topk:3,renorm", "window:3", "threshold:0.05", "log")
 EXAMPLE = "The trophy didn't fit in the suitcase because it was too big."
 JS_ON_LOAD = "\n".join([asset("heatmap.js"), "headmapView().mountPanel(element, props, watch);"])
+#: The text box's label for each kind of model: a speech model reads it as the clip's transcript.
+TEXT_LABELS = {
+    Modality.TEXT: "text",
+    Modality.IMAGE: "text (unused: this model takes an image)",
+    Modality.AUDIO: "transcript (the decoder's tokens, aligned with the clip)",
+    Modality.IMAGE_TEXT: "text, with the model's image token (e.g. <image>) where the image goes",
+}
 #: What the picture shows before the first draw: a neutral hint, not the error box.
 START_HINT = hint("Press Show to draw the text's attention.")
 
@@ -64,6 +72,9 @@ class Shared:
     renorm: Any
     norm: Any
     cmap: Any
+    image: Any = None
+    audio: Any = None
+    resample: Any = False
 
     def items(self) -> list[Any]:
         return [getattr(self, f.name) for f in fields(self)]
@@ -84,6 +95,9 @@ class Shared:
             head=int(self.head or 0),
             spec=spec,
             cmap=str(self.cmap or "viridis"),
+            image=self.image,
+            audio=self.audio,
+            resample=bool(self.resample),
         )
 
 
@@ -108,6 +122,25 @@ class Layout:
                 return i, view
         raise HeadmapError(f"unknown view {label!r}: choose one of {', '.join(v.label for v in self.views)}")
 
+    def check(self, view: View, model: str, modality: Modality) -> None:
+        """Refuse ``view`` for a model whose input it does not draw, naming the views that do."""
+        if modality not in view.takes:
+            fits = ", ".join(v.label for v in self.views if modality in v.takes)
+            raise HeadmapError(
+                f"{model} takes {modality.noun}: the {view.label} view does not; choose {fits}"
+            )
+
+    def first_for(self, modality: Modality) -> View:
+        return first_view(self.views, modality)
+
+
+def first_view(views: Sequence[View], modality: Modality) -> View:
+    """The view for a model of ``modality`` at first: a text model's first view; else the first one
+    drawn for such inputs and not for text (over the image, over time), or the first that draws it."""
+    fits = [v for v in views if modality in v.takes]
+    own = [v for v in fits if Modality.TEXT not in v.takes]
+    return fits[0] if modality is Modality.TEXT else (own or fits)[0]
+
 
 def draw(bench: Workbench, layout: Layout, view_label: str, values: Sequence[Any]) -> dict[str, object]:
     """One request: the values of the :class:`Shared` controls, then of every view's own controls."""
@@ -115,6 +148,7 @@ def draw(bench: Workbench, layout: Layout, view_label: str, values: Sequence[Any
     try:
         index, view = layout.view(view_label)
         request = Shared(*values[:SHARED_COUNT]).request()
+        layout.check(view, request.model, bench.info(request.model).modality)
         first, end = layout.spans[index]
         return finish(view.draw(bench, request, extras[first:end]), bench.publish)
     except HeadmapError as exc:
@@ -130,34 +164,67 @@ def build_app(
     """The dashboard's page for ``bench`` (not launched), with its API endpoints
     (:mod:`headmap.serve.endpoints`); at most ``max_concurrent`` events compute at once."""
     info = bench.info(bench.default_model)
+    start = first_view(views, info.modality)
     with gr.Blocks(title="headmap", analytics_enabled=False) as demo:
         gr.Markdown(f"### headmap: attention heads, live\n{CAUSATION_WARNING}")
         with gr.Row():
             with gr.Column(scale=1, min_width=300):
-                text = gr.Textbox(EXAMPLE, label="text", lines=4, elem_id="hm-text")
+                text = gr.Textbox(
+                    EXAMPLE if info.modality is Modality.TEXT else "",
+                    label=TEXT_LABELS[info.modality],
+                    lines=4,
+                    visible=info.modality is not Modality.IMAGE,
+                    elem_id="hm-text",
+                )
+                image = gr.File(
+                    label="image (PNG, JPEG...)",
+                    file_types=["image"],
+                    type="filepath",
+                    visible=info.modality in (Modality.IMAGE, Modality.IMAGE_TEXT),
+                    elem_id="hm-image",
+                )
+                audio = gr.Audio(
+                    label="clip (WAV, at the model's rate)",
+                    type="filepath",
+                    sources=["upload"],
+                    editable=False,  # an edited clip would be re-encoded: keep the bytes the user gave
+                    visible=info.modality is Modality.AUDIO,
+                    elem_id="hm-audio",
+                )
+                resample = gr.Checkbox(
+                    label="resample the clip to the model's rate",
+                    visible=info.modality is Modality.AUDIO,
+                    elem_id="hm-resample",
+                )
                 run = gr.Button("Show", variant="primary", elem_id="hm-run")
                 model = gr.Dropdown(
                     list(bench.model_names), value=bench.default_model, label="model", elem_id="hm-model"
                 )
-                view = gr.Radio(
-                    [v.label for v in views], value=views[0].label, label="view", elem_id="hm-view"
-                )
+                view = gr.Radio([v.label for v in views], value=start.label, label="view", elem_id="hm-view")
                 layer = gr.Slider(0, len(info.keys) - 1, value=0, step=1, label="layer", elem_id="hm-layer")
                 head = gr.Slider(0, info.num_heads - 1, value=0, step=1, label="head", elem_id="hm-head")
                 words = gr.Checkbox(
-                    label="word view (sum over a word's keys, mean over its queries)", elem_id="hm-words"
+                    label="word view (sum over a word's keys, mean over its queries)",
+                    interactive=Control.WORDS in start.uses,
+                    elem_id="hm-words",
                 )
-                mask_special = gr.Checkbox(label="hide special tokens", elem_id="hm-mask-special")
+                masks = Control.MASK in start.uses
+                mask_special = gr.Checkbox(
+                    label="hide special tokens", interactive=masks, elem_id="hm-mask-special"
+                )
                 mask_first = gr.Checkbox(
-                    label="hide the first token (a common sink)", elem_id="hm-mask-first"
+                    label="hide the first token (a common sink)", interactive=masks, elem_id="hm-mask-first"
                 )
-                renorm = gr.Checkbox(label="renormalize rows after hiding", elem_id="hm-renorm")
+                renorm = gr.Checkbox(
+                    label="renormalize rows after hiding", interactive=masks, elem_id="hm-renorm"
+                )
                 norm = gr.Dropdown(
                     list(NORMS),
                     value="raw",
                     allow_custom_value=True,
                     label="normalization",
                     info="raw, topk:K, window:W, threshold:T, log, renorm; join with commas",
+                    interactive=Control.NORM in start.uses,
                     elem_id="hm-norm",
                 )
                 cmap = gr.Dropdown(
@@ -166,8 +233,8 @@ def build_app(
                 groups: list[gr.Group] = []
                 extras: list[Any] = []  # each view's own controls (View.controls types them Any)
                 spans: list[tuple[int, int]] = []
-                for i, v in enumerate(views):
-                    with gr.Group(visible=i == 0) as group:
+                for v in views:
+                    with gr.Group(visible=v is start) as group:
                         own = list(v.controls())
                     groups.append(group)
                     spans.append((len(extras), len(extras) + len(own)))
@@ -180,7 +247,7 @@ def build_app(
                     js_on_load=JS_ON_LOAD,
                     elem_id="hm-plot",
                 )
-                help_text = gr.Markdown(views[0].help, elem_id="hm-help")
+                help_text = gr.Markdown(start.help, elem_id="hm-help")
         layout = Layout(tuple(views), tuple(spans))
         shared = Shared(
             model=model,
@@ -193,6 +260,9 @@ def build_app(
             renorm=renorm,
             norm=norm,
             cmap=cmap,
+            image=image,
+            audio=audio,
+            resample=resample,
         )
         inputs = [view, *shared.items(), *extras]
         controls: dict[Control, list[gr.components.Component]] = {
@@ -215,14 +285,23 @@ def build_app(
             visible = [gr.update(visible=i == index) for i in range(len(groups))]
             return [*visible, *toggles, chosen.help, draw(bench, layout, view_label, values)]
 
-        def choose_model(name: str, layer_value: float, head_value: float) -> list[Any]:
+        def choose_model(name: str, layer_value: float, head_value: float, view_label: str) -> list[Any]:
             try:
                 chosen = bench.info(name)
             except HeadmapError as exc:
-                return [gr.update(), gr.update(), message(str(exc))]
+                return [gr.update()] * 7 + [message(str(exc))]
+            _, current = layout.view(view_label)
+            # An image or speech model starts on its own view; a text model keeps a text view.
+            keep = chosen.modality is Modality.TEXT and Modality.TEXT in current.takes
+            fits = current if keep else layout.first_for(chosen.modality)
             return [
                 gr.update(maximum=len(chosen.keys) - 1, value=min(int(layer_value), len(chosen.keys) - 1)),
                 gr.update(maximum=chosen.num_heads - 1, value=min(int(head_value), chosen.num_heads - 1)),
+                gr.update(label=TEXT_LABELS[chosen.modality], visible=chosen.modality is not Modality.IMAGE),
+                gr.update(visible=chosen.modality in (Modality.IMAGE, Modality.IMAGE_TEXT)),
+                gr.update(visible=chosen.modality is Modality.AUDIO),
+                gr.update(visible=chosen.modality is Modality.AUDIO),
+                gr.update(value=fits.label),
                 hint(f"{name}: {len(chosen.keys)} layers, {chosen.num_heads} heads; drawing..."),
             ]
 
@@ -236,9 +315,14 @@ def build_app(
         view.change(
             choose_view, inputs, [*groups, *toggled, help_text, plot], show_progress="minimal", **PRIVATE
         )
-        model.change(choose_model, [model, layer, head], [layer, head, plot], **PRIVATE).then(
-            redraw, inputs, plot, show_progress="minimal", **PRIVATE
-        )
+        model.change(
+            choose_model,
+            [model, layer, head, view],
+            [layer, head, text, image, audio, resample, view, plot],
+            **PRIVATE,
+        ).then(redraw, inputs, plot, show_progress="minimal", **PRIVATE)
+        for upload in (image, audio, resample):
+            upload.change(redraw, inputs, plot, show_progress="minimal", **PRIVATE)
         demo.load(redraw, inputs, plot, show_progress="minimal", **PRIVATE)
         register(bench, max_concurrent)
     # Tabs and API clients do not wait for each other's captures, up to max_concurrent at once.

@@ -19,10 +19,11 @@ from headmap.capture import MapStore, stream
 from headmap.capture.discovery import discover
 from headmap.capture.engine import max_tokens as position_limit
 from headmap.errors import HeadmapError
-from headmap.models import BUNDLED, LoadedModel, load
+from headmap.models import BUNDLED, SHIPPED, LoadedModel, load
 from headmap.result import AttentionResult, LayerKey
 from headmap.serve.cache import BoundedCache
 from headmap.serve.display import DisplayCollector, DisplayMaps, ViewSpec, estimate_bytes, from_capture
+from headmap.serve.inputs import MAX_UPLOAD_BYTES, Item, Modality, clip_rate, make_item, modality_of
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -45,23 +46,25 @@ DERIVED_ENTRIES = 32
 @dataclass(frozen=True)
 class ModelInfo:
     """What the controls need: the layers (slider positions) and heads of a model, and the longest
-    text its position table takes (None: no such table, e.g. rotary positions)."""
+    text its position table takes (None: no such table, e.g. rotary positions), and what it reads."""
 
     name: str
     keys: tuple[LayerKey, ...]
     num_heads: int
     position_limit: int | None = None
+    modality: Modality = Modality.TEXT
 
 
 def check_model_names(names: Sequence[str]) -> tuple[str, ...]:
-    """Bundled names, existing folders and ``.gguf`` files, without repeats; else one clear error."""
+    """Bundled and shipped names, existing folders and ``.gguf`` files, without repeats; else one clear error."""
     out: list[str] = []
     for name in names:
-        if name not in BUNDLED:
+        if name not in BUNDLED and name not in SHIPPED:
             path = Path(name).expanduser()
             if not (path.is_dir() or (path.is_file() and path.suffix == ".gguf")):
                 raise HeadmapError(
-                    f"--model {name}: not a bundled model ({', '.join(BUNDLED)}), a model folder or a .gguf file"
+                    f"--model {name}: not a bundled model ({', '.join([*BUNDLED, *SHIPPED])}), "
+                    "a model folder or a .gguf file"
                 )
         if name not in out:
             out.append(name)
@@ -84,12 +87,14 @@ class Workbench:
         loader: Callable[..., LoadedModel] = load,
         load_options: Mapping[str, Any] | None = None,
         calibrations: Mapping[str, str | Path] | None = None,
+        max_upload_bytes: int = MAX_UPLOAD_BYTES,
     ) -> None:
         given = check_model_names(models)
-        self.model_names = given + tuple(n for n in BUNDLED if n not in given)
+        self.model_names = given + tuple(n for n in (*BUNDLED, *SHIPPED) if n not in given)
         self.default_model = given[0] if given else self.model_names[0]
         self.max_tokens, self.max_cells, self.full_capture_bytes = max_tokens, max_cells, full_capture_bytes
         self.max_text_chars = max_text_chars
+        self.max_upload_bytes = max_upload_bytes
         self._trust_remote_code, self._loader = trust_remote_code, loader
         self._load_options = dict(load_options or {})  # device, dtype... for every model (headmap.load)
         # AT2-style head weights per model name (`headmap calibrate`), for the calibrated method.
@@ -132,7 +137,26 @@ class Workbench:
         loaded = self.model(name)
         arch = discover(loaded.model)
         keys = tuple(sorted(arch.sites, key=lambda k: k.sort_key))
-        return ModelInfo(name, keys, arch.num_heads, position_limit(loaded, arch))
+        modality = modality_of(arch, getattr(loaded.model, "config", None))
+        return ModelInfo(name, keys, arch.num_heads, position_limit(loaded, arch), modality)
+
+    def item(
+        self, name: str, text: str, image: object = None, audio: object = None, resample: bool = False
+    ) -> Item:
+        """The input a request for model ``name`` takes: the text, or the image or clip it uploaded
+        (a clip resampled to the model's rate when ``resample``); one clear line when it is missing."""
+        modality = self.info(name).modality
+        expected = int(getattr(self.model(name).processor, "sampling_rate", 16000))
+        rate = expected if resample and modality is Modality.AUDIO else None
+        item = make_item(modality, name, self.check_text(text), image, audio, rate, self.max_upload_bytes)
+        if modality is Modality.AUDIO and rate is None and item.path is not None:
+            found = clip_rate(item.path)
+            if found != expected:
+                raise HeadmapError(
+                    f"{item.name} is at {found} Hz but {name} takes {expected} Hz: tick "
+                    f"'resample the clip to the model's rate', or upload a clip at {expected} Hz"
+                )
+        return item
 
     # -- pictures' bytes -------------------------------------------------------------------------
     def publish(self, data: bytes) -> str:
@@ -163,6 +187,12 @@ class Workbench:
         long only for this server's ``max_tokens``, a larger ``--max-tokens`` would also do.
         """
         self.check_text(text)
+        modality = self.info(name).modality
+        if modality is not Modality.TEXT:
+            raise HeadmapError(
+                f"{name} takes {modality.noun}, not text: draw it in the page (upload the file) "
+                f"or with `headmap render -m {name} {modality.arguments}`"
+            )
         if not text.strip():
             raise HeadmapError("the text is empty: type or paste at least one word")
         # LoadedModel types its tokenizer as object (core stays free of transformers' types).
@@ -182,8 +212,17 @@ class Workbench:
         return count
 
     # -- maps ------------------------------------------------------------------------------------
-    def maps(self, name: str, text: str, spec: ViewSpec) -> DisplayMaps:
-        """The drawable maps of ``text`` under ``spec``: cached, captured or streamed as needed."""
+    def maps(self, name: str, text: str | Item, spec: ViewSpec) -> DisplayMaps:
+        """The drawable maps of ``text`` (or an uploaded image or clip) under ``spec``: cached, captured
+        or streamed as needed."""
+        if isinstance(text, Item):
+            if text.modality is not Modality.TEXT:
+                media = text
+                return self.displays.get_or_compute(
+                    (name, media.key, spec),
+                    lambda: from_capture(self.capture(name, media), spec, self.max_cells),
+                )
+            text = text.text
         tokens = self.count_tokens(name, text)
         return self.displays.get_or_compute(
             (name, text, spec), lambda: self._display(name, text, spec, tokens)
@@ -197,15 +236,16 @@ class Workbench:
         stream(self.model(name), text, collector)
         return collector.maps(tokens)
 
-    def capture(self, name: str, text: str) -> AttentionResult:
-        """Every layer and head of ``text``, cached per (model, text)."""
+    def capture(self, name: str, text: str | Item) -> AttentionResult:
+        """Every layer and head of ``text`` (or an uploaded image or clip), cached per (model, input)."""
+        item = text if isinstance(text, Item) else Item(Modality.TEXT, text)
 
         def run() -> AttentionResult:
             store = MapStore()
-            stream(self.model(name), text, store)
+            stream(self.model(name), item.capture_input(), store, target=item.target())  # type: ignore[arg-type]  # stream takes clips too
             return store.results()[0]
 
-        return self.captures.get_or_compute((name, text), run)
+        return self.captures.get_or_compute((name, *item.key), run)
 
     def stats(self, name: str, text: str) -> HeadStats:
         """Per-head statistics of ``text`` (streamed), cached per (model, text)."""

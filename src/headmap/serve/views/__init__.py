@@ -7,9 +7,18 @@ view with its question and chunks as its own controls) is a new module and one l
 
 from __future__ import annotations
 
-from headmap.serve.views import depth, explanation, generation, head, layer, rag
+from headmap.serve.views import depth, explanation, generation, head, image, layer, rag, time
 from headmap.serve.views.base import Control, Request, View
 
-VIEWS: tuple[View, ...] = (head.VIEW, layer.VIEW, depth.VIEW, explanation.VIEW, rag.VIEW, generation.VIEW)
+VIEWS: tuple[View, ...] = (
+    head.VIEW,
+    layer.VIEW,
+    image.VIEW,
+    time.VIEW,
+    depth.VIEW,
+    explanation.VIEW,
+    rag.VIEW,
+    generation.VIEW,
+)
 
 __all__ = ["VIEWS", "Control", "Request", "View"]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from headmap.serve.display import ViewSpec
+from headmap.serve.inputs import Modality
 
 if TYPE_CHECKING:
     from headmap.serve.workbench import Workbench
@@ -40,6 +41,15 @@ class Request:
     head: int
     spec: ViewSpec
     cmap: str
+    image: object = None  # the uploaded image (a path, as Gradio passes it), for image models
+    audio: object = None  # the uploaded WAV clip, for speech models (the text is its transcript)
+    resample: bool = False  # resample the clip to the model's rate rather than refuse another rate
+
+
+#: What most views read: text only.
+TEXT_ONLY = frozenset({Modality.TEXT})
+#: Views whose maps mean the same for every input (a [query, key] map of any units).
+ANY_INPUT = frozenset(Modality)
 
 
 def no_controls() -> tuple[Any, ...]:
@@ -53,7 +63,8 @@ class View:
     ``controls`` builds the view's own Gradio components when the page is made (called inside the
     page's layout, in the view's group); ``draw(bench, request, values)`` gets their values in the
     same order and returns the picture's payload (:mod:`headmap.serve.payload`). Errors it raises
-    as :class:`headmap.HeadmapError` are shown as a message in the page.
+    as :class:`headmap.HeadmapError` are shown as a message in the page. ``takes``: the inputs it
+    draws (a text, an image, a clip); the page refuses the others in one line naming the views that do.
     """
 
     label: str
@@ -61,3 +72,4 @@ class View:
     draw: Callable[[Workbench, Request, Sequence[Any]], dict[str, object]]
     controls: Callable[[], tuple[Any, ...]] = no_controls
     help: str = ""
+    takes: frozenset[Modality] = TEXT_ONLY

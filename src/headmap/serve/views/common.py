@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
 from headmap.errors import check_index
 from headmap.serve.display import DisplayLayer, DisplayMaps
+from headmap.serve.inputs import Item
 from headmap.serve.payload import Axes
 from headmap.serve.views.base import Request
+
+if TYPE_CHECKING:
+    from headmap.serve.workbench import Workbench
 
 
 def text_id(text: str) -> str:
@@ -15,9 +20,21 @@ def text_id(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:10]
 
 
+def source_id(request: Request) -> str:
+    """The fingerprint of a request's input: its text, plus its uploads where it has any."""
+    if request.image is None and request.audio is None:
+        return text_id(request.text)
+    return text_id(repr((request.text, str(request.image), str(request.audio), request.resample)))
+
+
 def picture_key(request: Request, *parts: object) -> str:
-    """``data-hm-drawn`` of the picture: model, text, view options and what is shown."""
-    return "|".join(str(p) for p in (request.model, text_id(request.text), request.spec.label(), *parts))
+    """``data-hm-drawn`` of the picture: model, input, view options and what is shown."""
+    return "|".join(str(p) for p in (request.model, source_id(request), request.spec.label(), *parts))
+
+
+def item_of(bench: Workbench, request: Request) -> Item:
+    """The input of ``request`` for its model: the text, or its uploaded image or clip."""
+    return bench.item(request.model, request.text, request.image, request.audio, request.resample)
 
 
 def layer_at(maps: DisplayMaps, position: int) -> DisplayLayer:

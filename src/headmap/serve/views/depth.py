@@ -1,16 +1,21 @@
-"""The depth view: one per-head statistic for every layer and head, from a streamed capture."""
+"""The depth view: one per-head statistic for every layer and head, from a streamed capture; for an
+image model, its patch statistics (grid distance, CLS and register shares...) of the uploaded image."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from headmap.analysis.patch_stats import PATCH_LABELS, PATCH_STATS, patch_stats
 from headmap.analysis.stats import STATS
 from headmap.errors import HeadmapError
 from headmap.render.profile import DEPTH_NOTE
+from headmap.serve.inputs import Modality
 from headmap.serve.payload import Axes, table_payload
 from headmap.serve.views.base import Control, Request, View
-from headmap.serve.views.common import picture_key
+from headmap.serve.views.common import item_of, picture_key
 
 if TYPE_CHECKING:
     from headmap.serve.workbench import Workbench
@@ -31,24 +36,48 @@ MEANINGS = {
 def controls() -> tuple[Any, ...]:
     import gradio as gr
 
-    return (gr.Dropdown(list(STATS), value="entropy", label="statistic", elem_id="hm-stat"),)
+    choices = list(dict.fromkeys([*STATS, *PATCH_STATS]))  # text and image statistics; entropy is both
+    return (gr.Dropdown(choices, value="entropy", label="statistic", elem_id="hm-stat"),)
+
+
+def image_table(
+    bench: Workbench, request: Request, name: str
+) -> tuple[np.ndarray, list[str], list[str], str]:
+    """An image model's patch statistic ``[layer, head]`` over the uploaded image, and its labels."""
+    if name not in PATCH_STATS:
+        raise HeadmapError(f"{name} is a statistic of text: for images choose from {', '.join(PATCH_STATS)}")
+    item = item_of(bench, request)
+    path = item.path
+    assert path is not None  # an image model's input is its upload
+    stats = bench.derive(
+        ("patch-stats", request.model, *item.key),
+        lambda: patch_stats(bench.model(request.model), [path]),
+    )
+    what = f"{name}: {PATCH_LABELS[name]}; every layer (rows) and head (columns) over {stats.units[0]} units of the image"
+    return stats.stat(name), [key.title() for key in stats.layers], [f"head {h}" for h in stats.heads], what
+
+
+def text_table(bench: Workbench, request: Request, name: str) -> tuple[np.ndarray, list[str], list[str], str]:
+    """A text model's statistic ``[layer, head]`` of the text (streamed), and its labels."""
+    if name not in STATS:
+        raise HeadmapError(f"{name} is a statistic of images: for text choose from {', '.join(STATS)}")
+    stats = bench.stats(request.model, request.text)
+    what = f"{name}: {MEANINGS[name]}; every layer (rows) and head (columns) of {len(stats.tokens)} tokens"
+    return stats.stat(name), [key.title() for key in stats.layers], [f"head {h}" for h in stats.heads], what
 
 
 def draw(bench: Workbench, request: Request, values: Sequence[Any]) -> dict[str, object]:
     name = str(values[0]) if values else "entropy"
-    if name not in STATS:
-        raise HeadmapError(f"unknown statistic {name!r}: choose from {', '.join(STATS)}")
-    stats = bench.stats(request.model, request.text)
-    table = stats.stat(name)
-    rows = [key.title() for key in stats.layers]
-    cols = [f"head {h}" for h in stats.heads]
-    caption = [
-        f"{name}: {MEANINGS[name]}; every layer (rows) and head (columns) of {len(stats.tokens)} tokens, raw weights",
-        DEPTH_NOTE,
-    ]
+    if name not in STATS and name not in PATCH_STATS:
+        raise HeadmapError(
+            f"unknown statistic {name!r}: choose from {', '.join(dict.fromkeys([*STATS, *PATCH_STATS]))}"
+        )
+    image = bench.info(request.model).modality is Modality.IMAGE
+    table, rows, cols, what = (image_table if image else text_table)(bench, request, name)
+    caption = [f"{what}, raw weights", DEPTH_NOTE]
     return table_payload(
         picture_key(request, "stats", name),
-        f"{stats.model} · {name} by layer and head",
+        f"{request.model} · {name} by layer and head",
         table,
         rows,
         cols,
@@ -63,5 +92,9 @@ VIEW = View(
     uses=frozenset({Control.CMAP}),
     draw=draw,
     controls=controls,
-    help="One statistic per head across the depth of the model, from a streamed capture (no full maps kept).",
+    help=(
+        "One statistic per head across the depth of the model, from a streamed capture (no full maps kept); "
+        "for an image model, its patch statistics over the uploaded image."
+    ),
+    takes=frozenset({Modality.TEXT, Modality.IMAGE}),
 )

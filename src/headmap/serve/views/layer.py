@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from headmap.serve.payload import Panel, maps_payload
-from headmap.serve.views.base import Control, Request, View
-from headmap.serve.views.common import describe, layer_at, map_axes, picture_key
+from headmap.serve.views.base import ANY_INPUT, Control, Request, View
+from headmap.serve.views.common import describe, item_of, layer_at, map_axes, picture_key
 from headmap.view.downsample import downsample_note
 
 if TYPE_CHECKING:
@@ -19,7 +19,7 @@ PANEL_CELLS = 128
 
 
 def draw(bench: Workbench, request: Request, values: Sequence[Any]) -> dict[str, object]:
-    maps = bench.maps(request.model, request.text, request.spec)
+    maps = bench.maps(request.model, item_of(bench, request), request.spec)
     layer = layer_at(maps, request.layer)
     coarser = max(1, math.ceil(max(layer.values.shape[-2:]) / PANEL_CELLS))
     pooled = layer.pooled(coarser)
@@ -49,5 +49,6 @@ VIEW = View(
     label="all heads of a layer",
     uses=frozenset({Control.LAYER, Control.WORDS, Control.MASK, Control.NORM, Control.CMAP}),
     draw=draw,
+    takes=ANY_INPUT,
     help="Every head of the chosen layer on one colour scale: heads of one layer often split the work.",
 )
