@@ -179,6 +179,14 @@ def test_bad_inputs_are_one_clear_line():
         headmap.align(planted(heads=(0, 1), planted=(1, 1)), heads=[("cross.1", 3)])
     with pytest.raises(HeadmapError, match="cross layer 5 is out of range|out of range"):
         headmap.align(result, heads=[(5, 0)])
+    cross = result.layers[0]
+    some_rows = LayerMap(cross.key, cross.heads, (0, 1, 2), cross.weights[:, :3])
+    with pytest.raises(HeadmapError, match="needs every target token's row: capture with rows=None"):
+        headmap.align(
+            AttentionResult(
+                result.model, result.source, (some_rows,), result.num_layers, 4, target=result.target
+            )
+        )
     with pytest.raises(HeadmapError, match="top must be at least 1"):
         headmap.align(result, top=0)
     with pytest.raises(HeadmapError, match="a capture is aligned as it is"):

@@ -91,8 +91,14 @@ def test_render_a_cross_layer_over_time_and_the_alignment(folder, clip, tmp_path
     assert main([*base, "--layer", "cross.1", "--head", "2", "-o", str(over_time)]) == 0
     assert main([*base, "--layer", "cross.1", "--head", "2", "--matrix", "-o", str(matrix)]) == 0
     assert main([*base, "--align", "2", "-o", str(aligned)]) == 0
+    saved = tmp_path / "clip.safetensors"
+    assert (
+        main(["capture", "--audio", str(clip), "-m", str(folder), "--target", TARGET, "-o", str(saved)]) == 0
+    )
+    assert main(["plot", str(saved), "--align", "2", "-o", str(tmp_path / "again.png")]) == 0
     out = capsys.readouterr().out
-    assert "alignment: mean of cross." in out and "3 words" in out
+    drawn = re.findall(r"\(alignment: mean of (.*); 3 words\)", out)
+    assert len(drawn) == 2 and drawn[0] == drawn[1]  # the saved capture aligns as the live one
     # The command draws what result.render draws for a cross layer of a clip: the time picture.
     result = headmap.capture(headmap.load(str(folder)), clip, target=TARGET, layers="cross.1")
     direct = tmp_path / "direct.png"
