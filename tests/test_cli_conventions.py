@@ -141,7 +141,7 @@ print(len(commands), codes[:4], set(codes[4:]), heavy, file=sys.stderr)
         [sys.executable, "-c", script, *HEAVY], capture_output=True, text=True, env=env, timeout=120
     )
     assert done.returncode == 0, done.stderr
-    assert done.stderr.strip().splitlines()[-1] == "17 [0, 0, 2, 2] {0} []"
+    assert done.stderr.strip().splitlines()[-1] == "18 [0, 0, 2, 2] {0} []"
 
 
 def test_empty_text_is_refused_before_the_model_loads(tmp_path, capsys, monkeypatch):

@@ -17,7 +17,7 @@ from headmap.render.report import Format, Report
 
 CASES = [*CORE_CASES, *APP_CASES]
 EXPECTED_TYPES = {
-    "AttentionResult", "HeadStats", "HeadReport", "HeadImportance",
+    "AttentionResult", "HeadStats", "HeadReport", "HeadImportance", "Alignment",
     "Explanation", "GenerationReport", "FaithfulnessReport", "RagReport", "BiasReport", "PruneReport",
     "AuditRecord",
 }  # fmt: skip

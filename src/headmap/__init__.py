@@ -42,6 +42,7 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers and editors (a test
         head_report,
         record_heads,
     )
+    from headmap.analysis.align_result import Alignment, align
     from headmap.analysis.engines import LocalEngine
     from headmap.analysis.monitor import HeadMonitor
     from headmap.analysis.monitor_plot import plot_monitor
@@ -87,6 +88,7 @@ _LAZY: dict[str, str] = {
         "headmap.analysis",
     ),
     "LocalEngine": "headmap.analysis.engines",
+    **dict.fromkeys(("Alignment", "align"), "headmap.analysis.align_result"),
     **dict.fromkeys(("PatchStats", "patch_stats"), "headmap.analysis.patch_stats"),
     # HeadMonitor subclasses transformers.TrainerCallback (~0.6 s more); Ray is an optional extra.
     "HeadMonitor": "headmap.analysis.monitor",
@@ -163,8 +165,8 @@ _result.bind_stages(
         to_words=_later("aggregate_words"),
         mask=_later("mask_tokens"),
         normalize=_later("normalize_result"),
-        plot_head=_later("figure_head", "headmap.render.patches"),
-        plot_grid=_later("figure_grid", "headmap.render.patches"),
+        plot_head=_later("figure_head", "headmap.render.frames"),
+        plot_grid=_later("figure_grid", "headmap.render.frames"),
         render=_later("render_to_file"),
         page=_later("attention_page", "headmap.render.attention"),
         write=_later("write", "headmap.render.report"),
@@ -184,6 +186,7 @@ except metadata.PackageNotFoundError:  # a source tree on sys.path that was neve
 
 __all__ = [
     "CAUSATION_WARNING",
+    "Alignment",
     "AttentionResult",
     "Audio",
     "AuditRecord",
@@ -214,6 +217,7 @@ __all__ = [
     "StatsCollector",
     "Tokens",
     "ablate",
+    "align",
     "audit",
     "bias_probe",
     "calibrate",

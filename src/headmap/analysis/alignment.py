@@ -16,8 +16,18 @@ from scipy.ndimage import median_filter
 
 from headmap.errors import HeadmapError
 from headmap.result import AttentionResult, LayerKey, Stack
+from headmap.tokens import Tokens
+from headmap.view.words import word_groups, word_tokens
 
-__all__ = ["AlignmentHead", "alignment_heads", "alignment_path", "dtw", "token_times"]
+__all__ = [
+    "AlignmentHead",
+    "Word",
+    "alignment_heads",
+    "alignment_path",
+    "dtw",
+    "token_times",
+    "word_times",
+]
 
 
 @dataclass(frozen=True)
@@ -85,6 +95,38 @@ def token_times(weights: np.ndarray, seconds: float, filter_width: int = 7) -> n
     return np.stack([starts, ends], axis=1) * seconds
 
 
+@dataclass(frozen=True)
+class Word:
+    """One spoken word of the target: its text, its ``tokens`` (indices into the target) and its span
+    ``start``..``end`` in seconds."""
+
+    word: str
+    tokens: tuple[int, ...]
+    start: float
+    end: float
+
+
+def word_times(target: Tokens, times: np.ndarray) -> list[Word]:
+    """The target's words with their spans, from each token's ``times`` ``[tokens, 2]`` (seconds).
+
+    As Whisper's own word timestamps do: subword tokens merge into words (:func:`word_groups`, by
+    the tokenizer's offsets), a word spans from its first token's start to its last token's end, and
+    special tokens (the decoder's start token, end of text) are no words.
+    """
+    spans = np.asarray(times, dtype=np.float64)
+    if spans.shape != (len(target), 2):
+        raise HeadmapError(f"word timings need [tokens, 2] times for {len(target)} tokens, not {spans.shape}")
+    groups = word_groups(target)
+    merged = word_tokens(target, groups)
+    words: list[Word] = []
+    for group, name, (start, end) in zip(groups, merged.tokens, merged.offsets):
+        # A run of whitespace alone (a newline token) is spoken by no one.
+        if target.special[group[0]] or (end > start and not target.text[start:end].strip()):
+            continue
+        words.append(Word(name, tuple(group), float(spans[group[0], 0]), float(spans[group[-1], 1])))
+    return words
+
+
 def head_score(weights: np.ndarray, band: int = 2, filter_width: int = 7) -> float:
     """Share of each token's attention ``[tokens, frames]`` within ``band`` frames of the head's own
     DTW path, averaged over tokens."""
@@ -99,7 +141,7 @@ def head_score(weights: np.ndarray, band: int = 2, filter_width: int = 7) -> flo
 
 
 def alignment_heads(
-    result: AttentionResult, top: int = 5, frames: int | None = None, band: int = 2
+    result: AttentionResult, top: int = 5, frames: int | None = None, band: int = 2, filter_width: int = 7
 ) -> list[AlignmentHead]:
     """The ``top`` cross-attention heads of ``result`` best aligned with time, best first; ``frames``:
     the audible frames (default: the source's ``Frames.audible``, else all)."""
@@ -112,7 +154,7 @@ def alignment_heads(
             continue
         for h, head in enumerate(layer.heads):
             rows = layer.weights[h][:, :audible]
-            scored.append(AlignmentHead(layer.key, head, head_score(rows, band)))
+            scored.append(AlignmentHead(layer.key, head, head_score(rows, band, filter_width)))
     if not scored:
         raise HeadmapError(
             "no cross-attention captured: capture a speech model's cross layers (e.g. cross.*)"

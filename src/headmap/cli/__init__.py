@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from headmap.cli import (
+    align,
     audit,
     bias,
     calibrate,
@@ -36,6 +37,7 @@ COMMANDS = (
     capture,
     stats,
     heads,
+    align,
     monitor,
     demo,
     explain,

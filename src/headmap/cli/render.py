@@ -18,6 +18,7 @@ from headmap.cli.common import (
     parse_heads,
     read_input,
 )
+from headmap.errors import HeadmapError
 
 if TYPE_CHECKING:  # for annotations only: --help must not import what a capture needs
     from headmap.result import AttentionResult
@@ -60,7 +61,18 @@ def add_image_args(parser: argparse.ArgumentParser) -> None:
         "--rollout", action="store_true", help="image results: draw the rollout over all layers from --query"
     )
     parser.add_argument(
-        "--matrix", action="store_true", help="image results: draw the [query, key] heatmap, not the image"
+        "--matrix",
+        action="store_true",
+        help="image results: draw the [query, key] heatmap, not the image; audio results: a cross layer's "
+        "[token, frame] heatmap, not the time picture",
+    )
+    parser.add_argument(
+        "--align",
+        nargs="?",
+        type=int,
+        const=5,
+        metavar="TOP",
+        help="audio results: draw the mean of the TOP (default 5) alignment heads over time, words outlined",
     )
 
 
@@ -75,7 +87,20 @@ def prepare(result: AttentionResult, args: argparse.Namespace) -> AttentionResul
     return result
 
 
+def draw_alignment(result: AttentionResult, args: argparse.Namespace) -> None:
+    """``--align``: the alignment heads' mean over time with the words' spans, into every output."""
+    from headmap.analysis.align_result import align_result
+
+    alignment = align_result(result, top=args.align)
+    heads = ", ".join(f"{h.key.name}/{h.head}" for h in alignment.heads)
+    for output in args.output:
+        print(f"wrote {alignment.save(output)} (alignment: mean of {heads}; {len(alignment.words)} words)")
+
+
 def draw(result: AttentionResult, args: argparse.Namespace) -> None:
+    if args.align is not None:
+        draw_alignment(result, args)
+        return
     key = result.resolve(args.layer)
     heads = parse_heads(args.head)
     head = None if heads is None else heads[0]
@@ -99,13 +124,21 @@ def draw(result: AttentionResult, args: argparse.Namespace) -> None:
 
 def run_render(args: argparse.Namespace) -> None:
     from headmap.capture import capture
+    from headmap.capture.discovery import discover
+    from headmap.result import Stack
 
     check_outputs(args.output, RENDER_EXTENSIONS)
     text = read_input(args)
+    if args.align is not None and (args.audio is None or args.target is None):
+        raise HeadmapError("--align places a transcript in a clip: give --audio CLIP and --target TEXT")
     model = load_model(args)
     layer = args.layer if "." in args.layer else int_arg(args.layer, "--layer")
     # The rollout multiplies every layer, with every head.
     layers, heads = (None, None) if args.rollout else ([layer], parse_heads(args.head))
+    if args.align is not None:
+        # Alignment heads are looked for among every cross layer's heads.
+        cross = discover(model.model).num_layers.get(Stack.CROSS, 0)
+        layers, heads = ([f"cross.{i}" for i in range(cross)] or [layer]), None
     result = capture(model, text, layers=layers, heads=heads, target=args.target)
     assert not isinstance(result, list)  # one text in, one AttentionResult out
     note_paths(result)

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from headmap.errors import HeadmapError
+from headmap.render.frames import figure_grid, figure_head  # audio cross layers over time, images, matrices
 from headmap.render.html import grid_html, head_html
 from headmap.render.interactive import interactive_page
-from headmap.render.patches import figure_grid, figure_head, image_html
+from headmap.render.patches import image_html
 from headmap.render.report import PICTURES, PNG_DPI, Format, check_writable, html_document, save_figure
 from headmap.result import AttentionResult, LayerKey
 
