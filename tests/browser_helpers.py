@@ -88,6 +88,7 @@ def hover_cell(page, scope: str, row: int, col: int, panel: int = 0) -> tuple[li
     """Hover the centre of cell (row, col) of a panel's canvas; the tooltip's lines and the value shown."""
     wrap = page.locator(f"{scope} .hm-panel").nth(panel)
     canvas = wrap.locator(".hm-canvas")
+    canvas.scroll_into_view_if_needed()  # a control clicked lower in the page may have scrolled it away
     box = canvas.bounding_box()
     rows, cols = int(canvas.get_attribute("data-rows")), int(canvas.get_attribute("data-cols"))
     page.mouse.move(

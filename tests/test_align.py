@@ -161,6 +161,12 @@ def test_an_audio_results_cross_layer_is_drawn_over_time(tmp_path):
     assert result.figure("decoder.0", 0).axes[0].get_xlabel() != "time (s)"
     for ext in ("png", "svg"):
         assert result.render(tmp_path / f"c.{ext}", "cross.1", 3, cmap="magma").stat().st_size > 0
+    # HTML: the same picture over time, embedded (no other file); matrix=True keeps the heatmap page.
+    page = result.render(tmp_path / "c.html", "cross.1", 3).read_text(encoding="utf-8")
+    assert "cross.1 cross-attention over time" in page and "data:image/png;base64," in page
+    assert "not causation" in page and "http" not in page.replace("http-equiv", "")
+    matrix = result.render(tmp_path / "m.html", "cross.1", 3, matrix=True).read_text(encoding="utf-8")
+    assert "over time" not in matrix
 
 
 def test_bad_inputs_are_one_clear_line():

@@ -7,10 +7,10 @@ import socket
 
 import numpy as np
 import pytest
-from browser_helpers import browser, hover_cell, watch  # noqa: F401  (fixture)
+from browser_helpers import browser, hover_cell, save_screenshot, watch  # noqa: F401  (fixture)
 from test_audio import tone, whisper, write_wav  # noqa: F401  (fixture)
+from test_browser_image import TOL, hover, point, unit
 from test_serve import decode
-from test_vision import digit_png, digits_vit  # noqa: F401  (fixtures)
 
 from headmap.serve.display import ViewSpec
 from headmap.serve.views import Request
@@ -83,12 +83,21 @@ def test_an_image_model_takes_an_upload_and_draws_over_it(browser, server, digit
     assert page.is_visible("#hm-image") and not page.is_visible("#hm-text textarea")
     assert page.get_by_label("over the image", exact=True).is_checked()
     page.set_input_files("#hm-image input[type=file]", str(digit_png))
-    wait_drawn(page, "|image|layer.0|0")
+    wait_drawn(page, "|image|layer.0|0|q0")  # from CLS
+    capture = bench.capture("digits-vit", bench.item("digits-vit", "", str(digit_png)))
+    head = capture.layer(0).head(0).astype(np.float64)
+    lines, value = hover(page, PLOT, (1, 2))  # the hovered patch becomes the query
+    wait_drawn(page, f"|image|layer.0|0|q{unit((1, 2))}")
+    assert lines[:2] == ["query: p(1,2)", "key: p(1,2)"] and abs(value - head[7, 7]) <= TOL
+    page.mouse.click(*point(page, PLOT, (1, 2)))  # pinned: it stays the query as the picture changes
+    page.get_by_label("rollout over all layers", exact=True).check()
+    wait_drawn(page, "|image|rollout|mean|q7|pinned")
+    save_screenshot(page, "dashboard-image.png")
     page.get_by_label("single head", exact=True).check()
     key = wait_drawn(page, "|tokens|raw|layer.0|0")
     assert page.inner_text(f"{PLOT} .hm-title") == "digits-vit · layer 0 · head 0"
     assert key.startswith("digits-vit|")
-    expected = bench.capture("digits-vit", bench.item("digits-vit", "", str(digit_png))).layer(0).weights[0]
+    expected = capture.layer(0).weights[0]
     for r, c in [(0, 0), (0, 7), (5, 16)]:
         lines, value = hover_cell(page, PLOT, r, c)
         assert abs(value - float(expected[r, c])) <= 5e-5 + 1e-6, lines
@@ -120,7 +129,7 @@ def test_a_speech_model_takes_a_clip_and_its_transcript(browser, server, tmp_pat
     # The clip just uploaded, resampled (a no-op at the model's rate): the same numbers as the view's.
     request = Request(folder, TRANSCRIPT, 0, 0, ViewSpec(), "viridis", audio=str(good), resample=True)
     (expected,) = decode(time_view.draw(bench, request, (time_view.Source.ALIGNMENT.value,)))
-    assert "token spans along the alignment path" in page.inner_text(f"{PLOT} .hm-caption")
+    assert "word spans along the alignment path" in page.inner_text(f"{PLOT} .hm-caption")
     lines, value = hover_cell(page, PLOT, 2, 5)
     assert lines[0].startswith("transcript token: ") and abs(value - float(expected[2, 5])) <= 5e-5, lines
     assert np.isfinite(expected).all()

@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 from test_audio import FRAMES, tone, whisper, write_wav  # noqa: F401  (fixture)
 from test_serve import decode
-from test_vision import digit_png, digits_vit  # noqa: F401  (fixtures)
 
 import headmap
-from headmap.analysis.alignment import alignment_heads, token_times
+from headmap.analysis.alignment import alignment_heads, token_times, word_times
 from headmap.capture.audio import Audio
 from headmap.serve.display import ViewSpec
 from headmap.serve.inputs import Modality
@@ -128,9 +127,13 @@ def test_time_view_draws_the_alignment_heads_of_the_clip(speech_bench, whisper, 
     assert payload["cols"][:2] == ["0.00 s", "0.02 s"] and payload["rows"][1].endswith("[1]")
     for a in best:
         assert f"{a.key.name} h{a.head} ({a.score:.2f})" in payload["caption"][0]
-    times = token_times(expected, direct.source.frames.seconds)
-    token = payload["rows"][1].rsplit(" [", 1)[0]
-    assert f"{token} {times[1, 0]:.2f}-{times[1, 1]:.2f} s" in payload["caption"][1]
+    # Word spans: Whisper's preparation of the same heads, then DTW, tokens merged into words.
+    times = token_times(
+        np.stack([direct.layer(a.key).head(a.head)[:, :audible] for a in best]), direct.source.frames.seconds
+    )
+    words = word_times(direct.target, times)
+    assert [w.word for w in words] == TRANSCRIPT.split()
+    assert f"{words[1].word} {words[1].start:.2f}-{words[1].end:.2f} s" in payload["caption"][1]
     chosen = time_view.draw(
         speech_bench,
         ask(audio=str(clips[0]), text=TRANSCRIPT, layer=5, head=2),
@@ -138,6 +141,7 @@ def test_time_view_draws_the_alignment_heads_of_the_clip(speech_bench, whisper, 
     )
     one = direct.layer("cross.1").head(2)[:, :audible]
     assert np.abs(decode(chosen)[0] - one).max() <= (one.max() - one.min()) / 65535 + 1e-9
+    assert chosen["caption"][0].startswith("cross-attention layer 1 · head 2 (alignment score")
 
 
 def test_clip_refusals_and_resampling(speech_bench, whisper, clips):

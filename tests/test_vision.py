@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from sklearn.datasets import load_digits
 
 import headmap
 from headmap.errors import HeadmapError
@@ -31,22 +31,6 @@ def _script():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture(scope="module")
-def digits_vit():
-    return headmap.load("digits-vit")
-
-
-@pytest.fixture(scope="module")
-def digit_png(tmp_path_factory) -> Path:
-    """A held-out 5 as a 64x64 PNG (the processor brings it back to 8x8)."""
-    digits = load_digits()
-    path = tmp_path_factory.mktemp("img") / "five.png"
-    pixels = np.rint(digits.images[1700] * (255 / 16)).astype(np.uint8)
-    assert digits.target[1700] == 5
-    Image.fromarray(pixels, "L").resize((64, 64), Image.NEAREST).save(path)
-    return path
 
 
 def test_shipped_weights_are_small_and_documented():
@@ -112,12 +96,14 @@ def test_pictures_in_every_format(digits_vit, digit_png, tmp_path):
         path = result.render(tmp_path / name, layer=2, head=1, query="p(1,1)")
         assert path.stat().st_size > 1000
     html = (tmp_path / "head.html").read_text()
-    assert "data:image/png;base64," in html and "<script" not in html  # self-contained, no external file
+    # Self-contained: the interactive view's script and data inline, a static picture for no scripts.
+    assert "data:image/png;base64," in html and "hmi-data" in html and "<script src" not in html
+    assert not re.search(r"(src|href)=['\"]?https?:", html)
     grid = result.render(tmp_path / "grid.png", layer=0, head=None)
     assert Image.open(grid).size[0] > 300
     rollout = result.render(tmp_path / "roll.png", head=None, rollout=True)
     assert rollout.exists()
-    assert "data:image/png;base64," in result.page()  # the notebook view shows the image too
+    assert "hmi-data" in result.page() and "hmv-data" in result.page(matrix=True)  # over the image, or maps
     matrix = result.render(tmp_path / "matrix.png", layer=0, head=0, matrix=True)
     assert matrix.exists()
     with pytest.raises(HeadmapError, match="no unit"):

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from headmap.render.image_view import image_page
 from headmap.render.interactive import interactive_html
-from headmap.render.patches import image_html
 from headmap.render.report import COMMON, Format, Report, json_number
 from headmap.result import AttentionResult, LayerKey
 
@@ -36,9 +36,12 @@ def attention_page(
     **options: Any,
 ) -> str:
     """``AttentionResult.page()``: the interactive view (the notebook display), starting at ``layer``/``head``;
-    an image result shows its heads over the image above it."""
-    view = interactive_html(result, layer, head, **options)
-    return view if result.source.patches is None else image_html(result, layer, head) + view
+    an image result's is drawn over the image (hover a patch to look from it; ``matrix=True``: the
+    ``[query, key]`` heatmaps, as for text)."""
+    if result.source.patches is not None and not options.pop("matrix", False):
+        return image_page(result, layer, head, **options)
+    options.pop("matrix", None)
+    return interactive_html(result, layer, head, **options)
 
 
 __all__ = ["ATTENTION_FORMATS", "attention_formats", "attention_page"]

@@ -11,10 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from headmap.errors import HeadmapError
-from headmap.render.frames import figure_grid, figure_head  # audio cross layers over time, images, matrices
+from headmap.render.frames import (
+    figure_grid,
+    figure_head,
+    is_time_layer,
+    time_html,
+)  # audio cross layers over time, images, matrices
 from headmap.render.html import grid_html, head_html
+from headmap.render.image_view import image_page
 from headmap.render.interactive import interactive_page
-from headmap.render.patches import image_html
 from headmap.render.report import PICTURES, PNG_DPI, Format, check_writable, html_document, save_figure
 from headmap.result import AttentionResult, LayerKey
 
@@ -55,7 +60,9 @@ def render_to_file(
     resolution of static output (150 by default; HTML ignores it). ``interactive=True`` (``.html``
     only) writes :func:`headmap.render.interactive.interactive_page` instead: every captured layer
     and head with selectors, starting at ``key``/``head``. An image result is drawn over its image
-    (:mod:`headmap.render.patches`; ``query``, ``rollout``; ``matrix=True`` for heatmaps). Returns ``path``.
+    (:mod:`headmap.render.patches`; ``query``, ``rollout``; ``.html``: the interactive view of
+    :mod:`headmap.render.image_view`), a cross layer of an audio result over time
+    (:mod:`headmap.render.frames`); ``matrix=True`` draws the heatmaps instead. Returns ``path``.
     """
     path = Path(path)
     suffix = check_extension(path)
@@ -65,12 +72,18 @@ def render_to_file(
     if interactive and suffix != ".html":
         raise HeadmapError(f"interactive=True writes an HTML page: name the file .html, not {suffix}")
     if suffix == ".html":
-        if interactive:
-            page = interactive_page(result, key, head, **options)
-        elif result.source.patches is not None and not options.pop("matrix", False):
+        matrix = bool(options.pop("matrix", False))
+        if is_time_layer(result, key) and not matrix:
             page = html_document(
-                image_html(result, key, head, **options), f"headmap: {result.model} over the image"
+                time_html(result, key, head, **options), f"headmap: {result.model} over time"
             )
+        elif result.source.patches is not None and not matrix:
+            # Over the image, interactive: hover a patch to look from it (a static picture without scripts).
+            page = html_document(
+                image_page(result, key, head, **options), f"headmap: {result.model} over the image"
+            )
+        elif interactive:
+            page = interactive_page(result, key, head, **options)
         else:
             page = (
                 grid_html(result, key, **options) if head is None else head_html(result, key, head, **options)

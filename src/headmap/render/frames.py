@@ -12,6 +12,8 @@ draws it (``matrix=True`` keeps the ``[token, frame]`` heatmap).
 
 from __future__ import annotations
 
+import base64
+import io
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -20,8 +22,10 @@ from matplotlib.patches import Rectangle
 
 from headmap.errors import HeadmapError
 from headmap.render import patches
+from headmap.render.html import escape
+from headmap.render.report import save_figure
 from headmap.render.static import check_cmap, new_figure
-from headmap.result import AttentionResult, LayerKey, Stack
+from headmap.result import CAUSATION_WARNING, AttentionResult, LayerKey, Stack
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -128,3 +132,17 @@ def figure_grid(result: AttentionResult, key: LayerKey | int | str, **options: A
     if is_time_layer(result, key) and not options.get("matrix", False):
         return plot_cross_time(result, key, None, **_time_options(options))
     return patches.figure_grid(result, key, **options)
+
+
+def time_html(result: AttentionResult, key: LayerKey | int | str, head: int | None, **options: Any) -> str:
+    """A self-contained HTML fragment of a cross layer over time (an embedded PNG: no other file),
+    with the caveat under it."""
+    fig = plot_cross_time(result, key, head, **_time_options(options))
+    buffer = io.BytesIO()
+    save_figure(fig, buffer, "png")
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    alt = escape(f"{result.model}: {result.resolve(key).name} cross-attention over time")
+    return (
+        f'<figure class="headmap-time"><img alt="{alt}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{escape(CAUSATION_WARNING)}</figcaption></figure>"
+    )

@@ -45,7 +45,9 @@ PRIVATE: dict[str, Any] = {"api_visibility": "private", "concurrency_id": CONCUR
 
 NORMS = ("raw", "topk:3", "topk:3,renorm", "window:3", "threshold:0.05", "log")
 EXAMPLE = "The trophy didn't fit in the suitcase because it was too big."
-JS_ON_LOAD = "\n".join([asset("heatmap.js"), "headmapView().mountPanel(element, props, watch);"])
+JS_ON_LOAD = "\n".join(
+    [asset("heatmap.js"), asset("imageview.js"), "headmapView().mountPanel(element, props, watch);"]
+)
 #: The text box's label for each kind of model: a speech model reads it as the clip's transcript.
 TEXT_LABELS = {
     Modality.TEXT: "text",

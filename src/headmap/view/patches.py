@@ -14,7 +14,7 @@ from headmap.errors import HeadmapError, check_index
 from headmap.result import AttentionResult, LayerKey, Stack
 from headmap.tokens import Patches, Tokens
 
-__all__ = ["patches_of", "query_index", "query_row", "rollout_row"]
+__all__ = ["patches_of", "query_index", "query_row", "rollout_matrix", "rollout_row"]
 
 
 def patches_of(result: AttentionResult) -> Patches:
@@ -49,8 +49,10 @@ def query_row(result: AttentionResult, key: LayerKey, head: int | None, query: i
     return out
 
 
-def rollout_row(result: AttentionResult, query: int | str = 0) -> np.ndarray:
-    """Unit ``query``'s row of the attention rollout over every layer of the model (all rows captured)."""
+def rollout_matrix(result: AttentionResult) -> np.ndarray:
+    """The attention rollout ``[query, key]`` over every layer of the model (all rows captured):
+    head-averaged layers with the residual added, ``0.5 A + 0.5 I`` rows renormalized, multiplied
+    from the first layer up."""
     depth = result.num_layers.get(Stack.SELF, 0)
     have = {layer.key.index for layer in result.layers if layer.key.stack is Stack.SELF}
     n = len(result.source)
@@ -63,5 +65,10 @@ def rollout_row(result: AttentionResult, query: int | str = 0) -> np.ndarray:
         mean = result.layer(LayerKey(Stack.SELF, index)).weights.astype(np.float64).mean(0)
         aug = 0.5 * mean + 0.5 * np.eye(n)
         joint = (aug / aug.sum(-1, keepdims=True)) @ joint
-    row: np.ndarray = joint[query_index(result.source, query)]
+    return joint
+
+
+def rollout_row(result: AttentionResult, query: int | str = 0) -> np.ndarray:
+    """Unit ``query``'s row of the attention rollout over every layer of the model (all rows captured)."""
+    row: np.ndarray = rollout_matrix(result)[query_index(result.source, query)]
     return row

@@ -394,9 +394,11 @@ function headmapView() {
       if (payload.kind === "message") { shown = null; showMessage(stage, payload.message, payload.tone); return; }
       if (payload.digest && payload.digest === shown) return;  // the same picture again: keep it
       (payload.data ? codesOf(payload.data) : Promise.resolve(null)).then(function (codes) {
-        if (seq !== latest) return;  // a newer picture came meanwhile
-        drawPanels(stage, panelSpec(payload, codes));
-        shown = payload.digest || null;
+        if (seq !== latest) return null;  // a newer picture came meanwhile
+        // A picture over an image (imageview.js, loaded after this script where the page has it).
+        var drawn = payload.kind === "image" && typeof headmapImage === "function"
+          ? headmapImage().drawImage(stage, payload, codes) : drawPanels(stage, panelSpec(payload, codes));
+        return Promise.resolve(drawn).then(function () { shown = payload.digest || null; });
       }).catch(function (error) { shown = null; showMessage(stage, String(error.message || error)); });
     }
     show();

@@ -1,8 +1,8 @@
 """The time view: a speech model's cross-attention, each transcript token over the clip's seconds.
 
 By default the picture is the mean of the heads best aligned with time (found by dynamic time
-warping, as Whisper's own word timestamps find them; :mod:`headmap.analysis.alignment`), with each
-token's span from the alignment path in the caption; or the chosen cross layer and head.
+warping, as Whisper's own word timestamps find them; :func:`headmap.analysis.align_result.align_result`),
+with each word's span along the alignment path in the caption; or the chosen cross layer and head.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from headmap.analysis.alignment import alignment_heads, token_times
+from headmap.analysis.align_result import Alignment, align_result
 from headmap.errors import HeadmapError, check_index
-from headmap.result import AttentionResult, Stack
+from headmap.result import Stack
 from headmap.serve.inputs import Modality
 from headmap.serve.payload import Axes, Panel, maps_payload
 from headmap.serve.views.base import Control, Request, View
@@ -52,51 +52,48 @@ def chosen(values: Sequence[Any]) -> Source:
     raise HeadmapError(f"unknown choice {text!r}: choose one of {', '.join(s.value for s in Source)}")
 
 
-def cross_rows(result: AttentionResult, source: Source, layer: int, head: int) -> tuple[np.ndarray, str]:
-    """``[tokens, frames]`` cross-attention the picture shows (all frames) and what it is."""
-    crosses = [m for m in result.layers if m.key.stack is Stack.CROSS]
-    if not crosses:
+def alignment(bench: Workbench, request: Request, source: Source) -> Alignment:
+    """The alignment the picture shows: of the best heads, or of the chosen cross layer and head."""
+    result = bench.capture(request.model, item_of(bench, request))
+    if not any(m.key.stack is Stack.CROSS for m in result.layers):
         raise HeadmapError(f"{result.model} has no cross-attention: the time view needs a speech model")
     if source is Source.ALIGNMENT:
-        best = alignment_heads(result, top=TOP_HEADS)
-        rows = np.mean([result.layer(a.key).head(a.head) for a in best], axis=0)
-        names = ", ".join(f"{a.key.name} h{a.head} ({a.score:.2f})" for a in best)
-        return rows, f"mean of the {len(best)} heads best aligned with time (score): {names}"
+        return align_result(result, top=TOP_HEADS)
     keys = [m.key for m in result.layers]
-    key = keys[check_index(layer, len(keys), "layer")]
+    key = keys[check_index(int(request.layer), len(keys), "layer")]
     if key.stack is not Stack.CROSS:
-        positions = ", ".join(str(keys.index(m.key)) for m in crosses)
+        positions = ", ".join(str(i) for i, k in enumerate(keys) if k.stack is Stack.CROSS)
         raise HeadmapError(
-            f"layer {layer} is {key.name}, not a cross-attention layer: move the layer slider to one of {positions}"
+            f"layer {request.layer} is {key.name}, not a cross-attention layer: "
+            f"move the layer slider to one of {positions}"
         )
-    index = check_index(head, result.num_heads, "head")
-    return result.layer(key).head(index), f"{key.title()} · head {index}"
+    return align_result(result, heads=[(key, check_index(int(request.head), result.num_heads, "head"))])
 
 
 def draw(bench: Workbench, request: Request, values: Sequence[Any]) -> dict[str, object]:
     source = chosen(values)
-    result = bench.capture(request.model, item_of(bench, request))
-    frames, target = result.source.frames, result.target
-    assert frames is not None and target is not None  # a speech model's capture has both
-    rows, what = cross_rows(result, source, int(request.layer), int(request.head))
-    audible = max(1, min(frames.audible, rows.shape[-1]))
-    shown = rows[:, :audible]
-    tokens = [visible(t) for t in target.tokens]
-    times = (
-        token_times(shown, frames.seconds) if len(tokens) > 1 else np.array([[0.0, audible * frames.seconds]])
+    found = alignment(bench, request, source)
+    heads = ", ".join(f"{h.key.name} h{h.head} ({h.score:.2f})" for h in found.heads)
+    what = (
+        f"mean of the {len(found.heads)} heads best aligned with time (score): {heads}"
+        if found.found
+        else f"{found.heads[0].key.title()} · head {found.heads[0].head} (alignment score {found.heads[0].score:.2f})"
     )
-    spans = "; ".join(f"{t} {a:.2f}-{b:.2f} s" for t, (a, b) in zip(tokens, times))
+    tokens = [visible(t) for t in found.tokens]
+    words = "; ".join(f"{w.word} {w.start:.2f}-{w.end:.2f} s" for w in found.words) or "none (no words)"
+    audible = found.weights.shape[-1]
     payload = maps_payload(
         picture_key(request, "time", source.name, int(request.layer), int(request.head)),
-        f"{result.model} · cross-attention over time",
-        [Panel(what.split(":")[0], shown.astype(np.float32))],
+        f"{found.model} · cross-attention over time",
+        [Panel("alignment heads" if found.found else "chosen head", found.weights.astype(np.float32))],
         [f"{t} [{i}]" for i, t in enumerate(tokens)],
-        [f"{j * frames.seconds:.2f} s" for j in range(audible)],
+        [f"{j * found.seconds:.2f} s" for j in range(audible)],
         Axes("transcript token", "time", "attention weight"),
         [
-            f"{what}; rows: transcript tokens, columns: encoder frames of {frames.seconds:.2f} s "
+            f"{what}; rows: transcript tokens, columns: encoder frames of {found.seconds:.2f} s "
             f"(the {audible} audible ones), raw weights",
-            f"token spans along the alignment path (dynamic time warping): {spans}",
+            f"word spans along the alignment path (dynamic time warping, as Whisper's word timestamps): {words}",
+            *found.notes(),
         ],
         request.cmap,
         target=900,
