@@ -345,6 +345,64 @@ PRUNE: list[Cell] = [
     ),
 ]
 
+IMAGES: list[Cell] = [
+    (
+        "md",
+        "# Attention over an image: `digits-vit`\n\n"
+        "headmap ships a small ViT trained on scikit-learn's 8x8 digits (3 layers x 4 heads, 2x2 patches: "
+        "a 4x4 grid after CLS; 97.8% on 450 held-out digits). Any image model of the ViT family (ViT, DeiT, "
+        "BEiT, DINOv2 with registers, CLIP and SigLIP towers) is captured the same way, from an image path "
+        "or a PIL image, through the model's own image processor.\n\n" + CAVEAT,
+    ),
+    ("code", SETUP),
+    (
+        "code",
+        "import numpy as np\n"
+        "from PIL import Image\n"
+        "from sklearn.datasets import load_digits\n\n"
+        "digits = load_digits()\n"
+        'folder = OUT / "digits"\n'
+        "folder.mkdir(exist_ok=True)\n"
+        "# Held-out digits (the model trained on the first 1,347), written as PNG files.\n"
+        "for i in range(1700, 1720):\n"
+        "    pixels = np.rint(digits.images[i] * (255 / 16)).astype(np.uint8)\n"
+        '    Image.fromarray(pixels, "L").resize((64, 64), Image.NEAREST).save(folder / f"{i}-{digits.target[i]}.png")\n'
+        'path = folder / "1700-5.png"\n'
+        'model = headmap.load("digits-vit")\n'
+        "result = headmap.capture(model, image=path)\n"
+        "result.source.tokens[:6], result.source.patches.grid",
+    ),
+    (
+        "md",
+        "The result displays itself over the image: choose a layer and a head (or their mean, or the "
+        "rollout over all layers); **hover a patch to look from it**, click to pin it and hover to read "
+        "its weights; CLS, which has no place in the image, gets a bar beside it.",
+    ),
+    ("code", "result"),
+    (
+        "md",
+        "The same pictures as files: one head from CLS, and Abnar & Zuidema's rollout (the head-averaged "
+        "layers multiplied with the residual added), which they first applied to ViT.",
+    ),
+    (
+        "code",
+        'fig = result.figure(2, 1)\nresult.render(OUT / "rollout.png", head=None, rollout=True)',
+    ),
+    (
+        "md",
+        "## Every head over a folder of images\n\n"
+        "`patch_stats` streams the maps: mean entropy, mean distance in the patch grid, and the weight "
+        "on CLS, averaged over every row of every image. A head with a large CLS share is a sink, not "
+        "necessarily a head that reads the digit: check with ablation before drawing a conclusion.",
+    ),
+    (
+        "code",
+        "stats = headmap.patch_stats(model, folder)\n"
+        'stats.to_pandas().sort_values("cls_share", ascending=False).head(6)',
+    ),
+    ("code", 'fig = stats.figure(stat="grid_distance")'),
+]
+
 NOTEBOOKS: dict[str, list[Cell]] = {
     "01_first_map": FIRST_MAP,
     "02_heads_over_a_corpus": HEADS,
@@ -352,6 +410,7 @@ NOTEBOOKS: dict[str, list[Cell]] = {
     "04_rag": RAG,
     "05_bias": BIAS,
     "06_prune": PRUNE,
+    "07_images": IMAGES,
 }
 
 

@@ -5,6 +5,7 @@ no error and no URL of another host in any output."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import sys
@@ -21,8 +22,10 @@ EXAMPLES = ROOT / "examples"
 NAMES = sorted(path.stem for path in EXAMPLES.glob("*.ipynb"))
 # Any http(s) URL whose host is not this machine: a page that fetched one would leave it.
 NETWORK_URL = re.compile(r"https?://(?!(?:localhost|127\.0\.0\.1|\[::1\])(?:[:/]|$))[^\s\"'<>)]+", re.I)
-# The interactive view's root element and the code that mounts it (headmap.render.interactive).
+# The interactive view's root element and the code that mounts it (headmap.render.interactive), and
+# those of the view over an image (headmap.render.image_view).
 VIEW_MARKERS = ("<div class='hmv' id='hmv-", "headmapView().mountNotebook(")
+IMAGE_MARKERS = ("<div class='hmv hmi' id='hmi-", "headmapImage().mountImage(")
 
 
 def builder():  # type: ignore[no-untyped-def]
@@ -47,9 +50,9 @@ def texts(output: nbformat.NotebookNode) -> list[str]:
     return [v if isinstance(v, str) else "\n".join(v) for k, v in output["data"].items() if k != "image/png"]
 
 
-def test_the_six_notebooks_are_the_builders_output():
+def test_the_notebooks_are_the_builders_output():
     build = builder()
-    assert list(build.NOTEBOOKS) == NAMES and len(NAMES) == 6
+    assert list(build.NOTEBOOKS) == NAMES and len(NAMES) == 7
     for name in NAMES:
         saved = (EXAMPLES / f"{name}.ipynb").read_text(encoding="utf-8")
         assert saved == build.text(name), f"{name}.ipynb differs: run python examples/build_notebooks.py"
@@ -96,18 +99,21 @@ def test_notebook_runs_and_shows_the_interactive_view(name, tmp_path):
     assert f"python: {sys.executable}\n" in setup
     assert f"from {ROOT / 'src' / 'headmap'}\n" in setup
 
-    views = [
-        html
+    pages = [
+        o["data"].get("text/html", "")
         for o in outputs
         if o["output_type"] in ("display_data", "execute_result")
-        for html in [o["data"].get("text/html", "")]
-        if all(marker in html for marker in VIEW_MARKERS)
     ]
-    assert views, f"{name} shows no interactive view"
+    views = [html for html in pages if all(marker in html for marker in VIEW_MARKERS)]
+    images = [html for html in pages if all(marker in html for marker in IMAGE_MARKERS)]
+    assert views or images, f"{name} shows no interactive view"
     for html in views:
         payload = embedded(html)
         assert payload["layers"] and all(axis["labels"] for axis in payload["axes"])
         assert "not causation" in payload["warning"]
+    for html in images:
+        payload = json.loads(re.search(r"class='hmi-data'>(.*?)</script>", html, re.S).group(1))
+        assert payload["pictures"] and payload["labels"] and "not causation" in payload["warning"]
 
     urls = [url for o in outputs for t in texts(o) for url in NETWORK_URL.findall(t)]
     assert urls == [], f"{name} outputs name other hosts: {sorted(set(urls))[:5]}"
