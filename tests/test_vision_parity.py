@@ -108,7 +108,11 @@ def test_bad_inputs_get_one_line(processor, bert_tokenizer, tmp_path):
             lambda: capture(build_vision("clip_text", bert_tokenizer)[0], image=picture()),
             "takes text, not images",
         ),
-        (lambda: capture(fast), "give a text or an image"),
+        (lambda: capture(fast), "give a text, an image"),
+        (
+            lambda: capture(fast, "a text", image=picture()),
+            "is no vision-language model: give it a text or an image",
+        ),
     ]:
         with pytest.raises(HeadmapError, match=words) as info:
             call()
