@@ -240,7 +240,10 @@ def image_page(
     ``layer``/``head`` (None: the mean of the heads) or ``rollout`` pick the first picture."""
     data = script_json(_page_data(result, layer, head, query, cmap, rollout))
     root = f"hmi-{hashlib.sha1(data.encode('utf-8')).hexdigest()[:12]}"
-    fallback = image_html(result, layer, head, query=query, cmap=cmap, rollout=rollout)
+    # One picture, not a grid of every head: the stand-in stays small (a ViT-B grid PNG is megabytes).
+    key = result.resolve(layer) if layer is not None else result.keys[0]
+    shown = head if head is not None else result.layer(key).heads[0]
+    fallback = image_html(result, key, shown, query=query, cmap=cmap, rollout=rollout)
     note = (
         "The interactive view needs JavaScript (in Jupyter, trust the notebook); this is its static picture."
     )
