@@ -3,12 +3,11 @@ chosen model reads, draws what was uploaded, and refuses a clip at the wrong rat
 
 from __future__ import annotations
 
-import socket
-
 import numpy as np
 import pytest
 from browser_helpers import browser, hover_cell, save_screenshot, watch  # noqa: F401  (fixture)
 from test_audio import tone, whisper, write_wav  # noqa: F401  (fixture)
+from test_browser_dashboard import free_port, wait_drawn
 from test_browser_image import TOL, hover, point, unit
 from test_serve import decode
 
@@ -28,12 +27,6 @@ PLOT = "#hm-plot .hm-stage"
 TRANSCRIPT = "the cat sat on the mat"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(minilm, digits_vit, whisper, tmp_path_factory):  # type: ignore[no-untyped-def]
     from headmap.serve.app import launch
@@ -45,15 +38,6 @@ def server(minilm, digits_vit, whisper, tmp_path_factory):  # type: ignore[no-un
     demo = launch(bench, port=port, block=False, quiet=True)
     yield bench, f"http://127.0.0.1:{port}/", str(folder)
     demo.close()
-
-
-def wait_drawn(page, needle: str, timeout: float = 60_000) -> str:  # type: ignore[no-untyped-def]
-    page.wait_for_function(
-        "n => { const s = document.querySelector('#hm-plot .hm-stage'); return s && (s.dataset.hmDrawn || '').includes(n); }",
-        arg=needle,
-        timeout=timeout,
-    )
-    return page.get_attribute(PLOT, "data-hm-drawn")
 
 
 def wait_message(page, needle: str, timeout: float = 60_000) -> str:  # type: ignore[no-untyped-def]

@@ -26,10 +26,12 @@ TOL = 1e-5
 IMAGE_TOKEN = VOCAB - 1  # the tokenizer's last id, kept for the image
 
 
-def _config(strategy: str = "default") -> transformers.LlavaConfig:
+def _config(
+    strategy: str = "default", vocab: int = VOCAB, image_token: int = IMAGE_TOKEN
+) -> transformers.LlavaConfig:
     vision = transformers.CLIPVisionConfig(**VISION_DIMS)
     text = transformers.LlamaConfig(
-        vocab_size=VOCAB,
+        vocab_size=vocab,
         hidden_size=32,
         num_hidden_layers=2,
         num_attention_heads=4,
@@ -40,7 +42,7 @@ def _config(strategy: str = "default") -> transformers.LlavaConfig:
     return transformers.LlavaConfig(
         vision_config=vision,
         text_config=text,
-        image_token_id=IMAGE_TOKEN,
+        image_token_id=image_token,
         vision_feature_layer=-1,
         vision_feature_select_strategy=strategy,
     )

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 import transformers
-from test_vlm import VISION_DIMS, picture
+from test_vlm import _config, picture
 from tiny_models import twins
 from transformers import ViTImageProcessorPil
 
@@ -31,22 +31,7 @@ def folder(bert_tokenizer, tmp_path_factory):  # type: ignore[no-untyped-def]
     and an image processor (what `headmap.load` reads)."""
     tokenizer = copy.deepcopy(bert_tokenizer)
     tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
-    text = transformers.LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    config = transformers.LlavaConfig(
-        vision_config=transformers.CLIPVisionConfig(**VISION_DIMS),
-        text_config=text,
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-        vision_feature_layer=-1,
-        vision_feature_select_strategy="default",
-    )
+    config = _config(vocab=len(tokenizer), image_token=tokenizer.convert_tokens_to_ids("<image>"))
     model, _ = twins(transformers.AutoModelForImageTextToText, config, 0.3)
     path = tmp_path_factory.mktemp("llava")
     model.save_pretrained(path)

@@ -144,7 +144,7 @@ def image_payload(
     """One picture for the dashboard: layer ``key``'s ``head`` (None: the mean of its captured heads)
     or, with ``rollout``, the rollout over all layers; every row, in 16 bits (``data.codes`` are the
     bytes :func:`headmap.serve.payload.finish` publishes), starting from unit ``query``."""
-    patches_of(result)
+    grid = patches_of(result).grid
     start = query_index(result.source, query)
     if rollout:
         rows, values = tuple(range(len(result.source))), rollout_matrix(result)
@@ -177,8 +177,8 @@ def image_payload(
             "codes": quantized.codes.tobytes(),
         },
         "caption": [
-            f"{what} · from the query unit's row over the {patches_of(result).grid[0]}x"
-            f"{patches_of(result).grid[1]} patch grid · normalization: {result.normalization.caption}",
+            f"{what} · from the query unit's row over the {grid[0]}x{grid[1]} patch grid · "
+            f"normalization: {result.normalization.caption}",
             HOVER_HELP,
             _precision(16, float(quantized.step.max())),
             CAUSATION_WARNING,

@@ -406,6 +406,7 @@ function headmapView() {
   }
 
   return {bytesOf: bytesOf, codesOf: codesOf, dequantize: dequantize, toWords: toWords, normalize: normalize,
+          lutOf: lutOf, colorbar: colorbar,
           limits: limits, el: el, drawPanels: drawPanels, showMessage: showMessage,
           mountNotebook: mountNotebook, mountPanel: mountPanel};
 }

@@ -14,12 +14,6 @@ function headmapImage() {
   // next picture, drawn by a fresh headmapImage(), keeps a pinned patch as the sliders move).
   var STATE = "headmapImageState";
 
-  function lutOf(hex) {
-    var out = new Uint8Array(hex.length / 2);
-    for (var i = 0; i < out.length; i++) out[i] = parseInt(hex.substr(2 * i, 2), 16);
-    return out;
-  }
-
   function imageOf(b64) {
     return new Promise(function (resolve, reject) {
       var img = new Image();
@@ -66,22 +60,6 @@ function headmapImage() {
       box.appendChild(line);
     });
     return box;
-  }
-
-  function colorbar(lut, top) {
-    var bar = el("div", "hm-colorbar"), strip = document.createElement("canvas");
-    strip.width = 256; strip.height = 10;
-    var ctx = strip.getContext("2d"), image = ctx.createImageData(256, 10);
-    for (var x = 0; x < 256; x++) for (var y = 0; y < 10; y++) {
-      var o = 4 * (y * 256 + x);
-      image.data[o] = lut[3 * x]; image.data[o + 1] = lut[3 * x + 1]; image.data[o + 2] = lut[3 * x + 2]; image.data[o + 3] = 255;
-    }
-    ctx.putImageData(image, 0, 0);
-    bar.appendChild(el("span", "hm-lo", "0.0000"));
-    bar.appendChild(strip);
-    bar.appendChild(el("span", "hm-hi", top.toFixed(4)));
-    bar.appendChild(el("span", "hm-value-name", "weight on each patch (from the query)"));
-    return bar;
   }
 
   /** Paint the image, the query's row over its patches, the query outlined and the heaviest patch dashed. */
@@ -158,7 +136,7 @@ function headmapImage() {
       info.textContent = "query: " + units.labels[state.query] + " [" + state.query + "]" +
         (state.pinned ? " (pinned: click the image to release)" : "");
       barsBox.replaceChildren(bars(units, row));
-      scaleBox.replaceChildren(colorbar(view.lut, top));
+      scaleBox.replaceChildren(base.colorbar({valueName: "weight on each patch (from the query)"}, [0, top], view.lut));
       querySel.value = units.cells[state.query] ? "patch" : String(state.query);
       host.dataset.hmDrawn = view.key + "|q" + state.query + (state.pinned ? "|pinned" : "");
       host.dispatchEvent(new CustomEvent("headmap:drawn", {bubbles: true, detail: {key: host.dataset.hmDrawn}}));
@@ -211,7 +189,7 @@ function headmapImage() {
 
   function prepare(units) {
     return imageOf(units.pixels).then(function (image) {
-      return {units: units, image: image, lut: lutOf(units.cmap), cellUnit: cellUnits(units)};
+      return {units: units, image: image, lut: base.lutOf(units.cmap), cellUnit: cellUnits(units)};
     });
   }
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import enum
 import hashlib
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from headmap.errors import check_index
+from headmap.errors import HeadmapError, check_index
 from headmap.serve.display import DisplayLayer, DisplayMaps
 from headmap.serve.inputs import Item
 from headmap.serve.payload import Axes
@@ -13,6 +15,8 @@ from headmap.serve.views.base import Request
 
 if TYPE_CHECKING:
     from headmap.serve.workbench import Workbench
+
+E = TypeVar("E", bound=enum.Enum)
 
 
 def text_id(text: str) -> str:
@@ -50,3 +54,12 @@ def map_axes(layer: DisplayLayer, pooled: bool) -> Axes:
 def describe(layer: DisplayLayer, what: str) -> str:
     """First caption line: what is shown, in which units, under which normalization."""
     return f"{layer.key.title()} · {what} · {layer.unit}s · normalization: {layer.normalization.caption}"
+
+
+def choice(options: type[E], values: Sequence[Any], default: E) -> E:
+    """The option of a view's radio control (its first value; ``default`` when unset), by its label."""
+    text = str(values[0]) if values and values[0] else default.value
+    for option in options:
+        if option.value == text:
+            return option
+    raise HeadmapError(f"unknown choice {text!r}: choose one of {', '.join(o.value for o in options)}")

@@ -7,11 +7,11 @@ import enum
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from headmap.errors import HeadmapError, check_index
+from headmap.errors import check_index
 from headmap.render.image_view import image_payload
 from headmap.serve.inputs import Modality
 from headmap.serve.views.base import Control, Request, View
-from headmap.serve.views.common import item_of, picture_key
+from headmap.serve.views.common import choice, item_of, picture_key
 
 if TYPE_CHECKING:
     from headmap.serve.workbench import Workbench
@@ -33,16 +33,8 @@ def controls() -> tuple[Any, ...]:
     )
 
 
-def chosen(values: Sequence[Any]) -> Heads:
-    text = str(values[0]) if values and values[0] else Heads.ONE.value
-    for option in Heads:
-        if option.value == text:
-            return option
-    raise HeadmapError(f"unknown choice {text!r}: choose one of {', '.join(h.value for h in Heads)}")
-
-
 def draw(bench: Workbench, request: Request, values: Sequence[Any]) -> dict[str, object]:
-    what = chosen(values)
+    what = choice(Heads, values, Heads.ONE)
     # Rollout multiplies raw weights of every layer: it ignores the view options, as the caption says.
     result = bench.capture(request.model, item_of(bench, request))
     keys = [layer.key for layer in result.layers]

@@ -19,7 +19,7 @@ from headmap.result import Stack
 from headmap.serve.inputs import Modality
 from headmap.serve.payload import Axes, Panel, maps_payload
 from headmap.serve.views.base import Control, Request, View
-from headmap.serve.views.common import item_of, picture_key
+from headmap.serve.views.common import choice, item_of, picture_key
 from headmap.view.downsample import visible
 
 if TYPE_CHECKING:
@@ -44,14 +44,6 @@ def controls() -> tuple[Any, ...]:
     )
 
 
-def chosen(values: Sequence[Any]) -> Source:
-    text = str(values[0]) if values and values[0] else Source.ALIGNMENT.value
-    for option in Source:
-        if option.value == text:
-            return option
-    raise HeadmapError(f"unknown choice {text!r}: choose one of {', '.join(s.value for s in Source)}")
-
-
 def alignment(bench: Workbench, request: Request, source: Source) -> Alignment:
     """The alignment the picture shows: of the best heads, or of the chosen cross layer and head."""
     result = bench.capture(request.model, item_of(bench, request))
@@ -71,7 +63,7 @@ def alignment(bench: Workbench, request: Request, source: Source) -> Alignment:
 
 
 def draw(bench: Workbench, request: Request, values: Sequence[Any]) -> dict[str, object]:
-    source = chosen(values)
+    source = choice(Source, values, Source.ALIGNMENT)
     found = alignment(bench, request, source)
     heads = ", ".join(f"{h.key.name} h{h.head} ({h.score:.2f})" for h in found.heads)
     what = (
